@@ -1,0 +1,16 @@
+// Process start-up shared by every binary: flags, glog, failure signal handler, per-rank logs.
+#pragma once
+
+#include <string>
+
+namespace reid::base {
+
+// Initialises glog (to stderr until SetupRunLogging) and installs the failure signal handler that
+// prints a stack trace on SIGSEGV/SIGABRT. Flags are parsed by the caller (see trainer/main.cc).
+void GlobalInit(const char* argv0);
+
+// Sends this rank's log to `run_dir`/logs/rank<rank>.log (all severities); rank 0 also keeps
+// INFO and above on stderr, other ranks only warnings. Creates the folder. Returns the log path.
+std::string SetupRunLogging(const std::string& run_dir, int rank);
+
+}  // namespace reid::base

@@ -1,0 +1,73 @@
+# Finds every library reid-train uses; each is installed by scripts/install-deps.sh on Debian 12.
+
+# LibTorch: Debian's libtorch-dev (CPU, 1.13) or an official / Python-wheel LibTorch through
+# Torch_DIR or CMAKE_PREFIX_PATH (possibly CUDA, 2.x).
+find_package(Torch CONFIG REQUIRED)
+message(STATUS "LibTorch ${Torch_VERSION} (${TORCH_INSTALL_PREFIX})")
+# Debian's TorchConfig appends its flags to CMAKE_CXX_FLAGS; targets get them through `torch` too.
+
+find_package(MPI REQUIRED COMPONENTS C)
+# C API only: the deprecated MPI C++ bindings would need libmpi_cxx.
+add_compile_definitions(OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
+find_package(Protobuf REQUIRED)
+find_package(gflags CONFIG REQUIRED)
+find_package(glog CONFIG REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(libjpeg-turbo CONFIG REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+find_package(Threads REQUIRED)
+if(REID_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  include(GoogleTest)
+endif()
+
+# gflags' config exports `gflags` (shared or static); give it one stable name.
+if(TARGET gflags::gflags)
+  set(REID_GFLAGS gflags::gflags)
+elseif(TARGET gflags_shared)
+  set(REID_GFLAGS gflags_shared)
+else()
+  set(REID_GFLAGS gflags)
+endif()
+
+# CUDA and NCCL: compiled where the toolkit is present, exercised where a GPU is.
+set(REID_HAVE_CUDA OFF)
+set(REID_HAVE_NCCL OFF)
+if(NOT REID_WITH_CUDA STREQUAL "OFF")
+  find_package(CUDAToolkit QUIET)
+  if(CUDAToolkit_FOUND)
+    set(REID_HAVE_CUDA ON)
+    find_path(NCCL_INCLUDE_DIR nccl.h
+      HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME PATH_SUFFIXES include)
+    find_library(NCCL_LIBRARY nccl
+      HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+    if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+      set(REID_HAVE_NCCL ON)
+      add_library(reid_nccl_lib UNKNOWN IMPORTED)
+      set_target_properties(reid_nccl_lib PROPERTIES IMPORTED_LOCATION ${NCCL_LIBRARY}
+        INTERFACE_INCLUDE_DIRECTORIES ${NCCL_INCLUDE_DIR})
+    endif()
+  elseif(REID_WITH_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "REID_WITH_CUDA=ON but no CUDA toolkit was found")
+  endif()
+endif()
+# Whether LibTorch itself can run CUDA tensors (official CUDA builds); Debian's cannot.
+set(REID_TORCH_CUDA OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(REID_TORCH_CUDA ON)
+endif()
+message(STATUS "CUDA toolkit: ${REID_HAVE_CUDA}, NCCL: ${REID_HAVE_NCCL}, CUDA LibTorch: ${REID_TORCH_CUDA}")
+
+# Adds a gtest binary `name` from `sources`, linked to `libs`, registered with ctest.
+function(reid_add_test name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  if(NOT REID_BUILD_TESTS)
+    return()
+  endif()
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+  gtest_discover_tests(${name} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR}
+    PROPERTIES LABELS "${ARG_LABELS}" DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,388 @@
+// Config loading (defaults -> file -> overrides) and validation that lists every problem.
+#include "proto/config.h"
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace reid::config {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+// Collects parser errors with the file name, position and the offending source line.
+class ProblemCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  ProblemCollector(const std::string& source, const std::string& text, Problems* problems)
+      : source_(source), problems_(problems) {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) lines_.push_back(line);
+  }
+  void AddError(int line, int column, const std::string& message) override {
+    Add(line, column, message, "");
+  }
+  void AddWarning(int line, int column, const std::string& message) override {
+    Add(line, column, message, "warning: ");
+  }
+
+ private:
+  void Add(int line, int column, const std::string& message, const std::string& kind) {
+    std::ostringstream out;
+    out << source_ << ":" << line + 1 << ":" << column + 1 << ": " << kind << message;
+    if (line >= 0 && line < static_cast<int>(lines_.size())) {
+      std::string src = lines_[line];
+      src.erase(0, src.find_first_not_of(" \t"));
+      if (!src.empty()) out << " (in: " << src << ")";
+    }
+    problems_->push_back(out.str());
+  }
+  std::string source_;
+  std::vector<std::string> lines_;
+  Problems* problems_;
+};
+
+// Clears in `dst` every repeated field that `src` sets, recursing into set sub-messages.
+void ClearRepeatedSetIn(const Message& src, Message* dst) {
+  std::vector<const FieldDescriptor*> fields;
+  src.GetReflection()->ListFields(src, &fields);
+  const Reflection* dst_refl = dst->GetReflection();
+  for (const FieldDescriptor* f : fields) {
+    if (f->is_repeated()) {
+      dst_refl->ClearField(dst, f);
+    } else if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      ClearRepeatedSetIn(src.GetReflection()->GetMessage(src, f), dst_refl->MutableMessage(dst, f));
+    }
+  }
+}
+
+// Appends "path = value: why" problems; `path` is the dotted field path.
+class Checker {
+ public:
+  explicit Checker(Problems* problems) : problems_(problems) {}
+  template <typename T>
+  void Require(bool ok, const std::string& path, T value, const std::string& why) {
+    if (ok) return;
+    std::ostringstream out;
+    out << path << " = " << value << ": " << why;
+    problems_->push_back(out.str());
+  }
+  void Positive(double v, const std::string& path) { Require(v > 0, path, v, "must be > 0"); }
+  void NonNegative(double v, const std::string& path) {
+    Require(v >= 0, path, v, "must be >= 0");
+  }
+  void Probability(double v, const std::string& path) {
+    Require(v >= 0 && v <= 1, path, v, "must be in [0, 1]");
+  }
+
+ private:
+  Problems* problems_;
+};
+
+void ValidateData(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& d = cfg.data();
+  c.Positive(d.num_workers(), "data.num_workers");
+  c.Positive(d.prefetch_batches(), "data.prefetch_batches");
+  c.NonNegative(d.cache_budget_mb(), "data.cache_budget_mb");
+  c.Require(d.max_unreadable_fraction() >= 0 && d.max_unreadable_fraction() < 1,
+            "data.max_unreadable_fraction", d.max_unreadable_fraction(), "must be in [0, 1)");
+  c.Positive(d.test_batch_size(), "data.test_batch_size");
+  const auto& s = d.synthetic();
+  c.Require(s.ids() >= 2, "data.synthetic.ids", s.ids(), "must be >= 2");
+  c.Require(s.cameras() >= 2, "data.synthetic.cameras", s.cameras(),
+            "must be >= 2 (queries need a match from another camera)");
+  c.Require(s.images_per_id() >= 2, "data.synthetic.images_per_id", s.images_per_id(),
+            "must be >= 2");
+  c.Require(s.height() >= 16, "data.synthetic.height", s.height(), "must be >= 16");
+  c.Require(s.width() >= 8, "data.synthetic.width", s.width(), "must be >= 8");
+}
+
+void ValidateImageSize(const proto::ImageSize& size, const std::string& path,
+                       const proto::ModelConfig& m, Checker& c) {
+  const int patch = m.vision_patch_size();
+  c.Require(size.height() >= patch, path + ".height", size.height(),
+            "must be >= model.vision_patch_size (" + std::to_string(patch) + ")");
+  c.Require(size.width() >= patch, path + ".width", size.width(),
+            "must be >= model.vision_patch_size (" + std::to_string(patch) + ")");
+  // Non-overlapping patches must tile the image; with an overlapping stride CLIP-ReID floors the
+  // grid ((side - patch) / stride + 1) and drops the remainder, which we accept likewise.
+  if (m.stride_size() != patch || patch <= 0) return;
+  c.Require(size.height() % patch == 0, path + ".height", size.height(),
+            "must be a multiple of model.vision_patch_size " + std::to_string(patch));
+  c.Require(size.width() % patch == 0, path + ".width", size.width(),
+            "must be a multiple of model.vision_patch_size " + std::to_string(patch));
+}
+
+void ValidateInput(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& in = cfg.input();
+  ValidateImageSize(in.size_train(), "input.size_train", cfg.model(), c);
+  ValidateImageSize(in.size_test(), "input.size_test", cfg.model(), c);
+  c.Probability(in.flip_prob(), "input.flip_prob");
+  c.Probability(in.erasing_prob(), "input.erasing_prob");
+  c.NonNegative(in.padding(), "input.padding");
+  c.Require(in.pixel_mean_size() == 3, "input.pixel_mean", in.pixel_mean_size(),
+            "needs exactly 3 values (R, G, B)");
+  c.Require(in.pixel_std_size() == 3, "input.pixel_std", in.pixel_std_size(),
+            "needs exactly 3 values (R, G, B)");
+  for (int i = 0; i < in.pixel_std_size(); ++i) {
+    c.Positive(in.pixel_std(i), "input.pixel_std[" + std::to_string(i) + "]");
+  }
+}
+
+void ValidateModel(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& m = cfg.model();
+  c.Positive(m.embed_dim(), "model.embed_dim");
+  c.Positive(m.vision_layers(), "model.vision_layers");
+  c.Positive(m.vision_patch_size(), "model.vision_patch_size");
+  c.Require(m.stride_size() > 0 && m.stride_size() <= m.vision_patch_size(), "model.stride_size",
+            m.stride_size(), "must be in [1, vision_patch_size]");
+  const int vheads = m.vision_heads() > 0 ? m.vision_heads() : m.vision_width() / 64;
+  c.Require(m.vision_width() > 0 && vheads > 0 && m.vision_width() % vheads == 0,
+            "model.vision_width", m.vision_width(),
+            "must be a positive multiple of the head count (vision_heads, or 64 per head)");
+  c.Require(m.transformer_heads() > 0 && m.transformer_width() > 0 &&
+                m.transformer_width() % m.transformer_heads() == 0,
+            "model.transformer_width", m.transformer_width(),
+            "must be a positive multiple of model.transformer_heads");
+  c.Positive(m.transformer_layers(), "model.transformer_layers");
+  c.Require(m.vocab_size() >= 514, "model.vocab_size", m.vocab_size(),
+            "must be >= 514 (256 bytes x 2 + start + end)");
+  c.Require(m.context_length() >= 3, "model.context_length", m.context_length(), "must be >= 3");
+  c.Positive(m.classifier_init_std(), "model.classifier_init_std");
+  c.Positive(m.pretrain_image_size(), "model.pretrain_image_size");
+}
+
+void ValidatePrompt(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& p = cfg.prompt();
+  const std::string& t = p.template_();
+  const size_t first = t.find("{ctx}");
+  c.Require(first != std::string::npos, "prompt.template", "\"" + t + "\"",
+            "must contain the placeholder {ctx} for the n_ctx learnable tokens");
+  c.Require(first == std::string::npos || t.find("{ctx}", first + 1) == std::string::npos,
+            "prompt.template", "\"" + t + "\"", "must contain {ctx} exactly once");
+  c.Require(p.n_ctx() >= 1, "prompt.n_ctx", p.n_ctx(), "must be >= 1");
+  c.Require(p.n_ctx() + 2 < cfg.model().context_length(), "prompt.n_ctx", p.n_ctx(),
+            "with start and end tokens must fit model.context_length " +
+                std::to_string(cfg.model().context_length()));
+  c.Positive(p.ctx_init_std(), "prompt.ctx_init_std");
+}
+
+void ValidateModules(const proto::ReidConfig& cfg, Checker& c) {
+  c.NonNegative(cfg.context_adjust().hidden_dim(), "context_adjust.hidden_dim");
+  const auto& a = cfg.cross_attention();
+  c.NonNegative(a.hidden_dim(), "cross_attention.hidden_dim");
+  const int width = a.hidden_dim() > 0 ? a.hidden_dim() : cfg.model().embed_dim();
+  c.Require(a.num_heads() > 0 && width % a.num_heads() == 0, "cross_attention.num_heads",
+            a.num_heads(), "must divide the attention width " + std::to_string(width));
+}
+
+void ValidateStage1(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& s = cfg.stage1();
+  c.Positive(s.base_lr(), "stage1.base_lr");
+  c.NonNegative(s.weight_decay(), "stage1.weight_decay");
+  c.NonNegative(s.warmup_lr_init(), "stage1.warmup_lr_init");
+  c.NonNegative(s.lr_min(), "stage1.lr_min");
+  c.Require(s.base_lr() <= 0 || s.lr_min() <= s.base_lr(), "stage1.lr_min", s.lr_min(),
+            "must be <= stage1.base_lr");
+  c.Positive(s.max_epochs(), "stage1.max_epochs");
+  // A warm-up or milestone past max_epochs is allowed: shortening a run with --set should not
+  // force the schedule to be rewritten; it is simply never reached.
+  c.NonNegative(s.warmup_epochs(), "stage1.warmup_epochs");
+  c.Positive(s.ims_per_batch(), "stage1.ims_per_batch");
+  c.Positive(s.log_period(), "stage1.log_period");
+  c.Positive(s.checkpoint_period(), "stage1.checkpoint_period");
+  c.Positive(s.temperature(), "stage1.temperature");
+}
+
+void ValidateStage2(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& s = cfg.stage2();
+  c.Positive(s.base_lr(), "stage2.base_lr");
+  c.Positive(s.bias_lr_factor(), "stage2.bias_lr_factor");
+  c.NonNegative(s.weight_decay(), "stage2.weight_decay");
+  c.NonNegative(s.weight_decay_bias(), "stage2.weight_decay_bias");
+  c.Positive(s.max_epochs(), "stage2.max_epochs");
+  c.NonNegative(s.warmup_epochs(), "stage2.warmup_epochs");
+  c.Require(s.warmup_factor() > 0 && s.warmup_factor() <= 1, "stage2.warmup_factor",
+            s.warmup_factor(), "must be in (0, 1]");
+  c.Require(s.gamma() > 0 && s.gamma() <= 1, "stage2.gamma", s.gamma(), "must be in (0, 1]");
+  for (int i = 0; i < s.steps_size(); ++i) {
+    const std::string path = "stage2.steps[" + std::to_string(i) + "]";
+    c.Require(s.steps(i) >= 1, path, s.steps(i), "must be >= 1 (an epoch number)");
+    c.Require(i == 0 || s.steps(i) > s.steps(i - 1), path, s.steps(i), "steps must ascend");
+  }
+  c.Require(s.ids_per_batch() >= 2, "stage2.ids_per_batch", s.ids_per_batch(),
+            "must be >= 2 (triplet mining needs negatives)");
+  c.Require(s.num_instances() >= 2, "stage2.num_instances", s.num_instances(),
+            "must be >= 2 (triplet mining needs positives)");
+  c.Require(s.ims_per_batch() == s.ids_per_batch() * s.num_instances(), "stage2.ims_per_batch",
+            s.ims_per_batch(),
+            "must equal ids_per_batch * num_instances = " + std::to_string(s.ids_per_batch()) +
+                " * " + std::to_string(s.num_instances()));
+  c.Positive(s.log_period(), "stage2.log_period");
+  c.Positive(s.checkpoint_period(), "stage2.checkpoint_period");
+  c.Positive(s.eval_period(), "stage2.eval_period");
+}
+
+void ValidateLossEvalDist(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& l = cfg.loss();
+  c.NonNegative(l.id_weight(), "loss.id_weight");
+  c.NonNegative(l.triplet_weight(), "loss.triplet_weight");
+  c.NonNegative(l.i2t_weight(), "loss.i2t_weight");
+  c.Require(l.label_smoothing() >= 0 && l.label_smoothing() < 1, "loss.label_smoothing",
+            l.label_smoothing(), "must be in [0, 1)");
+  c.NonNegative(l.triplet_margin(), "loss.triplet_margin");
+  const auto& e = cfg.eval();
+  c.Positive(e.max_rank(), "eval.max_rank");
+  c.Require(e.rerank_k1() >= 1, "eval.rerank_k1", e.rerank_k1(), "must be >= 1");
+  c.Require(e.rerank_k2() >= 1 && e.rerank_k2() <= e.rerank_k1(), "eval.rerank_k2",
+            e.rerank_k2(), "must be in [1, eval.rerank_k1]");
+  c.Probability(e.rerank_lambda(), "eval.rerank_lambda");
+  c.Positive(e.chunk_rows(), "eval.chunk_rows");
+  const auto& d = cfg.dist();
+  c.Positive(d.bucket_cap_mb(), "dist.bucket_cap_mb");
+  c.Require(d.first_bucket_mb() > 0 && d.first_bucket_mb() <= d.bucket_cap_mb(),
+            "dist.first_bucket_mb", d.first_bucket_mb(), "must be in (0, dist.bucket_cap_mb]");
+  c.Positive(d.timeout_s(), "dist.timeout_s");
+  c.NonNegative(d.intra_op_threads(), "dist.intra_op_threads");
+}
+
+void ValidateCheckpointMonitoring(const proto::ReidConfig& cfg, Checker& c) {
+  const auto& k = cfg.checkpoint();
+  c.Require(k.keep_last_n() >= 1, "checkpoint.keep_last_n", k.keep_last_n(), "must be >= 1");
+  c.NonNegative(k.period_steps(), "checkpoint.period_steps");
+  const auto& m = cfg.monitoring();
+  c.Require(m.metrics_port_base() >= 0 && m.metrics_port_base() <= 65535 - 64,
+            "monitoring.metrics_port_base", m.metrics_port_base(),
+            "must be 0 (off) or a port with room for one per local rank");
+  c.NonNegative(m.push_period_s(), "monitoring.push_period_s");
+  const std::string& url = m.pushgateway_url();
+  c.Require(url.empty() || url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0,
+            "monitoring.pushgateway_url", "\"" + url + "\"", "must start with http:// or https://");
+  c.Require(!m.job().empty(), "monitoring.job", "\"\"", "must not be empty");
+  c.NonNegative(m.log_every_steps(), "monitoring.log_every_steps");
+}
+
+}  // namespace
+
+void MaterializeDefaults(Message* msg) {
+  const Descriptor* desc = msg->GetDescriptor();
+  const Reflection* refl = msg->GetReflection();
+  for (int i = 0; i < desc->field_count(); ++i) {
+    const FieldDescriptor* f = desc->field(i);
+    if (f->is_repeated()) continue;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      MaterializeDefaults(refl->MutableMessage(msg, f));
+      continue;
+    }
+    if (refl->HasField(*msg, f)) continue;
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_INT32: refl->SetInt32(msg, f, refl->GetInt32(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_INT64: refl->SetInt64(msg, f, refl->GetInt64(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_UINT32: refl->SetUInt32(msg, f, refl->GetUInt32(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_UINT64: refl->SetUInt64(msg, f, refl->GetUInt64(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_DOUBLE: refl->SetDouble(msg, f, refl->GetDouble(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_FLOAT: refl->SetFloat(msg, f, refl->GetFloat(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_BOOL: refl->SetBool(msg, f, refl->GetBool(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_ENUM: refl->SetEnum(msg, f, refl->GetEnum(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_STRING: refl->SetString(msg, f, refl->GetString(*msg, f)); break;
+      case FieldDescriptor::CPPTYPE_MESSAGE: break;
+    }
+  }
+}
+
+void MergeReplacingRepeated(const Message& src, Message* dst) {
+  ClearRepeatedSetIn(src, dst);
+  dst->MergeFrom(src);
+}
+
+bool ParseConfigText(const std::string& text, const std::string& source, proto::ReidConfig* out,
+                     Problems* problems) {
+  ProblemCollector collector(source, text, problems);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&collector);
+  parser.AllowUnknownField(false);
+  out->Clear();
+  return parser.ParseFromString(text, out);
+}
+
+void FillListDefaults(proto::ReidConfig* cfg) {
+  auto* in = cfg->mutable_input();
+  if (in->pixel_mean_size() == 0) {
+    for (int i = 0; i < 3; ++i) in->add_pixel_mean(0.5f);
+  }
+  if (in->pixel_std_size() == 0) {
+    for (int i = 0; i < 3; ++i) in->add_pixel_std(0.5f);
+  }
+  if (cfg->stage2().steps_size() == 0) {
+    cfg->mutable_stage2()->add_steps(30);
+    cfg->mutable_stage2()->add_steps(50);
+  }
+}
+
+Problems Validate(const proto::ReidConfig& cfg) {
+  Problems problems;
+  Checker c(&problems);
+  ValidateData(cfg, c);
+  ValidateModel(cfg, c);
+  ValidateInput(cfg, c);
+  ValidatePrompt(cfg, c);
+  ValidateModules(cfg, c);
+  ValidateStage1(cfg, c);
+  ValidateStage2(cfg, c);
+  ValidateLossEvalDist(cfg, c);
+  ValidateCheckpointMonitoring(cfg, c);
+  return problems;
+}
+
+bool ReadFile(const std::string& path, std::string* contents, Problems* problems) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    problems->push_back(path + ": cannot open config file");
+    return false;
+  }
+  std::ostringstream buf;
+  buf << in.rdbuf();
+  *contents = buf.str();
+  return true;
+}
+
+Problems LoadFromText(const std::string& config_text, const std::string& source,
+                      const std::vector<std::string>& overrides, proto::ReidConfig* cfg) {
+  Problems problems;
+  cfg->Clear();
+  MaterializeDefaults(cfg);
+  proto::ReidConfig part;
+  if (ParseConfigText(config_text, source, &part, &problems)) MergeReplacingRepeated(part, cfg);
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    const std::string name = overrides.size() == 1 ? "--set" : "--set#" + std::to_string(i + 1);
+    if (ParseConfigText(overrides[i], name, &part, &problems)) MergeReplacingRepeated(part, cfg);
+  }
+  FillListDefaults(cfg);
+  Problems invalid = Validate(*cfg);
+  problems.insert(problems.end(), invalid.begin(), invalid.end());
+  return problems;
+}
+
+Problems Load(const std::string& config_path, const std::vector<std::string>& overrides,
+              proto::ReidConfig* cfg) {
+  std::string text;
+  if (!config_path.empty()) {
+    Problems problems;
+    if (!ReadFile(config_path, &text, &problems)) return problems;
+  }
+  return LoadFromText(text, config_path.empty() ? "<defaults>" : config_path, overrides, cfg);
+}
+
+std::string ToText(const proto::ReidConfig& cfg) {
+  std::string out;
+  google::protobuf::TextFormat::Printer printer;
+  printer.PrintToString(cfg, &out);
+  return out;
+}
+
+}  // namespace reid::config

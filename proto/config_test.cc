@@ -1,0 +1,139 @@
+// Tests for config loading: every shipped config validates, each class of mistake is reported
+// with its field, and --set replaces repeated fields.
+#include "proto/config.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <filesystem>
+
+namespace reid::config {
+namespace {
+
+// True if some problem mentions every one of `parts`.
+bool HasProblem(const Problems& problems, std::initializer_list<std::string> parts) {
+  return std::any_of(problems.begin(), problems.end(), [&](const std::string& p) {
+    return std::all_of(parts.begin(), parts.end(),
+                       [&](const std::string& part) { return p.find(part) != std::string::npos; });
+  });
+}
+
+std::string Joined(const Problems& problems) {
+  std::string out;
+  for (const auto& p : problems) out += p + "\n";
+  return out;
+}
+
+TEST(Config, EveryShippedConfigLoadsAndValidates) {
+  int count = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("configs")) {
+    if (entry.path().extension() != ".textproto") continue;
+    proto::ReidConfig cfg;
+    const Problems problems = Load(entry.path().string(), {}, &cfg);
+    EXPECT_TRUE(problems.empty()) << entry.path() << "\n" << Joined(problems);
+    ++count;
+  }
+  EXPECT_EQ(count, 7) << "expected 3 datasets x 2 variants + synthetic_tiny";
+}
+
+TEST(Config, DefaultsAreTheClipReidBaseline) {
+  proto::ReidConfig defaults, baseline;
+  ASSERT_TRUE(Load("", {}, &defaults).empty());
+  ASSERT_TRUE(Load("configs/market1501_clipreid.textproto", {}, &baseline).empty());
+  baseline.set_name(defaults.name());
+  EXPECT_EQ(ToText(defaults), ToText(baseline));
+  EXPECT_EQ(defaults.stage2().steps_size(), 2);
+  EXPECT_NE(ToText(defaults).find("max_epochs: 60"), std::string::npos) << "defaults are printed";
+}
+
+TEST(Config, ImprovedConfigFollowsThePaper) {
+  proto::ReidConfig cfg;
+  ASSERT_TRUE(Load("configs/msmt17_improved.textproto", {}, &cfg).empty());
+  EXPECT_EQ(cfg.prompt().template_(), "{ctx} person.");
+  EXPECT_EQ(cfg.prompt().n_ctx(), 8);
+  EXPECT_TRUE(cfg.context_adjust().enabled());
+  EXPECT_TRUE(cfg.cross_attention().enabled());
+  EXPECT_EQ(cfg.input().size_train().height(), 384);
+  EXPECT_EQ(cfg.stage1().warmup_epochs(), 10);
+  EXPECT_EQ(cfg.data().dataset(), proto::DataConfig::MSMT17);
+}
+
+TEST(Config, SetOverridesAndReplacesRepeatedFields) {
+  proto::ReidConfig cfg;
+  const Problems problems = Load("configs/market1501_improved.textproto",
+                                 {"stage2 { max_epochs: 3 steps: [2] }",
+                                  "input { pixel_mean: [0.1, 0.2, 0.3] }"},
+                                 &cfg);
+  ASSERT_TRUE(problems.empty()) << Joined(problems);
+  EXPECT_EQ(cfg.stage2().max_epochs(), 3);
+  ASSERT_EQ(cfg.stage2().steps_size(), 1) << "a repeated field in --set replaces the list";
+  EXPECT_EQ(cfg.stage2().steps(0), 2);
+  ASSERT_EQ(cfg.input().pixel_mean_size(), 3);
+  EXPECT_FLOAT_EQ(cfg.input().pixel_mean(0), 0.1f);
+  EXPECT_EQ(cfg.prompt().n_ctx(), 8) << "fields not in --set keep the file's value";
+}
+
+TEST(Config, UnknownFieldNamesFileLineAndField) {
+  proto::ReidConfig cfg;
+  const Problems problems =
+      LoadFromText("seed: 1\nstage2 {\n  max_epoch: 3\n}\n", "bad.textproto", {}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"bad.textproto:3:", "max_epoch"})) << Joined(problems);
+}
+
+TEST(Config, WrongTypeNamesTheLine) {
+  proto::ReidConfig cfg;
+  const Problems problems = LoadFromText("stage1 { max_epochs: \"ten\" }", "x.textproto", {}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"x.textproto:1:", "max_epochs: \"ten\""})) << Joined(problems);
+}
+
+TEST(Config, UnknownFieldInSetNamesSet) {
+  proto::ReidConfig cfg;
+  const Problems problems = Load("", {"stage3 { max_epochs: 1 }"}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"--set", "stage3"})) << Joined(problems);
+}
+
+TEST(Config, EveryValidationProblemIsListed) {
+  proto::ReidConfig cfg;
+  const Problems problems = LoadFromText(
+      "stage1 { base_lr: 0 }\n"
+      "stage2 { ims_per_batch: 60 ids_per_batch: 16 num_instances: 4 }\n"
+      "input { size_train { height: 250 width: 128 } }\n"
+      "prompt { template: \"A photo of a person.\" }\n"
+      "eval { rerank_lambda: 1.5 }\n",
+      "many.textproto", {}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"stage1.base_lr = 0", "> 0"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"stage2.ims_per_batch = 60", "16 * 4"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"input.size_train.height = 250", "vision_patch_size"}))
+      << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"prompt.template", "{ctx}"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"eval.rerank_lambda = 1.5"})) << Joined(problems);
+  EXPECT_EQ(problems.size(), 5u) << Joined(problems);
+}
+
+TEST(Config, OverlappingStrideFloorsTheGridLikeClipReid) {
+  proto::ReidConfig cfg;
+  EXPECT_TRUE(Load("configs/market1501_clipreid.textproto",
+                   {"model { stride_size: 12 sie_camera: true sie_coe: 1.0 }"}, &cfg)
+                  .empty());
+  const Problems problems = Load("", {"model { stride_size: 20 }"}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"model.stride_size = 20"})) << Joined(problems);
+}
+
+TEST(Config, MissingFileNamesThePath) {
+  proto::ReidConfig cfg;
+  const Problems problems = Load("/nonexistent/x.textproto", {}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"/nonexistent/x.textproto", "cannot open"}))
+      << Joined(problems);
+}
+
+TEST(Config, MaterializeDefaultsKeepsSetValues) {
+  proto::ReidConfig cfg;
+  cfg.mutable_stage2()->set_max_epochs(7);
+  MaterializeDefaults(&cfg);
+  EXPECT_EQ(cfg.stage2().max_epochs(), 7);
+  EXPECT_TRUE(cfg.stage1().has_max_epochs());
+  EXPECT_EQ(cfg.stage1().max_epochs(), 120);
+}
+
+}  // namespace
+}  // namespace reid::config

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# End-to-end checks of the `reid` command line: print-config, exit status 2 on bad configs and
+# flags, --help of every subcommand, version. Usage: cli_test.sh PATH/TO/reid (run from the root).
+set -u
+reid=$1
+fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+expect() {  # expect NAME WANT_STATUS PATTERN -- command...
+  local name=$1 want=$2 pattern=$3; shift 4
+  "$@" >"$tmp/out" 2>&1
+  local got=$?
+  if [[ $got -ne $want ]] || ! grep -qE -- "$pattern" "$tmp/out"; then
+    echo "FAIL $name: status $got (want $want), pattern '$pattern'"; sed 's/^/  | /' "$tmp/out" | head -20
+    fail=$((fail + 1))
+  else
+    echo "ok   $name"
+  fi
+}
+
+expect print-config-merged 0 '^  max_epochs: 3$' -- \
+  "$reid" print-config --config=configs/market1501_improved.textproto --set='stage2 { max_epochs: 3 }'
+expect print-config-template 0 'template: "\{ctx\} person."' -- \
+  "$reid" print-config --config=configs/market1501_improved.textproto
+expect print-config-two-sets 0 'n_ctx: 6' -- \
+  "$reid" print-config --set='stage2 { max_epochs: 3 }' --set 'prompt { n_ctx: 6 }'
+printf 'stage2 {\n  max_epoch: 3\n}\n' >"$tmp/unknown.textproto"
+expect unknown-field 2 'unknown.textproto:2:.*max_epoch' -- "$reid" print-config --config="$tmp/unknown.textproto"
+expect bad-value 2 'stage2.ims_per_batch = 48' -- \
+  "$reid" print-config --set='stage2 { ims_per_batch: 48 }'
+expect missing-file 2 'nope.textproto: cannot open' -- "$reid" print-config --config=nope.textproto
+expect foreign-flag 2 'does not take --data_root' -- "$reid" version --data_root=x
+expect unknown-subcommand 2 "unknown subcommand 'trian'" -- "$reid" trian
+expect no-subcommand 2 'usage: reid <subcommand>' -- "$reid"
+expect help 0 'print-config' -- "$reid" --help
+expect print-config-help 0 '\-\-config' -- "$reid" print-config --help
+expect version-help 0 'usage: reid version' -- "$reid" version --help
+expect version 0 'LibTorch: +[0-9]+\.[0-9]+' -- "$reid" version
+expect version-blas 0 'BLAS: ' -- "$reid" version
+
+echo "$fail failed"
+[[ $fail -eq 0 ]]

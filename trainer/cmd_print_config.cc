@@ -1,0 +1,17 @@
+// `reid print-config`: prints the effective config (defaults, --config, --set) in text format.
+#include <iostream>
+
+#include "proto/config.h"
+#include "trainer/commands.h"
+#include "trainer/config_flags.h"
+
+namespace reid::trainer {
+
+int RunPrintConfig(int /*argc*/, char** /*argv*/) {
+  proto::ReidConfig cfg;
+  if (!LoadConfigFromFlags(&cfg)) return kExitUsage;
+  std::cout << config::ToText(cfg);
+  return kExitOk;
+}
+
+}  // namespace reid::trainer

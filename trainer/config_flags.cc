@@ -1,0 +1,27 @@
+// --config / --set handling shared by the subcommands.
+#include "trainer/config_flags.h"
+
+#include <iostream>
+
+#include "proto/config.h"
+#include "trainer/commands.h"
+
+DEFINE_string(config, "", "Text-format ReidConfig file (see configs/); empty = schema defaults");
+
+namespace reid::trainer {
+
+std::vector<std::string>& SetOverrides() {
+  static std::vector<std::string> overrides;
+  return overrides;
+}
+
+bool LoadConfigFromFlags(proto::ReidConfig* cfg) {
+  const config::Problems problems = config::Load(FLAGS_config, SetOverrides(), cfg);
+  if (problems.empty()) return true;
+  std::cerr << "error: invalid config" << (FLAGS_config.empty() ? "" : " " + FLAGS_config) << " ("
+            << problems.size() << " problem" << (problems.size() == 1 ? "" : "s") << "):\n";
+  for (const std::string& p : problems) std::cerr << "  " << p << "\n";
+  return false;
+}
+
+}  // namespace reid::trainer

@@ -1,0 +1,163 @@
+// The `reid` command: parses flags and dispatches to a subcommand from a plain table.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "base/init.h"
+#include "trainer/commands.h"
+
+namespace reid::trainer {
+namespace {
+
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  std::vector<const char*> flags;  // the flags this subcommand reads (shown by --help)
+  int (*run)(int argc, char** argv);
+};
+
+const std::vector<Subcommand>& Table() {
+  static const std::vector<Subcommand> table = {
+      {"print-config", "print the effective config (schema defaults, --config, --set)",
+       {"config", "set"}, RunPrintConfig},
+      {"version", "print version, git sha, LibTorch, BLAS, CUDA/NCCL and MPI availability", {},
+       RunVersion},
+  };
+  return table;
+}
+
+void PrintUsage(std::ostream& out) {
+  out << "usage: reid <subcommand> [--flags]   (reid <subcommand> --help for its flags)\n\n";
+  for (const Subcommand& s : Table()) {
+    out << "  " << s.name << std::string(16 - std::min<size_t>(15, strlen(s.name)), ' ')
+        << s.summary << "\n";
+  }
+}
+
+void PrintSubcommandHelp(const Subcommand& s) {
+  std::cout << "usage: reid " << s.name << " [--flags]\n" << s.summary << "\n\nflags:\n";
+  for (const char* name : s.flags) {
+    if (std::string(name) == "set") {
+      std::cout << "  --set=TEXT  text-format override merged after --config; repeated fields "
+                   "given here replace the list; may be given several times\n";
+      continue;
+    }
+    gflags::CommandLineFlagInfo info;
+    if (!gflags::GetCommandLineFlagInfo(name, &info)) continue;
+    std::cout << "  --" << info.name << "  " << info.description << " (" << info.type
+              << ", default \"" << info.default_value << "\")\n";
+  }
+  if (s.flags.empty()) std::cout << "  (none)\n";
+}
+
+// LibTorch defaults to one intra-op thread here: use this process's share of the cores (all of
+// them, divided by the ranks on this node when started by mpirun or srun).
+void SetIntraOpThreads() {
+  int local_ranks = 1;
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
+    if (const char* v = std::getenv(var)) {
+      local_ranks = std::max(1, std::atoi(v));
+      break;
+    }
+  }
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  at::set_num_threads(std::max(1, cores / local_ranks));
+}
+
+// Takes every --set=TEXT / --set TEXT out of the arguments (gflags would keep only the last).
+bool ExtractSetOverrides(std::vector<char*>* args) {
+  std::vector<char*> kept;
+  for (size_t i = 0; i < args->size(); ++i) {
+    const std::string a = (*args)[i];
+    if (a.rfind("--set=", 0) == 0) {
+      SetOverrides().push_back(a.substr(6));
+    } else if (a == "--set") {
+      if (i + 1 >= args->size()) return false;
+      SetOverrides().push_back((*args)[++i]);
+    } else {
+      kept.push_back((*args)[i]);
+    }
+  }
+  *args = kept;
+  return true;
+}
+
+// A flag given on the command line that the subcommand does not read is a user error.
+bool CheckFlagsBelongTo(const Subcommand& s, const std::vector<char*>& args) {
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string a = args[i];
+    if (a == "--") break;
+    if (a.rfind("-", 0) != 0) continue;
+    a.erase(0, a.find_first_not_of('-'));
+    a = a.substr(0, a.find('='));
+    bool known = false;
+    for (const char* f : s.flags) known |= (a == f || a == std::string("no") + f);
+    if (!known) {
+      std::cerr << "error: reid " << s.name << " does not take --" << a
+                << " (see reid " << s.name << " --help)\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+int Dispatch(int argc, char** argv) {
+  if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help") ||
+      !strcmp(argv[1], "-h")) {
+    PrintUsage(std::cout);
+    return argc < 2 ? kExitUsage : kExitOk;
+  }
+  const Subcommand* sub = nullptr;
+  for (const Subcommand& s : Table()) {
+    if (s.name == std::string(argv[1])) sub = &s;
+  }
+  if (sub == nullptr) {
+    std::cerr << "error: unknown subcommand '" << argv[1] << "'\n";
+    PrintUsage(std::cerr);
+    return kExitUsage;
+  }
+  std::string program = std::string("reid ") + sub->name;
+  std::vector<char*> args = {program.data()};
+  for (int i = 2; i < argc; ++i) {
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+      PrintSubcommandHelp(*sub);
+      return kExitOk;
+    }
+    args.push_back(argv[i]);
+  }
+  if (!ExtractSetOverrides(&args)) {
+    std::cerr << "error: --set needs a value\n";
+    return kExitUsage;
+  }
+  if (!CheckFlagsBelongTo(*sub, args)) return kExitUsage;
+  int sub_argc = static_cast<int>(args.size());
+  char** sub_argv = args.data();
+  gflags::ParseCommandLineNonHelpFlags(&sub_argc, &sub_argv, /*remove_flags=*/true);
+  base::GlobalInit(argv[0]);
+  SetIntraOpThreads();
+  return sub->run(sub_argc, sub_argv);
+}
+
+}  // namespace
+}  // namespace reid::trainer
+
+int main(int argc, char** argv) {
+  try {
+    return reid::trainer::Dispatch(argc, argv);
+  } catch (const c10::Error& e) {
+    std::cerr << "error: reid " << (argc > 1 ? argv[1] : "") << ": LibTorch: "
+              << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "error: reid " << (argc > 1 ? argv[1] : "") << ": " << e.what() << "\n";
+  }
+  return reid::trainer::kExitFailure;
+}
