@@ -16,8 +16,8 @@ step "unpack Debian packages into $PREFIX"
 rm -rf "$PREFIX" && mkdir -p "$PREFIX"
 for f in device/debs/*.deb; do dpkg -x "$f" "$PREFIX"; done
 # Some CMake and pkg-config files name /usr literally: point them at the prefix.
-grep -rlE '"/usr"|^prefix=/usr' "$LIBDIR/cmake" "$LIBDIR/pkgconfig" 2>/dev/null |
-  xargs -r sed -i -E "s#\"/usr\"#\"$PREFIX/usr\"#; s#^prefix=/usr#prefix=$PREFIX/usr#"
+grep -rlE '"/usr[/"]|^prefix=/usr' "$LIBDIR/cmake" "$LIBDIR/pkgconfig" 2>/dev/null |
+  xargs -r sed -i -E "s#\"/usr([/\"])#\"$PREFIX/usr\\1#g; s#^prefix=/usr#prefix=$PREFIX/usr#"
 export PKG_CONFIG_PATH=$LIBDIR/pkgconfig
 export OPAL_PREFIX=$PREFIX/usr
 export PATH=$PREFIX/usr/bin:$PATH

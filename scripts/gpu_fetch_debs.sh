@@ -9,7 +9,7 @@ apt-get download \
   libgflags-dev libgflags2.2 libgoogle-glog-dev libgoogle-glog0v6 libunwind8 libunwind-dev \
   libgtest-dev libgmock-dev \
   prometheus-cpp-dev libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libprometheus-cpp-push1.0 \
-  libcivetweb1 libcurl4 zlib1g-dev \
+  libcivetweb1 libcivetweb-dev civetweb libcurl4 libcurl4-openssl-dev libssl-dev zlib1g-dev \
   libturbojpeg0-dev libturbojpeg0 libjpeg62-turbo-dev libjpeg62-turbo \
   libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
   libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libhwloc15 libpmix2 \
