@@ -31,6 +31,10 @@ const std::vector<Subcommand>& Table() {
        {"config", "set"}, RunPrintConfig},
       {"version", "print version, git sha, LibTorch, BLAS, CUDA/NCCL and MPI availability", {},
        RunVersion},
+      {"dataset-stats", "parse a dataset and print ids/images/cameras per split",
+       {"dataset", "data_root", "json"}, RunDatasetStats},
+      {"synth", "write the synthetic Market-1501-layout dataset of JPEGs",
+       {"out", "ids", "cameras", "images_per_id", "seed", "height", "width"}, RunSynth},
   };
   return table;
 }

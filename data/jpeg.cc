@@ -1,0 +1,94 @@
+// libjpeg-turbo decoding (with DCT-domain downscaling) and encoding.
+#include "data/jpeg.h"
+
+#include <turbojpeg.h>
+
+#include <cstdio>
+#include <memory>
+
+namespace reid::data {
+
+bool ReadFileBytes(const std::string& path, std::vector<uint8_t>* bytes, std::string* error) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) {
+    *error = path + ": cannot open";
+    return false;
+  }
+  bytes->clear();
+  uint8_t chunk[1 << 16];
+  size_t n;
+  while ((n = std::fread(chunk, 1, sizeof(chunk), f.get())) > 0) {
+    bytes->insert(bytes->end(), chunk, chunk + n);
+  }
+  if (std::ferror(f.get())) {
+    *error = path + ": read error";
+    return false;
+  }
+  return true;
+}
+
+JpegDecoder::JpegDecoder() : handle_(tjInitDecompress()) {}
+JpegDecoder::~JpegDecoder() {
+  if (handle_) tjDestroy(handle_);
+}
+
+bool JpegDecoder::Decode(const uint8_t* data, size_t size, int min_height, int min_width,
+                         Image* out, std::string* error) {
+  if (handle_ == nullptr) {
+    *error = "cannot create a TurboJPEG decoder";
+    return false;
+  }
+  if (size == 0) {
+    *error = "empty file";
+    return false;
+  }
+  int width = 0, height = 0, subsamp = 0, colorspace = 0;
+  if (tjDecompressHeader3(handle_, data, size, &width, &height, &subsamp, &colorspace) != 0) {
+    *error = std::string("not a JPEG: ") + tjGetErrorStr2(handle_);
+    return false;
+  }
+  int out_w = width, out_h = height;
+  if (min_height > 0 && min_width > 0) {
+    int n = 0;
+    const tjscalingfactor* factors = tjGetScalingFactors(&n);
+    for (int i = 0; i < n; ++i) {
+      const tjscalingfactor f = factors[i];
+      if (f.num > f.denom) continue;
+      const int w = TJSCALED(width, f), h = TJSCALED(height, f);
+      if (w >= min_width && h >= min_height && w < out_w) {
+        out_w = w;
+        out_h = h;
+      }
+    }
+  }
+  out->Resize(out_h, out_w);
+  // Warnings (e.g. a truncated file, which libjpeg pads with grey) count as failures.
+  if (tjDecompress2(handle_, data, size, out->pixels.data(), out_w, 0, out_h, TJPF_RGB,
+                    TJFLAG_STOPONWARNING) != 0) {
+    *error = std::string("cannot decode: ") + tjGetErrorStr2(handle_);
+    return false;
+  }
+  return true;
+}
+
+bool EncodeJpeg(const Image& image, int quality, std::vector<uint8_t>* out, std::string* error) {
+  tjhandle h = tjInitCompress();
+  if (h == nullptr) {
+    *error = "cannot create a TurboJPEG encoder";
+    return false;
+  }
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  const int rc = tjCompress2(h, image.pixels.data(), image.width, 0, image.height, TJPF_RGB, &buf,
+                             &size, TJSAMP_420, quality, 0);
+  if (rc != 0) {
+    *error = std::string("cannot encode: ") + tjGetErrorStr2(h);
+  } else {
+    out->assign(buf, buf + size);
+  }
+  tjFree(buf);
+  tjDestroy(h);
+  return rc == 0;
+}
+
+}  // namespace reid::data

@@ -1,0 +1,41 @@
+// Synthetic person re-id dataset in the Market-1501 layout: identity-specific clothing colours
+// and patterns under camera-specific light and colour cast, pose shift and scale, occluders and
+// noise, so identities are learnable but not trivially. Deterministic from the seed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "data/image.h"
+
+namespace reid::data {
+
+struct SynthOptions {
+  int ids = 64;           // identities in train and (other ones) in test
+  int cameras = 4;        // 1..9 (Market-1501 names cameras with one digit)
+  int images_per_id = 8;  // per identity and split; >= 2
+  uint64_t seed = 7;
+  int height = 128;
+  int width = 64;
+  int threads = 2;
+};
+
+struct SynthSummary {
+  int64_t train_images = 0, query_images = 0, gallery_images = 0, distractors = 0, junk = 0;
+};
+
+// "" if the options are usable, else the reason naming the option.
+std::string ValidateSynthOptions(const SynthOptions& opt);
+
+// Writes out_dir/{bounding_box_train,query,bounding_box_test}/<pid>_c<cam>s1_<n>_00.jpg.
+// Train uses pids 1..ids, test pids ids+1..2*ids; each test identity has one query image (on
+// camera (id mod C)) and images_per_id - 1 gallery images on other cameras first; the gallery
+// also holds ids/2 distractors (pid 0) and a few junk images (pid -1). Returns "" or an error.
+std::string GenerateSynthetic(const SynthOptions& opt, const std::string& out_dir,
+                              SynthSummary* summary);
+
+// One rendered image of identity `pid` seen by camera `cam` (0-based), variant `n` (exposed for
+// tests).
+Image RenderPerson(const SynthOptions& opt, int pid, int cam, int n);
+
+}  // namespace reid::data

@@ -1,0 +1,219 @@
+// PIL-exact resampling and the train/test transforms of the reference pipeline.
+#include "data/transforms.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace reid::data {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's PRECISION_BITS
+
+double BilinearFilter(double x) {
+  x = std::fabs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+double BicubicFilter(double x) {
+  constexpr double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc: per output position, the first input
+// index, the tap count and ksize fixed-point weights.
+struct Coeffs {
+  int ksize = 0;
+  std::vector<int> first, count;
+  std::vector<int32_t> k;  // (out_size, ksize)
+};
+
+Coeffs PrecomputeCoeffs(int in_size, int out_size, Interpolation interp) {
+  const double support_base = interp == Interpolation::kBicubic ? 2.0 : 1.0;
+  double (*filter)(double) = interp == Interpolation::kBicubic ? BicubicFilter : BilinearFilter;
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = support_base * filterscale;
+  Coeffs c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.first.resize(out_size);
+  c.count.resize(out_size);
+  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  std::vector<double> w(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    const int xmin = std::max(0, static_cast<int>(center - support + 0.5));
+    const int xmax = std::min(in_size, static_cast<int>(center + support + 0.5)) - xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      w[x] = filter((x + xmin - center + 0.5) * ss);
+      ww += w[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      const double v = ww != 0.0 ? w[x] / ww : w[x];
+      c.k[static_cast<size_t>(xx) * c.ksize + x] =
+          static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
+                                     : 0.5 + v * (1 << kPrecisionBits));
+    }
+    c.first[xx] = xmin;
+    c.count[xx] = xmax;
+  }
+  return c;
+}
+
+inline uint8_t Clip8(int32_t v) {
+  if (v >= (1 << kPrecisionBits << 8)) return 255;
+  if (v <= 0) return 0;
+  return static_cast<uint8_t>(v >> kPrecisionBits);
+}
+
+// Horizontal pass over rows [row0, row0 + rows) of `in`.
+void ResampleHorizontal(const Image& in, int row0, int rows, const Coeffs& c, int out_w,
+                        Image* out) {
+  out->Resize(rows, out_w);
+  for (int y = 0; y < rows; ++y) {
+    const uint8_t* src = in.row(row0 + y);
+    uint8_t* dst = out->row(y);
+    for (int xx = 0; xx < out_w; ++xx) {
+      const int32_t* k = &c.k[static_cast<size_t>(xx) * c.ksize];
+      const uint8_t* p = src + c.first[xx] * 3;
+      int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+      for (int x = 0; x < c.count[xx]; ++x) {
+        s0 += p[3 * x] * k[x];
+        s1 += p[3 * x + 1] * k[x];
+        s2 += p[3 * x + 2] * k[x];
+      }
+      dst[3 * xx] = Clip8(s0);
+      dst[3 * xx + 1] = Clip8(s1);
+      dst[3 * xx + 2] = Clip8(s2);
+    }
+  }
+}
+
+// Vertical pass; c.first is relative to `in`'s first row. Accumulates whole rows (vectorisable).
+void ResampleVertical(const Image& in, const Coeffs& c, int first_offset, int out_h, Image* out) {
+  const int row_len = in.width * 3;
+  out->Resize(out_h, in.width);
+  std::vector<int32_t> acc(row_len);
+  for (int yy = 0; yy < out_h; ++yy) {
+    std::fill(acc.begin(), acc.end(), 1 << (kPrecisionBits - 1));
+    const int32_t* k = &c.k[static_cast<size_t>(yy) * c.ksize];
+    for (int y = 0; y < c.count[yy]; ++y) {
+      const uint8_t* src = in.row(c.first[yy] - first_offset + y);
+      const int32_t ky = k[y];
+      for (int i = 0; i < row_len; ++i) acc[i] += src[i] * ky;
+    }
+    uint8_t* dst = out->row(yy);
+    for (int i = 0; i < row_len; ++i) dst[i] = Clip8(acc[i]);
+  }
+}
+
+}  // namespace
+
+void ResizePil(const Image& in, int out_height, int out_width, Interpolation interp, Image* out) {
+  const bool need_h = out_width != in.width;
+  const bool need_v = out_height != in.height;
+  if (!need_h && !need_v) {
+    *out = in;
+    return;
+  }
+  const Coeffs cv = PrecomputeCoeffs(in.height, out_height, interp);
+  if (!need_h) {
+    ResampleVertical(in, cv, 0, out_height, out);
+    return;
+  }
+  const Coeffs ch = PrecomputeCoeffs(in.width, out_width, interp);
+  // Like Pillow, the horizontal pass only covers the rows the vertical pass reads.
+  const int ybox_first = need_v ? cv.first[0] : 0;
+  const int ybox_last =
+      need_v ? cv.first[out_height - 1] + cv.count[out_height - 1] : in.height;
+  if (!need_v) {
+    ResampleHorizontal(in, 0, in.height, ch, out_width, out);
+    return;
+  }
+  Image temp;
+  ResampleHorizontal(in, ybox_first, ybox_last - ybox_first, ch, out_width, &temp);
+  ResampleVertical(temp, cv, ybox_first, out_height, out);
+}
+
+void ResizeForPipeline(const Image& decoded, const TransformOptions& opt, Image* out) {
+  ResizePil(decoded, opt.height, opt.width,
+            opt.train ? Interpolation::kBicubic : Interpolation::kBilinear, out);
+}
+
+Augmentation DrawAugmentation(const TransformOptions& opt, Rng* rng) {
+  Augmentation a;
+  a.flip = rng->Uniform() < opt.flip_prob;
+  a.top = static_cast<int>(rng->UniformInt(0, 2 * opt.padding));
+  a.left = static_cast<int>(rng->UniformInt(0, 2 * opt.padding));
+  if (rng->Uniform() > opt.erasing_prob) return a;  // timm: `if random.random() > p: return`
+  const double area = static_cast<double>(opt.height) * opt.width;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = rng->Uniform(0.02, 1.0 / 3.0) * area;
+    const double aspect = std::exp(rng->Uniform(std::log(0.3), std::log(1.0 / 0.3)));
+    // Python's round() rounds half to even, as nearbyint does in the default rounding mode.
+    const int h = static_cast<int>(std::nearbyint(std::sqrt(target_area * aspect)));
+    const int w = static_cast<int>(std::nearbyint(std::sqrt(target_area / aspect)));
+    if (w < opt.width && h < opt.height) {
+      a.erase = true;
+      a.erase_h = h;
+      a.erase_w = w;
+      a.erase_top = static_cast<int>(rng->UniformInt(0, opt.height - h));
+      a.erase_left = static_cast<int>(rng->UniformInt(0, opt.width - w));
+      break;
+    }
+  }
+  return a;
+}
+
+void TransformToTensor(const Image& resized, const TransformOptions& opt, uint64_t seed,
+                       int64_t epoch, int64_t key, float* out) {
+  const int H = opt.height, W = opt.width;
+  const size_t plane = static_cast<size_t>(H) * W;
+  // ToTensor then Normalize in float32, the same operations as torchvision: (u / 255 - m) / s.
+  float lut[3][256];
+  for (int c = 0; c < 3; ++c) {
+    for (int u = 0; u < 256; ++u) {
+      const float v = static_cast<float>(u) / 255.0f;
+      lut[c][u] = (v - opt.mean[c]) / opt.std[c];
+    }
+  }
+  if (!opt.train) {
+    for (int y = 0; y < H; ++y) {
+      const uint8_t* src = resized.row(y);
+      for (int x = 0; x < W; ++x) {
+        for (int c = 0; c < 3; ++c) out[c * plane + y * W + x] = lut[c][src[3 * x + c]];
+      }
+    }
+    return;
+  }
+  Rng rng(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(key), RngStream::kAugment);
+  const Augmentation a = DrawAugmentation(opt, &rng);
+  // Output (y, x) reads padded (y + top, x + left) = flipped (y + top - pad, x + left - pad).
+  for (int y = 0; y < H; ++y) {
+    const int sy = y + a.top - opt.padding;
+    for (int x = 0; x < W; ++x) {
+      const int sx = x + a.left - opt.padding;
+      const size_t o = static_cast<size_t>(y) * W + x;
+      if (sy < 0 || sy >= H || sx < 0 || sx >= W) {
+        for (int c = 0; c < 3; ++c) out[c * plane + o] = lut[c][0];
+        continue;
+      }
+      const uint8_t* p = resized.row(sy) + 3 * (a.flip ? W - 1 - sx : sx);
+      for (int c = 0; c < 3; ++c) out[c * plane + o] = lut[c][p[c]];
+    }
+  }
+  if (!a.erase) return;
+  for (int c = 0; c < 3; ++c) {  // timm fills (C, h, w) in that order
+    for (int y = a.erase_top; y < a.erase_top + a.erase_h; ++y) {
+      float* row = out + c * plane + static_cast<size_t>(y) * W + a.erase_left;
+      for (int x = 0; x < a.erase_w; ++x) row[x] = rng.Normal();
+    }
+  }
+}
+
+}  // namespace reid::data
