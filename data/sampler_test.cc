@@ -1,1 +1,158 @@
-// placeholder
+// Sampler properties for world sizes 1..4: P distinct ids x K per batch, disjoint identity blocks
+// per rank, identical global batches, equal step counts, resume equals uninterrupted.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include "data/sampler.h"
+
+namespace reid::data {
+namespace {
+
+// 40 identities with 1..12 images each, interleaved as a real dataset would be.
+std::vector<int> Labels() {
+  std::vector<int> labels;
+  for (int round = 0; round < 12; ++round) {
+    for (int id = 0; id < 40; ++id) {
+      if (round < 1 + id % 12) labels.push_back(id);
+    }
+  }
+  return labels;
+}
+
+TEST(PkSampler, GlobalBatchesArePDistinctIdsTimesK) {
+  const std::vector<int> labels = Labels();
+  PkSampler s(labels, 8, 4, 1234);
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const auto batches = s.GlobalBatches(epoch);
+    ASSERT_GT(batches.size(), 5u);
+    std::map<int, int> chunks_of_id;
+    for (const auto& b : batches) {
+      ASSERT_EQ(b.size(), 32u);
+      std::set<int> ids;
+      for (int j = 0; j < 8; ++j) {
+        const int id = labels[b[j * 4]];
+        for (int k = 1; k < 4; ++k) ASSERT_EQ(labels[b[j * 4 + k]], id);
+        ids.insert(id);
+        ++chunks_of_id[id];
+      }
+      ASSERT_EQ(ids.size(), 8u);
+    }
+    // No identity gives more chunks than max(n, K) / K (leftovers dropped).
+    for (auto [id, chunks] : chunks_of_id) {
+      const int n = static_cast<int>(std::count(labels.begin(), labels.end(), id));
+      EXPECT_LE(chunks, std::max(n, 4) / 4) << "id " << id;
+    }
+  }
+}
+
+TEST(PkSampler, DeterministicFromSeedAndEpoch) {
+  PkSampler a(Labels(), 8, 4, 7), b(Labels(), 8, 4, 7), c(Labels(), 8, 4, 8);
+  EXPECT_EQ(a.GlobalBatches(3), b.GlobalBatches(3));
+  EXPECT_NE(a.GlobalBatches(3), a.GlobalBatches(4));
+  EXPECT_NE(a.GlobalBatches(3), c.GlobalBatches(3));
+}
+
+TEST(PkSampler, RanksTakeWholeIdentitiesOfTheSameGlobalBatch) {
+  const std::vector<int> labels = Labels();
+  for (int world = 1; world <= 4; ++world) {
+    PkSampler reference(labels, 12, 4, 99);  // P = 12: whole ids for W = 1..4
+    ASSERT_EQ(reference.Validate(world), "") << world;
+    const auto global = reference.GlobalBatches(2);
+    std::vector<std::vector<BatchPlan>> per_rank;
+    for (int r = 0; r < world; ++r) {
+      PkSampler own(labels, 12, 4, 99);  // every rank builds its own sampler
+      per_rank.push_back(own.RankBatches(2, r, world));
+      ASSERT_EQ(per_rank[r].size(), global.size()) << "equal step counts, world " << world;
+    }
+    for (size_t step = 0; step < global.size(); ++step) {
+      std::vector<int64_t> joined, keys;
+      std::set<int> seen_ids;
+      for (int r = 0; r < world; ++r) {
+        const BatchPlan& p = per_rank[r][step];
+        ASSERT_EQ(p.indices.size(), static_cast<size_t>(12 / world * 4));
+        std::set<int> ids;
+        for (int64_t i : p.indices) ids.insert(labels[i]);
+        ASSERT_EQ(ids.size(), static_cast<size_t>(12 / world));
+        for (int id : ids) ASSERT_TRUE(seen_ids.insert(id).second) << "id on two ranks";
+        joined.insert(joined.end(), p.indices.begin(), p.indices.end());
+        keys.insert(keys.end(), p.keys.begin(), p.keys.end());
+      }
+      ASSERT_EQ(joined, global[step]) << "world " << world << " step " << step;
+      std::vector<int64_t> want(48);
+      std::iota(want.begin(), want.end(), static_cast<int64_t>(step) * 48);
+      ASSERT_EQ(keys, want);  // augmentation keys: global positions, independent of world
+    }
+  }
+}
+
+TEST(PkSampler, ResumeEqualsUninterrupted) {
+  PkSampler s(Labels(), 12, 4, 3);
+  for (int world = 1; world <= 4; ++world) {
+    for (int r = 0; r < world; ++r) {
+      const auto full = s.RankBatches(5, r, world);
+      for (int64_t start : {int64_t{0}, int64_t{3}, static_cast<int64_t>(full.size())}) {
+        const auto resumed = s.RankBatches(5, r, world, start);
+        ASSERT_EQ(resumed.size(), full.size() - start);
+        for (size_t i = 0; i < resumed.size(); ++i) {
+          EXPECT_EQ(resumed[i].step, full[start + i].step);
+          EXPECT_EQ(resumed[i].indices, full[start + i].indices);
+          EXPECT_EQ(resumed[i].keys, full[start + i].keys);
+        }
+      }
+    }
+  }
+}
+
+TEST(PkSampler, ValidateNamesTheProblem) {
+  PkSampler s(Labels(), 6, 4, 1);
+  EXPECT_NE(s.Validate(4).find("multiple of the world size"), std::string::npos);
+  PkSampler too_many(Labels(), 64, 4, 1);
+  EXPECT_NE(too_many.Validate(1).find("exceeds the 40"), std::string::npos);
+}
+
+TEST(Stage1, PermutationSplitByRank) {
+  for (int world = 1; world <= 4; ++world) {
+    const auto batches = Stage1GlobalBatches(203, 64, 11, 4);
+    ASSERT_EQ(batches.size(), 4u);
+    EXPECT_EQ(batches.back().size(), 203u % 64);
+    std::vector<int64_t> all;
+    for (const auto& b : batches) {
+      std::vector<int64_t> joined;
+      for (int r = 0; r < world; ++r) {
+        const auto part = SplitByRank(b, r, world);
+        EXPECT_LE(part.size(), (b.size() + world - 1) / world);
+        joined.insert(joined.end(), part.begin(), part.end());
+      }
+      EXPECT_EQ(joined, b);
+      all.insert(all.end(), b.begin(), b.end());
+    }
+    std::sort(all.begin(), all.end());
+    for (int64_t i = 0; i < 203; ++i) ASSERT_EQ(all[i], i);
+  }
+  EXPECT_EQ(Stage1GlobalBatches(128, 64, 1, 0).size(), 2u);  // no empty last batch
+  EXPECT_NE(Stage1GlobalBatches(100, 64, 1, 0), Stage1GlobalBatches(100, 64, 1, 1));
+}
+
+TEST(InferenceShard, ContiguousAndOrderRestoring) {
+  for (int world = 1; world <= 4; ++world) {
+    for (int64_t n : {0, 1, 3, 10, 1001}) {
+      int64_t expect_begin = 0;
+      const auto counts = InferenceShardCounts(n, world);
+      for (int r = 0; r < world; ++r) {
+        const ShardRange s = InferenceShard(n, r, world);
+        EXPECT_EQ(s.begin, expect_begin);
+        EXPECT_EQ(s.end - s.begin, counts[r]);
+        EXPECT_LE(counts[0] - counts[r], 1);
+        expect_begin = s.end;
+      }
+      EXPECT_EQ(expect_begin, n);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace reid::data
