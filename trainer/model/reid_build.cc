@@ -1,0 +1,132 @@
+// BuildReidModel: the ReID model from the config and, when given, OpenAI CLIP weights or a ReID
+// state dict (CLIP-ReID's names), with the CLIP shape inferred from the checkpoint.
+#include "trainer/model/reid_model.h"
+
+namespace reid::model {
+namespace {
+
+enum class WeightsKind { kNone, kOpenAiClip, kReid };
+
+// The CLIP shape the config asks for (random init); vision grid at the pre-training size.
+ClipShape ConfigClipShape(const proto::ModelConfig& m) {
+  ClipShape s;
+  s.vision.width = m.vision_width();
+  s.vision.layers = m.vision_layers();
+  s.vision.heads = m.vision_heads() > 0 ? m.vision_heads() : std::max(1, m.vision_width() / 64);
+  s.vision.patch = s.vision.stride = m.vision_patch_size();
+  s.vision.grid_h = s.vision.grid_w = m.pretrain_image_size() / m.vision_patch_size();
+  s.vision.output_dim = m.embed_dim();
+  s.text.context_length = m.context_length();
+  s.text.vocab_size = m.vocab_size();
+  s.text.width = m.transformer_width();
+  s.text.heads = m.transformer_heads();
+  s.text.layers = m.transformer_layers();
+  s.text.output_dim = m.embed_dim();
+  return s;
+}
+
+int64_t LayerCount(const StateDict& sd, const std::string& prefix) {
+  std::set<std::string> ids;
+  for (const auto& [k, v] : sd) {
+    if (k.rfind(prefix, 0) == 0)
+      ids.insert(k.substr(prefix.size(), k.find('.', prefix.size()) - prefix.size()));
+  }
+  return static_cast<int64_t>(ids.size());
+}
+
+// The shape of a ReID state dict (image_encoder.*, text_encoder.*); heads from the config when
+// the widths agree with it, else width / 64.
+bool InferReidShape(const StateDict& sd, const proto::ModelConfig& m, ClipShape* s,
+                    std::string* error) {
+  for (const char* k : {"image_encoder.conv1.weight", "image_encoder.proj",
+                        "text_encoder.positional_embedding", "text_encoder.text_projection"}) {
+    if (!sd.count(k)) {
+      *error = std::string("ReID state dict without key '") + k + "'";
+      return false;
+    }
+  }
+  *s = ConfigClipShape(m);
+  const auto& conv = sd.at("image_encoder.conv1.weight");
+  s->vision.width = conv.size(0);
+  s->vision.patch = s->vision.stride = conv.size(-1);
+  s->vision.layers = LayerCount(sd, "image_encoder.transformer.resblocks.");
+  if (s->vision.width != m.vision_width() || m.vision_heads() <= 0)
+    s->vision.heads = std::max<int64_t>(1, s->vision.width / 64);
+  s->vision.output_dim = sd.at("image_encoder.proj").size(1);
+  const auto& pos = sd.at("text_encoder.positional_embedding");
+  s->text.context_length = pos.size(0);
+  if (pos.size(1) != m.transformer_width()) s->text.heads = std::max<int64_t>(1, pos.size(1) / 64);
+  s->text.width = pos.size(1);
+  s->text.layers = LayerCount(sd, "text_encoder.transformer.resblocks.");
+  s->text.output_dim = sd.at("text_encoder.text_projection").size(1);
+  return true;
+}
+
+}  // namespace
+
+ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int64_t num_cameras,
+                         std::string* error) {
+  const auto& m = cfg.model();
+  auto tokenizer = Tokenizer::Create(m.bpe_vocab(), error);
+  if (!tokenizer) return nullptr;
+  StateDict sd;
+  ClipShape clip_shape = ConfigClipShape(m);
+  WeightsKind kind = WeightsKind::kNone;
+  if (!m.weights().empty()) {
+    if (!ReadStateDict(m.weights(), &sd, error)) return nullptr;
+    if (sd.count("visual.proj")) {
+      kind = WeightsKind::kOpenAiClip;
+      if (!InferClipShape(sd, &clip_shape, error)) return nullptr;
+    } else if (sd.count("image_encoder.proj")) {
+      kind = WeightsKind::kReid;
+      if (!InferReidShape(sd, m, &clip_shape, error)) return nullptr;
+    } else {
+      *error = "model.weights = '" + m.weights() +
+               "': neither OpenAI CLIP (no key visual.proj) nor a ReID model (no key "
+               "image_encoder.proj)";
+      return nullptr;
+    }
+  }
+  ReidShape shape;
+  shape.num_classes = num_classes;
+  shape.num_cameras = num_cameras;
+  shape.vision = clip_shape.vision;
+  shape.vision.stride = m.stride_size();
+  std::tie(shape.vision.grid_h, shape.vision.grid_w) =
+      PatchGrid(cfg.input().size_train().height(), cfg.input().size_train().width(),
+                shape.vision.patch, shape.vision.stride);
+  shape.text = clip_shape.text;
+  if (kind != WeightsKind::kReid && tokenizer->vocab_size() != shape.text.vocab_size) {
+    *error = "model.bpe_vocab gives " + std::to_string(tokenizer->vocab_size()) +
+             " token ids but the text encoder has " + std::to_string(shape.text.vocab_size) +
+             " (model.vocab_size or the weights)";
+    return nullptr;
+  }
+  PromptTemplate tmpl;
+  if (!BuildPromptTemplate(*tokenizer, cfg.prompt().template_(), cfg.prompt().n_ctx(),
+                           shape.text.context_length, &tmpl, error))
+    return nullptr;
+  torch::NoGradGuard no_grad;
+  if (kind == WeightsKind::kReid) {
+    auto blank = torch::zeros({1, shape.text.context_length, shape.text.width});
+    ReidModel model(cfg, shape, tmpl, blank);
+    if (!LoadStateDict(*model, sd, m.weights(), error)) return nullptr;
+    return model;
+  }
+  if (kind == WeightsKind::kNone) {  // random init: positional embedding at the training grid
+    clip_shape.vision.grid_h = shape.vision.grid_h;
+    clip_shape.vision.grid_w = shape.vision.grid_w;
+  }
+  clip_shape.vision.stride = shape.vision.stride;
+  Clip clip(clip_shape);
+  if (kind == WeightsKind::kOpenAiClip &&
+      !LoadStateDict(*clip, sd, m.weights(), error,
+                     {"input_resolution", "context_length", "vocab_size"}))
+    return nullptr;
+  auto ids = torch::tensor(tmpl.tokens, torch::kLong).unsqueeze(0);
+  ReidModel model(cfg, shape, tmpl, clip->token_embedding(ids));
+  model->LoadFromClip(*clip);
+  return model;
+}
+
+}  // namespace reid::model

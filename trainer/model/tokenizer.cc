@@ -1,0 +1,270 @@
+// CLIP's byte-level BPE tokenizer. Pre-tokenisation regex and order of the vocabulary as in
+// clip/simple_tokenizer.py; Unicode letter/number classes through PCRE2 (UTF + UCP).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "trainer/model/tokenizer.h"
+
+#include <glog/logging.h>
+#include <pcre2.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <climits>
+#include <cwctype>
+#include <locale.h>
+#include <sstream>
+
+namespace reid::model {
+namespace {
+
+constexpr int64_t kNumMerges = 49152 - 256 - 2;  // lines 1..48894 of the merges file
+constexpr const char* kPattern =
+    "<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|[\\p{L}]+|[\\p{N}]|"
+    "[^\\s\\p{L}\\p{N}]+";
+
+void AppendUtf8(char32_t c, std::string* out) {
+  if (c < 0x80) {
+    out->push_back(static_cast<char>(c));
+  } else if (c < 0x800) {
+    out->push_back(static_cast<char>(0xC0 | (c >> 6)));
+    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  } else if (c < 0x10000) {
+    out->push_back(static_cast<char>(0xE0 | (c >> 12)));
+    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  } else {
+    out->push_back(static_cast<char>(0xF0 | (c >> 18)));
+    out->push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+    out->push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  }
+}
+
+// UTF-8 -> code points; an invalid byte becomes U+FFFD (as Python's errors="replace").
+std::u32string DecodeUtf8(const std::string& s) {
+  std::u32string out;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = s[i];
+    const int n = c < 0x80 ? 0 : (c >> 5) == 6 ? 1 : (c >> 4) == 14 ? 2 : (c >> 3) == 30 ? 3 : -1;
+    bool ok = n >= 0 && i + n < s.size();
+    char32_t cp = ok ? (n == 0 ? c : (c & (0x3F >> n))) : 0;
+    for (int k = 1; ok && k <= n; ++k) {
+      const unsigned char d = s[i + k];
+      ok = (d & 0xC0) == 0x80;
+      cp = (cp << 6) | (d & 0x3F);
+    }
+    out.push_back(ok ? cp : 0xFFFD);
+    i += ok ? n + 1 : 1;
+  }
+  return out;
+}
+
+std::string EncodeUtf8(const std::u32string& s) {
+  std::string out;
+  for (char32_t c : s) AppendUtf8(c, &out);
+  return out;
+}
+
+locale_t Utf8Locale() {
+  static locale_t loc = [] {
+    locale_t l = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
+    if (l == static_cast<locale_t>(0)) l = newlocale(LC_CTYPE_MASK, "C.utf8", static_cast<locale_t>(0));
+    return l;
+  }();
+  return loc;
+}
+
+bool IsSpace(char32_t c) {
+  if (c == ' ' || (c >= 9 && c <= 13) || (c >= 0x1C && c <= 0x1F) || c == 0x85) return true;
+  locale_t loc = Utf8Locale();
+  return c > 127 && loc != static_cast<locale_t>(0) && iswspace_l(static_cast<wint_t>(c), loc);
+}
+
+char32_t ToLower(char32_t c) {
+  if (c < 128) return (c >= 'A' && c <= 'Z') ? c + 32 : c;
+  locale_t loc = Utf8Locale();
+  if (loc == static_cast<locale_t>(0)) return c;
+  return static_cast<char32_t>(towlower_l(static_cast<wint_t>(c), loc));
+}
+
+// Reads a gzip (or plain) text file whole.
+bool ReadMaybeGzip(const std::string& path, std::string* out, std::string* error) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    *error = "cannot open BPE merges file '" + path + "'";
+    return false;
+  }
+  char buf[1 << 16];
+  int n = 0;
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) out->append(buf, n);
+  const bool ok = n == 0;
+  gzclose(f);
+  if (!ok) *error = "cannot read BPE merges file '" + path + "' (corrupt gzip?)";
+  return ok;
+}
+
+}  // namespace
+
+std::string Utf8FromCodePoint(char32_t c) {
+  std::string s;
+  AppendUtf8(c, &s);
+  return s;
+}
+
+struct Tokenizer::Regexes {
+  pcre2_code* pattern = nullptr;
+  ~Regexes() { pcre2_code_free(pattern); }
+};
+
+Tokenizer::Tokenizer() : re_(std::make_unique<Regexes>()) {}
+Tokenizer::~Tokenizer() = default;
+
+std::unique_ptr<Tokenizer> Tokenizer::Create(const std::string& merges_path, std::string* error) {
+  std::unique_ptr<Tokenizer> t(new Tokenizer());
+  std::vector<std::pair<std::string, std::string>> merges;
+  if (!merges_path.empty()) {
+    std::string text;
+    if (!ReadMaybeGzip(merges_path, &text, error)) return nullptr;
+    std::istringstream in(text);
+    std::string line;
+    std::getline(in, line);  // the version header
+    while (static_cast<int64_t>(merges.size()) < kNumMerges && std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string a, b, extra;
+      if (!(fields >> a >> b) || (fields >> extra)) {
+        *error = "BPE merges file '" + merges_path + "' line " +
+                 std::to_string(merges.size() + 2) + ": expected two symbols, got '" + line + "'";
+        return nullptr;
+      }
+      merges.emplace_back(a, b);
+    }
+    if (merges.empty()) {
+      *error = "BPE merges file '" + merges_path + "' has no merges";
+      return nullptr;
+    }
+  }
+  t->BuildVocab(merges);
+  int code = 0;
+  PCRE2_SIZE offset = 0;
+  t->re_->pattern = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED,
+                                  PCRE2_UTF | PCRE2_UCP | PCRE2_CASELESS, &code, &offset, nullptr);
+  CHECK(t->re_->pattern != nullptr) << "PCRE2 could not compile the tokenizer pattern: " << code;
+  return t;
+}
+
+void Tokenizer::BuildVocab(const std::vector<std::pair<std::string, std::string>>& merges) {
+  // bytes_to_unicode(): printable bytes map to themselves, the others to 256 + n, in byte order.
+  std::vector<int> order;
+  byte_encoder_.assign(256, "");
+  for (int b = 0; b < 256; ++b) {
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) {
+      order.push_back(b);
+      AppendUtf8(static_cast<char32_t>(b), &byte_encoder_[b]);
+    }
+  }
+  int n = 0;
+  for (int b = 0; b < 256; ++b) {
+    if (byte_encoder_[b].empty()) {
+      order.push_back(b);
+      AppendUtf8(static_cast<char32_t>(256 + n++), &byte_encoder_[b]);
+    }
+  }
+  int64_t id = 0;
+  for (int b : order) encoder_[byte_encoder_[b]] = id++;
+  for (int b : order) encoder_[byte_encoder_[b] + "</w>"] = id++;
+  for (size_t r = 0; r < merges.size(); ++r) {
+    encoder_[merges[r].first + merges[r].second] = id++;
+    bpe_ranks_[merges[r].first + " " + merges[r].second] = static_cast<int64_t>(r);
+  }
+  sot_ = id;
+  encoder_["<|startoftext|>"] = id++;
+  eot_ = id;
+  encoder_["<|endoftext|>"] = id++;
+}
+
+void Tokenizer::Bpe(const std::string& token, std::vector<int64_t>* out) const {
+  if (token == "<|startoftext|>" || token == "<|endoftext|>") {
+    out->push_back(encoder_.at(token));
+    return;
+  }
+  std::vector<std::string> word;
+  for (unsigned char c : token) word.push_back(byte_encoder_[c]);
+  word.back() += "</w>";
+  while (word.size() > 1) {
+    int64_t best = LLONG_MAX;
+    size_t best_i = 0;
+    for (size_t i = 0; i + 1 < word.size(); ++i) {
+      auto it = bpe_ranks_.find(word[i] + " " + word[i + 1]);
+      if (it != bpe_ranks_.end() && it->second < best) {
+        best = it->second;
+        best_i = i;
+      }
+    }
+    if (best == LLONG_MAX) break;
+    const std::string first = word[best_i], second = word[best_i + 1];
+    std::vector<std::string> merged;
+    for (size_t i = 0; i < word.size();) {
+      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
+        merged.push_back(first + second);
+        i += 2;
+      } else {
+        merged.push_back(word[i++]);
+      }
+    }
+    word.swap(merged);
+  }
+  for (const std::string& s : word) out->push_back(encoder_.at(s));
+}
+
+std::vector<int64_t> Tokenizer::Encode(const std::string& text) const {
+  const std::string clean = CleanText(text);
+  std::vector<int64_t> ids;
+  pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_->pattern, nullptr);
+  PCRE2_SIZE start = 0;
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(clean.data());
+  while (start < clean.size()) {
+    const int rc = pcre2_match(re_->pattern, subject, clean.size(), start, 0, md, nullptr);
+    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH: only whitespace is left
+    const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+    if (ov[1] == ov[0]) break;  // the pattern has no empty alternative
+    Bpe(clean.substr(ov[0], ov[1] - ov[0]), &ids);
+    start = ov[1];
+  }
+  pcre2_match_data_free(md);
+  return ids;
+}
+
+bool Tokenizer::Tokenize(const std::string& text, int64_t context_length, bool truncate,
+                         std::vector<int64_t>* ids, std::string* error) const {
+  ids->clear();
+  ids->push_back(sot_);
+  for (int64_t id : Encode(text)) ids->push_back(id);
+  ids->push_back(eot_);
+  if (static_cast<int64_t>(ids->size()) > context_length) {
+    if (!truncate) {
+      *error = "text has " + std::to_string(ids->size()) + " tokens, more than context length " +
+               std::to_string(context_length) + ": '" + text.substr(0, 60) + "'";
+      return false;
+    }
+    ids->resize(context_length);
+    ids->back() = eot_;
+  }
+  return true;
+}
+
+std::string CleanText(const std::string& text) {
+  std::u32string s = DecodeUtf8(HtmlUnescape(HtmlUnescape(text)));
+  std::u32string out;
+  bool pending_space = false;
+  for (char32_t c : s) {
+    if (IsSpace(c)) {
+      pending_space = !out.empty();
+      continue;
+    }
+    if (pending_space) out.push_back(' ');
+    pending_space = false;
+    out.push_back(ToLower(c));
+  }
+  return EncodeUtf8(out);
+}
+
+}  // namespace reid::model

@@ -1,0 +1,276 @@
+// Reads torch.save zip files of a state dict (e.g. CLIP-ReID's released .pth) with a small pickle
+// machine: LibTorch's own unpickler rejects the OrderedDict state (_metadata) that torch.save
+// writes. Supports the opcodes torch.save uses (protocols 2-5) and tensors rebuilt from storages.
+#include <caffe2/serialize/inline_container.h>
+
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+
+#include "trainer/model/weights.h"
+
+namespace reid::model {
+namespace {
+
+struct PyObj;
+using Obj = std::shared_ptr<PyObj>;
+struct PyObj {
+  enum Kind { kNone, kBool, kInt, kFloat, kStr, kTuple, kList, kDict, kGlobal, kTensor, kStorage, kMark };
+  Kind kind = kNone;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;            // str, global "module.name", storage key
+  std::vector<Obj> items;   // tuple/list; dict: key, value, key, value, ...
+  torch::Tensor tensor;     // tensor; storage: raw bytes (uint8) + dtype in i
+};
+
+Obj Make(PyObj::Kind k) {
+  auto o = std::make_shared<PyObj>();
+  o->kind = k;
+  return o;
+}
+
+c10::ScalarType StorageType(const std::string& name) {
+  static const std::map<std::string, c10::ScalarType> types = {
+      {"torch.FloatStorage", torch::kFloat},   {"torch.HalfStorage", torch::kHalf},
+      {"torch.DoubleStorage", torch::kDouble}, {"torch.BFloat16Storage", torch::kBFloat16},
+      {"torch.LongStorage", torch::kLong},     {"torch.IntStorage", torch::kInt},
+      {"torch.ShortStorage", torch::kShort},   {"torch.CharStorage", torch::kChar},
+      {"torch.ByteStorage", torch::kByte},     {"torch.BoolStorage", torch::kBool}};
+  auto it = types.find(name);
+  if (it == types.end()) throw std::runtime_error("unsupported storage type " + name);
+  return it->second;
+}
+
+class Machine {
+ public:
+  Machine(caffe2::serialize::PyTorchStreamReader* zip, const char* data, size_t size)
+      : zip_(zip), p_(data), end_(data + size) {}
+  Obj Run();
+
+ private:
+  template <typename T>
+  T Read() {
+    if (p_ + sizeof(T) > end_) throw std::runtime_error("truncated pickle");
+    T v;
+    std::memcpy(&v, p_, sizeof(T));
+    p_ += sizeof(T);
+    return v;
+  }
+  std::string ReadBytes(size_t n) {
+    if (p_ + n > end_) throw std::runtime_error("truncated pickle");
+    std::string s(p_, n);
+    p_ += n;
+    return s;
+  }
+  std::string ReadLine() {
+    const char* nl = static_cast<const char*>(std::memchr(p_, '\n', end_ - p_));
+    if (nl == nullptr) throw std::runtime_error("truncated pickle");
+    std::string s(p_, nl - p_);
+    p_ = nl + 1;
+    return s;
+  }
+  Obj Pop() {
+    if (stack_.empty()) throw std::runtime_error("pickle stack underflow");
+    Obj o = stack_.back();
+    stack_.pop_back();
+    return o;
+  }
+  std::vector<Obj> PopToMark() {
+    std::vector<Obj> items;
+    while (!stack_.empty() && stack_.back()->kind != PyObj::kMark) items.insert(items.begin(), Pop());
+    if (stack_.empty()) throw std::runtime_error("pickle mark missing");
+    stack_.pop_back();
+    return items;
+  }
+  Obj Str(std::string s) {
+    Obj o = Make(PyObj::kStr);
+    o->s = std::move(s);
+    return o;
+  }
+  Obj Int(int64_t v) {
+    Obj o = Make(PyObj::kInt);
+    o->i = v;
+    return o;
+  }
+  Obj Tuple(std::vector<Obj> items) {
+    Obj o = Make(PyObj::kTuple);
+    o->items = std::move(items);
+    return o;
+  }
+  Obj PersistentLoad(const Obj& pid);
+  Obj Reduce(const Obj& callable, const Obj& args);
+  bool Step(uint8_t op);
+
+  caffe2::serialize::PyTorchStreamReader* zip_;
+  const char* p_;
+  const char* end_;
+  std::vector<Obj> stack_;
+  std::map<int64_t, Obj> memo_;
+  std::map<std::string, Obj> storages_;
+};
+
+Obj Machine::PersistentLoad(const Obj& pid) {
+  // ('storage', storage_type, key, location, numel)
+  if (pid->kind != PyObj::kTuple || pid->items.size() < 3 || pid->items[1]->kind != PyObj::kGlobal)
+    throw std::runtime_error("unsupported persistent id");
+  const std::string key = pid->items[2]->s;
+  auto it = storages_.find(key);
+  if (it != storages_.end()) return it->second;
+  Obj o = Make(PyObj::kStorage);
+  o->i = static_cast<int64_t>(StorageType(pid->items[1]->s));
+  auto [ptr, size] = zip_->getRecord("data/" + key);
+  o->tensor = torch::empty({static_cast<int64_t>(size)}, torch::kByte);
+  std::memcpy(o->tensor.data_ptr(), ptr.get(), size);
+  storages_[key] = o;
+  return o;
+}
+
+std::vector<int64_t> IntTuple(const Obj& t) {
+  std::vector<int64_t> v;
+  for (const Obj& x : t->items) v.push_back(x->i);
+  return v;
+}
+
+Obj Machine::Reduce(const Obj& callable, const Obj& args) {
+  const std::string& name = callable->s;
+  if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
+    const Obj& storage = args->items.at(0);
+    if (storage->kind != PyObj::kStorage) throw std::runtime_error("tensor without storage");
+    auto type = static_cast<c10::ScalarType>(storage->i);
+    auto flat = storage->tensor.view(type);  // bytes -> elements
+    Obj o = Make(PyObj::kTensor);
+    o->tensor = flat.as_strided(IntTuple(args->items.at(2)), IntTuple(args->items.at(3)),
+                                args->items.at(1)->i).clone();
+    return o;
+  }
+  if (name == "torch._utils._rebuild_parameter" || name == "torch.nn.parameter.Parameter") {
+    return args->items.at(0);
+  }
+  if (name == "collections.OrderedDict") return Make(PyObj::kDict);
+  return Make(PyObj::kNone);  // anything else is opaque and ignored
+}
+
+bool Machine::Step(uint8_t op) {
+  switch (op) {
+    case 0x80: Read<uint8_t>(); break;                       // PROTO
+    case 0x95: Read<uint64_t>(); break;                      // FRAME
+    case '}': stack_.push_back(Make(PyObj::kDict)); break;   // EMPTY_DICT
+    case ']': stack_.push_back(Make(PyObj::kList)); break;   // EMPTY_LIST
+    case ')': stack_.push_back(Tuple({})); break;            // EMPTY_TUPLE
+    case '(': stack_.push_back(Make(PyObj::kMark)); break;   // MARK
+    case 'N': stack_.push_back(Make(PyObj::kNone)); break;
+    case 0x88: case 0x89: {                                  // NEWTRUE, NEWFALSE
+      Obj o = Make(PyObj::kBool);
+      o->i = op == 0x88;
+      stack_.push_back(o);
+      break;
+    }
+    case 'J': stack_.push_back(Int(Read<int32_t>())); break;
+    case 'K': stack_.push_back(Int(Read<uint8_t>())); break;
+    case 'M': stack_.push_back(Int(Read<uint16_t>())); break;
+    case 0x8a: {                                             // LONG1
+      const uint8_t n = Read<uint8_t>();
+      std::string b = ReadBytes(n);
+      int64_t v = 0;
+      for (int k = n - 1; k >= 0; --k) v = (v << 8) | static_cast<uint8_t>(b[k]);
+      if (n > 0 && n < 8 && (b[n - 1] & 0x80)) v -= int64_t{1} << (8 * n);
+      stack_.push_back(Int(v));
+      break;
+    }
+    case 'G': {                                              // BINFLOAT (big endian)
+      uint64_t bits = 0;
+      for (int k = 0; k < 8; ++k) bits = (bits << 8) | Read<uint8_t>();
+      Obj o = Make(PyObj::kFloat);
+      std::memcpy(&o->f, &bits, 8);
+      stack_.push_back(o);
+      break;
+    }
+    case 'X': stack_.push_back(Str(ReadBytes(Read<uint32_t>()))); break;  // BINUNICODE
+    case 0x8c: case 'U': stack_.push_back(Str(ReadBytes(Read<uint8_t>()))); break;
+    case 0x8d: case 0x8e: stack_.push_back(Str(ReadBytes(Read<uint64_t>()))); break;
+    case 'T': stack_.push_back(Str(ReadBytes(Read<uint32_t>()))); break;
+    case 'q': memo_[Read<uint8_t>()] = stack_.back(); break;              // BINPUT
+    case 'r': memo_[Read<uint32_t>()] = stack_.back(); break;             // LONG_BINPUT
+    case 0x94: memo_[static_cast<int64_t>(memo_.size())] = stack_.back(); break;  // MEMOIZE
+    case 'h': stack_.push_back(memo_.at(Read<uint8_t>())); break;         // BINGET
+    case 'j': stack_.push_back(memo_.at(Read<uint32_t>())); break;        // LONG_BINGET
+    case 'c': {                                                           // GLOBAL
+      Obj o = Make(PyObj::kGlobal);
+      o->s = ReadLine();
+      o->s += "." + ReadLine();
+      stack_.push_back(o);
+      break;
+    }
+    case 0x93: {                                                          // STACK_GLOBAL
+      Obj name = Pop(), module = Pop();
+      Obj o = Make(PyObj::kGlobal);
+      o->s = module->s + "." + name->s;
+      stack_.push_back(o);
+      break;
+    }
+    case 'Q': stack_.push_back(PersistentLoad(Pop())); break;             // BINPERSID
+    case 't': stack_.push_back(Tuple(PopToMark())); break;
+    case 0x85: stack_.push_back(Tuple({Pop()})); break;
+    case 0x86: { Obj b = Pop(), a = Pop(); stack_.push_back(Tuple({a, b})); break; }
+    case 0x87: { Obj c = Pop(), b = Pop(), a = Pop(); stack_.push_back(Tuple({a, b, c})); break; }
+    case 'R': { Obj args = Pop(), f = Pop(); stack_.push_back(Reduce(f, args)); break; }
+    case 0x81: { Obj args = Pop(), cls = Pop(); stack_.push_back(Reduce(cls, args)); break; }  // NEWOBJ
+    case 's': { Obj v = Pop(), k = Pop(); stack_.back()->items.insert(stack_.back()->items.end(), {k, v}); break; }
+    case 'u': case 'e': {                                                 // SETITEMS, APPENDS
+      std::vector<Obj> items = PopToMark();
+      auto& dst = stack_.back()->items;
+      dst.insert(dst.end(), items.begin(), items.end());
+      break;
+    }
+    case 'a': { Obj v = Pop(); stack_.back()->items.push_back(v); break; }  // APPEND
+    case 'b': Pop(); break;                       // BUILD: object state (e.g. _metadata) ignored
+    case '0': Pop(); break;
+    case '1': PopToMark(); break;
+    case '2': stack_.push_back(stack_.back()); break;
+    case '.': return false;                       // STOP
+    default:
+      throw std::runtime_error("unsupported pickle opcode " + std::to_string(op));
+  }
+  return true;
+}
+
+Obj Machine::Run() {
+  while (Step(Read<uint8_t>())) {
+  }
+  return Pop();
+}
+
+}  // namespace
+
+bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error) {
+  try {
+    caffe2::serialize::PyTorchStreamReader zip(path);
+    auto [ptr, size] = zip.getRecord("data.pkl");
+    Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
+    Obj top = machine.Run();
+    for (size_t k = 0; top->kind == PyObj::kDict && k + 1 < top->items.size(); k += 2) {
+      if (top->items[k]->s == "state_dict" && top->items[k + 1]->kind == PyObj::kDict) {
+        top = top->items[k + 1];  // {"state_dict": {...}, ...}
+        break;
+      }
+    }
+    if (top->kind != PyObj::kDict) {
+      *error = "the pickled object is not a dict of tensors";
+      return false;
+    }
+    for (size_t k = 0; k + 1 < top->items.size(); k += 2) {
+      const Obj& key = top->items[k];
+      const Obj& value = top->items[k + 1];
+      if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) (*out)[key->s] = value->tensor;
+    }
+    return true;
+  } catch (const c10::Error& e) {
+    *error = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    *error = e.what();
+  }
+  return false;
+}
+
+}  // namespace reid::model
