@@ -1,0 +1,51 @@
+// Communicator: collectives on LibTorch tensors over a RawComm (MPI for CPU tensors, NCCL for CUDA
+// tensors in CUDA builds). Any dtype is accepted; those MPI lacks travel as float32/int64 copies.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "base/torch_glog.h"
+#include "proto/reid_config.pb.h"
+#include "trainer/dist/comm.h"
+#include "trainer/dist/ranks.h"
+
+namespace reid::dist {
+
+class Communicator {
+ public:
+  // `host` runs collectives on CPU tensors; `device` (may be null) on CUDA tensors.
+  Communicator(std::shared_ptr<RawComm> host, std::shared_ptr<RawComm> device = nullptr);
+
+  int rank() const { return host_->rank(); }
+  int size() const { return host_->size(); }
+  RawComm& host() { return *host_; }
+
+  // In place on `t` (any layout; a contiguous copy is written back when needed).
+  void AllReduce(torch::Tensor& t, ReduceOp op = ReduceOp::kSum);
+  // Asynchronous all-reduce of a contiguous tensor of an MPI-native dtype (see comm.h for the
+  // rules on buffers); used by GradSync on its flat buckets.
+  std::shared_ptr<Work> AllReduceAsync(const torch::Tensor& t, ReduceOp op);
+  void Broadcast(torch::Tensor& t, int root = 0);
+  // (size * B, ...) := every rank's (B, ...) in rank order; shapes must match across ranks.
+  torch::Tensor AllGather(const torch::Tensor& t);
+  // (sum B_r, ...) := every rank's (B_r, ...) in rank order; B_r may differ (even be 0), the
+  // trailing shape must match. `sizes` receives B_r per rank when not null.
+  torch::Tensor AllGatherV(const torch::Tensor& t, std::vector<int64_t>* sizes = nullptr);
+  void Barrier();
+
+ private:
+  RawComm& For(const torch::Tensor& t);
+
+  std::shared_ptr<RawComm> host_;
+  std::shared_ptr<RawComm> device_;
+};
+
+// The job's communicator for `ranks`: world size 1 -> local (no MPI), else MPI on
+// MPI_COMM_WORLD with `config`'s timeout (and NCCL for CUDA tensors when built with it and
+// `cuda_device` >= 0).
+std::unique_ptr<Communicator> MakeCommunicator(const Ranks& ranks,
+                                               const reid::proto::DistConfig& config,
+                                               int cuda_device = -1);
+
+}  // namespace reid::dist

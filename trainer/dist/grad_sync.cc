@@ -1,0 +1,212 @@
+// GradSync (see grad_sync.h); follows torch/csrc/distributed/c10d/reducer.cpp's algorithm.
+#include "trainer/dist/grad_sync.h"
+
+#include <torch/csrc/autograd/engine.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+
+#include <chrono>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_set>
+
+namespace reid::dist {
+namespace {
+
+std::string Describe(const std::string& name, const torch::Tensor& t) {
+  std::ostringstream out;
+  out << name << " " << t.scalar_type() << " " << t.sizes();
+  return out.str();
+}
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+GradSyncOptions GradSyncOptions::FromConfig(const reid::proto::DistConfig& config) {
+  GradSyncOptions options;
+  options.bucket_cap_mb = config.bucket_cap_mb();
+  options.first_bucket_mb = config.first_bucket_mb();
+  return options;
+}
+
+void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what) {
+  std::string mine;
+  for (const auto& [name, t] : tensors) mine += Describe(name, t) + "\n";
+  torch::Tensor bytes = torch::from_blob(mine.data(), {static_cast<int64_t>(mine.size())},
+                                         torch::kByte).clone();
+  std::vector<int64_t> sizes;
+  torch::Tensor all = comm.AllGatherV(bytes, &sizes);
+  std::vector<std::string> per_rank;
+  int64_t offset = 0;
+  for (int64_t n : sizes) {
+    per_rank.emplace_back(reinterpret_cast<const char*>(all.data_ptr<uint8_t>()) + offset, n);
+    offset += n;
+  }
+  for (size_t r = 1; r < per_rank.size(); ++r) {
+    if (per_rank[r] == per_rank[0]) continue;
+    std::istringstream a(per_rank[0]), b(per_rank[r]);
+    std::string la, lb;
+    int line = 0;
+    while (true) {
+      bool ga = static_cast<bool>(std::getline(a, la)), gb = static_cast<bool>(std::getline(b, lb));
+      if (!ga) la = "(none)";
+      if (!gb) lb = "(none)";
+      if (la != lb || (!ga && !gb)) break;
+      ++line;
+    }
+    std::ostringstream msg;
+    msg << what << " differ between ranks: entry " << line << " is '" << la << "' on rank 0 but '"
+        << lb << "' on rank " << r << " (every rank must build the same model and stage)";
+    throw std::runtime_error(msg.str());
+  }
+}
+
+GradSync::GradSync(Communicator& comm, const NamedTensors& params, const NamedTensors& buffers,
+                   GradSyncOptions options)
+    : comm_(comm) {
+  std::unordered_set<const void*> seen;
+  NamedTensors trainable;
+  for (const auto& [name, p] : params) {
+    if (!p.requires_grad() || !seen.insert(p.unsafeGetTensorImpl()).second) continue;
+    trainable.emplace_back(name, p);
+    params_.push_back(p);
+    names_.push_back(name);
+  }
+  VerifyAcrossRanks(comm_, trainable, "trainable parameters");
+  VerifyAcrossRanks(comm_, buffers, "buffers");
+  if (options.broadcast_at_start) BroadcastFromRoot(trainable, buffers);
+  BuildBuckets(options);
+  RegisterHooks();
+}
+
+GradSync::~GradSync() {
+  for (size_t i = 0; i < accumulators_.size(); ++i) {
+    accumulators_[i]->del_post_hook(hook_keys_[i]);
+  }
+}
+
+void GradSync::BroadcastFromRoot(const NamedTensors& params, const NamedTensors& buffers) {
+  torch::NoGradGuard no_grad;
+  if (comm_.size() == 1) return;
+  for (const auto* set : {&params, &buffers}) {
+    for (const auto& [name, t] : *set) {
+      torch::Tensor data = t.detach();
+      comm_.Broadcast(data, 0);
+    }
+  }
+}
+
+void GradSync::BuildBuckets(const GradSyncOptions& options) {
+  std::vector<int64_t> bytes;
+  std::vector<int> keys;
+  std::map<std::pair<int, std::string>, int> key_ids;
+  for (const auto& p : params_) {
+    bytes.push_back(p.numel() * p.element_size());
+    auto key = std::make_pair(static_cast<int>(p.scalar_type()), p.device().str());
+    keys.push_back(key_ids.emplace(key, static_cast<int>(key_ids.size())).first->second);
+    total_bytes_ += bytes.back();
+  }
+  auto mib = [](double mb) { return static_cast<int64_t>(mb * 1024 * 1024); };
+  buckets_ = AssignBuckets(bytes, keys, mib(options.first_bucket_mb), mib(options.bucket_cap_mb));
+  views_.resize(params_.size());
+  bucket_of_.resize(params_.size());
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    int64_t numel = 0;
+    for (size_t i : buckets_[b]) numel += params_[i].numel();
+    const torch::Tensor& first = params_[buckets_[b].front()];
+    flat_.push_back(torch::zeros({numel}, first.options().requires_grad(false)));
+    int64_t offset = 0;
+    for (size_t i : buckets_[b]) {
+      views_[i] = flat_[b].narrow(0, offset, params_[i].numel()).view(params_[i].sizes());
+      bucket_of_[i] = b;
+      offset += params_[i].numel();
+    }
+  }
+  ready_.assign(params_.size(), 0);
+  pending_.resize(buckets_.size());
+  for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
+  work_.resize(buckets_.size());
+}
+
+void GradSync::RegisterHooks() {
+  using torch::autograd::variable_list;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    // The accumulator is only weakly held by the parameter: keep it alive, as DDP does.
+    auto acc = torch::autograd::impl::grad_accumulator(params_[i]);
+    CHECK(acc) << "parameter " << names_[i] << " has no gradient accumulator (not a leaf?)";
+    hook_keys_.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, i](const variable_list& outputs, const variable_list&) {
+          OnGradReady(i);
+          return outputs;
+        })));
+    accumulators_.push_back(std::move(acc));
+  }
+}
+
+void GradSync::OnGradReady(size_t index) {
+  if (!sync_) return;
+  if (!in_backward_) {
+    in_backward_ = true;
+    torch::autograd::Engine::get_default_engine().queue_callback([this] { Finish(); });
+  }
+  CHECK(!ready_[index]) << "gradient of " << names_[index]
+                        << " marked ready twice in one backward (reentrant backward or a"
+                           " parameter used by two graphs?)";
+  ready_[index] = 1;
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& grad = params_[index].grad();
+  if (!grad.defined()) {
+    views_[index].zero_();
+  } else if (comm_.size() == 1) {
+    views_[index].copy_(grad);
+  } else {
+    // The division by the world size is fused into the copy into the bucket.
+    torch::mul_out(views_[index], grad, torch::scalar_tensor(1.0 / comm_.size(), grad.options()));
+  }
+  if (--pending_[bucket_of_[index]] == 0) LaunchReadyBuckets();
+}
+
+void GradSync::LaunchReadyBuckets() {
+  // Strictly in bucket order, the same on every rank: collectives are matched by sequence.
+  while (next_bucket_ < buckets_.size() && pending_[next_bucket_] == 0) {
+    work_[next_bucket_] = comm_.AllReduceAsync(flat_[next_bucket_], ReduceOp::kSum);
+    ++next_bucket_;
+  }
+}
+
+void GradSync::Finish() {
+  if (!in_backward_) return;
+  torch::NoGradGuard no_grad;
+  // Parameters that got no gradient this step (unused on this rank) count as zero.
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!ready_[i]) {
+      ready_[i] = 1;
+      views_[i].zero_();
+      --pending_[bucket_of_[i]];
+    }
+  }
+  LaunchReadyBuckets();
+  double start = Now();
+  for (auto& w : work_) w->Wait();
+  stats_.wait_seconds += Now() - start;
+  for (auto& w : work_) stats_.comm_seconds += w->seconds();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    torch::Tensor& grad = params_[i].mutable_grad();
+    if (grad.defined()) {
+      grad.copy_(views_[i]);
+    } else {
+      grad = views_[i].clone();
+    }
+  }
+  ++stats_.steps;
+  std::fill(ready_.begin(), ready_.end(), 0);
+  for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
+  next_bucket_ = 0;
+  in_backward_ = false;
+}
+
+}  // namespace reid::dist

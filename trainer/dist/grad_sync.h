@@ -1,0 +1,91 @@
+// GradSync: gradient averaging as PyTorch DDP's reducer does it. Trainable parameters are packed
+// into buckets (first 1 MiB, then 25 MiB, per dtype, in registration order; launched in reverse),
+// filled from autograd hooks as each gradient is accumulated (divided by the world size on the
+// way in), all-reduced as soon as a bucket is full and all earlier-launched buckets are, so the
+// communication overlaps the rest of backward; gradients are written back when backward ends.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "trainer/dist/bucket_assignment.h"
+#include "trainer/dist/communicator.h"
+
+namespace reid::dist {
+
+using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+struct GradSyncOptions {
+  double bucket_cap_mb = 25.0;   // MiB
+  double first_bucket_mb = 1.0;  // MiB
+  bool broadcast_at_start = true;  // parameters and buffers from rank 0 at construction
+  static GradSyncOptions FromConfig(const reid::proto::DistConfig& config);
+};
+
+// Throws std::runtime_error, on every rank alike, when the named tensors (names, dtypes, shapes)
+// differ between ranks; the message names the first difference and the ranks involved.
+// Collective.
+void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what);
+
+class GradSync {
+ public:
+  // `params`: the model's named parameters; only those with requires_grad take part (the
+  // trainable set of the current stage: build one GradSync per stage). `buffers` (BN running
+  // stats) are checked and broadcast with the parameters. Collective.
+  GradSync(Communicator& comm, const NamedTensors& params, const NamedTensors& buffers,
+           GradSyncOptions options = {});
+  ~GradSync();
+  GradSync(const GradSync&) = delete;
+  GradSync& operator=(const GradSync&) = delete;
+
+  // false: backward only accumulates local gradients (no_sync micro-steps); the next backward
+  // with sync on reduces the accumulated sums.
+  void set_sync(bool sync) { sync_ = sync; }
+  bool sync() const { return sync_; }
+
+  // Waits for the buckets and writes the averaged gradients into .grad. Runs by itself at the end
+  // of every synced backward (an autograd engine callback); calling it again is a no-op.
+  void Finish();
+
+  struct Stats {
+    int64_t steps = 0;
+    double comm_seconds = 0;  // sum over buckets of the time the all-reduces ran
+    double wait_seconds = 0;  // time Finish() blocked waiting for them (the part not hidden)
+  };
+  const Stats& stats() const { return stats_; }
+  void ResetStats() { stats_ = Stats(); }
+  const std::vector<std::vector<size_t>>& buckets() const { return buckets_; }
+  const std::vector<std::string>& names() const { return names_; }
+  int64_t total_bytes() const { return total_bytes_; }
+
+ private:
+  void BroadcastFromRoot(const NamedTensors& params, const NamedTensors& buffers);
+  void BuildBuckets(const GradSyncOptions& options);
+  void RegisterHooks();
+  void OnGradReady(size_t index);
+  void LaunchReadyBuckets();
+
+  Communicator& comm_;
+  std::vector<torch::Tensor> params_;
+  std::vector<std::string> names_;
+  std::vector<std::vector<size_t>> buckets_;  // launch order
+  std::vector<torch::Tensor> flat_;           // one buffer per bucket, allocated once
+  std::vector<torch::Tensor> views_;          // per parameter: its slice of the bucket
+  std::vector<size_t> bucket_of_;             // per parameter
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<uintptr_t> hook_keys_;
+  int64_t total_bytes_ = 0;
+
+  bool sync_ = true;
+  bool in_backward_ = false;
+  std::vector<char> ready_;       // per parameter
+  std::vector<size_t> pending_;   // per bucket
+  size_t next_bucket_ = 0;
+  std::vector<std::shared_ptr<Work>> work_;
+  Stats stats_;
+};
+
+}  // namespace reid::dist

@@ -1,0 +1,29 @@
+// MPI backend of RawComm for host buffers: one helper thread owns all MPI calls and runs the
+// collectives in submission order (so they overlap the caller's compute), a watchdog aborts the
+// job when one runs past the timeout, and large all-reduces run as a ring over reused buffers.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+
+#include "trainer/dist/comm.h"
+
+namespace reid::dist {
+
+struct MpiCommOptions {
+  // A collective unfinished after this many seconds aborts the whole job (MPI_Abort) with a
+  // message naming rank, operation and sequence number. <= 0 disables the watchdog.
+  double timeout_s = 600.0;
+  // Buffers are processed in pieces of at most this many bytes (int counts, bounded scratch).
+  size_t chunk_bytes = 16u << 20;
+  // All-reduces of at least this many bytes use our ring (MPI_Sendrecv into a scratch buffer
+  // allocated once); smaller ones call MPI_Allreduce. 0 = always the ring, SIZE_MAX = never.
+  size_t ring_min_bytes = 256u << 10;
+};
+
+// Duplicates `comm` (so our collectives never mix with the caller's) and starts the helper and
+// watchdog threads. MPI must be initialised (InitRanks) and stay so until this is destroyed.
+std::unique_ptr<RawComm> MakeMpiComm(MPI_Comm comm, const MpiCommOptions& options);
+
+}  // namespace reid::dist

@@ -1,0 +1,44 @@
+// Rank discovery: world size, rank and local rank from MPI (shared-memory split) when started by a
+// launcher, with OMPI_* / SLURM_* fallbacks; world size 1 without MPI when started directly.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace reid::dist {
+
+struct Ranks {
+  int world_size = 1;
+  int rank = 0;
+  int local_rank = 0;  // index among the ranks of this node; device = local_rank
+  int local_size = 1;  // ranks on this node
+  bool mpi = false;    // MPI_Init was called (a launcher started us)
+  std::string source = "single";  // where the numbers came from: single, mpi, env
+};
+
+// Looks up an environment variable (getenv-like; returns nullptr when unset).
+using EnvLookup = std::function<const char*(const char*)>;
+
+// True when a launcher (mpirun/mpiexec, srun with PMIx/PMI) started this process, judged from its
+// environment: OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK/PMI_SIZE, or an srun step of >1 tasks.
+bool LaunchedByMpi(const EnvLookup& env);
+
+// Ranks as the launcher's variables describe them (OMPI_COMM_WORLD_*, then SLURM_*); world size 1
+// when none is set. Used as the fallback for the local rank and to cross-check MPI.
+Ranks RanksFromEnv(const EnvLookup& env);
+
+// Initialises MPI (thread level MULTIPLE requested) when LaunchedByMpi, else returns world size 1
+// without touching MPI. Idempotent. CHECK-fails when MPI is needed but cannot be initialised.
+Ranks InitRanks();
+
+// The ranks found by InitRanks (world size 1 before it is called).
+const Ranks& CurrentRanks();
+
+// Calls MPI_Finalize if InitRanks initialised MPI. Call once at the end of main.
+void FinalizeRanks();
+
+// Ends every rank of the job at once (MPI_Abort when MPI is up, else _exit), after printing
+// `message` to stderr. For fatal distributed errors (watchdog timeouts); never returns.
+[[noreturn]] void AbortJob(const std::string& message, int code);
+
+}  // namespace reid::dist
