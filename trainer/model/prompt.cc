@@ -29,6 +29,7 @@ bool BuildPromptTemplate(const Tokenizer& tokenizer, const std::string& text, in
   const int64_t x_id = tokenizer.Encode("x").at(0);
   const int64_t start = static_cast<int64_t>(prefix.size()) - 1;  // sot + prefix words
   bool ok = start + n_ctx < static_cast<int64_t>(full.size());
+  for (int64_t i = 0; ok && i < start; ++i) ok = full[i] == prefix[i];
   for (int64_t i = 0; ok && i < n_ctx; ++i) ok = full[start + i] == x_id;
   if (!ok) {
     *error = "prompt.template = \"" + text + "\": {ctx} must stand as separate words";

@@ -34,6 +34,16 @@ int64_t LayerCount(const StateDict& sd, const std::string& prefix) {
   return static_cast<int64_t>(ids.size());
 }
 
+// Heads cannot be read from weights: the config's when its width equals the checkpoint's (0 =
+// width / 64), else build_model's width / 64.
+void ApplyConfigHeads(const proto::ModelConfig& m, ClipShape* s) {
+  s->vision.heads = (s->vision.width == m.vision_width() && m.vision_heads() > 0)
+                        ? m.vision_heads()
+                        : std::max<int64_t>(1, s->vision.width / 64);
+  s->text.heads = s->text.width == m.transformer_width() ? m.transformer_heads()
+                                                         : std::max<int64_t>(1, s->text.width / 64);
+}
+
 // The shape of a ReID state dict (image_encoder.*, text_encoder.*); heads from the config when
 // the widths agree with it, else width / 64.
 bool InferReidShape(const StateDict& sd, const proto::ModelConfig& m, ClipShape* s,
@@ -50,15 +60,13 @@ bool InferReidShape(const StateDict& sd, const proto::ModelConfig& m, ClipShape*
   s->vision.width = conv.size(0);
   s->vision.patch = s->vision.stride = conv.size(-1);
   s->vision.layers = LayerCount(sd, "image_encoder.transformer.resblocks.");
-  if (s->vision.width != m.vision_width() || m.vision_heads() <= 0)
-    s->vision.heads = std::max<int64_t>(1, s->vision.width / 64);
   s->vision.output_dim = sd.at("image_encoder.proj").size(1);
   const auto& pos = sd.at("text_encoder.positional_embedding");
   s->text.context_length = pos.size(0);
-  if (pos.size(1) != m.transformer_width()) s->text.heads = std::max<int64_t>(1, pos.size(1) / 64);
   s->text.width = pos.size(1);
   s->text.layers = LayerCount(sd, "text_encoder.transformer.resblocks.");
   s->text.output_dim = sd.at("text_encoder.text_projection").size(1);
+  ApplyConfigHeads(m, s);
   return true;
 }
 
@@ -77,6 +85,7 @@ ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int6
     if (sd.count("visual.proj")) {
       kind = WeightsKind::kOpenAiClip;
       if (!InferClipShape(sd, &clip_shape, error)) return nullptr;
+      ApplyConfigHeads(m, &clip_shape);
     } else if (sd.count("image_encoder.proj")) {
       kind = WeightsKind::kReid;
       if (!InferReidShape(sd, m, &clip_shape, error)) return nullptr;

@@ -70,7 +70,8 @@ TORCH_MODULE(ReidModel);
 // Builds the model of `cfg`: model.weights may be an OpenAI CLIP checkpoint (shape inferred,
 // positional embedding resized to the training grid, stride from the config), a ReID state dict
 // of this model or CLIP-ReID (loaded by name, all keys checked), or empty (random init at the
-// training grid with the config's shape). Returns null with *error on a user error.
+// training grid with the config's shape). Attention heads come from the config when its widths
+// equal the checkpoint's, else width / 64. Returns null with *error on a user error.
 ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int64_t num_cameras,
                          std::string* error);
 

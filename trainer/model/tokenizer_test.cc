@@ -1,0 +1,105 @@
+// CLIP tokenizer: OpenAI's ids on the shared cases (../shared/clip/tokenizer_cases.tsv with the real
+// merges file beside it), the byte-level fallback, truncation and text cleaning.
+#include "trainer/model/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace reid::model {
+namespace {
+
+const char kSharedDir[] = "../shared/clip/";
+
+// Decodes a JSON string literal (with \n, \t, \", \\, \uXXXX incl. surrogate pairs) to UTF-8.
+std::string JsonString(const std::string& s) {
+  std::string out;
+  for (size_t i = 1; i + 1 < s.size(); ++i) {
+    if (s[i] != '\\') {
+      out.push_back(s[i]);
+      continue;
+    }
+    const char c = s[++i];
+    if (c == 'n') out.push_back('\n');
+    else if (c == 't') out.push_back('\t');
+    else if (c == 'r') out.push_back('\r');
+    else if (c == 'u') {
+      char32_t cp = std::stoul(s.substr(i + 1, 4), nullptr, 16);
+      i += 4;
+      if (cp >= 0xD800 && cp < 0xDC00 && s.compare(i + 1, 2, "\\u") == 0) {
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (std::stoul(s.substr(i + 3, 4), nullptr, 16) - 0xDC00);
+        i += 6;
+      }
+      out += Utf8FromCodePoint(cp);
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+TEST(Tokenizer, MatchesOpenAiOnSharedCases) {
+  const std::string merges = std::string(kSharedDir) + "bpe_simple_vocab_16e6.txt.gz";
+  std::ifstream cases(std::string(kSharedDir) + "tokenizer_cases.tsv");
+  if (!cases || !std::ifstream(merges)) {
+    GTEST_SKIP() << "no " << kSharedDir << "tokenizer_cases.tsv or merges file beside it";
+  }
+  std::string error;
+  auto tok = Tokenizer::Create(merges, &error);
+  ASSERT_TRUE(tok) << error;
+  EXPECT_EQ(tok->vocab_size(), 49408);
+  int checked = 0;
+  for (std::string line; std::getline(cases, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t tab = line.find('\t');
+    ASSERT_NE(tab, std::string::npos) << line;
+    const std::string text = JsonString(line.substr(0, tab));
+    std::vector<int64_t> want, got;
+    std::istringstream ids(line.substr(tab + 1));
+    for (int64_t id; ids >> id;) want.push_back(id);
+    ASSERT_TRUE(tok->Tokenize(text, 1 << 20, false, &got, &error)) << error;
+    EXPECT_EQ(got, want) << "text: " << text;
+    ++checked;
+  }
+  EXPECT_GT(checked, 10);
+}
+
+TEST(Tokenizer, ByteLevelFallbackHas514Ids) {
+  std::string error;
+  auto tok = Tokenizer::Create("", &error);
+  ASSERT_TRUE(tok) << error;
+  EXPECT_EQ(tok->vocab_size(), 514);
+  EXPECT_EQ(tok->sot(), 512);
+  EXPECT_EQ(tok->eot(), 513);
+  // 'x</w>' = 256 + (120 - 33) = 343 in both vocabularies; "ab" = 'a', 'b</w>'.
+  EXPECT_EQ(tok->Encode("X"), (std::vector<int64_t>{343}));
+  EXPECT_EQ(tok->Encode("ab."), (std::vector<int64_t>{64, 256 + 65, 256 + 13}));
+}
+
+TEST(Tokenizer, TruncatesToContextWithEndToken) {
+  std::string error;
+  auto tok = Tokenizer::Create("", &error);
+  std::vector<int64_t> ids;
+  EXPECT_FALSE(tok->Tokenize("a b c d e f", 5, false, &ids, &error));
+  EXPECT_NE(error.find("more than context length 5"), std::string::npos) << error;
+  ASSERT_TRUE(tok->Tokenize("a b c d e f", 5, true, &ids, &error));
+  EXPECT_EQ(ids.size(), 5u);
+  EXPECT_EQ(ids.front(), 512);
+  EXPECT_EQ(ids.back(), 513);
+}
+
+TEST(Tokenizer, CleaningUnescapesCollapsesAndLowers) {
+  EXPECT_EQ(CleanText("  A&amp;amp;B \t\n C&#x41;&#65;&lt;  "), "a&b caa<");
+  EXPECT_EQ(CleanText("ÜBER Ελληνικά"), "über ελληνικά");
+  EXPECT_EQ(HtmlUnescape("&copy; &#150; &bogus;"), "\u00a9 \u2013 &bogus;");
+}
+
+TEST(Tokenizer, MissingMergesFileIsAnError) {
+  std::string error;
+  EXPECT_FALSE(Tokenizer::Create("/nonexistent/bpe.txt.gz", &error));
+  EXPECT_NE(error.find("/nonexistent/bpe.txt.gz"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace reid::model
