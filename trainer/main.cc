@@ -35,6 +35,11 @@ const std::vector<Subcommand>& Table() {
        {"dataset", "data_root", "json"}, RunDatasetStats},
       {"synth", "write the synthetic Market-1501-layout dataset of JPEGs",
        {"out", "ids", "cameras", "images_per_id", "seed", "height", "width"}, RunSynth},
+      {"tokenize", "print CLIP token ids of each stdin line (start/end tokens, no padding)",
+       {"bpe_vocab", "context_length", "truncate"}, RunTokenize},
+      {"clip-encode", "CLIP image/text features of a checkpoint as .npy (as OpenAI's encode_*)",
+       {"weights", "bpe_vocab", "images_npy", "image_size", "texts_file", "out_dir"},
+       RunClipEncode},
   };
   return table;
 }

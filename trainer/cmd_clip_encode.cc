@@ -1,0 +1,150 @@
+// `reid clip-encode`: CLIP image and text features of a checkpoint (OpenAI TorchScript archive or
+// state-dict zip), as OpenAI's encode_image / encode_text, written as float32 .npy files.
+#include <gflags/gflags.h>
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <iostream>
+
+#include "base/torch_glog.h"
+#include "trainer/commands.h"
+#include "trainer/model/clip.h"
+#include "trainer/model/npy.h"
+#include "trainer/model/tokenizer.h"
+#include "trainer/model/weights.h"
+
+DECLARE_string(bpe_vocab);
+DEFINE_string(weights, "", "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-16.pt) or torch.save "
+                           "state dict (.pth)");
+DEFINE_string(images_npy, "", "float32 (N, 3, H, W) images, already normalised");
+DEFINE_string(image_size, "", "HxW: resize the positional embedding to this image's patch grid "
+                              "first, as CLIP-ReID does; empty = the checkpoint's grid");
+DEFINE_string(texts_file, "", "One text per line");
+DEFINE_string(out_dir, "", "Folder for image_features.npy and text_features.npy (created)");
+
+namespace reid::trainer {
+namespace {
+
+bool ParseSize(const std::string& s, int64_t* h, int64_t* w) {
+  char x = 0;
+  char rest = 0;
+  long long a = 0, b = 0;
+  if (std::sscanf(s.c_str(), "%lld%c%lld%c", &a, &x, &b, &rest) != 3 || x != 'x' || a <= 0 || b <= 0)
+    return false;
+  *h = a;
+  *w = b;
+  return true;
+}
+
+int EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
+  torch::Tensor images;
+  std::string error;
+  if (!model::ReadNpy(FLAGS_images_npy, &images, &error)) {
+    std::cerr << "error: --images_npy: " << error << "\n";
+    return kExitUsage;
+  }
+  const auto& v = clip.visual->shape();
+  if (images.dim() != 4 || images.size(1) != 3 || images.scalar_type() != torch::kFloat) {
+    std::cerr << "error: --images_npy " << FLAGS_images_npy << ": want float32 (N, 3, H, W), got "
+              << images.sizes() << " " << images.scalar_type() << "\n";
+    return kExitUsage;
+  }
+  auto grid = model::PatchGrid(images.size(2), images.size(3), v.patch, v.stride);
+  if (images.size(2) < v.patch || grid != std::make_pair(v.grid_h, v.grid_w)) {
+    std::cerr << "error: --images_npy " << FLAGS_images_npy << ": images " << images.size(2) << "x"
+              << images.size(3) << " do not give the model's " << v.grid_h << "x" << v.grid_w
+              << " patch grid (set --image_size)\n";
+    return kExitUsage;
+  }
+  torch::Tensor features = clip.EncodeImage(images);  // (N, E)
+  if (!model::WriteNpy(out_dir + "/image_features.npy", features, &error)) {
+    std::cerr << "error: " << error << "\n";
+    return kExitFailure;
+  }
+  std::cout << "image_features.npy " << features.sizes() << "\n";
+  return kExitOk;
+}
+
+int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
+  std::string error;
+  auto tokenizer = model::Tokenizer::Create(FLAGS_bpe_vocab, &error);
+  if (!tokenizer) {
+    std::cerr << "error: --bpe_vocab: " << error << "\n";
+    return kExitUsage;
+  }
+  const auto& t = clip.shape().text;
+  if (tokenizer->vocab_size() != t.vocab_size) {
+    std::cerr << "error: --bpe_vocab gives " << tokenizer->vocab_size()
+              << " ids but the checkpoint's vocabulary has " << t.vocab_size << "\n";
+    return kExitUsage;
+  }
+  std::ifstream in(FLAGS_texts_file);
+  if (!in) {
+    std::cerr << "error: --texts_file: cannot open '" << FLAGS_texts_file << "'\n";
+    return kExitUsage;
+  }
+  std::vector<torch::Tensor> rows;
+  std::vector<int64_t> ids;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (!tokenizer->Tokenize(line, t.context_length, false, &ids, &error)) {
+      std::cerr << "error: --texts_file " << FLAGS_texts_file << " line " << n << ": " << error
+                << "\n";
+      return kExitUsage;
+    }
+    ids.resize(t.context_length, 0);
+    rows.push_back(torch::tensor(ids, torch::kLong));
+  }
+  if (rows.empty()) {
+    std::cerr << "error: --texts_file " << FLAGS_texts_file << " has no lines\n";
+    return kExitUsage;
+  }
+  torch::Tensor features = clip.EncodeText(torch::stack(rows));  // (N, E)
+  if (!model::WriteNpy(out_dir + "/text_features.npy", features, &error)) {
+    std::cerr << "error: " << error << "\n";
+    return kExitFailure;
+  }
+  std::cout << "text_features.npy " << features.sizes() << "\n";
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunClipEncode(int /*argc*/, char** /*argv*/) {
+  if (FLAGS_weights.empty() || FLAGS_out_dir.empty() ||
+      (FLAGS_images_npy.empty() && FLAGS_texts_file.empty())) {
+    std::cerr << "error: reid clip-encode needs --weights, --out_dir and --images_npy and/or "
+                 "--texts_file\n";
+    return kExitUsage;
+  }
+  int64_t h = 0, w = 0;
+  if (!FLAGS_image_size.empty() && !ParseSize(FLAGS_image_size, &h, &w)) {
+    std::cerr << "error: --image_size = '" << FLAGS_image_size << "': want HxW, e.g. 256x128\n";
+    return kExitUsage;
+  }
+  std::string error;
+  model::Clip clip = model::LoadClip(FLAGS_weights, &error);
+  if (!clip) {
+    std::cerr << "error: --weights: " << error << "\n";
+    return kExitUsage;
+  }
+  torch::NoGradGuard no_grad;
+  if (h > 0) {
+    const auto& v = clip->visual->shape();
+    if (h < v.patch || w < v.patch) {
+      std::cerr << "error: --image_size = " << FLAGS_image_size << ": smaller than the patch "
+                << v.patch << "\n";
+      return kExitUsage;
+    }
+    auto [gh, gw] = model::PatchGrid(h, w, v.patch, v.stride);
+    clip->visual->ResizeGrid(gh, gw);
+  }
+  mkdir(FLAGS_out_dir.c_str(), 0755);
+  int status = kExitOk;
+  if (!FLAGS_images_npy.empty()) status = EncodeImages(*clip, FLAGS_out_dir);
+  if (status == kExitOk && !FLAGS_texts_file.empty()) status = EncodeTexts(*clip, FLAGS_out_dir);
+  return status;
+}
+
+}  // namespace reid::trainer

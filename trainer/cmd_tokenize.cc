@@ -1,0 +1,43 @@
+// `reid tokenize`: CLIP token ids of each line of stdin (start and end tokens, no padding).
+#include <gflags/gflags.h>
+
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "trainer/commands.h"
+#include "trainer/model/tokenizer.h"
+
+DEFINE_string(bpe_vocab, "",
+              "CLIP merges file (bpe_simple_vocab_16e6.txt.gz); empty = byte-level fallback (514 ids)");
+DEFINE_int32(context_length, 77, "Most tokens per text, start and end included");
+DEFINE_bool(truncate, false, "Cut texts longer than --context_length (last id = end token) "
+                             "instead of failing");
+
+namespace reid::trainer {
+
+int RunTokenize(int /*argc*/, char** /*argv*/) {
+  if (FLAGS_context_length < 2) {
+    std::cerr << "error: --context_length = " << FLAGS_context_length << ": must be at least 2\n";
+    return kExitUsage;
+  }
+  std::string error;
+  auto tokenizer = model::Tokenizer::Create(FLAGS_bpe_vocab, &error);
+  if (!tokenizer) {
+    std::cerr << "error: --bpe_vocab: " << error << "\n";
+    return kExitUsage;
+  }
+  std::string line;
+  std::vector<int64_t> ids;
+  for (int64_t n = 1; std::getline(std::cin, line); ++n) {
+    if (!tokenizer->Tokenize(line, FLAGS_context_length, FLAGS_truncate, &ids, &error)) {
+      std::cerr << "error: stdin line " << n << ": " << error << " (use --truncate)\n";
+      return kExitUsage;
+    }
+    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+    std::cout << "\n";
+  }
+  return kExitOk;
+}
+
+}  // namespace reid::trainer
