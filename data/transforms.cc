@@ -241,18 +241,33 @@ void TransformToTensor(const Image& resized, const TransformOptions& opt, uint64
   }
   Rng rng(seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(key), RngStream::kAugment);
   const Augmentation a = DrawAugmentation(opt, &rng);
-  // Output (y, x) reads padded (y + top, x + left) = flipped (y + top - pad, x + left - pad).
+  // Output (y, x) reads padded (y + top, x + left) = flipped (y + top - pad, x + left - pad);
+  // row by row: padding spans filled, the rest read forwards or (flipped) backwards.
+  const int shift = a.left - opt.padding;  // sx = x + shift
+  const int x0 = std::max(0, -shift), x1 = std::min(W, W - shift);
   for (int y = 0; y < H; ++y) {
     const int sy = y + a.top - opt.padding;
+    float* o0 = out + static_cast<size_t>(y) * W;
+    float* o1 = o0 + plane;
+    float* o2 = o1 + plane;
+    const bool row_inside = sy >= 0 && sy < H;
+    const int in0 = row_inside ? x0 : W, in1 = row_inside ? x1 : W;
     for (int x = 0; x < W; ++x) {
-      const int sx = x + a.left - opt.padding;
-      const size_t o = static_cast<size_t>(y) * W + x;
-      if (sy < 0 || sy >= H || sx < 0 || sx >= W) {
-        for (int c = 0; c < 3; ++c) out[c * plane + o] = lut[c][0];
-        continue;
-      }
-      const uint8_t* p = resized.row(sy) + 3 * (a.flip ? W - 1 - sx : sx);
-      for (int c = 0; c < 3; ++c) out[c * plane + o] = lut[c][p[c]];
+      if (x == in0) x = in1;  // skip the span read from the image
+      if (x >= W) break;
+      o0[x] = lut[0][0];
+      o1[x] = lut[1][0];
+      o2[x] = lut[2][0];
+    }
+    if (!row_inside) continue;
+    const uint8_t* src = resized.row(sy);
+    // Flipped: sx reads source column W - 1 - sx, walking backwards.
+    const int step = a.flip ? -3 : 3;
+    const uint8_t* p = src + 3 * (a.flip ? W - 1 - (x0 + shift) : x0 + shift);
+    for (int x = x0; x < x1; ++x, p += step) {
+      o0[x] = lut[0][p[0]];
+      o1[x] = lut[1][p[1]];
+      o2[x] = lut[2][p[2]];
     }
   }
   if (!a.erase) return;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/jpeg.h"
+#include "data/options.h"
 #include "data/transforms.h"
 
 namespace reid::data {
@@ -215,6 +216,26 @@ TEST(Transforms, ErasedPixelsAreStandardNormalNoiseAndDeterministic) {
   const double mean = sum / count, var = sq / count - mean * mean;
   EXPECT_NEAR(mean, 0.0, 0.1);
   EXPECT_NEAR(var, 1.0, 0.1);
+}
+
+TEST(Options, FromConfigUseTheSchemaValues) {
+  proto::ReidConfig cfg;
+  cfg.mutable_input()->mutable_size_test()->set_height(384);
+  cfg.mutable_data()->set_cache_budget_mb(3);
+  cfg.mutable_data()->set_dataset(proto::DataConfig::SYNTHETIC);
+  const TransformOptions train = TransformOptionsFromConfig(cfg.input(), true);
+  const TransformOptions test = TransformOptionsFromConfig(cfg.input(), false);
+  EXPECT_TRUE(train.train);
+  EXPECT_EQ(train.height, 256);
+  EXPECT_EQ(train.width, 128);
+  EXPECT_EQ(train.padding, 10);
+  EXPECT_FLOAT_EQ(train.erasing_prob, 0.5f);
+  EXPECT_FLOAT_EQ(train.mean[2], 0.5f);
+  EXPECT_FALSE(test.train);
+  EXPECT_EQ(test.height, 384);
+  EXPECT_EQ(LoaderOptionsFromConfig(cfg).cache_budget_bytes, 3 << 20);
+  EXPECT_EQ(LoaderOptionsFromConfig(cfg).seed, 1234u);
+  EXPECT_EQ(DatasetKindFromConfig(cfg.data()), DatasetKind::kMarket1501);
 }
 
 }  // namespace

@@ -1,0 +1,45 @@
+// Config -> data pipeline options.
+#include "data/options.h"
+
+namespace reid::data {
+
+DatasetKind DatasetKindFromConfig(const proto::DataConfig& data) {
+  switch (data.dataset()) {
+    case proto::DataConfig::DUKEMTMCREID:
+      return DatasetKind::kDukeMtmc;
+    case proto::DataConfig::MSMT17:
+      return DatasetKind::kMsmt17;
+    case proto::DataConfig::CSV:
+      return DatasetKind::kCsv;
+    default:  // MARKET1501, SYNTHETIC
+      return DatasetKind::kMarket1501;
+  }
+}
+
+TransformOptions TransformOptionsFromConfig(const proto::InputConfig& input, bool train) {
+  TransformOptions t;
+  const proto::ImageSize& size = train ? input.size_train() : input.size_test();
+  t.height = size.height();
+  t.width = size.width();
+  t.train = train;
+  t.flip_prob = input.flip_prob();
+  t.padding = input.padding();
+  t.erasing_prob = input.erasing_prob();
+  for (int c = 0; c < 3; ++c) {
+    if (input.pixel_mean_size() == 3) t.mean[c] = input.pixel_mean(c);
+    if (input.pixel_std_size() == 3) t.std[c] = input.pixel_std(c);
+  }
+  t.dct_scaling = input.jpeg_dct_scaling();
+  return t;
+}
+
+LoaderOptions LoaderOptionsFromConfig(const proto::ReidConfig& cfg) {
+  LoaderOptions o;
+  o.num_workers = cfg.data().num_workers();
+  o.prefetch_batches = cfg.data().prefetch_batches();
+  o.cache_budget_bytes = cfg.data().cache_budget_mb() << 20;
+  o.seed = cfg.seed();
+  return o;
+}
+
+}  // namespace reid::data

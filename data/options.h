@@ -1,0 +1,21 @@
+// The data pipeline's options from the config schema (proto/reid_config.proto): dataset kind,
+// transforms (train and test) and loader settings.
+#pragma once
+
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "data/transforms.h"
+#include "proto/reid_config.pb.h"
+
+namespace reid::data {
+
+// SYNTHETIC datasets use the Market-1501 layout that `reid synth` writes.
+DatasetKind DatasetKindFromConfig(const proto::DataConfig& data);
+
+// Train (input.size_train, bicubic, augmentation) or test (input.size_test, bilinear) transforms.
+TransformOptions TransformOptionsFromConfig(const proto::InputConfig& input, bool train);
+
+// Workers, prefetch, cache budget (MiB -> bytes) and the run's seed.
+LoaderOptions LoaderOptionsFromConfig(const proto::ReidConfig& cfg);
+
+}  // namespace reid::data
