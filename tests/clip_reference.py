@@ -1,17 +1,15 @@
 #!/usr/bin/python3
 """Reference CLIP (a re-implementation of OpenAI's clip/model.py with CLIP-ReID's image-side
 changes) that writes tiny random checkpoints in both formats plus golden outputs for the C++
-parity tests, and times the ViT-B/16 forward+backward for bench_clip.
+parity tests (bench/ref_clip.py times its ViT-B/16 for bench_clip).
 
   clip_reference.py fixtures OUT_DIR     checkpoints, inputs and golden .npy files
-  clip_reference.py bench THREADS ITERS  prints seconds per forward+backward (batch 8, 256x128)
 """
 import copy
 import math
 import os
 import re
 import sys
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -198,27 +196,8 @@ def write_reid_case(model, out, name, h, w, stride, cams):
     np.save(os.path.join(out, f"cls_proj_{name}.npy"), xproj[:, 0].numpy())
 
 
-def bench(threads, iters):
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    vis = VisionTransformer(16, 8, 16, 16, 768, 12, 12, 512).train()
-    x = torch.randn(8, 3, 256, 128)
-    for _ in range(2):
-        _, x12, xproj = vis(x)
-        (x12[:, 0].sum() + xproj[:, 0].sum()).backward()
-    best = float("inf")
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        _, x12, xproj = vis(x)
-        (x12[:, 0].sum() + xproj[:, 0].sum()).backward()
-        best = min(best, time.perf_counter() - t0)
-    print(f"{best:.6f}")
-
-
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "fixtures":
         write_fixtures(sys.argv[2])
-    elif len(sys.argv) == 4 and sys.argv[1] == "bench":
-        bench(int(sys.argv[2]), int(sys.argv[3]))
     else:
         sys.exit(__doc__)
