@@ -143,7 +143,8 @@ class MpiComm : public RawComm {
         << "all_reduce avg needs a floating dtype, got " << DTypeName(dtype);
     std::ostringstream what;
     what << "all_reduce (" << count << " x " << DTypeName(dtype) << ", " << ReduceOpName(op) << ")";
-    return Submit(what.str(), [=] { RunAllReduce(buf, count, dtype, op); });
+    return Submit(what.str(), [=] { RunAllReduce(buf, count, dtype, op); },
+                  count * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> Broadcast(void* buf, size_t count, DType dtype, int root) override {
@@ -157,7 +158,7 @@ class MpiComm : public RawComm {
         int n = static_cast<int>(std::min(chunk, count - off));
         CheckMpi(MPI_Bcast(p + off * DTypeSize(dtype), n, ToMpi(dtype), root, comm_), "MPI_Bcast");
       }
-    });
+    }, count * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> AllGather(const void* send, size_t count, void* recv,
@@ -174,7 +175,8 @@ class MpiComm : public RawComm {
         << "all_gather of " << total << " elements exceeds MPI's int displacements";
     std::ostringstream what;
     what << "all_gather (" << counts[rank_] << " of " << total << " x " << DTypeName(dtype) << ")";
-    return Submit(what.str(), [=] { RunAllGatherV(send, recv, counts, dtype); });
+    return Submit(what.str(), [=] { RunAllGatherV(send, recv, counts, dtype); },
+                  total * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> Barrier() override {
@@ -186,14 +188,41 @@ class MpiComm : public RawComm {
     return std::max<size_t>(1, options_.chunk_bytes / DTypeSize(dtype));
   }
 
-  std::shared_ptr<Work> Submit(std::string what, std::function<void()> fn) {
+  // Queues `fn` for the helper thread. Small operations (<= inline_max_bytes) run at once on
+  // the caller's thread when nothing is queued or running: same order, no thread hand-off.
+  std::shared_ptr<Work> Submit(std::string what, std::function<void()> fn, size_t bytes = 0) {
     auto work = std::make_shared<MpiWork>();
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      queue_.push_back(Task{std::move(what), ++submitted_, std::move(fn), work});
+    std::unique_lock<std::mutex> lock(mu_);
+    uint64_t seq = ++submitted_;
+    if (bytes <= options_.inline_max_bytes && queue_.empty() && !running_) {
+      StartRunning(what, seq);
+      lock.unlock();
+      Execute(fn, work.get());
+      cv_.notify_all();
+      return work;
     }
+    queue_.push_back(Task{std::move(what), seq, std::move(fn), work});
+    lock.unlock();
     cv_.notify_all();
     return work;
+  }
+
+  void StartRunning(const std::string& what, uint64_t seq) {
+    running_what_ = what;
+    running_seq_ = seq;
+    running_since_ = Clock::now();
+    running_ = true;
+  }
+
+  void Execute(const std::function<void()>& fn, MpiWork* work) {
+    auto start = Clock::now();
+    fn();
+    double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = false;
+    }
+    work->Finish(seconds);
   }
 
   void WorkerLoop() {
@@ -201,23 +230,15 @@ class MpiComm : public RawComm {
       Task task;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
+        cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !running_); });
+        if (queue_.empty()) return;  // stopping
+        if (running_) continue;      // an inline operation is on the wire
         task = std::move(queue_.front());
         queue_.pop_front();
-        running_what_ = task.what;
-        running_seq_ = task.seq;
-        running_since_ = Clock::now();
-        running_ = true;
+        StartRunning(task.what, task.seq);
       }
-      auto start = Clock::now();
-      task.fn();
-      double seconds = std::chrono::duration<double>(Clock::now() - start).count();
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        running_ = false;
-      }
-      task.work->Finish(seconds);
+      Execute(task.fn, task.work.get());
+      cv_.notify_all();
     }
   }
 
