@@ -20,6 +20,7 @@ PACKAGES=(
   libturbojpeg0-dev libjpeg62-turbo-dev
   # tokenizer: Unicode letter/number classes
   libpcre2-dev
+  zlib1g-dev
   # Python references used by tests and benchmarks
   python3 python3-numpy python3-torch python3-torchvision python3-pil
 )
