@@ -42,4 +42,16 @@ LoaderOptions LoaderOptionsFromConfig(const proto::ReidConfig& cfg) {
   return o;
 }
 
+SynthOptions SynthOptionsFromConfig(const proto::DataConfig& data) {
+  const proto::SyntheticDataConfig& c = data.synthetic();
+  SynthOptions o;
+  o.ids = c.ids();
+  o.cameras = c.cameras();
+  o.images_per_id = c.images_per_id();
+  o.seed = c.seed();
+  o.height = c.height();
+  o.width = c.width();
+  return o;
+}
+
 }  // namespace reid::data

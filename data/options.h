@@ -4,6 +4,7 @@
 
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/synth.h"
 #include "data/transforms.h"
 #include "proto/reid_config.pb.h"
 
@@ -17,5 +18,8 @@ TransformOptions TransformOptionsFromConfig(const proto::InputConfig& input, boo
 
 // Workers, prefetch, cache budget (MiB -> bytes) and the run's seed.
 LoaderOptions LoaderOptionsFromConfig(const proto::ReidConfig& cfg);
+
+// data.synthetic (what `reid synth` takes as flags).
+SynthOptions SynthOptionsFromConfig(const proto::DataConfig& data);
 
 }  // namespace reid::data

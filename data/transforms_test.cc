@@ -236,6 +236,8 @@ TEST(Options, FromConfigUseTheSchemaValues) {
   EXPECT_EQ(LoaderOptionsFromConfig(cfg).cache_budget_bytes, 3 << 20);
   EXPECT_EQ(LoaderOptionsFromConfig(cfg).seed, 1234u);
   EXPECT_EQ(DatasetKindFromConfig(cfg.data()), DatasetKind::kMarket1501);
+  EXPECT_EQ(SynthOptionsFromConfig(cfg.data()).ids, 64);
+  EXPECT_EQ(SynthOptionsFromConfig(cfg.data()).width, 64);
 }
 
 }  // namespace
