@@ -1,6 +1,8 @@
 // OpenAI CLIP's encoders (clip/model.py) with CLIP-ReID's image-side adaptations.
 #include "trainer/model/clip.h"
 
+#include <torch/version.h>
+
 #include <cmath>
 #include <limits>
 

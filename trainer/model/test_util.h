@@ -21,8 +21,13 @@ inline torch::Tensor LoadNpyOrDie(const std::string& path) {
   return t;
 }
 
-// Writes the tiny CLIP fixtures into a fresh temp dir once per process; "" when Debian's
-// python3-torch is missing (the caller skips), CHECK-fails when the script itself fails.
+inline std::string& FixtureDirToRemove() {
+  static std::string dir;
+  return dir;
+}
+
+// Writes the tiny CLIP fixtures into a fresh temp dir once per process (removed at exit); "" when
+// Debian's python3-torch is missing (the caller skips), CHECK-fails when the script fails.
 inline const std::string& ClipFixtureDir() {
   static const std::string dir = [] {
     if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
@@ -30,6 +35,8 @@ inline const std::string& ClipFixtureDir() {
     char tmpl[] = "/tmp/reid_clip_fixtures_XXXXXX";
     CHECK(mkdtemp(tmpl) != nullptr) << "mkdtemp";
     const std::string d = tmpl;
+    FixtureDirToRemove() = d;
+    std::atexit([] { std::system(("rm -rf '" + FixtureDirToRemove() + "'").c_str()); });
     const std::string cmd = "/usr/bin/python3 tests/clip_reference.py fixtures " + d;
     CHECK_EQ(std::system(cmd.c_str()), 0) << "failed: " << cmd << " (run from the source root)";
     return d;
