@@ -76,8 +76,8 @@ void CheckAveraged(int micro_steps) {
       expected[i] = expected[i].defined() ? expected[i] + g[i] : g[i];
     }
   }
-  for (int step = 0; step < 3; ++step) {  // state must reset between steps
-    net->zero_grad();
+  for (int step = 0; step < 4; ++step) {  // state must reset between steps
+    net->zero_grad(/*set_to_none=*/step % 2 == 0);  // both: fresh gradients, and bucket views
     for (int m = 0; m < micro_steps; ++m) {
       sync.set_sync(m == micro_steps - 1);
       net->forward(Data(comm.rank(), m), UsesSide(comm.rank())).pow(2).mean().backward();
@@ -89,7 +89,7 @@ void CheckAveraged(int micro_steps) {
           << sync.names()[i] << " step " << step;
     }
   }
-  EXPECT_EQ(sync.stats().steps, 3);
+  EXPECT_EQ(sync.stats().steps, 4);
 }
 
 TEST(GradSyncMpiTest, GradientIsAverageOfPerRankGradients) { CheckAveraged(1); }

@@ -121,7 +121,13 @@ void GradSync::BuildBuckets(const GradSyncOptions& options) {
     flat_.push_back(torch::zeros({numel}, first.options().requires_grad(false)));
     int64_t offset = 0;
     for (size_t i : buckets_[b]) {
-      views_[i] = flat_[b].narrow(0, offset, params_[i].numel()).view(params_[i].sizes());
+      // A plain tensor over the bucket's memory rather than an autograd view: gradients become
+      // these tensors, and optimizers call detach_() on gradients, which views refuse. The
+      // deleter holds the bucket, so the memory outlives any gradient that refers to it.
+      torch::Tensor keep = flat_[b];
+      views_[i] = torch::from_blob(
+          static_cast<char*>(keep.data_ptr()) + offset * keep.element_size(), params_[i].sizes(),
+          [keep](void*) {}, keep.options());
       bucket_of_[i] = b;
       offset += params_[i].numel();
     }
@@ -159,13 +165,17 @@ void GradSync::OnGradReady(size_t index) {
   ready_[index] = 1;
   torch::NoGradGuard no_grad;
   const torch::Tensor& grad = params_[index].grad();
+  torch::Tensor& view = views_[index];
   if (!grad.defined()) {
-    views_[index].zero_();
+    view.zero_();
+  } else if (grad.data_ptr() == view.data_ptr()) {
+    // The gradient already lives in the bucket (see Finish): scale in place.
+    if (comm_.size() > 1) view.mul_(1.0 / comm_.size());
   } else if (comm_.size() == 1) {
-    views_[index].copy_(grad);
+    view.copy_(grad);
   } else {
     // The division by the world size is fused into the copy into the bucket.
-    torch::mul_out(views_[index], grad, torch::scalar_tensor(1.0 / comm_.size(), grad.options()));
+    torch::mul_out(view, grad, torch::scalar_tensor(1.0 / comm_.size(), grad.options()));
   }
   if (--pending_[bucket_of_[index]] == 0) LaunchReadyBuckets();
 }
@@ -194,13 +204,11 @@ void GradSync::Finish() {
   for (auto& w : work_) w->Wait();
   stats_.wait_seconds += Now() - start;
   for (auto& w : work_) stats_.comm_seconds += w->seconds();
+  // Gradients become views of the buckets (DDP's gradient_as_bucket_view): no copy back, and
+  // while the caller zeroes rather than drops them, the next backward accumulates in place.
   for (size_t i = 0; i < params_.size(); ++i) {
     torch::Tensor& grad = params_[i].mutable_grad();
-    if (grad.defined()) {
-      grad.copy_(views_[i]);
-    } else {
-      grad = views_[i].clone();
-    }
+    if (!grad.defined() || grad.data_ptr() != views_[i].data_ptr()) grad = views_[i];
   }
   ++stats_.steps;
   std::fill(ready_.begin(), ready_.end(), 0);
