@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <sstream>
 
 #include "data/jpeg.h"
 #include "data/rng.h"
@@ -79,6 +80,20 @@ bool Loader::Next(Batch* batch) {
   return true;
 }
 
+void Loader::SetUpSlot(const BatchPlan& plan, size_t sample_floats, Slot* slot) {
+  slot->batch = Batch();
+  slot->batch.step = plan.step;
+  slot->batch.indices = plan.indices;
+  for (int64_t i : plan.indices) {
+    CHECK(i >= 0 && i < static_cast<int64_t>(samples_->size()))
+        << "batch of step " << plan.step << ": sample index " << i << " of " << samples_->size();
+    slot->batch.pids.push_back((*samples_)[i].pid);
+    slot->batch.camids.push_back((*samples_)[i].camid);
+  }
+  slot->batch.images = allocator_(sample_floats * plan.indices.size());
+  slot->remaining = static_cast<int>(plan.indices.size());
+}
+
 void Loader::WorkerLoop() {
   JpegDecoder decoder;
   const size_t sample_floats = 3ull * transform_.height * transform_.width;
@@ -91,16 +106,11 @@ void Loader::WorkerLoop() {
     const size_t b = claim_batch_, j = claim_pos_;
     const BatchPlan& plan = plans_[b];
     Slot& slot = slots_[b % slots_.size()];
-    if (j == 0) {  // first sample of a batch: set the batch up
-      slot.batch = Batch();
-      slot.batch.step = plan.step;
-      slot.batch.indices = plan.indices;
-      for (int64_t i : plan.indices) {
-        slot.batch.pids.push_back((*samples_)[i].pid);
-        slot.batch.camids.push_back((*samples_)[i].camid);
-      }
-      slot.batch.images = allocator_(sample_floats * plan.indices.size());
-      slot.remaining = static_cast<int>(plan.indices.size());
+    if (j == 0) SetUpSlot(plan, sample_floats, &slot);
+    if (plan.indices.empty()) {  // an empty batch (e.g. a rank's share of a tiny last batch)
+      ++claim_batch_;
+      done_cv_.notify_all();
+      continue;
     }
     if (++claim_pos_ >= plan.indices.size()) {
       ++claim_batch_;
@@ -215,9 +225,11 @@ std::string CheckReadable(const std::string& split_name, const std::vector<Sampl
     if (bad[i]) bad_paths->push_back(split[i].path);
   }
   if (split.empty() || bad_paths->size() <= max_fraction * split.size()) return "";
-  std::string msg = split_name + ": " + std::to_string(bad_paths->size()) + " of " +
-                    std::to_string(split.size()) + " images cannot be decoded (more than " +
-                    std::to_string(max_fraction * 100) + "%); first ones:";
+  std::ostringstream msg_stream;
+  msg_stream << split_name << ": " << bad_paths->size() << " of " << split.size()
+             << " images cannot be decoded (more than " << max_fraction * 100
+             << "%); first ones:";
+  std::string msg = msg_stream.str();
   for (size_t i = 0; i < std::min<size_t>(10, bad_paths->size()); ++i) {
     msg += "\n  " + (*bad_paths)[i];
   }

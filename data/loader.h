@@ -69,6 +69,7 @@ class Loader {
     int remaining = 0;
   };
   void WorkerLoop();
+  void SetUpSlot(const BatchPlan& plan, size_t sample_floats, Slot* slot);
   // Fills out[(3, H, W)] for sample `index` (or a same-identity replacement).
   void LoadSample(int64_t index, int64_t key, int64_t epoch, JpegDecoder* decoder,
                   float* out);

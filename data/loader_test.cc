@@ -214,6 +214,17 @@ TEST_F(LoaderTest, ShutdownAndRestartMidEpoch) {
     ASSERT_TRUE(loader.Next(&b));
     EXPECT_EQ(b.step, 6);
     EXPECT_FALSE(loader.Next(&b));
+    // An empty batch (a rank's share of a tiny last batch) comes through as an empty batch.
+    std::vector<BatchPlan> with_empty(3);
+    for (int i = 0; i < 3; ++i) with_empty[i].step = i;
+    with_empty[0].indices = {0};
+    with_empty[2].indices = {1, 2};
+    loader.StartEpoch(2, with_empty);
+    for (size_t want : {1u, 0u, 2u}) {
+      ASSERT_TRUE(loader.Next(&b));
+      EXPECT_EQ(b.indices.size(), want);
+    }
+    EXPECT_FALSE(loader.Next(&b));
   }
 }
 

@@ -100,14 +100,81 @@ const std::vector<float>& NormalTable() {
   return table;
 }
 
-void FillRect(Image* img, std::vector<Rgb>* canvas, float x0, float y0, float x1, float y1,
+// Linear-light RGB before the camera's gain and the sensor noise, (H, W).
+struct Canvas {
+  int height, width;
+  std::vector<Rgb> px;
+};
+
+void FillRect(Canvas* c, float x0, float y0, float x1, float y1,
               const std::function<Rgb(int, int)>& colour) {
-  const int xa = std::max(0, static_cast<int>(x0)), xb = std::min(img->width, static_cast<int>(x1));
+  const int xa = std::max(0, static_cast<int>(x0)), xb = std::min(c->width, static_cast<int>(x1));
   const int ya = std::max(0, static_cast<int>(y0)),
-            yb = std::min(img->height, static_cast<int>(y1));
+            yb = std::min(c->height, static_cast<int>(y1));
   for (int y = ya; y < yb; ++y) {
-    for (int x = xa; x < xb; ++x) (*canvas)[y * img->width + x] = colour(x, y);
+    for (int x = xa; x < xb; ++x) c->px[y * c->width + x] = colour(x, y);
   }
+}
+
+void FillBackground(const Camera& camera, Canvas* c) {
+  for (int y = 0; y < c->height; ++y) {
+    const float t = camera.gradient * (static_cast<float>(y) / c->height - 0.5f);
+    for (int x = 0; x < c->width; ++x) {
+      c->px[y * c->width + x] = {camera.background.r + t, camera.background.g + t,
+                                 camera.background.b + t};
+    }
+  }
+}
+
+// The person: hair, face, patterned torso and arms, legs, shoes, maybe a bag; the pose (shift,
+// scale, stride) is drawn from `rng`; the bag's side depends on the view (variant n).
+void DrawPerson(const Identity& id, int pid, int n, Rng* rng, Canvas* c) {
+  const int H = c->height, W = c->width;
+  const float s = static_cast<float>(rng->Uniform(0.8, 1.0)) * H / 128.0f;
+  const float cx = W / 2.0f + static_cast<float>(rng->Uniform(-0.12, 0.12)) * W;
+  const float top = static_cast<float>(rng->Uniform(0.02, 0.12)) * H;
+  const float bw = 13 * s * id.build;  // half body width
+  const float stride = static_cast<float>(rng->Uniform(-4, 4)) * s;
+  const int period = std::max(2, static_cast<int>(id.stripe * s));
+  auto solid = [](Rgb colour) { return [colour](int, int) { return colour; }; };
+  auto upper = [&](int x, int y) {
+    const bool alt = id.pattern_kind == 1   ? (y / period) % 2
+                     : id.pattern_kind == 2 ? (x / period) % 2
+                     : id.pattern_kind == 3 ? ((x / period) + (y / period)) % 2
+                                            : 0;
+    return alt ? id.pattern : id.upper;
+  };
+  const float head = 9 * s, neck = top + 2 * head, waist = neck + 42 * s, feet = waist + 48 * s;
+  FillRect(c, cx - head * 0.8f, top, cx + head * 0.8f, top + head * 0.7f, solid(id.hair));
+  FillRect(c, cx - head * 0.7f, top + head * 0.7f, cx + head * 0.7f, neck, solid(id.skin));
+  FillRect(c, cx - bw, neck, cx + bw, waist, upper);                              // torso
+  FillRect(c, cx - bw - 5 * s, neck + 2 * s, cx - bw, waist - 4 * s, upper);      // arms
+  FillRect(c, cx + bw, neck + 2 * s, cx + bw + 5 * s, waist - 4 * s, upper);
+  FillRect(c, cx - bw + stride, waist, cx - 1, feet - 5 * s, solid(id.lower));    // legs
+  FillRect(c, cx + 1, waist, cx + bw - stride, feet - 5 * s, solid(id.lower));
+  FillRect(c, cx - bw + stride, feet - 5 * s, cx + bw - stride, feet, solid(id.shoes));
+  if (id.has_bag) {
+    const float side = (pid % 2 ? 1.f : -1.f) * (n % 3 == 0 ? -1.f : 1.f);
+    FillRect(c, cx + side * bw - 6 * s, neck + 12 * s, cx + side * bw + 6 * s, neck + 30 * s,
+             solid(id.bag));
+  }
+}
+
+// Camera gain and colour cast, then per-pixel sensor noise, to 8-bit RGB.
+Image Expose(const Canvas& c, const Camera& camera, float noise, Rng* rng) {
+  Image img;
+  img.Resize(c.height, c.width);
+  const std::vector<float>& normals = NormalTable();
+  for (size_t i = 0; i < c.px.size(); ++i) {
+    const Rgb p = c.px[i];
+    const float v[3] = {p.r * camera.gain.r, p.g * camera.gain.g, p.b * camera.gain.b};
+    const uint64_t bits = rng->Next();  // three 16-bit draws from the normal table
+    for (int ch = 0; ch < 3; ++ch) {
+      const float q = v[ch] + noise * normals[(bits >> (16 * ch)) & 0xFFFF];
+      img.pixels[3 * i + ch] = static_cast<uint8_t>(std::clamp(q, 0.f, 255.f));
+    }
+  }
+  return img;
 }
 
 }  // namespace
@@ -117,67 +184,20 @@ Image RenderPerson(const SynthOptions& opt, int pid, int cam, int n) {
   const Camera camera = MakeCamera(opt.seed, cam);
   Rng rng(opt.seed, 2 + static_cast<uint64_t>(cam), static_cast<uint64_t>(pid) * 1000 + n,
           RngStream::kSynth);
-  const int H = opt.height, W = opt.width;
-  Image img;
-  img.Resize(H, W);
-  std::vector<Rgb> canvas(static_cast<size_t>(H) * W);
-  for (int y = 0; y < H; ++y) {
-    const float t = camera.gradient * (static_cast<float>(y) / H - 0.5f);
-    for (int x = 0; x < W; ++x) {
-      canvas[y * W + x] = {camera.background.r + t, camera.background.g + t,
-                           camera.background.b + t};
-    }
-  }
-  // Pose: horizontal shift, scale, a slight lean of the legs.
-  const float s = static_cast<float>(rng.Uniform(0.8, 1.0)) * H / 128.0f;
-  const float cx = W / 2.0f + static_cast<float>(rng.Uniform(-0.12, 0.12)) * W;
-  const float top = static_cast<float>(rng.Uniform(0.02, 0.12)) * H;
-  const float bw = 13 * s * id.build;  // half body width
-  const float stride = static_cast<float>(rng.Uniform(-4, 4)) * s;
-  const int period = std::max(2, static_cast<int>(id.stripe * s));
-  auto solid = [](Rgb c) { return [c](int, int) { return c; }; };
-  auto upper = [&](int x, int y) {
-    const bool alt = id.pattern_kind == 1   ? (y / period) % 2
-                     : id.pattern_kind == 2 ? (x / period) % 2
-                     : id.pattern_kind == 3 ? ((x / period) + (y / period)) % 2
-                                            : 0;
-    return alt ? id.pattern : id.upper;
-  };
-  const float head = 9 * s, neck = top + 2 * head, waist = neck + 42 * s, feet = waist + 48 * s;
-  FillRect(&img, &canvas, cx - head * 0.8f, top, cx + head * 0.8f, top + head * 0.7f,
-           solid(id.hair));
-  FillRect(&img, &canvas, cx - head * 0.7f, top + head * 0.7f, cx + head * 0.7f, neck,
-           solid(id.skin));
-  FillRect(&img, &canvas, cx - bw, neck, cx + bw, waist, upper);               // torso
-  FillRect(&img, &canvas, cx - bw - 5 * s, neck + 2 * s, cx - bw, waist - 4 * s, upper);  // arms
-  FillRect(&img, &canvas, cx + bw, neck + 2 * s, cx + bw + 5 * s, waist - 4 * s, upper);
-  FillRect(&img, &canvas, cx - bw + stride, waist, cx - 1, feet - 5 * s, solid(id.lower));
-  FillRect(&img, &canvas, cx + 1, waist, cx + bw - stride, feet - 5 * s, solid(id.lower));
-  FillRect(&img, &canvas, cx - bw + stride, feet - 5 * s, cx + bw - stride, feet, solid(id.shoes));
-  if (id.has_bag) {
-    const float side = (pid % 2 ? 1.f : -1.f) * (n % 3 == 0 ? -1.f : 1.f);  // view-dependent side
-    FillRect(&img, &canvas, cx + side * bw - 6 * s, neck + 12 * s, cx + side * bw + 6 * s,
-             neck + 30 * s, solid(id.bag));
-  }
-  if (rng.Uniform() < 0.3) {  // occluder: a random block entering from one side
-    const float ow = static_cast<float>(rng.Uniform(0.2, 0.5)) * W;
-    const float oy = static_cast<float>(rng.Uniform(0.3, 0.8)) * H;
-    const float ox = rng.Uniform() < 0.5 ? 0.f : W - ow;
+  Canvas canvas{opt.height, opt.width,
+                std::vector<Rgb>(static_cast<size_t>(opt.height) * opt.width)};
+  FillBackground(camera, &canvas);
+  DrawPerson(id, pid, n, &rng, &canvas);
+  if (rng.Uniform() < 0.3) {  // occluder: a block entering from one side, from below
+    const float ow = static_cast<float>(rng.Uniform(0.2, 0.5)) * opt.width;
+    const float oy = static_cast<float>(rng.Uniform(0.3, 0.8)) * opt.height;
+    const float ox = rng.Uniform() < 0.5 ? 0.f : opt.width - ow;
     Rng colour_rng(opt.seed, 3, static_cast<uint64_t>(pid) * 1000 + n, RngStream::kSynth);
-    FillRect(&img, &canvas, ox, oy, ox + ow, H, solid(PaletteColour(&colour_rng)));
+    const Rgb colour = PaletteColour(&colour_rng);
+    FillRect(&canvas, ox, oy, ox + ow, opt.height, [colour](int, int) { return colour; });
   }
   const float noise = static_cast<float>(rng.Uniform(4, 12));
-  const std::vector<float>& normals = NormalTable();
-  for (size_t i = 0; i < canvas.size(); ++i) {
-    const Rgb c = canvas[i];
-    const float v[3] = {c.r * camera.gain.r, c.g * camera.gain.g, c.b * camera.gain.b};
-    const uint64_t bits = rng.Next();  // three 16-bit draws from the normal table
-    for (int ch = 0; ch < 3; ++ch) {
-      const float p = v[ch] + noise * normals[(bits >> (16 * ch)) & 0xFFFF];
-      img.pixels[3 * i + ch] = static_cast<uint8_t>(std::clamp(p, 0.f, 255.f));
-    }
-  }
-  return img;
+  return Expose(canvas, camera, noise, &rng);
 }
 
 std::string ValidateSynthOptions(const SynthOptions& opt) {
