@@ -1,6 +1,8 @@
 // PIL-exact resampling and the train/test transforms of the reference pipeline.
 #include "data/transforms.h"
 
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -160,6 +162,24 @@ const float* NormalQuantiles() {
   return table.data();
 }
 
+// timm's per-pixel mode: N(0, 1) noise over the rectangle, channel by channel ((C, h, w) order).
+void FillErasing(const Augmentation& a, int W, size_t plane, Rng* rng, float* out) {
+  const float* q = NormalQuantiles();
+  constexpr float kFrac = 1.0f / 65536.0f;
+  for (int c = 0; c < 3; ++c) {
+    for (int y = a.erase_top; y < a.erase_top + a.erase_h; ++y) {
+      float* row = out + c * plane + static_cast<size_t>(y) * W + a.erase_left;
+      for (int x = 0; x < a.erase_w; x += 2) {  // two normals per 64 random bits
+        const uint64_t r = rng->Next();
+        const uint32_t i0 = r >> 48, f0 = (r >> 32) & 0xFFFF, i1 = (r >> 16) & 0xFFFF,
+                       f1 = r & 0xFFFF;
+        row[x] = q[i0] + (q[i0 + 1] - q[i0]) * (f0 * kFrac);
+        if (x + 1 < a.erase_w) row[x + 1] = q[i1] + (q[i1 + 1] - q[i1]) * (f1 * kFrac);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void ResizePil(const Image& in, int out_height, int out_width, Interpolation interp, Image* out) {
@@ -221,6 +241,9 @@ Augmentation DrawAugmentation(const TransformOptions& opt, Rng* rng) {
 void TransformToTensor(const Image& resized, const TransformOptions& opt, uint64_t seed,
                        int64_t epoch, int64_t key, float* out) {
   const int H = opt.height, W = opt.width;
+  CHECK(resized.height == H && resized.width == W)
+      << "TransformToTensor: image " << resized.height << "x" << resized.width << " vs " << H
+      << "x" << W << " (resize first)";
   const size_t plane = static_cast<size_t>(H) * W;
   // ToTensor then Normalize in float32, the same operations as torchvision: (u / 255 - m) / s.
   float lut[3][256];
@@ -270,21 +293,7 @@ void TransformToTensor(const Image& resized, const TransformOptions& opt, uint64
       o2[x] = lut[2][p[2]];
     }
   }
-  if (!a.erase) return;
-  const float* q = NormalQuantiles();
-  constexpr float kFrac = 1.0f / 65536.0f;
-  for (int c = 0; c < 3; ++c) {  // timm fills (C, h, w) in that order
-    for (int y = a.erase_top; y < a.erase_top + a.erase_h; ++y) {
-      float* row = out + c * plane + static_cast<size_t>(y) * W + a.erase_left;
-      for (int x = 0; x < a.erase_w; x += 2) {  // two normals per 64 random bits
-        const uint64_t r = rng.Next();
-        const uint32_t i0 = r >> 48, f0 = (r >> 32) & 0xFFFF, i1 = (r >> 16) & 0xFFFF,
-                       f1 = r & 0xFFFF;
-        row[x] = q[i0] + (q[i0 + 1] - q[i0]) * (f0 * kFrac);
-        if (x + 1 < a.erase_w) row[x + 1] = q[i1] + (q[i1 + 1] - q[i1]) * (f1 * kFrac);
-      }
-    }
-  }
+  if (a.erase) FillErasing(a, W, plane, &rng, out);
 }
 
 }  // namespace reid::data
