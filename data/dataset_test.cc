@@ -156,6 +156,73 @@ TEST_F(DatasetTest, Csv) {
   EXPECT_NE(err.find("query.csv:2: expected 'path,pid,camid'"), std::string::npos) << err;
 }
 
+// Writes `images` empty files named like Market-1501 (`0002_c1s1_000451_03.jpg`) or
+// DukeMTMC-reID (`0001_c2_f0046182.jpg`) into `dir`, cycling over pids first_pid.. (ids of them,
+// pid 0 first when `distractors`) and cameras 1..cams.
+void WriteSplit(const fs::path& dir, bool duke, int first_pid, int ids, int images, int cams) {
+  fs::create_directories(dir);
+  char name[64];
+  for (int i = 0; i < images; ++i) {
+    const int pid = first_pid + i % ids, cam = 1 + (i / ids + i) % cams;
+    if (duke) {
+      std::snprintf(name, sizeof(name), "%04d_c%d_f%07d.jpg", pid, cam, i);
+    } else {
+      std::snprintf(name, sizeof(name), "%04d_c%ds1_%06d_%02d.jpg", pid, cam, i, i % 7);
+    }
+    std::ofstream(dir / name).close();
+  }
+}
+
+// Trees of the real datasets' sizes and naming schemes give the statistics CLIP-ReID prints.
+TEST_F(DatasetTest, ReferenceSizedTreesGiveTheReferenceStatistics) {
+  const fs::path m = root_ / "Market-1501-v15.09.15";
+  WriteSplit(m / "bounding_box_train", false, 2, 751, 12936, 6);
+  WriteSplit(m / "query", false, 1, 750, 3368, 6);
+  WriteSplit(m / "bounding_box_test", false, 0, 751, 15913, 6);  // pid 0 = distractors
+  for (int i = 0; i < 50; ++i) {  // junk
+    std::ofstream(m / "bounding_box_test" / ("-1_c1s1_" + std::to_string(i) + "_00.jpg")).close();
+  }
+  Dataset d;
+  ASSERT_EQ(LoadDataset(DatasetKind::kMarket1501, R(), &d), "");
+  EXPECT_EQ(StatsJson(d),
+            "{\"train\":{\"ids\":751,\"images\":12936,\"cameras\":6},"
+            "\"query\":{\"ids\":750,\"images\":3368,\"cameras\":6},"
+            "\"gallery\":{\"ids\":751,\"images\":15913,\"cameras\":6}}");
+  EXPECT_EQ(d.num_train_pids, 751);
+  const fs::path k = root_ / "dukemtmcreid" / "DukeMTMC-reID";
+  WriteSplit(k / "bounding_box_train", true, 1, 702, 16522, 8);
+  WriteSplit(k / "query", true, 1, 702, 2228, 8);
+  WriteSplit(k / "bounding_box_test", true, 1, 1110, 17661, 8);
+  ASSERT_EQ(LoadDataset(DatasetKind::kDukeMtmc, R(), &d), "");
+  EXPECT_EQ(StatsJson(d),
+            "{\"train\":{\"ids\":702,\"images\":16522,\"cameras\":8},"
+            "\"query\":{\"ids\":702,\"images\":2228,\"cameras\":8},"
+            "\"gallery\":{\"ids\":1110,\"images\":17661,\"cameras\":8}}");
+  // MSMT17: list files only (the parser does not open the images).
+  const fs::path t = root_ / "MSMT17";
+  fs::create_directories(t / "train");
+  fs::create_directories(t / "test");
+  auto write_list = [&](const char* name, int ids, int images, int first) {
+    std::ofstream f(t / name);
+    for (int i = first; i < first + images; ++i) {
+      const int pid = i % ids, cam = 1 + (i / ids + i) % 15;
+      char line[96];
+      std::snprintf(line, sizeof(line), "%04d/%04d_%03d_%02d_0303morning_%04d_0.jpg %d\n", pid,
+                    pid, i % 1000, cam, i % 10000, pid);
+      f << line;
+    }
+  };
+  write_list("list_train.txt", 1041, 30248, 0);
+  write_list("list_val.txt", 1041, 2373, 30248);
+  write_list("list_query.txt", 3060, 11659, 0);
+  write_list("list_gallery.txt", 3060, 82161, 0);
+  ASSERT_EQ(LoadDataset(DatasetKind::kMsmt17, R(), &d), "");
+  EXPECT_EQ(StatsJson(d),
+            "{\"train\":{\"ids\":1041,\"images\":32621,\"cameras\":15},"
+            "\"query\":{\"ids\":3060,\"images\":11659,\"cameras\":15},"
+            "\"gallery\":{\"ids\":3060,\"images\":82161,\"cameras\":15}}");
+}
+
 TEST_F(DatasetTest, SyntheticRoundTripAndDeterminism) {
   SynthOptions opt;
   opt.ids = 6;
