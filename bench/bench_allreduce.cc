@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -23,16 +25,29 @@ double Now() {
       .count();
 }
 
-// Slowest rank's mean seconds per call of `fn`, after one warm-up call.
-template <typename Fn>
-double TimeMax(int iters, Fn fn) {
-  fn();
-  MPI_Barrier(MPI_COMM_WORLD);
-  double start = Now();
-  for (int i = 0; i < iters; ++i) fn();
-  double mean = (Now() - start) / iters, worst = 0;
-  MPI_Allreduce(&mean, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return worst;
+// Each of `fns` run `rounds` times, interleaved (so a burst of load on this shared machine hits
+// all of them alike), each call between barriers; returns per fn the median over rounds of the
+// slowest rank's seconds. One warm-up call each first.
+std::vector<double> MedianTimes(int rounds, const std::vector<std::function<void()>>& fns) {
+  for (const auto& fn : fns) fn();
+  std::vector<double> t(fns.size() * rounds);
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t f = 0; f < fns.size(); ++f) {
+      MPI_Barrier(MPI_COMM_WORLD);
+      double start = Now();
+      fns[f]();
+      t[f * rounds + r] = Now() - start;
+    }
+  }
+  MPI_Allreduce(MPI_IN_PLACE, t.data(), static_cast<int>(t.size()), MPI_DOUBLE, MPI_MAX,
+                MPI_COMM_WORLD);
+  std::vector<double> medians;
+  for (size_t f = 0; f < fns.size(); ++f) {
+    std::vector<double> mine(t.begin() + f * rounds, t.begin() + (f + 1) * rounds);
+    std::nth_element(mine.begin(), mine.begin() + rounds / 2, mine.end());
+    medians.push_back(mine[rounds / 2]);
+  }
+  return medians;
 }
 
 struct SizeResult {
@@ -46,15 +61,25 @@ std::vector<SizeResult> BenchSizes(reid::dist::RawComm& ours, size_t max_bytes) 
   for (size_t bytes = 4096; bytes <= max_bytes; bytes *= 4) {
     size_t count = bytes / 4;
     std::vector<float> buf(count, 1.0f);  // allocated once, reused by both
-    int iters = static_cast<int>(std::max<size_t>(3, std::min<size_t>(200, (64u << 20) / bytes)));
-    double t_ours = TimeMax(iters, [&] {
-      ours.AllReduce(buf.data(), count, reid::dist::DType::kFloat32, reid::dist::ReduceOp::kSum)
-          ->Wait();
-    });
-    double t_raw = TimeMax(iters, [&] {
-      MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
-                    MPI_COMM_WORLD);
-    });
+    // Each timed call is `reps` back-to-back all-reduces (the skew a barrier leaves between
+    // ranks on a loaded 2-core machine would otherwise swamp small sizes).
+    const int reps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(200, (16u << 20) / bytes)));
+    const int rounds = bytes >= (64u << 20) ? 5 : 9;
+    std::vector<double> t = MedianTimes(rounds, {
+        [&] {
+          for (int i = 0; i < reps; ++i) {
+            ours.AllReduce(buf.data(), count, reid::dist::DType::kFloat32,
+                           reid::dist::ReduceOp::kSum)->Wait();
+          }
+        },
+        [&] {
+          for (int i = 0; i < reps; ++i) {
+            MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
+                          MPI_COMM_WORLD);
+          }
+        }});
+    for (double& x : t) x /= reps;
+    double t_ours = t[0], t_raw = t[1];
     double factor = 2.0 * (n - 1) / n / 1e9;
     out.push_back({bytes, bytes / t_ours * factor, bytes / t_raw * factor});
   }
@@ -114,22 +139,23 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
     net->zero_grad(/*set_to_none=*/false);  // fresh 345 MB of gradients per step would page-fault
     net->forward(x).pow(2).mean().backward();
   };
-  sync.set_sync(false);
-  r.step_nosync = TimeMax(steps, step);
-  sync.set_sync(true);
-  r.step_sync = TimeMax(steps, step);
-  // The same buckets all-reduced back to back with nothing else running.
-  std::vector<torch::Tensor> flats;
+  std::vector<torch::Tensor> flats;  // the same buckets, all-reduced with nothing else running
   for (const auto& bucket : sync.buckets()) {
     int64_t numel = 0;
     for (size_t i : bucket) numel += params[i].second.numel();
     flats.push_back(torch::ones({numel}));
   }
-  r.comm_alone = TimeMax(steps, [&] {
-    std::vector<std::shared_ptr<reid::dist::Work>> work;
-    for (auto& f : flats) work.push_back(comm.AllReduceAsync(f, reid::dist::ReduceOp::kSum));
-    for (auto& w : work) w->Wait();
-  });
+  std::vector<double> t = MedianTimes(steps, {
+      [&] { sync.set_sync(false); step(); },
+      [&] { sync.set_sync(true); step(); },
+      [&] {
+        std::vector<std::shared_ptr<reid::dist::Work>> work;
+        for (auto& f : flats) work.push_back(comm.AllReduceAsync(f, reid::dist::ReduceOp::kSum));
+        for (auto& w : work) w->Wait();
+      }});
+  r.step_nosync = t[0];
+  r.step_sync = t[1];
+  r.comm_alone = t[2];
   double overhead = std::max(0.0, r.step_sync - r.step_nosync);
   r.hidden = std::max(0.0, 1.0 - overhead / r.comm_alone);
   return r;
@@ -140,7 +166,7 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
 int main(int argc, char** argv) {
   bool json = false;
   size_t max_bytes = 256u << 20;
-  int rows = 64, steps = 5;
+  int rows = 64, steps = 7;
   reid::dist::MpiCommOptions options;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -105,8 +105,28 @@ class MpiWork : public Work {
   double seconds_ = 0.0;
 };
 
+// What a collective is, for the watchdog's message (formatted only then: this is per call).
+struct OpInfo {
+  const char* name = "barrier";
+  size_t count = 0;  // this rank's elements
+  size_t total = 0;  // all ranks' elements (all_gather)
+  DType dtype = DType::kUInt8;
+  std::string detail;  // "sum", "root 0"
+};
+
+std::string Describe(const OpInfo& op) {
+  std::ostringstream out;
+  out << op.name;
+  if (op.count > 0 || op.total > 0) {
+    out << " (" << op.count;
+    if (op.total > 0) out << " of " << op.total;
+    out << " x " << DTypeName(op.dtype) << (op.detail.empty() ? "" : ", ") << op.detail << ")";
+  }
+  return out.str();
+}
+
 struct Task {
-  std::string what;  // "all_reduce (1024 x float32, sum)"
+  OpInfo what;
   uint64_t seq = 0;
   std::function<void()> fn;
   std::shared_ptr<MpiWork> work;
@@ -128,7 +148,8 @@ class MpiComm : public RawComm {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
-    cv_.notify_all();
+    queue_cv_.notify_all();
+    stop_cv_.notify_all();
     worker_.join();
     if (watchdog_.joinable()) watchdog_.join();
     MPI_Comm_free(&comm_);
@@ -141,17 +162,13 @@ class MpiComm : public RawComm {
   std::shared_ptr<Work> AllReduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
     CHECK(op != ReduceOp::kAvg || IsFloating(dtype))
         << "all_reduce avg needs a floating dtype, got " << DTypeName(dtype);
-    std::ostringstream what;
-    what << "all_reduce (" << count << " x " << DTypeName(dtype) << ", " << ReduceOpName(op) << ")";
-    return Submit(what.str(), [=] { RunAllReduce(buf, count, dtype, op); },
+    return Submit({"all_reduce", count, 0, dtype, ReduceOpName(op)}, [=] { RunAllReduce(buf, count, dtype, op); },
                   count * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> Broadcast(void* buf, size_t count, DType dtype, int root) override {
     CHECK(root >= 0 && root < size_) << "broadcast root " << root << " out of range";
-    std::ostringstream what;
-    what << "broadcast (" << count << " x " << DTypeName(dtype) << ", root " << root << ")";
-    return Submit(what.str(), [=] {
+    return Submit({"broadcast", count, 0, dtype, "root " + std::to_string(root)}, [=] {
       size_t chunk = ChunkElems(dtype);
       char* p = static_cast<char*>(buf);
       for (size_t off = 0; off < count; off += chunk) {
@@ -173,14 +190,12 @@ class MpiComm : public RawComm {
     for (size_t c : counts) total += c;
     CHECK_LT(total, static_cast<size_t>(INT_MAX))
         << "all_gather of " << total << " elements exceeds MPI's int displacements";
-    std::ostringstream what;
-    what << "all_gather (" << counts[rank_] << " of " << total << " x " << DTypeName(dtype) << ")";
-    return Submit(what.str(), [=] { RunAllGatherV(send, recv, counts, dtype); },
+    return Submit({"all_gather", counts[rank_], total, dtype, ""}, [=] { RunAllGatherV(send, recv, counts, dtype); },
                   total * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> Barrier() override {
-    return Submit("barrier", [=] { CheckMpi(MPI_Barrier(comm_), "MPI_Barrier"); });
+    return Submit(OpInfo(), [=] { CheckMpi(MPI_Barrier(comm_), "MPI_Barrier"); });
   }
 
  private:
@@ -190,7 +205,7 @@ class MpiComm : public RawComm {
 
   // Queues `fn` for the helper thread. Small operations (<= inline_max_bytes) run at once on
   // the caller's thread when nothing is queued or running: same order, no thread hand-off.
-  std::shared_ptr<Work> Submit(std::string what, std::function<void()> fn, size_t bytes = 0) {
+  std::shared_ptr<Work> Submit(OpInfo what, std::function<void()> fn, size_t bytes = 0) {
     auto work = std::make_shared<MpiWork>();
     std::unique_lock<std::mutex> lock(mu_);
     uint64_t seq = ++submitted_;
@@ -198,16 +213,15 @@ class MpiComm : public RawComm {
       StartRunning(what, seq);
       lock.unlock();
       Execute(fn, work.get());
-      cv_.notify_all();
       return work;
     }
     queue_.push_back(Task{std::move(what), seq, std::move(fn), work});
     lock.unlock();
-    cv_.notify_all();
+    queue_cv_.notify_one();
     return work;
   }
 
-  void StartRunning(const std::string& what, uint64_t seq) {
+  void StartRunning(const OpInfo& what, uint64_t seq) {
     running_what_ = what;
     running_seq_ = seq;
     running_since_ = Clock::now();
@@ -218,10 +232,13 @@ class MpiComm : public RawComm {
     auto start = Clock::now();
     fn();
     double seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    bool queued;
     {
       std::lock_guard<std::mutex> lock(mu_);
       running_ = false;
+      queued = !queue_.empty();
     }
+    if (queued) queue_cv_.notify_one();  // ops queued behind an inline one
     work->Finish(seconds);
   }
 
@@ -230,7 +247,7 @@ class MpiComm : public RawComm {
       Task task;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !running_); });
+        queue_cv_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !running_); });
         if (queue_.empty()) return;  // stopping
         if (running_) continue;      // an inline operation is on the wire
         task = std::move(queue_.front());
@@ -238,7 +255,6 @@ class MpiComm : public RawComm {
         StartRunning(task.what, task.seq);
       }
       Execute(task.fn, task.work.get());
-      cv_.notify_all();
     }
   }
 
@@ -246,13 +262,13 @@ class MpiComm : public RawComm {
     auto poll = std::chrono::duration<double>(std::min(1.0, options_.timeout_s / 10.0));
     std::unique_lock<std::mutex> lock(mu_);
     while (!stopping_) {
-      cv_.wait_for(lock, poll);
+      stop_cv_.wait_for(lock, poll);
       if (!running_) continue;
       double age = std::chrono::duration<double>(Clock::now() - running_since_).count();
       if (age < options_.timeout_s) continue;
       std::ostringstream msg;
       msg << "reid dist watchdog: rank " << CurrentRanks().rank << " (of " << size_
-          << "): collective #" << running_seq_ << " " << running_what_
+          << "): collective #" << running_seq_ << " " << Describe(running_what_)
           << " has not finished after " << age << " s (dist.timeout_s = " << options_.timeout_s
           << "); another rank is stuck or dead. Aborting the job.";
       LOG(ERROR) << msg.str();
@@ -294,21 +310,35 @@ class MpiComm : public RawComm {
       if (scratch_.size() < max_seg * es) scratch_.resize(max_seg * es);
       for (int k = 0; k < size_ - 1; ++k) {
         int send_s = (rank_ - k + 2 * size_) % size_, recv_s = (rank_ - k - 1 + 2 * size_) % size_;
-        CheckMpi(MPI_Sendrecv(p + seg_begin(send_s) * es, static_cast<int>(seg_len(send_s)),
-                              ToMpi(dtype), right, 7, scratch_.data(),
-                              static_cast<int>(seg_len(recv_s)), ToMpi(dtype), left, 7, comm_,
-                              MPI_STATUS_IGNORE),
-                 "MPI_Sendrecv (ring reduce-scatter)");
+        SendRecv(p + seg_begin(send_s) * es, seg_len(send_s), right, scratch_.data(),
+                 seg_len(recv_s), left, dtype);
         ReduceBytes(p + seg_begin(recv_s) * es, scratch_.data(), seg_len(recv_s), dtype, op);
       }
       for (int k = 0; k < size_ - 1; ++k) {
         int send_s = (rank_ + 1 - k + 2 * size_) % size_, recv_s = (rank_ - k + 2 * size_) % size_;
-        CheckMpi(MPI_Sendrecv(p + seg_begin(send_s) * es, static_cast<int>(seg_len(send_s)),
-                              ToMpi(dtype), right, 8, p + seg_begin(recv_s) * es,
-                              static_cast<int>(seg_len(recv_s)), ToMpi(dtype), left, 8, comm_,
-                              MPI_STATUS_IGNORE),
-                 "MPI_Sendrecv (ring all-gather)");
+        SendRecv(p + seg_begin(send_s) * es, seg_len(send_s), right, p + seg_begin(recv_s) * es,
+                 seg_len(recv_s), left, dtype);
       }
+    }
+  }
+
+  // MPI_Sendrecv that waits politely: after a short spin it yields the core at each poll, so a
+  // rank whose peer is still computing leaves the CPU to its own backward pass (on machines
+  // with fewer cores than threads, a spinning helper thread slows the overlap it exists for).
+  void SendRecv(const void* send, size_t send_count, int dest, void* recv, size_t recv_count,
+                int source, DType dtype) {
+    MPI_Request requests[2];
+    CheckMpi(MPI_Irecv(recv, static_cast<int>(recv_count), ToMpi(dtype), source, 7, comm_,
+                       &requests[0]),
+             "MPI_Irecv (ring)");
+    CheckMpi(MPI_Isend(send, static_cast<int>(send_count), ToMpi(dtype), dest, 7, comm_,
+                       &requests[1]),
+             "MPI_Isend (ring)");
+    for (int polls = 0;; ++polls) {
+      int done = 0;
+      CheckMpi(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall (ring)");
+      if (done) return;
+      if (polls > 100) std::this_thread::yield();
     }
   }
 
@@ -339,12 +369,13 @@ class MpiComm : public RawComm {
   std::vector<char> scratch_;  // ring receive buffer, grown once and reused (worker thread only)
 
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable queue_cv_;  // wakes the helper thread
+  std::condition_variable stop_cv_;   // wakes the watchdog at shutdown
   std::deque<Task> queue_;
   bool stopping_ = false;
   uint64_t submitted_ = 0;
   bool running_ = false;
-  std::string running_what_;
+  OpInfo running_what_;
   uint64_t running_seq_ = 0;
   Clock::time_point running_since_;
   std::thread worker_, watchdog_;
