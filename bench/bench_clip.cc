@@ -56,8 +56,8 @@ double RunOurs(const Args& args) {
   for (int i = 0; i < args.iters; ++i) {
     const auto start = std::chrono::steady_clock::now();
     step();
-    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                              .count());
+    best = std::min(
+        best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
   return best;
 }

@@ -1,7 +1,6 @@
 // `reid clip-encode`: CLIP image and text features of a checkpoint (OpenAI TorchScript archive or
 // state-dict zip), as OpenAI's encode_image / encode_text, written as float32 .npy files.
 #include <gflags/gflags.h>
-
 #include <sys/stat.h>
 
 #include <fstream>
@@ -15,11 +14,13 @@
 #include "trainer/model/weights.h"
 
 DECLARE_string(bpe_vocab);
-DEFINE_string(weights, "", "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-16.pt) or torch.save "
-                           "state dict (.pth)");
+DEFINE_string(weights, "",
+              "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-16.pt) or torch.save "
+              "state dict (.pth)");
 DEFINE_string(images_npy, "", "float32 (N, 3, H, W) images, already normalised");
-DEFINE_string(image_size, "", "HxW: resize the positional embedding to this image's patch grid "
-                              "first, as CLIP-ReID does; empty = the checkpoint's grid");
+DEFINE_string(image_size, "",
+              "HxW: resize the positional embedding to this image's patch grid "
+              "first, as CLIP-ReID does; empty = the checkpoint's grid");
 DEFINE_string(texts_file, "", "One text per line");
 DEFINE_string(out_dir, "", "Folder for image_features.npy and text_features.npy (created)");
 
@@ -30,7 +31,8 @@ bool ParseSize(const std::string& s, int64_t* h, int64_t* w) {
   char x = 0;
   char rest = 0;
   long long a = 0, b = 0;
-  if (std::sscanf(s.c_str(), "%lld%c%lld%c", &a, &x, &b, &rest) != 3 || x != 'x' || a <= 0 || b <= 0)
+  if (std::sscanf(s.c_str(), "%lld%c%lld%c", &a, &x, &b, &rest) != 3 || x != 'x' || a <= 0 ||
+      b <= 0)
     return false;
   *h = a;
   *w = b;

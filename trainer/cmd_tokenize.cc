@@ -8,11 +8,13 @@
 #include "trainer/commands.h"
 #include "trainer/model/tokenizer.h"
 
-DEFINE_string(bpe_vocab, "",
-              "CLIP merges file (bpe_simple_vocab_16e6.txt.gz); empty = byte-level fallback (514 ids)");
+DEFINE_string(
+    bpe_vocab, "",
+    "CLIP merges file (bpe_simple_vocab_16e6.txt.gz); empty = byte-level fallback (514 ids)");
 DEFINE_int32(context_length, 77, "Most tokens per text, start and end included");
-DEFINE_bool(truncate, false, "Cut texts longer than --context_length (last id = end token) "
-                             "instead of failing");
+DEFINE_bool(truncate, false,
+            "Cut texts longer than --context_length (last id = end token) "
+            "instead of failing");
 
 namespace reid::trainer {
 

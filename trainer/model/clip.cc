@@ -33,8 +33,8 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torc
   torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   torch::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
-  out = at::scaled_dot_product_attention(q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask)
-                                                                  : c10::nullopt);
+  out = at::scaled_dot_product_attention(
+      q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
 #else
   q = q * (1.0 / std::sqrt(static_cast<double>(hd)));
   auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, H, L, L)
@@ -188,10 +188,11 @@ torch::Tensor TextForward(Transformer& transformer, torch::nn::LayerNorm& ln_fin
 }  // namespace
 
 TextEncoderImpl::TextEncoderImpl(const TextShape& s) {
-  positional_embedding = register_parameter(
-      "positional_embedding", torch::randn({s.context_length, s.width}) * 0.01);
+  positional_embedding =
+      register_parameter("positional_embedding", torch::randn({s.context_length, s.width}) * 0.01);
   transformer = register_module("transformer", Transformer(s.width, s.layers, s.heads));
-  ln_final = register_module("ln_final", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.width})));
+  ln_final =
+      register_module("ln_final", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.width})));
   text_projection = register_parameter(
       "text_projection", torch::randn({s.width, s.output_dim}) * std::pow(s.width, -0.5));
   mask_ = CausalMask(s.context_length);
@@ -204,26 +205,24 @@ torch::Tensor TextEncoderImpl::forward(const torch::Tensor& prompts, const torch
 
 ClipImpl::ClipImpl(const ClipShape& s) : shape_(s) {
   visual = register_module("visual", VisionTransformer(s.vision));
-  transformer = register_module("transformer",
-                                Transformer(s.text.width, s.text.layers, s.text.heads));
+  transformer =
+      register_module("transformer", Transformer(s.text.width, s.text.layers, s.text.heads));
   token_embedding =
       register_module("token_embedding", torch::nn::Embedding(s.text.vocab_size, s.text.width));
   positional_embedding = register_parameter(
       "positional_embedding", torch::randn({s.text.context_length, s.text.width}) * 0.01);
   ln_final = register_module("ln_final",
                              torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.text.width})));
-  text_projection = register_parameter(
-      "text_projection",
-      torch::randn({s.text.width, s.text.output_dim}) * std::pow(s.text.width, -0.5));
+  text_projection =
+      register_parameter("text_projection", torch::randn({s.text.width, s.text.output_dim}) *
+                                                std::pow(s.text.width, -0.5));
   logit_scale = register_parameter("logit_scale", torch::full({}, std::log(1 / 0.07)));
   torch::NoGradGuard no_grad;
   token_embedding->weight.normal_(0, 0.02);
   mask_ = CausalMask(s.text.context_length);
 }
 
-torch::Tensor ClipImpl::EncodeImage(const torch::Tensor& images) {
-  return visual(images).cls_proj;
-}
+torch::Tensor ClipImpl::EncodeImage(const torch::Tensor& images) { return visual(images).cls_proj; }
 
 torch::Tensor ClipImpl::EncodeText(const torch::Tensor& tokens) {
   auto x = token_embedding(tokens);  // (B, L, W)

@@ -1,6 +1,6 @@
 // OpenAI CLIP's encoders as torch::nn modules with CLIP's parameter names: the ViT image encoder
-// (with CLIP-ReID's stride, h x w grid, SIE input and three outputs) and the causal text transformer.
-// Shapes: B batch, L tokens, W transformer width, E joint embedding width.
+// (with CLIP-ReID's stride, h x w grid, SIE input and three outputs) and the causal text
+// transformer. Shapes: B batch, L tokens, W transformer width, E joint embedding width.
 #pragma once
 
 #include <cstdint>
@@ -76,8 +76,7 @@ std::pair<int64_t, int64_t> PatchGrid(int64_t h, int64_t w, int64_t patch, int64
 
 // CLIP-ReID's resize_pos_embed: CLS row kept, grid rows resized bilinearly (align_corners false).
 torch::Tensor ResizePositionalEmbedding(const torch::Tensor& posemb,  // (1 + gh * gw, W)
-                                        int64_t old_h, int64_t old_w, int64_t new_h,
-                                        int64_t new_w);
+                                        int64_t old_h, int64_t old_w, int64_t new_h, int64_t new_w);
 
 class VisionTransformerImpl : public torch::nn::Module {
  public:

@@ -14,7 +14,7 @@ using testing::ClipFixtureDir;
 using testing::LoadNpyOrDie;
 using testing::RelativeError;
 
-#define REQUIRE_FIXTURES()                                                           \
+#define REQUIRE_FIXTURES()                                                             \
   if (ClipFixtureDir().empty()) GTEST_SKIP() << "/usr/bin/python3 with torch missing"; \
   const std::string dir = ClipFixtureDir()
 

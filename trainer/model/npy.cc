@@ -83,7 +83,8 @@ bool WriteNpy(const std::string& path, const torch::Tensor& tensor, std::string*
   std::ostringstream h;
   h << "{'descr': '" << (t.scalar_type() == torch::kFloat ? "<f4" : "<i8")
     << "', 'fortran_order': False, 'shape': (";
-  for (int64_t i = 0; i < t.dim(); ++i) h << t.size(i) << (t.dim() == 1 || i + 1 < t.dim() ? "," : "");
+  for (int64_t i = 0; i < t.dim(); ++i)
+    h << t.size(i) << (t.dim() == 1 || i + 1 < t.dim() ? "," : "");
   h << "), }";
   std::string header = h.str();
   const size_t total = 10 + header.size() + 1;

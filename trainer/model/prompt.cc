@@ -23,7 +23,8 @@ bool BuildPromptTemplate(const Tokenizer& tokenizer, const std::string& text, in
   const std::string expanded = text.substr(0, at) + words + text.substr(at + kCtx.size());
   if (!tokenizer.Tokenize(expanded, context_length, false, &full, error) ||
       !tokenizer.Tokenize(text.substr(0, at), context_length, false, &prefix, error)) {
-    *error = "prompt.template = \"" + text + "\" with n_ctx " + std::to_string(n_ctx) + ": " + *error;
+    *error =
+        "prompt.template = \"" + text + "\" with n_ctx " + std::to_string(n_ctx) + ": " + *error;
     return false;
   }
   const int64_t x_id = tokenizer.Encode("x").at(0);
@@ -49,8 +50,7 @@ PromptLearnerImpl::PromptLearnerImpl(const PromptTemplate& tmpl, const torch::Te
   CHECK_EQ(embedding.dim(), 3) << "template embedding must be (1, L, W)";
   const int64_t l = embedding.size(1), w = embedding.size(2);
   CHECK_EQ(l, static_cast<int64_t>(tmpl.tokens.size())) << "template length vs embedding";
-  cls_ctx = register_parameter("cls_ctx",
-                               torch::randn({num_classes, tmpl.n_ctx, w}) * init_std);
+  cls_ctx = register_parameter("cls_ctx", torch::randn({num_classes, tmpl.n_ctx, w}) * init_std);
   auto e = embedding.detach();
   token_prefix = register_buffer("token_prefix", e.slice(1, 0, tmpl.ctx_start).clone());
   token_suffix = register_buffer("token_suffix", e.slice(1, tmpl.ctx_start + tmpl.n_ctx).clone());
@@ -60,7 +60,7 @@ PromptLearnerImpl::PromptLearnerImpl(const PromptTemplate& tmpl, const torch::Te
 torch::Tensor PromptLearnerImpl::forward(const torch::Tensor& labels, const torch::Tensor& adjust) {
   const int64_t b = labels.size(0);
   auto ctx = cls_ctx.index_select(0, labels.to(torch::kLong));  // (B, n, W)
-  if (adjust.defined()) ctx = ctx + adjust.unsqueeze(1);          // C_k = Y_k + M
+  if (adjust.defined()) ctx = ctx + adjust.unsqueeze(1);        // C_k = Y_k + M
   return torch::cat({token_prefix.expand({b, -1, -1}), ctx, token_suffix.expand({b, -1, -1})}, 1);
 }
 
@@ -83,10 +83,10 @@ CrossModalAttentionImpl::CrossModalAttentionImpl(int64_t embed_dim, int64_t num_
     : scale_(literal_unscaled ? 1.0 : 1.0 / std::sqrt(static_cast<double>(embed_dim))) {
   image_attn = register_module("image_attn", MultiheadAttention(embed_dim, num_heads));
   text_attn = register_module("text_attn", MultiheadAttention(embed_dim, num_heads));
-  w_i = register_module("w_i",
-                        torch::nn::Linear(torch::nn::LinearOptions(embed_dim, hidden_dim).bias(false)));
-  w_t = register_module("w_t",
-                        torch::nn::Linear(torch::nn::LinearOptions(embed_dim, hidden_dim).bias(false)));
+  w_i = register_module(
+      "w_i", torch::nn::Linear(torch::nn::LinearOptions(embed_dim, hidden_dim).bias(false)));
+  w_t = register_module(
+      "w_t", torch::nn::Linear(torch::nn::LinearOptions(embed_dim, hidden_dim).bias(false)));
   w_o = register_module("w_o", torch::nn::Linear(hidden_dim, embed_dim));
 }
 

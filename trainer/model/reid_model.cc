@@ -27,26 +27,26 @@ ReidModelImpl::ReidModelImpl(const proto::ReidConfig& cfg, const ReidShape& shap
   image_encoder = register_module("image_encoder", VisionTransformer(shape.vision));
   text_encoder = register_module("text_encoder", TextEncoder(shape.text));
   prompt_learner = register_module(
-      "prompt_learner", PromptLearner(tmpl, template_embedding, shape.num_classes,
-                                      cfg.prompt().ctx_init_std()));
+      "prompt_learner",
+      PromptLearner(tmpl, template_embedding, shape.num_classes, cfg.prompt().ctx_init_std()));
   bottleneck = register_module("bottleneck", FrozenBiasNeck(w));
   bottleneck_proj = register_module("bottleneck_proj", FrozenBiasNeck(e));
-  classifier = register_module("classifier",
-                               Classifier(w, shape.num_classes, m.classifier_init_std()));
-  classifier_proj = register_module("classifier_proj",
-                                    Classifier(e, shape.num_classes, m.classifier_init_std()));
+  classifier =
+      register_module("classifier", Classifier(w, shape.num_classes, m.classifier_init_std()));
+  classifier_proj =
+      register_module("classifier_proj", Classifier(e, shape.num_classes, m.classifier_init_std()));
   if (m.sie_camera()) {
     CHECK_GT(shape.num_cameras, 0) << "SIE needs the number of cameras";
     // timm's trunc_normal_(std=.02) with bounds +-2: effectively untruncated.
-    cv_embed = register_parameter("cv_embed",
-                                  (torch::randn({shape.num_cameras, w}) * 0.02).clamp(-2, 2));
+    cv_embed =
+        register_parameter("cv_embed", (torch::randn({shape.num_cameras, w}) * 0.02).clamp(-2, 2));
     sie_coe_ = m.sie_coe();
   }
   if (cfg.context_adjust().enabled()) {
-    const int64_t hidden = cfg.context_adjust().hidden_dim() > 0 ? cfg.context_adjust().hidden_dim()
-                                                                  : 2 * e;
-    context_adjust = register_module("context_adjust",
-                                     ContextAdjust(shape.text.output_dim, hidden, shape.text.width));
+    const int64_t hidden =
+        cfg.context_adjust().hidden_dim() > 0 ? cfg.context_adjust().hidden_dim() : 2 * e;
+    context_adjust = register_module(
+        "context_adjust", ContextAdjust(shape.text.output_dim, hidden, shape.text.width));
   }
   if (cfg.cross_attention().enabled()) {
     const auto& x = cfg.cross_attention();

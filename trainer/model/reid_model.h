@@ -1,7 +1,7 @@
 // The ReID model of CLIP-ReID plus the paper's modules: image encoder (with SIE), text encoder,
 // prompt learner, optional context adjustment network and cross-modal attention, BN necks and
-// bias-free classifiers. Built from proto::ReidConfig with CLIP weights, a ReID checkpoint or random
-// init. Shapes: B images, C classes, W vision width (768), E joint width (512), K texts.
+// bias-free classifiers. Built from proto::ReidConfig with CLIP weights, a ReID checkpoint or
+// random init. Shapes: B images, C classes, W vision width (768), E joint width (512), K texts.
 #pragma once
 
 #include <memory>
@@ -23,8 +23,8 @@ struct ReidShape {
 };
 
 struct ReidTrainOutputs {
-  torch::Tensor score, score_proj;            // (B, C) from classifier / classifier_proj
-  torch::Tensor feat_last, feat, feat_proj;   // (B, W), (B, W), (B, E): the triplet features
+  torch::Tensor score, score_proj;           // (B, C) from classifier / classifier_proj
+  torch::Tensor feat_last, feat, feat_proj;  // (B, W), (B, W), (B, E): the triplet features
 };
 
 class ReidModelImpl : public torch::nn::Module {

@@ -4,13 +4,13 @@
 #include "trainer/model/tokenizer.h"
 
 #include <glog/logging.h>
+#include <locale.h>
 #include <pcre2.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <climits>
 #include <cwctype>
-#include <locale.h>
 #include <sstream>
 
 namespace reid::model {
@@ -67,7 +67,8 @@ std::string EncodeUtf8(const std::u32string& s) {
 locale_t Utf8Locale() {
   static locale_t loc = [] {
     locale_t l = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
-    if (l == static_cast<locale_t>(0)) l = newlocale(LC_CTYPE_MASK, "C.utf8", static_cast<locale_t>(0));
+    if (l == static_cast<locale_t>(0))
+      l = newlocale(LC_CTYPE_MASK, "C.utf8", static_cast<locale_t>(0));
     return l;
   }();
   return loc;
@@ -131,8 +132,8 @@ std::unique_ptr<Tokenizer> Tokenizer::Create(const std::string& merges_path, std
       std::istringstream fields(line);
       std::string a, b, extra;
       if (!(fields >> a >> b) || (fields >> extra)) {
-        *error = "BPE merges file '" + merges_path + "' line " +
-                 std::to_string(merges.size() + 2) + ": expected two symbols, got '" + line + "'";
+        *error = "BPE merges file '" + merges_path + "' line " + std::to_string(merges.size() + 2) +
+                 ": expected two symbols, got '" + line + "'";
         return nullptr;
       }
       merges.emplace_back(a, b);

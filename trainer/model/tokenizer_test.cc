@@ -1,5 +1,5 @@
-// CLIP tokenizer: OpenAI's ids on the shared cases (../shared/clip/tokenizer_cases.tsv with the real
-// merges file beside it), the byte-level fallback, truncation and text cleaning.
+// CLIP tokenizer: OpenAI's ids on the shared cases (../shared/clip/tokenizer_cases.tsv with the
+// real merges file beside it), the byte-level fallback, truncation and text cleaning.
 #include "trainer/model/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -21,14 +21,18 @@ std::string JsonString(const std::string& s) {
       continue;
     }
     const char c = s[++i];
-    if (c == 'n') out.push_back('\n');
-    else if (c == 't') out.push_back('\t');
-    else if (c == 'r') out.push_back('\r');
+    if (c == 'n')
+      out.push_back('\n');
+    else if (c == 't')
+      out.push_back('\t');
+    else if (c == 'r')
+      out.push_back('\r');
     else if (c == 'u') {
       char32_t cp = std::stoul(s.substr(i + 1, 4), nullptr, 16);
       i += 4;
       if (cp >= 0xD800 && cp < 0xDC00 && s.compare(i + 1, 2, "\\u") == 0) {
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (std::stoul(s.substr(i + 3, 4), nullptr, 16) - 0xDC00);
+        cp = 0x10000 + ((cp - 0xD800) << 10) +
+             (std::stoul(s.substr(i + 3, 4), nullptr, 16) - 0xDC00);
         i += 6;
       }
       out += Utf8FromCodePoint(cp);

@@ -15,13 +15,26 @@ namespace {
 struct PyObj;
 using Obj = std::shared_ptr<PyObj>;
 struct PyObj {
-  enum Kind { kNone, kBool, kInt, kFloat, kStr, kTuple, kList, kDict, kGlobal, kTensor, kStorage, kMark };
+  enum Kind {
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kStr,
+    kTuple,
+    kList,
+    kDict,
+    kGlobal,
+    kTensor,
+    kStorage,
+    kMark
+  };
   Kind kind = kNone;
   int64_t i = 0;
   double f = 0;
-  std::string s;            // str, global "module.name", storage key
-  std::vector<Obj> items;   // tuple/list; dict: key, value, key, value, ...
-  torch::Tensor tensor;     // tensor; storage: raw bytes (uint8) + dtype in i
+  std::string s;           // str, global "module.name", storage key
+  std::vector<Obj> items;  // tuple/list; dict: key, value, key, value, ...
+  torch::Tensor tensor;    // tensor; storage: raw bytes (uint8) + dtype in i
 };
 
 Obj Make(PyObj::Kind k) {
@@ -76,9 +89,14 @@ class Machine {
     stack_.pop_back();
     return o;
   }
+  Obj& Top() {
+    if (stack_.empty()) throw std::runtime_error("pickle stack underflow");
+    return stack_.back();
+  }
   std::vector<Obj> PopToMark() {
     std::vector<Obj> items;
-    while (!stack_.empty() && stack_.back()->kind != PyObj::kMark) items.insert(items.begin(), Pop());
+    while (!stack_.empty() && stack_.back()->kind != PyObj::kMark)
+      items.insert(items.begin(), Pop());
     if (stack_.empty()) throw std::runtime_error("pickle mark missing");
     stack_.pop_back();
     return items;
@@ -141,7 +159,8 @@ Obj Machine::Reduce(const Obj& callable, const Obj& args) {
     auto flat = storage->tensor.view(type);  // bytes -> elements
     Obj o = Make(PyObj::kTensor);
     o->tensor = flat.as_strided(IntTuple(args->items.at(2)), IntTuple(args->items.at(3)),
-                                args->items.at(1)->i).clone();
+                                args->items.at(1)->i)
+                    .clone();
     return o;
   }
   if (name == "torch._utils._rebuild_parameter" || name == "torch.nn.parameter.Parameter") {
@@ -153,23 +172,44 @@ Obj Machine::Reduce(const Obj& callable, const Obj& args) {
 
 bool Machine::Step(uint8_t op) {
   switch (op) {
-    case 0x80: Read<uint8_t>(); break;                       // PROTO
-    case 0x95: Read<uint64_t>(); break;                      // FRAME
-    case '}': stack_.push_back(Make(PyObj::kDict)); break;   // EMPTY_DICT
-    case ']': stack_.push_back(Make(PyObj::kList)); break;   // EMPTY_LIST
-    case ')': stack_.push_back(Tuple({})); break;            // EMPTY_TUPLE
-    case '(': stack_.push_back(Make(PyObj::kMark)); break;   // MARK
-    case 'N': stack_.push_back(Make(PyObj::kNone)); break;
-    case 0x88: case 0x89: {                                  // NEWTRUE, NEWFALSE
+    case 0x80:
+      Read<uint8_t>();
+      break;  // PROTO
+    case 0x95:
+      Read<uint64_t>();
+      break;  // FRAME
+    case '}':
+      stack_.push_back(Make(PyObj::kDict));
+      break;  // EMPTY_DICT
+    case ']':
+      stack_.push_back(Make(PyObj::kList));
+      break;  // EMPTY_LIST
+    case ')':
+      stack_.push_back(Tuple({}));
+      break;  // EMPTY_TUPLE
+    case '(':
+      stack_.push_back(Make(PyObj::kMark));
+      break;  // MARK
+    case 'N':
+      stack_.push_back(Make(PyObj::kNone));
+      break;
+    case 0x88:
+    case 0x89: {  // NEWTRUE, NEWFALSE
       Obj o = Make(PyObj::kBool);
       o->i = op == 0x88;
       stack_.push_back(o);
       break;
     }
-    case 'J': stack_.push_back(Int(Read<int32_t>())); break;
-    case 'K': stack_.push_back(Int(Read<uint8_t>())); break;
-    case 'M': stack_.push_back(Int(Read<uint16_t>())); break;
-    case 0x8a: {                                             // LONG1
+    case 'J':
+      stack_.push_back(Int(Read<int32_t>()));
+      break;
+    case 'K':
+      stack_.push_back(Int(Read<uint8_t>()));
+      break;
+    case 'M':
+      stack_.push_back(Int(Read<uint16_t>()));
+      break;
+    case 0x8a: {  // LONG1
       const uint8_t n = Read<uint8_t>();
       std::string b = ReadBytes(n);
       int64_t v = 0;
@@ -178,7 +218,7 @@ bool Machine::Step(uint8_t op) {
       stack_.push_back(Int(v));
       break;
     }
-    case 'G': {                                              // BINFLOAT (big endian)
+    case 'G': {  // BINFLOAT (big endian)
       uint64_t bits = 0;
       for (int k = 0; k < 8; ++k) bits = (bits << 8) | Read<uint8_t>();
       Obj o = Make(PyObj::kFloat);
@@ -186,49 +226,109 @@ bool Machine::Step(uint8_t op) {
       stack_.push_back(o);
       break;
     }
-    case 'X': stack_.push_back(Str(ReadBytes(Read<uint32_t>()))); break;  // BINUNICODE
-    case 0x8c: case 'U': stack_.push_back(Str(ReadBytes(Read<uint8_t>()))); break;
-    case 0x8d: case 0x8e: stack_.push_back(Str(ReadBytes(Read<uint64_t>()))); break;
-    case 'T': stack_.push_back(Str(ReadBytes(Read<uint32_t>()))); break;
-    case 'q': memo_[Read<uint8_t>()] = stack_.back(); break;              // BINPUT
-    case 'r': memo_[Read<uint32_t>()] = stack_.back(); break;             // LONG_BINPUT
-    case 0x94: memo_[static_cast<int64_t>(memo_.size())] = stack_.back(); break;  // MEMOIZE
-    case 'h': stack_.push_back(memo_.at(Read<uint8_t>())); break;         // BINGET
-    case 'j': stack_.push_back(memo_.at(Read<uint32_t>())); break;        // LONG_BINGET
-    case 'c': {                                                           // GLOBAL
+    case 'X':
+      stack_.push_back(Str(ReadBytes(Read<uint32_t>())));
+      break;  // BINUNICODE
+    case 0x8c:
+    case 'U':
+      stack_.push_back(Str(ReadBytes(Read<uint8_t>())));
+      break;
+    case 0x8d:
+    case 0x8e:
+      stack_.push_back(Str(ReadBytes(Read<uint64_t>())));
+      break;
+    case 'T':
+      stack_.push_back(Str(ReadBytes(Read<uint32_t>())));
+      break;
+    case 'q':
+      memo_[Read<uint8_t>()] = Top();
+      break;  // BINPUT
+    case 'r':
+      memo_[Read<uint32_t>()] = Top();
+      break;  // LONG_BINPUT
+    case 0x94:
+      memo_[static_cast<int64_t>(memo_.size())] = Top();
+      break;  // MEMOIZE
+    case 'h':
+      stack_.push_back(memo_.at(Read<uint8_t>()));
+      break;  // BINGET
+    case 'j':
+      stack_.push_back(memo_.at(Read<uint32_t>()));
+      break;     // LONG_BINGET
+    case 'c': {  // GLOBAL
       Obj o = Make(PyObj::kGlobal);
       o->s = ReadLine();
       o->s += "." + ReadLine();
       stack_.push_back(o);
       break;
     }
-    case 0x93: {                                                          // STACK_GLOBAL
+    case 0x93: {  // STACK_GLOBAL
       Obj name = Pop(), module = Pop();
       Obj o = Make(PyObj::kGlobal);
       o->s = module->s + "." + name->s;
       stack_.push_back(o);
       break;
     }
-    case 'Q': stack_.push_back(PersistentLoad(Pop())); break;             // BINPERSID
-    case 't': stack_.push_back(Tuple(PopToMark())); break;
-    case 0x85: stack_.push_back(Tuple({Pop()})); break;
-    case 0x86: { Obj b = Pop(), a = Pop(); stack_.push_back(Tuple({a, b})); break; }
-    case 0x87: { Obj c = Pop(), b = Pop(), a = Pop(); stack_.push_back(Tuple({a, b, c})); break; }
-    case 'R': { Obj args = Pop(), f = Pop(); stack_.push_back(Reduce(f, args)); break; }
-    case 0x81: { Obj args = Pop(), cls = Pop(); stack_.push_back(Reduce(cls, args)); break; }  // NEWOBJ
-    case 's': { Obj v = Pop(), k = Pop(); stack_.back()->items.insert(stack_.back()->items.end(), {k, v}); break; }
-    case 'u': case 'e': {                                                 // SETITEMS, APPENDS
+    case 'Q':
+      stack_.push_back(PersistentLoad(Pop()));
+      break;  // BINPERSID
+    case 't':
+      stack_.push_back(Tuple(PopToMark()));
+      break;
+    case 0x85:
+      stack_.push_back(Tuple({Pop()}));
+      break;
+    case 0x86: {
+      Obj b = Pop(), a = Pop();
+      stack_.push_back(Tuple({a, b}));
+      break;
+    }
+    case 0x87: {
+      Obj c = Pop(), b = Pop(), a = Pop();
+      stack_.push_back(Tuple({a, b, c}));
+      break;
+    }
+    case 'R': {
+      Obj args = Pop(), f = Pop();
+      stack_.push_back(Reduce(f, args));
+      break;
+    }
+    case 0x81: {
+      Obj args = Pop(), cls = Pop();
+      stack_.push_back(Reduce(cls, args));
+      break;
+    }  // NEWOBJ
+    case 's': {
+      Obj v = Pop(), k = Pop();
+      Top()->items.insert(Top()->items.end(), {k, v});
+      break;
+    }
+    case 'u':
+    case 'e': {  // SETITEMS, APPENDS
       std::vector<Obj> items = PopToMark();
-      auto& dst = stack_.back()->items;
+      auto& dst = Top()->items;
       dst.insert(dst.end(), items.begin(), items.end());
       break;
     }
-    case 'a': { Obj v = Pop(); stack_.back()->items.push_back(v); break; }  // APPEND
-    case 'b': Pop(); break;                       // BUILD: object state (e.g. _metadata) ignored
-    case '0': Pop(); break;
-    case '1': PopToMark(); break;
-    case '2': stack_.push_back(stack_.back()); break;
-    case '.': return false;                       // STOP
+    case 'a': {
+      Obj v = Pop();
+      Top()->items.push_back(v);
+      break;
+    }  // APPEND
+    case 'b':
+      Pop();
+      break;  // BUILD: object state (e.g. _metadata) ignored
+    case '0':
+      Pop();
+      break;
+    case '1':
+      PopToMark();
+      break;
+    case '2':
+      stack_.push_back(Top());
+      break;
+    case '.':
+      return false;  // STOP
     default:
       throw std::runtime_error("unsupported pickle opcode " + std::to_string(op));
   }

@@ -66,9 +66,10 @@ bool ReadStateDict(const std::string& path, StateDict* out, std::string* error) 
   if (ReadTorchScript(path, out, &why_jit)) return true;
   out->clear();
   if (ReadPickledDict(path, out, &why_pickle)) return true;
-  *error = "weights file '" + path +
-           "' is neither a TorchScript archive nor a torch.save zip of a state dict (TorchScript: " +
-           why_jit.substr(0, 200) + "; torch.save: " + why_pickle.substr(0, 200) + ")";
+  *error =
+      "weights file '" + path +
+      "' is neither a TorchScript archive nor a torch.save zip of a state dict (TorchScript: " +
+      why_jit.substr(0, 200) + "; torch.save: " + why_pickle.substr(0, 200) + ")";
   return false;
 }
 
