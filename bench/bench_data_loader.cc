@@ -82,7 +82,8 @@ double RunOurs(const std::vector<reid::data::Sample>& samples, int threads, cons
   const auto start = std::chrono::steady_clock::now();
   int64_t n = 0;
   while (loader.Next(&batch)) n += batch.indices.size();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return n / secs;
 }
 
@@ -147,8 +148,9 @@ int main(int argc, char** argv) {
     const double ratio = ref > 0 ? ours / ref : 0;
     min_ratio = std::min(min_ratio, ratio);
     if (args.json) {
-      rows << (rows.tellp() > 0 ? "," : "") << "{\"threads\":" << t << ",\"ours_images_per_s\":"
-           << ours << ",\"reference_images_per_s\":" << ref << ",\"ratio\":" << ratio << "}";
+      rows << (rows.tellp() > 0 ? "," : "") << "{\"threads\":" << t
+           << ",\"ours_images_per_s\":" << ours << ",\"reference_images_per_s\":" << ref
+           << ",\"ratio\":" << ratio << "}";
     } else {
       std::printf("threads %d: ours %8.1f images/s, reference %8.1f images/s, ratio %.2f\n", t,
                   ours, ref, ratio);
@@ -158,8 +160,8 @@ int main(int argc, char** argv) {
   if (args.json) {
     std::cout << "{\"benchmark\":\"data_loader\",\"pipeline\":\"stage-2 train 256x128\","
               << "\"reference\":\"bench/ref_data_loader.py (PIL + torchvision + DataLoader)\","
-              << "\"images\":" << args.images << ",\"files\":" << samples.size()
-              << ",\"results\":[" << rows.str() << "],\"ratio\":" << min_ratio << "}\n";
+              << "\"images\":" << args.images << ",\"files\":" << samples.size() << ",\"results\":["
+              << rows.str() << "],\"ratio\":" << min_ratio << "}\n";
   } else {
     std::printf("ratio (lowest over thread counts): %.2f\n", min_ratio);
   }

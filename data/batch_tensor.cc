@@ -8,9 +8,9 @@ namespace reid::data {
 BufferAllocator TorchBufferAllocator() {
   const bool pin = torch::cuda::is_available();
   return [pin](size_t num_floats) {
-    auto t = std::make_shared<torch::Tensor>(torch::empty(
-        {static_cast<int64_t>(num_floats)}, torch::TensorOptions().dtype(torch::kFloat32)
-                                                .pinned_memory(pin)));
+    auto t = std::make_shared<torch::Tensor>(
+        torch::empty({static_cast<int64_t>(num_floats)},
+                     torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pin)));
     BatchBuffer b;
     b.data = t->data_ptr<float>();
     b.size = num_floats;
@@ -29,7 +29,8 @@ TensorBatch ToTensors(const Batch& batch, int height, int width) {
   if (batch.images.torch_owned) {
     out.images = static_cast<torch::Tensor*>(batch.images.owner.get())->view({n, 3, height, width});
   } else {
-    out.images = torch::from_blob(batch.images.data, {n, 3, height, width}, torch::kFloat32).clone();
+    out.images =
+        torch::from_blob(batch.images.data, {n, 3, height, width}, torch::kFloat32).clone();
   }
   out.pids = torch::tensor(batch.pids, torch::kInt64);
   out.camids = torch::tensor(batch.camids, torch::kInt64);

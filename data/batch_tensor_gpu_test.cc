@@ -1,7 +1,6 @@
 // CUDA builds: the loader's torch buffers are pinned host memory and reach the GPU unchanged
 // (non-blocking copy). Skips itself where LibTorch has no CUDA device.
 #include <gtest/gtest.h>
-
 #include <torch/cuda.h>
 
 #include "data/batch_tensor.h"

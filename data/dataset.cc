@@ -63,8 +63,9 @@ std::string ParseFolder(const fs::path& dir, std::vector<Sample>* out) {
       return f + ": file name does not match <pid>_c<camera>";
     }
     if (pid == -1) continue;  // junk
-    if (pid < 0 || cam < 1) return f + ": bad pid " + std::to_string(pid) + " or camera c" +
-                                   std::to_string(cam) + " (cameras start at c1)";
+    if (pid < 0 || cam < 1)
+      return f + ": bad pid " + std::to_string(pid) + " or camera c" + std::to_string(cam) +
+             " (cameras start at c1)";
     out->push_back({f, pid, cam - 1});
   }
   return "";
@@ -94,9 +95,9 @@ std::string LoadMarketLike(const std::string& root, const std::vector<std::strin
     return root + ": no " + what + " folder found (tried " + tried + ")";
   }
   const fs::path r(d->root);
-  for (auto [sub, split] : {std::pair{"bounding_box_train", &d->train},
-                            std::pair{"query", &d->query},
-                            std::pair{"bounding_box_test", &d->gallery}}) {
+  for (auto [sub, split] :
+       {std::pair{"bounding_box_train", &d->train}, std::pair{"query", &d->query},
+        std::pair{"bounding_box_test", &d->gallery}}) {
     std::string err = ParseFolder(r / sub, split);
     if (!err.empty()) return err;
   }
@@ -163,7 +164,8 @@ std::string LoadMsmt17(const std::string& root, Dataset* d) {
     pids.insert(s.pid);
     cams.insert(s.camid);
   }
-  if (!pids.empty() && (*pids.begin() != 0 || *pids.rbegin() != static_cast<int>(pids.size()) - 1)) {
+  if (!pids.empty() &&
+      (*pids.begin() != 0 || *pids.rbegin() != static_cast<int>(pids.size()) - 1)) {
     return (r / "list_train.txt").string() + " + list_val.txt: train pids are not 0.." +
            std::to_string(pids.size() - 1) + " (found " + std::to_string(*pids.begin()) + ".." +
            std::to_string(*pids.rbegin()) + ")";
@@ -237,8 +239,8 @@ std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out)
     case DatasetKind::kMarket1501:
       return LoadMarketLike(root, {"Market-1501-v15.09.15", "Market-1501"}, "Market-1501", out);
     case DatasetKind::kDukeMtmc:
-      return LoadMarketLike(root, {"DukeMTMC-reID", "dukemtmcreid/DukeMTMC-reID"},
-                            "DukeMTMC-reID", out);
+      return LoadMarketLike(root, {"DukeMTMC-reID", "dukemtmcreid/DukeMTMC-reID"}, "DukeMTMC-reID",
+                            out);
     case DatasetKind::kMsmt17:
       return LoadMsmt17(root, out);
     case DatasetKind::kCsv:
@@ -280,8 +282,8 @@ std::string StatsJson(const Dataset& d) {
     const SplitStats s = ComputeStats(*split);
     if (out.size() > 1) out += ",";
     out += "\"" + std::string(name) + "\":{\"ids\":" + std::to_string(s.ids) +
-           ",\"images\":" + std::to_string(s.images) + ",\"cameras\":" +
-           std::to_string(s.cameras) + "}";
+           ",\"images\":" + std::to_string(s.images) + ",\"cameras\":" + std::to_string(s.cameras) +
+           "}";
   }
   return out + "}";
 }

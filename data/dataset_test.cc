@@ -1,15 +1,15 @@
 // Dataset parsers on generated trees with the real naming schemes (junk, distractors, stray files,
 // MSMT17 V1 and V2 layouts, CSV), error messages, and the synthetic generator's round trip.
+#include "data/dataset.h"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <tuple>
 
-#include <unistd.h>
-
-#include "data/dataset.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -44,9 +44,9 @@ TEST_F(DatasetTest, Market1501) {
   for (const char* f : {"0001_c1s1_001051_00.jpg", "0003_c3s3_064744_00.jpg"}) {
     Touch(m + "query/" + f);
   }
-  for (const char* f : {"0000_c1s1_000151_01.jpg", "-1_c1s1_000401_03.jpg",
-                        "0001_c2s1_000301_01.jpg", "0003_c6s4_002427_02.jpg", "readme.txt",
-                        "Thumbs.db"}) {
+  for (const char* f :
+       {"0000_c1s1_000151_01.jpg", "-1_c1s1_000401_03.jpg", "0001_c2s1_000301_01.jpg",
+        "0003_c6s4_002427_02.jpg", "readme.txt", "Thumbs.db"}) {
     Touch(m + "bounding_box_test/" + f);
   }
   Dataset d;
@@ -138,7 +138,8 @@ TEST_F(DatasetTest, Msmt17V1AndV2) {
 }
 
 TEST_F(DatasetTest, Csv) {
-  Touch("train.csv", "path,pid,camid\nimgs/a.jpg,17,0\nimgs/b.jpg,5,2\n/abs/c.jpg,17,1\nj.jpg,-1,0\n");
+  Touch("train.csv",
+        "path,pid,camid\nimgs/a.jpg,17,0\nimgs/b.jpg,5,2\n/abs/c.jpg,17,1\nj.jpg,-1,0\n");
   Touch("query.csv", "q.jpg,5,1\n");
   Touch("gallery.csv", "g.jpg,0,0\ng2.jpg,5,3\n");
   Dataset d;
@@ -179,7 +180,7 @@ TEST_F(DatasetTest, ReferenceSizedTreesGiveTheReferenceStatistics) {
   WriteSplit(m / "bounding_box_train", false, 2, 751, 12936, 6);
   WriteSplit(m / "query", false, 1, 750, 3368, 6);
   WriteSplit(m / "bounding_box_test", false, 0, 751, 15913, 6);  // pid 0 = distractors
-  for (int i = 0; i < 50; ++i) {  // junk
+  for (int i = 0; i < 50; ++i) {                                 // junk
     std::ofstream(m / "bounding_box_test" / ("-1_c1s1_" + std::to_string(i) + "_00.jpg")).close();
   }
   Dataset d;
@@ -207,8 +208,8 @@ TEST_F(DatasetTest, ReferenceSizedTreesGiveTheReferenceStatistics) {
     for (int i = first; i < first + images; ++i) {
       const int pid = i % ids, cam = 1 + (i / ids + i) % 15;
       char line[96];
-      std::snprintf(line, sizeof(line), "%04d/%04d_%03d_%02d_0303morning_%04d_0.jpg %d\n", pid,
-                    pid, i % 1000, cam, i % 10000, pid);
+      std::snprintf(line, sizeof(line), "%04d/%04d_%03d_%02d_0303morning_%04d_0.jpg %d\n", pid, pid,
+                    i % 1000, cam, i % 10000, pid);
       f << line;
     }
   };

@@ -23,7 +23,9 @@ BatchBuffer HeapBuffer(size_t num_floats) {
 
 Loader::Loader(const std::vector<Sample>* samples, const TransformOptions& transform,
                const LoaderOptions& options, BufferAllocator allocator)
-    : samples_(samples), transform_(transform), options_(options),
+    : samples_(samples),
+      transform_(transform),
+      options_(options),
       allocator_(std::move(allocator)) {
   CHECK(samples_ != nullptr);
   CHECK_GT(options_.num_workers, 0) << "Loader: num_workers";
@@ -68,9 +70,7 @@ bool Loader::Next(Batch* batch) {
   std::unique_lock<std::mutex> lock(mu_);
   if (consumed_ >= plans_.size()) return false;
   Slot& slot = slots_[consumed_ % slots_.size()];
-  done_cv_.wait(lock, [&] {
-    return stop_ || (claim_batch_ > consumed_ && slot.remaining == 0);
-  });
+  done_cv_.wait(lock, [&] { return stop_ || (claim_batch_ > consumed_ && slot.remaining == 0); });
   if (stop_) return false;
   *batch = std::move(slot.batch);
   slot = Slot();
@@ -141,8 +141,7 @@ void Loader::MarkBad(int64_t index, const std::string& error) {
                << "): replaced by another image of identity " << (*samples_)[index].pid;
 }
 
-bool Loader::LoadResized(int64_t index, JpegDecoder* decoder,
-                         std::shared_ptr<const Image>* image) {
+bool Loader::LoadResized(int64_t index, JpegDecoder* decoder, std::shared_ptr<const Image>* image) {
   {
     std::lock_guard<std::mutex> lock(cache_mu_);
     if (bad_[index]) return false;
@@ -227,8 +226,7 @@ std::string CheckReadable(const std::string& split_name, const std::vector<Sampl
   if (split.empty() || bad_paths->size() <= max_fraction * split.size()) return "";
   std::ostringstream msg_stream;
   msg_stream << split_name << ": " << bad_paths->size() << " of " << split.size()
-             << " images cannot be decoded (more than " << max_fraction * 100
-             << "%); first ones:";
+             << " images cannot be decoded (more than " << max_fraction * 100 << "%); first ones:";
   std::string msg = msg_stream.str();
   for (size_t i = 0; i < std::min<size_t>(10, bad_paths->size()); ++i) {
     msg += "\n  " + (*bad_paths)[i];

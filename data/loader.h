@@ -39,8 +39,8 @@ struct Batch {
 };
 
 struct LoaderOptions {
-  int num_workers = 2;          // decode threads
-  int prefetch_batches = 4;     // batches in flight ahead of the consumer
+  int num_workers = 2;             // decode threads
+  int prefetch_batches = 4;        // batches in flight ahead of the consumer
   int64_t cache_budget_bytes = 0;  // RAM cache of resized uint8 images; 0 = off
   uint64_t seed = 1234;
 };
@@ -71,8 +71,7 @@ class Loader {
   void WorkerLoop();
   void SetUpSlot(const BatchPlan& plan, size_t sample_floats, Slot* slot);
   // Fills out[(3, H, W)] for sample `index` (or a same-identity replacement).
-  void LoadSample(int64_t index, int64_t key, int64_t epoch, JpegDecoder* decoder,
-                  float* out);
+  void LoadSample(int64_t index, int64_t key, int64_t epoch, JpegDecoder* decoder, float* out);
   bool LoadResized(int64_t index, JpegDecoder* decoder, std::shared_ptr<const Image>* image);
   void MarkBad(int64_t index, const std::string& error);
 

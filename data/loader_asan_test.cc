@@ -1,7 +1,6 @@
 // The loader under AddressSanitizer + LeakSanitizer + UBSan (built with its own instrumented copy
 // of the data sources): shutdown and restart mid-epoch, corrupt files, cache, many threads.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -48,7 +47,10 @@ TEST(LoaderAsan, ShutdownRestartAndCorruptFilesAreClean) {
       l.StartEpoch(0, pk.RankBatches(0, 0, 1));
       ASSERT_TRUE(l.Next(&b));
     }
-    { Loader l(&d.train, t, lo); l.StartEpoch(0, pk.RankBatches(0, 0, 1)); }
+    {
+      Loader l(&d.train, t, lo);
+      l.StartEpoch(0, pk.RankBatches(0, 0, 1));
+    }
     Loader l(&d.train, t, lo);
     for (int e = 0; e < 3; ++e) {
       l.StartEpoch(e, pk.RankBatches(e, 0, 1));

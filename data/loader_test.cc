@@ -1,7 +1,8 @@
 // The loader: plan order, results independent of thread count and cache, replacement of corrupt
 // files (and the >1% stop rule), restart and shutdown mid-epoch, torch batch assembly.
-#include <gtest/gtest.h>
+#include "data/loader.h"
 
+#include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -10,7 +11,6 @@
 #include "data/batch_tensor.h"
 #include "data/dataset.h"
 #include "data/jpeg.h"
-#include "data/loader.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -175,8 +175,8 @@ TEST_F(LoaderTest, CorruptFilesAreReplacedBySameIdentityAndCounted) {
       one[0].indices = {static_cast<int64_t>(k)};
       Loader single(&split, test, LoaderOptions());
       const auto b = RunEpoch(&single, one, 0);
-      found = std::equal(b[0].images.data, b[0].images.data + per,
-                         batches[0].images.data + j * per);
+      found =
+          std::equal(b[0].images.data, b[0].images.data + per, batches[0].images.data + j * per);
     }
     EXPECT_TRUE(found) << "sample " << index;
   }

@@ -8,7 +8,13 @@
 namespace reid::data {
 
 // Streams keep the sampler's and the augmentations' randomness apart for the same (seed, epoch).
-enum class RngStream : uint64_t { kAugment = 1, kPkSampler = 2, kStage1 = 3, kReplace = 4, kSynth = 5 };
+enum class RngStream : uint64_t {
+  kAugment = 1,
+  kPkSampler = 2,
+  kStage1 = 3,
+  kReplace = 4,
+  kSynth = 5
+};
 
 inline uint64_t SplitMix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ULL;
@@ -21,8 +27,8 @@ inline uint64_t SplitMix64(uint64_t x) {
 class Rng {
  public:
   Rng(uint64_t seed, uint64_t epoch, uint64_t key, RngStream stream) {
-    uint64_t h = SplitMix64(seed ^ SplitMix64(epoch ^ SplitMix64(key ^ SplitMix64(
-                                                        static_cast<uint64_t>(stream)))));
+    uint64_t h = SplitMix64(
+        seed ^ SplitMix64(epoch ^ SplitMix64(key ^ SplitMix64(static_cast<uint64_t>(stream)))));
     for (uint64_t& s : s_) s = h = SplitMix64(h);
   }
 

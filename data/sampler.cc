@@ -21,8 +21,7 @@ void Shuffle(std::vector<T>* v, Rng* rng) {
 
 }  // namespace
 
-PkSampler::PkSampler(std::vector<int> labels, int ids_per_batch, int num_instances,
-                     uint64_t seed)
+PkSampler::PkSampler(std::vector<int> labels, int ids_per_batch, int num_instances, uint64_t seed)
     : p_(ids_per_batch), k_(num_instances), seed_(seed) {
   CHECK_GT(p_, 0) << "PkSampler: ids_per_batch";
   CHECK_GT(k_, 0) << "PkSampler: num_instances";
@@ -130,8 +129,8 @@ std::vector<int64_t> SplitByRank(const std::vector<int64_t>& global, int rank, i
 }
 
 ShardRange InferenceShard(int64_t n, int rank, int world_size) {
-  CHECK(world_size > 0 && rank >= 0 && rank < world_size) << "rank " << rank << " of "
-                                                          << world_size;
+  CHECK(world_size > 0 && rank >= 0 && rank < world_size)
+      << "rank " << rank << " of " << world_size;
   const int64_t base = n / world_size, extra = n % world_size;
   ShardRange r;
   r.begin = rank * base + std::min<int64_t>(rank, extra);

@@ -1,13 +1,13 @@
 // Sampler properties for world sizes 1..4: P distinct ids x K per batch, disjoint identity blocks
 // per rank, identical global batches, equal step counts, resume equals uninterrupted.
+#include "data/sampler.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <map>
 #include <numeric>
 #include <set>
-
-#include "data/sampler.h"
 
 namespace reid::data {
 namespace {

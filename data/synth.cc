@@ -33,12 +33,24 @@ Rgb PaletteColour(Rng* rng) {
   const double c = val * sat, x = c * (1 - std::fabs(std::fmod(h6, 2.0) - 1)), m = val - c;
   double r = 0, g = 0, b = 0;
   switch (static_cast<int>(h6) % 6) {
-    case 0: r = c, g = x; break;
-    case 1: r = x, g = c; break;
-    case 2: g = c, b = x; break;
-    case 3: g = x, b = c; break;
-    case 4: r = x, b = c; break;
-    default: r = c, b = x; break;
+    case 0:
+      r = c, g = x;
+      break;
+    case 1:
+      r = x, g = c;
+      break;
+    case 2:
+      g = c, b = x;
+      break;
+    case 3:
+      g = x, b = c;
+      break;
+    case 4:
+      r = x, b = c;
+      break;
+    default:
+      r = c, b = x;
+      break;
   }
   return {static_cast<float>((r + m) * 255), static_cast<float>((g + m) * 255),
           static_cast<float>((b + m) * 255)};
@@ -72,7 +84,7 @@ Identity MakeIdentity(uint64_t seed, int pid) {
 }
 
 struct Camera {
-  Rgb gain;       // colour cast x illumination
+  Rgb gain;  // colour cast x illumination
   Rgb background;
   float gradient;  // vertical background gradient strength
 };
@@ -109,8 +121,7 @@ struct Canvas {
 void FillRect(Canvas* c, float x0, float y0, float x1, float y1,
               const std::function<Rgb(int, int)>& colour) {
   const int xa = std::max(0, static_cast<int>(x0)), xb = std::min(c->width, static_cast<int>(x1));
-  const int ya = std::max(0, static_cast<int>(y0)),
-            yb = std::min(c->height, static_cast<int>(y1));
+  const int ya = std::max(0, static_cast<int>(y0)), yb = std::min(c->height, static_cast<int>(y1));
   for (int y = ya; y < yb; ++y) {
     for (int x = xa; x < xb; ++x) c->px[y * c->width + x] = colour(x, y);
   }
@@ -147,10 +158,10 @@ void DrawPerson(const Identity& id, int pid, int n, Rng* rng, Canvas* c) {
   const float head = 9 * s, neck = top + 2 * head, waist = neck + 42 * s, feet = waist + 48 * s;
   FillRect(c, cx - head * 0.8f, top, cx + head * 0.8f, top + head * 0.7f, solid(id.hair));
   FillRect(c, cx - head * 0.7f, top + head * 0.7f, cx + head * 0.7f, neck, solid(id.skin));
-  FillRect(c, cx - bw, neck, cx + bw, waist, upper);                              // torso
-  FillRect(c, cx - bw - 5 * s, neck + 2 * s, cx - bw, waist - 4 * s, upper);      // arms
+  FillRect(c, cx - bw, neck, cx + bw, waist, upper);                          // torso
+  FillRect(c, cx - bw - 5 * s, neck + 2 * s, cx - bw, waist - 4 * s, upper);  // arms
   FillRect(c, cx + bw, neck + 2 * s, cx + bw + 5 * s, waist - 4 * s, upper);
-  FillRect(c, cx - bw + stride, waist, cx - 1, feet - 5 * s, solid(id.lower));    // legs
+  FillRect(c, cx - bw + stride, waist, cx - 1, feet - 5 * s, solid(id.lower));  // legs
   FillRect(c, cx + 1, waist, cx + bw - stride, feet - 5 * s, solid(id.lower));
   FillRect(c, cx - bw + stride, feet - 5 * s, cx + bw - stride, feet, solid(id.shoes));
   if (id.has_bag) {

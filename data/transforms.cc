@@ -65,9 +65,8 @@ Coeffs PrecomputeCoeffs(int in_size, int out_size, Interpolation interp) {
     }
     for (int x = 0; x < xmax; ++x) {
       const double v = ww != 0.0 ? w[x] / ww : w[x];
-      c.k[static_cast<size_t>(xx) * c.ksize + x] =
-          static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
-                                     : 0.5 + v * (1 << kPrecisionBits));
+      c.k[static_cast<size_t>(xx) * c.ksize + x] = static_cast<int32_t>(
+          v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
     }
     c.first[xx] = xmin;
     c.count[xx] = xmax;
@@ -197,8 +196,7 @@ void ResizePil(const Image& in, int out_height, int out_width, Interpolation int
   const Coeffs ch = PrecomputeCoeffs(in.width, out_width, interp);
   // Like Pillow, the horizontal pass only covers the rows the vertical pass reads.
   const int ybox_first = need_v ? cv.first[0] : 0;
-  const int ybox_last =
-      need_v ? cv.first[out_height - 1] + cv.count[out_height - 1] : in.height;
+  const int ybox_last = need_v ? cv.first[out_height - 1] + cv.count[out_height - 1] : in.height;
   if (!need_v) {
     ResampleHorizontal(in, 0, in.height, ch, out_width, out);
     return;
@@ -242,8 +240,8 @@ void TransformToTensor(const Image& resized, const TransformOptions& opt, uint64
                        int64_t epoch, int64_t key, float* out) {
   const int H = opt.height, W = opt.width;
   CHECK(resized.height == H && resized.width == W)
-      << "TransformToTensor: image " << resized.height << "x" << resized.width << " vs " << H
-      << "x" << W << " (resize first)";
+      << "TransformToTensor: image " << resized.height << "x" << resized.width << " vs " << H << "x"
+      << W << " (resize first)";
   const size_t plane = static_cast<size_t>(H) * W;
   // ToTensor then Normalize in float32, the same operations as torchvision: (u / 255 - m) / s.
   float lut[3][256];

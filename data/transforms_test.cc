@@ -2,6 +2,8 @@
 // outputs written by testdata/make_golden.py. Tolerances: decode exact (0 levels); resize at most
 // 1 uint8 level per value (observed: 0); test pipeline at most one level after normalisation,
 // 1/127.5 (observed: 0).
+#include "data/transforms.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -13,7 +15,6 @@
 
 #include "data/jpeg.h"
 #include "data/options.h"
-#include "data/transforms.h"
 
 namespace reid::data {
 namespace {
@@ -50,8 +51,8 @@ TEST(Jpeg, DecodeMatchesPil) {
 }
 
 TEST(Jpeg, DctScalingPicksTheSmallestSufficientScale) {
-  const Image full = DecodeFile("b.jpg");                  // 90 x 200
-  const Image scaled = DecodeFile("b.jpg", 32, 64);        // 3/8 -> 34 x 75
+  const Image full = DecodeFile("b.jpg");            // 90 x 200
+  const Image scaled = DecodeFile("b.jpg", 32, 64);  // 3/8 -> 34 x 75
   EXPECT_EQ(full.height, 90);
   EXPECT_GE(scaled.height, 32);
   EXPECT_GE(scaled.width, 64);
@@ -87,16 +88,16 @@ TEST(Resize, MatchesPil) {
     const char* interp;
     int h, w;
   };
-  for (const Case& c : {Case{"a", "bicubic", 256, 128}, Case{"a", "bilinear", 256, 128},
-                        Case{"b", "bicubic", 32, 64}, Case{"b", "bilinear", 48, 96},
-                        Case{"c", "bicubic", 80, 160}, Case{"c", "bilinear", 30, 70},
-                        Case{"d", "bicubic", 96, 48}}) {
+  for (const Case& c :
+       {Case{"a", "bicubic", 256, 128}, Case{"a", "bilinear", 256, 128},
+        Case{"b", "bicubic", 32, 64}, Case{"b", "bilinear", 48, 96}, Case{"c", "bicubic", 80, 160},
+        Case{"c", "bilinear", 30, 70}, Case{"d", "bicubic", 96, 48}}) {
     const Image src = DecodeFile(std::string(c.name) + ".jpg");
     Image out;
-    ResizePil(src, c.h, c.w,
-              std::string(c.interp) == "bicubic" ? Interpolation::kBicubic
-                                                 : Interpolation::kBilinear,
-              &out);
+    ResizePil(
+        src, c.h, c.w,
+        std::string(c.interp) == "bicubic" ? Interpolation::kBicubic : Interpolation::kBilinear,
+        &out);
     const std::string golden = kDir + c.name + "_" + c.interp + "_" + std::to_string(c.h) + "x" +
                                std::to_string(c.w) + ".rgb";
     const int diff = MaxDiff(out.pixels, ReadAll(golden));
@@ -117,7 +118,8 @@ TEST(Transforms, TestPipelineMatchesTorchvision) {
   ASSERT_EQ(raw.size(), ours.size() * sizeof(float));
   const float* ref = reinterpret_cast<const float*>(raw.data());
   float max_diff = 0;
-  for (size_t i = 0; i < ours.size(); ++i) max_diff = std::max(max_diff, std::abs(ours[i] - ref[i]));
+  for (size_t i = 0; i < ours.size(); ++i)
+    max_diff = std::max(max_diff, std::abs(ours[i] - ref[i]));
   EXPECT_LE(max_diff, 1.0f / 127.5f + 1e-6f);
   if (max_diff > 0) std::cout << "test pipeline: max difference " << max_diff << "\n";
 }
@@ -127,7 +129,8 @@ Image Gradient(int h, int w) {
   img.Resize(h, w);
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
-      for (int c = 0; c < 3; ++c) img.row(y)[3 * x + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50) % 256);
+      for (int c = 0; c < 3; ++c)
+        img.row(y)[3 * x + c] = static_cast<uint8_t>((x * 7 + y * 3 + c * 50) % 256);
     }
   }
   return img;

@@ -7,8 +7,9 @@
 #include "data/dataset.h"
 #include "trainer/commands.h"
 
-DEFINE_string(dataset, "market1501", "Dataset layout: market1501, dukemtmcreid, msmt17, csv or "
-                                     "synthetic (= market1501 layout)");
+DEFINE_string(dataset, "market1501",
+              "Dataset layout: market1501, dukemtmcreid, msmt17, csv or "
+              "synthetic (= market1501 layout)");
 DEFINE_string(data_root, "", "Dataset folder, or its parent holding the standard folder name");
 DEFINE_bool(json, false, "Print one JSON object instead of a table");
 
