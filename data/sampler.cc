@@ -147,4 +147,20 @@ std::vector<int64_t> InferenceShardCounts(int64_t n, int world_size) {
   return counts;
 }
 
+std::vector<BatchPlan> InferencePlans(int64_t n, int rank, int world_size, int batch) {
+  CHECK_GT(batch, 0) << "InferencePlans: batch";
+  const ShardRange shard = InferenceShard(n, rank, world_size);
+  std::vector<BatchPlan> plans;
+  for (int64_t begin = shard.begin; begin < shard.end; begin += batch) {
+    BatchPlan plan;
+    plan.step = static_cast<int64_t>(plans.size());
+    for (int64_t i = begin; i < std::min(shard.end, begin + batch); ++i) {
+      plan.indices.push_back(i);
+      plan.keys.push_back(i);
+    }
+    plans.push_back(std::move(plan));
+  }
+  return plans;
+}
+
 }  // namespace reid::data

@@ -64,4 +64,7 @@ struct ShardRange {
 ShardRange InferenceShard(int64_t n, int rank, int world_size);
 std::vector<int64_t> InferenceShardCounts(int64_t n, int world_size);  // for all-gatherv
 
+// The loader plans of rank r's shard of n items, in order, `batch` per step (the last partial).
+std::vector<BatchPlan> InferencePlans(int64_t n, int rank, int world_size, int batch);
+
 }  // namespace reid::data

@@ -154,5 +154,19 @@ TEST(InferenceShard, ContiguousAndOrderRestoring) {
   }
 }
 
+TEST(InferenceShard, PlansCoverTheShardInOrder) {
+  for (int world = 1; world <= 4; ++world) {
+    std::vector<int64_t> joined;
+    for (int r = 0; r < world; ++r) {
+      for (const BatchPlan& p : InferencePlans(103, r, world, 10)) {
+        EXPECT_LE(p.indices.size(), 10u);
+        joined.insert(joined.end(), p.indices.begin(), p.indices.end());
+      }
+    }
+    ASSERT_EQ(joined.size(), 103u);
+    for (int64_t i = 0; i < 103; ++i) ASSERT_EQ(joined[i], i);
+  }
+}
+
 }  // namespace
 }  // namespace reid::data
