@@ -26,9 +26,9 @@ double Now() {
 }
 
 // Each of `fns` run `rounds` times, interleaved (so a burst of load on this shared machine hits
-// all of them alike), each call between barriers; returns per fn the median over rounds of the
-// slowest rank's seconds. One warm-up call each first.
-std::vector<double> MedianTimes(int rounds, const std::vector<std::function<void()>>& fns) {
+// all of them alike), each call between barriers; returns per fn the best round's time of the
+// slowest rank (load from other processes only ever adds time). One warm-up call each first.
+std::vector<double> BestTimes(int rounds, const std::vector<std::function<void()>>& fns) {
   for (const auto& fn : fns) fn();
   std::vector<double> t(fns.size() * rounds);
   for (int r = 0; r < rounds; ++r) {
@@ -41,13 +41,11 @@ std::vector<double> MedianTimes(int rounds, const std::vector<std::function<void
   }
   MPI_Allreduce(MPI_IN_PLACE, t.data(), static_cast<int>(t.size()), MPI_DOUBLE, MPI_MAX,
                 MPI_COMM_WORLD);
-  std::vector<double> medians;
+  std::vector<double> best;
   for (size_t f = 0; f < fns.size(); ++f) {
-    std::vector<double> mine(t.begin() + f * rounds, t.begin() + (f + 1) * rounds);
-    std::nth_element(mine.begin(), mine.begin() + rounds / 2, mine.end());
-    medians.push_back(mine[rounds / 2]);
+    best.push_back(*std::min_element(t.begin() + f * rounds, t.begin() + (f + 1) * rounds));
   }
-  return medians;
+  return best;
 }
 
 struct SizeResult {
@@ -65,7 +63,7 @@ std::vector<SizeResult> BenchSizes(reid::dist::RawComm& ours, size_t max_bytes) 
     // ranks on a loaded 2-core machine would otherwise swamp small sizes).
     const int reps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(200, (16u << 20) / bytes)));
     const int rounds = bytes >= (64u << 20) ? 5 : 9;
-    std::vector<double> t = MedianTimes(rounds, {
+    std::vector<double> t = BestTimes(rounds, {
         [&] {
           for (int i = 0; i < reps; ++i) {
             ours.AllReduce(buf.data(), count, reid::dist::DType::kFloat32,
@@ -145,7 +143,7 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
     for (size_t i : bucket) numel += params[i].second.numel();
     flats.push_back(torch::ones({numel}));
   }
-  std::vector<double> t = MedianTimes(steps, {
+  std::vector<double> t = BestTimes(steps, {
       [&] { sync.set_sync(false); step(); },
       [&] { sync.set_sync(true); step(); },
       [&] {

@@ -4,6 +4,7 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -114,6 +115,12 @@ void FinalizeRanks() {
   MPI_Finalized(&finalized);
   if (!finalized) MPI_Finalize();
   g_ranks.mpi = false;
+}
+
+int IntraOpThreads(int configured, const Ranks& ranks, unsigned hardware_threads) {
+  if (configured > 0) return configured;
+  int per_rank = static_cast<int>(hardware_threads) / std::max(1, ranks.local_size);
+  return std::max(1, per_rank);
 }
 
 void AbortJob(const std::string& message, int code) {

@@ -37,6 +37,10 @@ const Ranks& CurrentRanks();
 // Calls MPI_Finalize if InitRanks initialised MPI. Call once at the end of main.
 void FinalizeRanks();
 
+// LibTorch intra-op threads for this rank (dist.intra_op_threads): `configured` when > 0, else
+// this machine's hardware threads shared evenly among the ranks on the node (at least 1).
+int IntraOpThreads(int configured, const Ranks& ranks, unsigned hardware_threads);
+
 // Ends every rank of the job at once (MPI_Abort when MPI is up, else _exit), after printing
 // `message` to stderr. For fatal distributed errors (watchdog timeouts); never returns.
 [[noreturn]] void AbortJob(const std::string& message, int code);

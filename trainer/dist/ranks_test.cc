@@ -68,6 +68,14 @@ TEST(RanksTest, InitWithoutLauncherDoesNotTouchMpi) {
   FinalizeRanks();
 }
 
+TEST(RanksTest, IntraOpThreadsShareTheCores) {
+  Ranks r;
+  r.local_size = 4;
+  EXPECT_EQ(IntraOpThreads(0, r, 16), 4);
+  EXPECT_EQ(IntraOpThreads(0, r, 2), 1);
+  EXPECT_EQ(IntraOpThreads(3, r, 16), 3);
+}
+
 TEST(BucketAssignmentTest, FirstBucketSmallThenCapInReverse) {
   const int64_t mib = 1 << 20;
   // Parameters in registration order: 0.5, 0.6, 10, 10, 10, 0.1 MiB, all float32.
