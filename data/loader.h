@@ -45,6 +45,15 @@ struct LoaderOptions {
   uint64_t seed = 1234;
 };
 
+// Typical use on one rank (stage 2):
+//   PkSampler sampler(train_labels, P, K, cfg.seed());
+//   Loader loader(&dataset.train, TransformOptionsFromConfig(cfg.input(), true),
+//                 LoaderOptionsFromConfig(cfg), TorchBufferAllocator());
+//   for (epoch...) {
+//     loader.StartEpoch(epoch, sampler.RankBatches(epoch, rank, world, start_step));
+//     for (Batch b; loader.Next(&b);) { TensorBatch t = ToTensors(b, H, W); ... }
+//   }
+// Inference: loader.StartEpoch(0, InferencePlans(n, rank, world, test_batch_size)).
 class Loader {
  public:
   // `samples` must outlive the loader.
