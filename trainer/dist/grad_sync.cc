@@ -67,7 +67,7 @@ void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const st
 
 GradSync::GradSync(Communicator& comm, const NamedTensors& params, const NamedTensors& buffers,
                    GradSyncOptions options)
-    : comm_(comm) {
+    : comm_(comm), overlap_(options.overlap) {
   std::unordered_set<const void*> seen;
   NamedTensors trainable;
   for (const auto& [name, p] : params) {
@@ -133,6 +133,7 @@ void GradSync::BuildBuckets(const GradSyncOptions& options) {
     }
   }
   ready_.assign(params_.size(), 0);
+  in_place_.assign(params_.size(), 0);
   pending_.resize(buckets_.size());
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
   work_.resize(buckets_.size());
@@ -169,21 +170,36 @@ void GradSync::OnGradReady(size_t index) {
   if (!grad.defined()) {
     view.zero_();
   } else if (grad.data_ptr() == view.data_ptr()) {
-    // The gradient already lives in the bucket (see Finish): scale in place.
-    if (comm_.size() > 1) view.mul_(1.0 / comm_.size());
+    // The gradient already lives in the bucket (see Finish): nothing to copy, so the division
+    // is left to the all-reduce (an average; see LaunchReadyBuckets).
+    in_place_[index] = 1;
   } else if (comm_.size() == 1) {
     view.copy_(grad);
   } else {
     // The division by the world size is fused into the copy into the bucket.
     torch::mul_out(view, grad, torch::scalar_tensor(1.0 / comm_.size(), grad.options()));
   }
-  if (--pending_[bucket_of_[index]] == 0) LaunchReadyBuckets();
+  if (--pending_[bucket_of_[index]] == 0 && overlap_) LaunchReadyBuckets();
 }
 
 void GradSync::LaunchReadyBuckets() {
   // Strictly in bucket order, the same on every rank: collectives are matched by sequence.
   while (next_bucket_ < buckets_.size() && pending_[next_bucket_] == 0) {
-    work_[next_bucket_] = comm_.AllReduceAsync(flat_[next_bucket_], ReduceOp::kSum);
+    // Gradients copied in were divided on the way; gradients already in the bucket were not:
+    // all in place -> average in the all-reduce (fused into its last reduction step), a mix ->
+    // divide those few now, then sum.
+    const auto& bucket = buckets_[next_bucket_];
+    size_t in_place = 0;
+    for (size_t i : bucket) in_place += in_place_[i];
+    ReduceOp op = ReduceOp::kSum;
+    if (in_place == bucket.size()) {
+      op = ReduceOp::kAvg;
+    } else if (in_place > 0) {
+      for (size_t i : bucket) {
+        if (in_place_[i]) views_[i].mul_(1.0 / comm_.size());
+      }
+    }
+    work_[next_bucket_] = comm_.AllReduceAsync(flat_[next_bucket_], op);
     ++next_bucket_;
   }
 }
@@ -212,6 +228,7 @@ void GradSync::Finish() {
   }
   ++stats_.steps;
   std::fill(ready_.begin(), ready_.end(), 0);
+  std::fill(in_place_.begin(), in_place_.end(), 0);
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
   next_bucket_ = 0;
   in_backward_ = false;

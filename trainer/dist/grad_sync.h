@@ -1,7 +1,7 @@
 // GradSync: gradient averaging as PyTorch DDP's reducer does it. Trainable parameters are packed
 // into buckets (first 1 MiB, then 25 MiB, per dtype, in registration order; launched in reverse),
 // filled from autograd hooks as each gradient is accumulated (divided by the world size on the
-// way in), all-reduced as soon as a bucket is full and all earlier-launched buckets are, so the
+// way in; once gradients live in the buckets, by the all-reduce's last step instead), all-reduced as soon as a bucket is full and all earlier-launched buckets are, so the
 // communication overlaps the rest of backward; gradients are written back when backward ends.
 #pragma once
 
@@ -22,6 +22,10 @@ struct GradSyncOptions {
   double bucket_cap_mb = 25.0;   // MiB
   double first_bucket_mb = 1.0;  // MiB
   bool broadcast_at_start = true;  // parameters and buffers from rank 0 at construction
+  // Launch each bucket's all-reduce as soon as it is full (during backward). false: launch them
+  // all when backward ends, which is faster where no core is free for the communication thread
+  // (see README, Performance).
+  bool overlap = true;
   static GradSyncOptions FromConfig(const reid::proto::DistConfig& config);
 };
 
@@ -44,6 +48,7 @@ class GradSync {
   // false: backward only accumulates local gradients (no_sync micro-steps); the next backward
   // with sync on reduces the accumulated sums.
   void set_sync(bool sync) { sync_ = sync; }
+  void set_overlap(bool overlap) { overlap_ = overlap; }
   bool sync() const { return sync_; }
 
   // Waits for the buckets and writes the averaged gradients into .grad. Runs by itself at the end
@@ -71,6 +76,7 @@ class GradSync {
   Communicator& comm_;
   std::vector<torch::Tensor> params_;
   std::vector<std::string> names_;
+  bool overlap_ = true;
   std::vector<std::vector<size_t>> buckets_;  // launch order
   std::vector<torch::Tensor> flat_;           // one buffer per bucket, allocated once
   std::vector<torch::Tensor> views_;          // per parameter: its slice of the bucket
@@ -82,6 +88,7 @@ class GradSync {
   bool sync_ = true;
   bool in_backward_ = false;
   std::vector<char> ready_;       // per parameter
+  std::vector<char> in_place_;    // per parameter: gradient accumulated in the bucket, undivided
   std::vector<size_t> pending_;   // per bucket
   size_t next_bucket_ = 0;
   std::vector<std::shared_ptr<Work>> work_;

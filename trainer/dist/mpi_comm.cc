@@ -80,7 +80,11 @@ void Scale(void* buf, size_t n, DType dtype, double factor) {
 
 class MpiWork : public Work {
  public:
+  // `help` runs queued operations on the waiting thread (see MpiComm::Help); called only while
+  // this work is unfinished, hence while its communicator exists.
+  explicit MpiWork(std::function<void(MpiWork*)> help) : help_(std::move(help)) {}
   void Wait() override {
+    if (!Done()) help_(this);
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] { return done_; });
   }
@@ -103,6 +107,7 @@ class MpiWork : public Work {
   std::condition_variable cv_;
   bool done_ = false;
   double seconds_ = 0.0;
+  std::function<void(MpiWork*)> help_;
 };
 
 // What a collective is, for the watchdog's message (formatted only then: this is per call).
@@ -206,7 +211,7 @@ class MpiComm : public RawComm {
   // Queues `fn` for the helper thread. Small operations (<= inline_max_bytes) run at once on
   // the caller's thread when nothing is queued or running: same order, no thread hand-off.
   std::shared_ptr<Work> Submit(OpInfo what, std::function<void()> fn, size_t bytes = 0) {
-    auto work = std::make_shared<MpiWork>();
+    auto work = std::make_shared<MpiWork>([this](MpiWork* w) { Help(w); });
     std::unique_lock<std::mutex> lock(mu_);
     uint64_t seq = ++submitted_;
     if (bytes <= options_.inline_max_bytes && queue_.empty() && !running_) {
@@ -219,6 +224,23 @@ class MpiComm : public RawComm {
     lock.unlock();
     queue_cv_.notify_one();
     return work;
+  }
+
+  // A thread waiting for `work` runs the queued operations itself, in order, while the helper
+  // thread is idle: a blocking collective then costs no thread hand-off. Async work nobody waits
+  // for yet (GradSync's buckets) stays with the helper thread and overlaps the caller.
+  void Help(MpiWork* work) {
+    for (;;) {
+      Task task;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (running_ || queue_.empty() || work->Done()) return;
+        task = std::move(queue_.front());
+        queue_.pop_front();
+        StartRunning(task.what, task.seq);
+      }
+      Execute(task.fn, task.work.get());
+    }
   }
 
   void StartRunning(const OpInfo& what, uint64_t seq) {
@@ -280,6 +302,7 @@ class MpiComm : public RawComm {
     size_t bytes = count * DTypeSize(dtype);
     if (size_ > 1 && count >= static_cast<size_t>(size_) && bytes >= options_.ring_min_bytes) {
       RingAllReduce(buf, count, dtype, op);
+      return;  // the ring scales averages itself
     } else if (size_ > 1) {
       MPI_Op mpi_op = op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
       size_t chunk = ChunkElems(dtype);
@@ -313,6 +336,10 @@ class MpiComm : public RawComm {
         SendRecv(p + seg_begin(send_s) * es, seg_len(send_s), right, scratch_.data(),
                  seg_len(recv_s), left, dtype);
         ReduceBytes(p + seg_begin(recv_s) * es, scratch_.data(), seg_len(recv_s), dtype, op);
+        // The average's division, fused: only the segment this rank owns, while in cache.
+        if (op == ReduceOp::kAvg && k == size_ - 2) {
+          Scale(p + seg_begin(recv_s) * es, seg_len(recv_s), dtype, 1.0 / size_);
+        }
       }
       for (int k = 0; k < size_ - 1; ++k) {
         int send_s = (rank_ + 1 - k + 2 * size_) % size_, recv_s = (rank_ - k + 2 * size_) % size_;
