@@ -36,6 +36,7 @@ std::vector<std::unique_ptr<Communicator>> Comms() {
   MpiCommOptions no_ring = plain;
   no_ring.ring_min_bytes = SIZE_MAX;
   no_ring.chunk_bytes = 1000;  // odd chunk: pieces cross element boundaries of 8-byte types
+  no_ring.plain_chunk_bytes = 1000;
   comms.push_back(std::make_unique<Communicator>(MakeMpiComm(MPI_COMM_WORLD, no_ring)));
   return comms;
 }

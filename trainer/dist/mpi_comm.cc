@@ -305,7 +305,7 @@ class MpiComm : public RawComm {
       return;  // the ring scales averages itself
     } else if (size_ > 1) {
       MPI_Op mpi_op = op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
-      size_t chunk = ChunkElems(dtype);
+      size_t chunk = std::max<size_t>(1, options_.plain_chunk_bytes / DTypeSize(dtype));
       char* p = static_cast<char*>(buf);
       for (size_t off = 0; off < count; off += chunk) {
         int n = static_cast<int>(std::min(chunk, count - off));
