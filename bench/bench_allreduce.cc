@@ -5,11 +5,11 @@
 // `ratio` is the smallest ours/raw busbw ratio over the sizes from 1 MB up.
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
-#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -21,8 +21,7 @@ namespace {
 using reid::dist::Communicator;
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Each of `fns` run `rounds` times, interleaved (so a burst of load on this shared machine hits
@@ -61,21 +60,23 @@ std::vector<SizeResult> BenchSizes(reid::dist::RawComm& ours, size_t max_bytes) 
     std::vector<float> buf(count, 1.0f);  // allocated once, reused by both
     // Each timed call is `reps` back-to-back all-reduces (the skew a barrier leaves between
     // ranks on a loaded 2-core machine would otherwise swamp small sizes).
-    const int reps = static_cast<int>(std::max<size_t>(1, std::min<size_t>(200, (16u << 20) / bytes)));
+    const int reps =
+        static_cast<int>(std::max<size_t>(1, std::min<size_t>(200, (16u << 20) / bytes)));
     const int rounds = bytes >= (64u << 20) ? 5 : 9;
-    std::vector<double> t = BestTimes(rounds, {
-        [&] {
-          for (int i = 0; i < reps; ++i) {
-            ours.AllReduce(buf.data(), count, reid::dist::DType::kFloat32,
-                           reid::dist::ReduceOp::kSum)->Wait();
-          }
-        },
-        [&] {
-          for (int i = 0; i < reps; ++i) {
-            MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(count), MPI_FLOAT, MPI_SUM,
-                          MPI_COMM_WORLD);
-          }
-        }});
+    std::vector<double> t =
+        BestTimes(rounds, {[&] {
+                             for (int i = 0; i < reps; ++i) {
+                               ours.AllReduce(buf.data(), count, reid::dist::DType::kFloat32,
+                                              reid::dist::ReduceOp::kSum)
+                                   ->Wait();
+                             }
+                           },
+                           [&] {
+                             for (int i = 0; i < reps; ++i) {
+                               MPI_Allreduce(MPI_IN_PLACE, buf.data(), static_cast<int>(count),
+                                             MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+                             }
+                           }});
     for (double& x : t) x /= reps;
     double t_ours = t[0], t_raw = t[1];
     double factor = 2.0 * (n - 1) / n / 1e9;
@@ -143,15 +144,27 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
     for (size_t i : bucket) numel += params[i].second.numel();
     flats.push_back(torch::ones({numel}));
   }
-  std::vector<double> t = BestTimes(steps, {
-      [&] { sync.set_sync(false); step(); },
-      [&] { sync.set_sync(true); sync.set_overlap(true); step(); },
-      [&] { sync.set_sync(true); sync.set_overlap(false); step(); },
-      [&] {
-        std::vector<std::shared_ptr<reid::dist::Work>> work;
-        for (auto& f : flats) work.push_back(comm.AllReduceAsync(f, reid::dist::ReduceOp::kSum));
-        for (auto& w : work) w->Wait();
-      }});
+  std::vector<double> t =
+      BestTimes(steps, {[&] {
+                          sync.set_sync(false);
+                          step();
+                        },
+                        [&] {
+                          sync.set_sync(true);
+                          sync.set_overlap(true);
+                          step();
+                        },
+                        [&] {
+                          sync.set_sync(true);
+                          sync.set_overlap(false);
+                          step();
+                        },
+                        [&] {
+                          std::vector<std::shared_ptr<reid::dist::Work>> work;
+                          for (auto& f : flats)
+                            work.push_back(comm.AllReduceAsync(f, reid::dist::ReduceOp::kSum));
+                          for (auto& w : work) w->Wait();
+                        }});
   r.step_nosync = t[0];
   r.step_sync = t[1];
   r.step_deferred = t[2];
@@ -170,70 +183,86 @@ int main(int argc, char** argv) {
   reid::dist::MpiCommOptions options;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--json") json = true;
-    else if (a.rfind("--max_bytes=", 0) == 0) max_bytes = std::stoull(a.substr(12));
-    else if (a.rfind("--rows=", 0) == 0) rows = std::stoi(a.substr(7));
-    else if (a.rfind("--steps=", 0) == 0) steps = std::stoi(a.substr(8));
-    else if (a.rfind("--chunk_bytes=", 0) == 0) options.chunk_bytes = std::stoull(a.substr(14));
+    if (a == "--json")
+      json = true;
+    else if (a.rfind("--max_bytes=", 0) == 0)
+      max_bytes = std::stoull(a.substr(12));
+    else if (a.rfind("--rows=", 0) == 0)
+      rows = std::stoi(a.substr(7));
+    else if (a.rfind("--steps=", 0) == 0)
+      steps = std::stoi(a.substr(8));
+    else if (a.rfind("--chunk_bytes=", 0) == 0)
+      options.chunk_bytes = std::stoull(a.substr(14));
     else {
-      std::fprintf(stderr, "usage: mpirun -np 2 %s [--json] [--max_bytes=N] [--rows=N] [--steps=N] [--chunk_bytes=N]\n",
+      std::fprintf(stderr,
+                   "usage: mpirun -np 2 %s [--json] [--max_bytes=N] [--rows=N] [--steps=N] "
+                   "[--chunk_bytes=N]\n",
                    argv[0]);
       return 2;
     }
   }
   reid::dist::Ranks ranks = reid::dist::InitRanks();
   if (!ranks.mpi) {
-    std::fprintf(stderr, "bench_allreduce: run it under mpirun (source scripts/mpi_env.sh; "
-                         "mpirun -np 2 %s)\n", argv[0]);
+    std::fprintf(stderr,
+                 "bench_allreduce: run it under mpirun (source scripts/mpi_env.sh; "
+                 "mpirun -np 2 %s)\n",
+                 argv[0]);
     return 2;
   }
   torch::set_num_threads(1);
   {  // every communicator is gone before MPI_Finalize
-  auto raw = std::shared_ptr<reid::dist::RawComm>(reid::dist::MakeMpiComm(MPI_COMM_WORLD, options));
-  Communicator comm(raw);
-  std::vector<SizeResult> sizes = BenchSizes(*raw, max_bytes);
-  SyncResult gs = BenchGradSync(comm, rows, steps);
-  double ratio = 1e9;
-  for (const auto& s : sizes) {
-    if (s.bytes >= (1u << 20)) ratio = std::min(ratio, s.ours_busbw / s.raw_busbw);
-  }
-  if (ranks.rank == 0) {
-    const char* tunables = std::getenv("GLIBC_TUNABLES");
-    std::string settings = std::string("ranks ") + std::to_string(ranks.world_size) +
-                           ", btl " + (std::getenv("OMPI_MCA_btl") ? std::getenv("OMPI_MCA_btl") : "default") +
-                           ", GLIBC_TUNABLES " + (tunables ? tunables : "unset");
-    if (json) {
-      std::printf("{\"bench\": \"allreduce\", \"reference\": \"raw MPI_Allreduce\", \"settings\": \"%s\", \"sizes\": [",
-                  settings.c_str());
-      for (size_t i = 0; i < sizes.size(); ++i) {
-        std::printf("%s{\"bytes\": %zu, \"ours_busbw_gbs\": %.3f, \"raw_busbw_gbs\": %.3f, \"ratio\": %.3f}",
-                    i ? ", " : "", sizes[i].bytes, sizes[i].ours_busbw, sizes[i].raw_busbw,
-                    sizes[i].ours_busbw / sizes[i].raw_busbw);
-      }
-      std::printf("], \"gradsync\": {\"params\": %lld, \"bytes\": %lld, \"buckets\": %lld, "
-                  "\"rows\": %d, \"step_nosync_s\": %.4f, \"step_sync_s\": %.4f, "
-                  "\"step_sync_deferred_s\": %.4f, \"comm_alone_s\": %.4f, \"hidden_fraction\": %.3f}, "
-                  "\"ratio\": %.3f}\n",
-                  static_cast<long long>(gs.params), static_cast<long long>(gs.bytes),
-                  static_cast<long long>(gs.buckets), rows, gs.step_nosync, gs.step_sync,
-                  gs.step_deferred, gs.comm_alone, gs.hidden, ratio);
-    } else {
-      std::printf("all-reduce bus bandwidth (GB/s), %s\n%12s %10s %10s %8s\n", settings.c_str(),
-                  "bytes", "ours", "raw MPI", "ratio");
-      for (const auto& s : sizes) {
-        std::printf("%12zu %10.3f %10.3f %8.2f\n", s.bytes, s.ours_busbw, s.raw_busbw,
-                    s.ours_busbw / s.raw_busbw);
-      }
-      std::printf("GradSync, ViT-B/16-sized: %lld params (%.0f MB) in %lld buckets, %d rows\n"
-                  "  step without sync %.3f s, with sync %.3f s (all-reduces after backward: "
-                  "%.3f s), communication alone %.3f s, hidden by overlap %.0f%%\n",
-                  static_cast<long long>(gs.params), gs.bytes / 1e6,
-                  static_cast<long long>(gs.buckets), rows, gs.step_nosync, gs.step_sync,
-                  gs.step_deferred, gs.comm_alone, 100 * gs.hidden);
-      std::printf("ratio (smallest ours/raw busbw from 1 MB up): %.3f\n", ratio);
+    auto raw =
+        std::shared_ptr<reid::dist::RawComm>(reid::dist::MakeMpiComm(MPI_COMM_WORLD, options));
+    Communicator comm(raw);
+    std::vector<SizeResult> sizes = BenchSizes(*raw, max_bytes);
+    SyncResult gs = BenchGradSync(comm, rows, steps);
+    double ratio = 1e9;
+    for (const auto& s : sizes) {
+      if (s.bytes >= (1u << 20)) ratio = std::min(ratio, s.ours_busbw / s.raw_busbw);
     }
-  }
-  comm.Barrier();
+    if (ranks.rank == 0) {
+      const char* tunables = std::getenv("GLIBC_TUNABLES");
+      std::string settings =
+          std::string("ranks ") + std::to_string(ranks.world_size) + ", btl " +
+          (std::getenv("OMPI_MCA_btl") ? std::getenv("OMPI_MCA_btl") : "default") +
+          ", GLIBC_TUNABLES " + (tunables ? tunables : "unset");
+      if (json) {
+        std::printf(
+            "{\"bench\": \"allreduce\", \"reference\": \"raw MPI_Allreduce\", \"settings\": "
+            "\"%s\", \"sizes\": [",
+            settings.c_str());
+        for (size_t i = 0; i < sizes.size(); ++i) {
+          std::printf(
+              "%s{\"bytes\": %zu, \"ours_busbw_gbs\": %.3f, \"raw_busbw_gbs\": %.3f, \"ratio\": "
+              "%.3f}",
+              i ? ", " : "", sizes[i].bytes, sizes[i].ours_busbw, sizes[i].raw_busbw,
+              sizes[i].ours_busbw / sizes[i].raw_busbw);
+        }
+        std::printf(
+            "], \"gradsync\": {\"params\": %lld, \"bytes\": %lld, \"buckets\": %lld, "
+            "\"rows\": %d, \"step_nosync_s\": %.4f, \"step_sync_s\": %.4f, "
+            "\"step_sync_deferred_s\": %.4f, \"comm_alone_s\": %.4f, \"hidden_fraction\": %.3f}, "
+            "\"ratio\": %.3f}\n",
+            static_cast<long long>(gs.params), static_cast<long long>(gs.bytes),
+            static_cast<long long>(gs.buckets), rows, gs.step_nosync, gs.step_sync,
+            gs.step_deferred, gs.comm_alone, gs.hidden, ratio);
+      } else {
+        std::printf("all-reduce bus bandwidth (GB/s), %s\n%12s %10s %10s %8s\n", settings.c_str(),
+                    "bytes", "ours", "raw MPI", "ratio");
+        for (const auto& s : sizes) {
+          std::printf("%12zu %10.3f %10.3f %8.2f\n", s.bytes, s.ours_busbw, s.raw_busbw,
+                      s.ours_busbw / s.raw_busbw);
+        }
+        std::printf(
+            "GradSync, ViT-B/16-sized: %lld params (%.0f MB) in %lld buckets, %d rows\n"
+            "  step without sync %.3f s, with sync %.3f s (all-reduces after backward: "
+            "%.3f s), communication alone %.3f s, hidden by overlap %.0f%%\n",
+            static_cast<long long>(gs.params), gs.bytes / 1e6, static_cast<long long>(gs.buckets),
+            rows, gs.step_nosync, gs.step_sync, gs.step_deferred, gs.comm_alone, 100 * gs.hidden);
+        std::printf("ratio (smallest ours/raw busbw from 1 MB up): %.3f\n", ratio);
+      }
+    }
+    comm.Barrier();
   }
   reid::dist::FinalizeRanks();
   return 0;

@@ -45,8 +45,8 @@ const std::vector<int64_t> kSizes = {1, 2, 3, 17, 1000, 4099, 65537, (1 << 20) +
 
 // The tiny-chunk communicators (index > 0) make thousands of calls for the largest size: skip it.
 bool Skip(size_t comm_index, int64_t n) { return comm_index > 0 && n > 100000; }
-const std::vector<torch::ScalarType> kTypes = {torch::kFloat, torch::kDouble, torch::kInt,
-                                               torch::kLong,  torch::kByte,   torch::kHalf,
+const std::vector<torch::ScalarType> kTypes = {torch::kFloat,    torch::kDouble, torch::kInt,
+                                               torch::kLong,     torch::kByte,   torch::kHalf,
                                                torch::kBFloat16, torch::kShort};
 
 TEST(CollectivesTest, AllReduceSumMaxAvgMatchSerial) {
@@ -73,7 +73,9 @@ TEST(CollectivesTest, AllReduceSumMaxAvgMatchSerial) {
           t = Input(comm->rank(), n, dtype);
           comm->AllReduce(t, ReduceOp::kAvg);
           double err = (t.to(torch::kDouble) - sum / n_ranks).abs().max().item<double>();
-          ASSERT_LE(err, dtype == torch::kBFloat16 ? 0.07 : dtype == torch::kHalf ? 0.005 : 1e-6)
+          ASSERT_LE(err, dtype == torch::kBFloat16 ? 0.07
+                         : dtype == torch::kHalf   ? 0.005
+                                                   : 1e-6)
               << "avg n=" << n << " " << dtype;
         }
       }
@@ -134,7 +136,8 @@ TEST(CollectivesTest, AllGatherAndAllGatherV) {
         torch::Tensor t = Input(comm->rank(), rows * 7, dtype).view({rows, 7});
         torch::Tensor g = comm->AllGather(t);
         std::vector<torch::Tensor> parts;
-        for (int r = 0; r < comm->size(); ++r) parts.push_back(Input(r, rows * 7, dtype).view({rows, 7}));
+        for (int r = 0; r < comm->size(); ++r)
+          parts.push_back(Input(r, rows * 7, dtype).view({rows, 7}));
         ASSERT_TRUE(g.equal(torch::cat(parts))) << "all_gather rows " << rows;
       }
       // Uneven: rank r has r * 1001 rows (rank 0 none).

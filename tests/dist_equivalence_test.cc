@@ -11,7 +11,7 @@
 namespace reid::dist {
 namespace {
 
-constexpr int64_t kBatch = 12;    // global batch: 6 identities x 2 images
+constexpr int64_t kBatch = 12;  // global batch: 6 identities x 2 images
 constexpr int64_t kClasses = 6;
 constexpr int64_t kIn = 16, kHidden = 32, kEmbed = 16;
 
@@ -21,8 +21,8 @@ struct NetImpl : torch::nn::Module {
     bn = register_module("bn", SyncBatchNorm1d(kHidden));
     fc2 = register_module("fc2", torch::nn::Linear(kHidden, kEmbed));
     text = register_module("text", torch::nn::Embedding(kClasses, kEmbed));
-    cls = register_module("cls",
-                          torch::nn::Linear(torch::nn::LinearOptions(kEmbed, kClasses).bias(false)));
+    cls = register_module(
+        "cls", torch::nn::Linear(torch::nn::LinearOptions(kEmbed, kClasses).bias(false)));
   }
   torch::Tensor forward(const torch::Tensor& x) {  // (B, kIn) -> (B, kEmbed)
     return fc2(torch::relu(bn(fc1(x))));
@@ -55,12 +55,13 @@ torch::Tensor TripletHard(const torch::Tensor& f, const torch::Tensor& labels) {
 std::pair<torch::Tensor, double> Loss(Net& net, Communicator& comm, const torch::Tensor& x,
                                       const torch::Tensor& labels,
                                       reid::proto::DistConfig::LossScope scope) {
-  torch::Tensor f = net->forward(x);                          // (b, E)
-  torch::Tensor t = net->text(labels);                        // (b, E)
-  torch::Tensor fg = GatherForLoss(comm, f, scope);           // (B, E)
-  torch::Tensor tg = GatherForLoss(comm, t, scope);           // (B, E)
-  torch::Tensor yg = GatherForLoss(comm, labels, scope);      // (B)
-  torch::Tensor fn = torch::nn::functional::normalize(fg, torch::nn::functional::NormalizeFuncOptions().dim(1));
+  torch::Tensor f = net->forward(x);                      // (b, E)
+  torch::Tensor t = net->text(labels);                    // (b, E)
+  torch::Tensor fg = GatherForLoss(comm, f, scope);       // (B, E)
+  torch::Tensor tg = GatherForLoss(comm, t, scope);       // (B, E)
+  torch::Tensor yg = GatherForLoss(comm, labels, scope);  // (B)
+  torch::Tensor fn =
+      torch::nn::functional::normalize(fg, torch::nn::functional::NormalizeFuncOptions().dim(1));
   torch::Tensor loss_i2t = SupCon(fn, tg, yg), loss_t2i = SupCon(tg, fn, yg);
   torch::Tensor loss_tri = TripletHard(fg, yg);
   torch::Tensor loss_id = torch::nn::functional::cross_entropy(net->cls(f), labels);  // local mean
@@ -83,8 +84,9 @@ Batch GlobalBatch(int step) {
 }
 
 // Trains 10 steps on `comm` (rank r takes rows [r B/N, (r+1) B/N)); returns the losses.
-std::vector<double> Train(Net& net, Communicator& comm,
-                          reid::proto::DistConfig::LossScope scope = reid::proto::DistConfig::GLOBAL) {
+std::vector<double> Train(
+    Net& net, Communicator& comm,
+    reid::proto::DistConfig::LossScope scope = reid::proto::DistConfig::GLOBAL) {
   net->bn->set_communicator(scope == reid::proto::DistConfig::GLOBAL ? &comm : nullptr);
   NamedTensors params, buffers;
   for (const auto& p : net->named_parameters()) params.emplace_back(p.key(), p.value());
@@ -114,7 +116,8 @@ TEST(EquivalenceTest, NRanksEqualOneRankOnTheWholeBatch) {
   Communicator alone(MakeLocalComm());
   torch::manual_seed(42);
   Net reference;
-  torch::manual_seed(42 + world.rank());  // other ranks start elsewhere: rank 0's start is broadcast
+  torch::manual_seed(42 +
+                     world.rank());  // other ranks start elsewhere: rank 0's start is broadcast
   Net distributed;
   std::vector<double> ref_losses = Train(reference, alone);
   std::vector<double> dist_losses = Train(distributed, world);

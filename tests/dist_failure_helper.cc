@@ -1,14 +1,13 @@
 // Helper for tests/dist_failure_test.sh: a job whose last rank fails while the others sit in a
 // collective. Modes: kill (SIGKILL itself), exit (exit(1) early), hang (sleeps; the others'
 // watchdog must abort the job after dist.timeout_s = 2 s), ok (finishes normally).
+#include <glog/logging.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <vector>
-
-#include <glog/logging.h>
 
 #include "trainer/dist/mpi_comm.h"
 #include "trainer/dist/ranks.h"
@@ -28,8 +27,8 @@ int main(int argc, char** argv) {
       if (!std::strcmp(mode, "exit")) _exit(1);
       if (!std::strcmp(mode, "hang")) sleep(60);
     }
-    comm->AllReduce(buf.data(), buf.size(), reid::dist::DType::kFloat32,
-                    reid::dist::ReduceOp::kAvg)->Wait();
+    comm->AllReduce(buf.data(), buf.size(), reid::dist::DType::kFloat32, reid::dist::ReduceOp::kAvg)
+        ->Wait();
   }
   comm.reset();
   std::printf("rank %d finished\n", ranks.rank);

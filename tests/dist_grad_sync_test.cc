@@ -77,7 +77,7 @@ void CheckAveraged(int micro_steps) {
       expected[i] = expected[i].defined() ? expected[i] + g[i] : g[i];
     }
   }
-  for (int step = 0; step < 4; ++step) {  // state must reset between steps
+  for (int step = 0; step < 4; ++step) {            // state must reset between steps
     net->zero_grad(/*set_to_none=*/step % 2 == 0);  // both: fresh gradients, and bucket views
     for (int m = 0; m < micro_steps; ++m) {
       sync.set_sync(m == micro_steps - 1);

@@ -1,9 +1,8 @@
 // gtest main for the multi-process tests: MPI up before the tests, every rank's result agreed
 // on at the end (a failure on any rank fails the job on all), MPI down after.
+#include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
-
-#include <glog/logging.h>
 
 #include "trainer/dist/ranks.h"
 

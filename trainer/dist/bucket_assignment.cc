@@ -1,10 +1,10 @@
 // DDP bucket assignment (see bucket_assignment.h).
 #include "trainer/dist/bucket_assignment.h"
 
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <map>
-
-#include <glog/logging.h>
 
 namespace reid::dist {
 

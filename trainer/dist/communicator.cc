@@ -12,9 +12,14 @@ namespace {
 // The dtype a tensor travels as: its own when the backends know it, else a wider one.
 torch::ScalarType WireType(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: case torch::kDouble: case torch::kInt: case torch::kLong: case torch::kByte:
+    case torch::kFloat:
+    case torch::kDouble:
+    case torch::kInt:
+    case torch::kLong:
+    case torch::kByte:
       return t;
-    case torch::kHalf: case torch::kBFloat16:
+    case torch::kHalf:
+    case torch::kBFloat16:
       return torch::kFloat;
     default:
       return torch::kLong;  // bool, int8, int16
@@ -23,12 +28,18 @@ torch::ScalarType WireType(torch::ScalarType t) {
 
 DType ToDType(torch::ScalarType t) {
   switch (t) {
-    case torch::kFloat: return DType::kFloat32;
-    case torch::kDouble: return DType::kFloat64;
-    case torch::kInt: return DType::kInt32;
-    case torch::kLong: return DType::kInt64;
-    case torch::kByte: return DType::kUInt8;
-    default: LOG(FATAL) << "no wire dtype for " << t;
+    case torch::kFloat:
+      return DType::kFloat32;
+    case torch::kDouble:
+      return DType::kFloat64;
+    case torch::kInt:
+      return DType::kInt32;
+    case torch::kLong:
+      return DType::kInt64;
+    case torch::kByte:
+      return DType::kUInt8;
+    default:
+      LOG(FATAL) << "no wire dtype for " << t;
   }
 }
 
@@ -79,7 +90,8 @@ torch::Tensor Communicator::AllGather(const torch::Tensor& t) {
   std::vector<int64_t> shape = t.sizes().vec();
   shape[0] *= size();
   torch::Tensor out = torch::empty(shape, wire.options());
-  For(t).AllGather(wire.data_ptr(), wire.numel(), out.data_ptr(), ToDType(wire.scalar_type()))
+  For(t)
+      .AllGather(wire.data_ptr(), wire.numel(), out.data_ptr(), ToDType(wire.scalar_type()))
       ->Wait();
   return out.to(t.scalar_type());
 }

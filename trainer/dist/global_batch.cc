@@ -42,9 +42,9 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     auto* comm = reinterpret_cast<Communicator*>(comm_ptr);
     const int64_t c = x.size(1);
     torch::Tensor xd = x.to(torch::kDouble);
-    torch::Tensor stats = torch::cat({xd.sum(0), (xd * xd).sum(0),
-                                      torch::full({1}, static_cast<double>(x.size(0)),
-                                                  xd.options())});  // (2C + 1)
+    torch::Tensor stats =
+        torch::cat({xd.sum(0), (xd * xd).sum(0),
+                    torch::full({1}, static_cast<double>(x.size(0)), xd.options())});  // (2C + 1)
     if (comm != nullptr) comm->AllReduce(stats, ReduceOp::kSum);
     double n = stats[2 * c].item<double>();
     CHECK_GT(n, 1) << "batch norm needs more than one value per channel over the global batch";
@@ -55,8 +55,8 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
       torch::NoGradGuard no_grad;
       if (running_mean.defined()) {
         running_mean.mul_(1 - momentum).add_(mean.to(running_mean.dtype()), momentum);
-        running_var.mul_(1 - momentum).add_((var * (n / (n - 1))).to(running_var.dtype()),
-                                            momentum);
+        running_var.mul_(1 - momentum)
+            .add_((var * (n / (n - 1))).to(running_var.dtype()), momentum);
       }
     }
     torch::Tensor xhat = ((xd - mean) * invstd).to(x.dtype());  // (N, C)
@@ -81,8 +81,14 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
     torch::Tensor mean_dy_xhat = (both.narrow(0, c, c) / n).to(dy.dtype());
     torch::Tensor dx = (weight * invstd) * (dy - mean_dy - xhat * mean_dy_xhat);
     // Parameter gradients stay local: GradSync averages them like any other.
-    return {dx, sum_dy_xhat, sum_dy, torch::Tensor(), torch::Tensor(), torch::Tensor(),
-            torch::Tensor(), torch::Tensor()};
+    return {dx,
+            sum_dy_xhat,
+            sum_dy,
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor(),
+            torch::Tensor()};
   }
 };
 
@@ -103,8 +109,8 @@ torch::Tensor SyncBatchNormForward(Communicator* comm, const torch::Tensor& x,
                                    const torch::Tensor& weight, const torch::Tensor& bias,
                                    torch::Tensor running_mean, torch::Tensor running_var,
                                    bool training, double momentum, double eps) {
-  CHECK(x.dim() == 2 || x.dim() == 3) << "SyncBatchNorm1d expects (B, C) or (B, C, L), got "
-                                      << x.sizes();
+  CHECK(x.dim() == 2 || x.dim() == 3)
+      << "SyncBatchNorm1d expects (B, C) or (B, C, L), got " << x.sizes();
   const int64_t c = x.size(1);
   torch::Tensor w = weight.defined() ? weight : torch::ones({c}, x.options());
   torch::Tensor b = bias.defined() ? bias : torch::zeros({c}, x.options());
@@ -112,8 +118,8 @@ torch::Tensor SyncBatchNormForward(Communicator* comm, const torch::Tensor& x,
     return torch::batch_norm(x, w, b, running_mean, running_var, false, momentum, eps, false);
   }
   torch::Tensor x2 = x.dim() == 3 ? x.transpose(1, 2).reshape({-1, c}) : x;  // (N, C)
-  torch::Tensor y = SyncBatchNormFunction::apply(x2, w, b, running_mean, running_var, momentum,
-                                                 eps, reinterpret_cast<int64_t>(comm));
+  torch::Tensor y = SyncBatchNormFunction::apply(x2, w, b, running_mean, running_var, momentum, eps,
+                                                 reinterpret_cast<int64_t>(comm));
   if (x.dim() == 3) y = y.view({x.size(0), x.size(2), c}).transpose(1, 2);
   return y;
 }

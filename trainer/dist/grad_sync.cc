@@ -20,8 +20,7 @@ std::string Describe(const std::string& name, const torch::Tensor& t) {
 }
 
 double Now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -36,8 +35,8 @@ GradSyncOptions GradSyncOptions::FromConfig(const reid::proto::DistConfig& confi
 void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what) {
   std::string mine;
   for (const auto& [name, t] : tensors) mine += Describe(name, t) + "\n";
-  torch::Tensor bytes = torch::from_blob(mine.data(), {static_cast<int64_t>(mine.size())},
-                                         torch::kByte).clone();
+  torch::Tensor bytes =
+      torch::from_blob(mine.data(), {static_cast<int64_t>(mine.size())}, torch::kByte).clone();
   std::vector<int64_t> sizes;
   torch::Tensor all = comm.AllGatherV(bytes, &sizes);
   std::vector<std::string> per_rank;
@@ -133,7 +132,6 @@ void GradSync::BuildBuckets(const GradSyncOptions& options) {
     }
   }
   ready_.assign(params_.size(), 0);
-  in_place_.assign(params_.size(), 0);
   pending_.resize(buckets_.size());
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
   work_.resize(buckets_.size());
@@ -145,11 +143,12 @@ void GradSync::RegisterHooks() {
     // The accumulator is only weakly held by the parameter: keep it alive, as DDP does.
     auto acc = torch::autograd::impl::grad_accumulator(params_[i]);
     CHECK(acc) << "parameter " << names_[i] << " has no gradient accumulator (not a leaf?)";
-    hook_keys_.push_back(acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-        [this, i](const variable_list& outputs, const variable_list&) {
-          OnGradReady(i);
-          return outputs;
-        })));
+    hook_keys_.push_back(
+        acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [this, i](const variable_list& outputs, const variable_list&) {
+              OnGradReady(i);
+              return outputs;
+            })));
     accumulators_.push_back(std::move(acc));
   }
 }
@@ -167,17 +166,13 @@ void GradSync::OnGradReady(size_t index) {
   torch::NoGradGuard no_grad;
   const torch::Tensor& grad = params_[index].grad();
   torch::Tensor& view = views_[index];
+  // After the first step the gradient lives in the bucket (see Finish) and there is nothing to
+  // copy. The division by the world size is left to the all-reduce (an average, fused into the
+  // ring's last reduction step or ncclAvg), the same on every rank whichever path a gradient took.
   if (!grad.defined()) {
     view.zero_();
-  } else if (grad.data_ptr() == view.data_ptr()) {
-    // The gradient already lives in the bucket (see Finish): nothing to copy, so the division
-    // is left to the all-reduce (an average; see LaunchReadyBuckets).
-    in_place_[index] = 1;
-  } else if (comm_.size() == 1) {
+  } else if (grad.data_ptr() != view.data_ptr()) {
     view.copy_(grad);
-  } else {
-    // The division by the world size is fused into the copy into the bucket.
-    torch::mul_out(view, grad, torch::scalar_tensor(1.0 / comm_.size(), grad.options()));
   }
   if (--pending_[bucket_of_[index]] == 0 && overlap_) LaunchReadyBuckets();
 }
@@ -185,21 +180,7 @@ void GradSync::OnGradReady(size_t index) {
 void GradSync::LaunchReadyBuckets() {
   // Strictly in bucket order, the same on every rank: collectives are matched by sequence.
   while (next_bucket_ < buckets_.size() && pending_[next_bucket_] == 0) {
-    // Gradients copied in were divided on the way; gradients already in the bucket were not:
-    // all in place -> average in the all-reduce (fused into its last reduction step), a mix ->
-    // divide those few now, then sum.
-    const auto& bucket = buckets_[next_bucket_];
-    size_t in_place = 0;
-    for (size_t i : bucket) in_place += in_place_[i];
-    ReduceOp op = ReduceOp::kSum;
-    if (in_place == bucket.size()) {
-      op = ReduceOp::kAvg;
-    } else if (in_place > 0) {
-      for (size_t i : bucket) {
-        if (in_place_[i]) views_[i].mul_(1.0 / comm_.size());
-      }
-    }
-    work_[next_bucket_] = comm_.AllReduceAsync(flat_[next_bucket_], op);
+    work_[next_bucket_] = comm_.AllReduceAsync(flat_[next_bucket_], ReduceOp::kAvg);
     ++next_bucket_;
   }
 }
@@ -228,7 +209,6 @@ void GradSync::Finish() {
   }
   ++stats_.steps;
   std::fill(ready_.begin(), ready_.end(), 0);
-  std::fill(in_place_.begin(), in_place_.end(), 0);
   for (size_t b = 0; b < buckets_.size(); ++b) pending_[b] = buckets_[b].size();
   next_bucket_ = 0;
   in_backward_ = false;

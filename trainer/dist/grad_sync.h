@@ -1,8 +1,10 @@
 // GradSync: gradient averaging as PyTorch DDP's reducer does it. Trainable parameters are packed
 // into buckets (first 1 MiB, then 25 MiB, per dtype, in registration order; launched in reverse),
-// filled from autograd hooks as each gradient is accumulated (divided by the world size on the
-// way in; once gradients live in the buckets, by the all-reduce's last step instead), all-reduced as soon as a bucket is full and all earlier-launched buckets are, so the
-// communication overlaps the rest of backward; gradients are written back when backward ends.
+// filled from autograd hooks as each gradient is accumulated, all-reduced as an average (the
+// division by the world size fused into the all-reduce's last reduction step) as soon as a bucket
+// is full and all earlier-launched buckets are, so the communication overlaps the rest of
+// backward. When backward ends the gradients are views of the buckets, so later steps accumulate
+// straight into them and there is no copy in or out (DDP's gradient_as_bucket_view).
 #pragma once
 
 #include <cstdint>
@@ -19,8 +21,8 @@ namespace reid::dist {
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 struct GradSyncOptions {
-  double bucket_cap_mb = 25.0;   // MiB
-  double first_bucket_mb = 1.0;  // MiB
+  double bucket_cap_mb = 25.0;     // MiB
+  double first_bucket_mb = 1.0;    // MiB
   bool broadcast_at_start = true;  // parameters and buffers from rank 0 at construction
   // Launch each bucket's all-reduce as soon as it is full (during backward). false: launch them
   // all when backward ends, which is faster where no core is free for the communication thread
@@ -87,9 +89,8 @@ class GradSync {
 
   bool sync_ = true;
   bool in_backward_ = false;
-  std::vector<char> ready_;       // per parameter
-  std::vector<char> in_place_;    // per parameter: gradient accumulated in the bucket, undivided
-  std::vector<size_t> pending_;   // per bucket
+  std::vector<char> ready_;      // per parameter
+  std::vector<size_t> pending_;  // per bucket
   size_t next_bucket_ = 0;
   std::vector<std::shared_ptr<Work>> work_;
   Stats stats_;

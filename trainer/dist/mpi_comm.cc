@@ -3,6 +3,8 @@
 // call, and first-touch page faults make that 10-25x slower on this machine kind).
 #include "trainer/dist/mpi_comm.h"
 
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <chrono>
 #include <climits>
@@ -15,8 +17,6 @@
 #include <sstream>
 #include <thread>
 
-#include <glog/logging.h>
-
 #include "trainer/dist/ranks.h"
 
 namespace reid::dist {
@@ -26,11 +26,16 @@ using Clock = std::chrono::steady_clock;
 
 MPI_Datatype ToMpi(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return MPI_FLOAT;
-    case DType::kFloat64: return MPI_DOUBLE;
-    case DType::kInt32: return MPI_INT32_T;
-    case DType::kInt64: return MPI_INT64_T;
-    case DType::kUInt8: return MPI_UINT8_T;
+    case DType::kFloat32:
+      return MPI_FLOAT;
+    case DType::kFloat64:
+      return MPI_DOUBLE;
+    case DType::kInt32:
+      return MPI_INT32_T;
+    case DType::kInt64:
+      return MPI_INT64_T;
+    case DType::kUInt8:
+      return MPI_UINT8_T;
   }
   LOG(FATAL) << "unknown dtype";
 }
@@ -42,8 +47,8 @@ void CheckMpi(int rc, const char* what) {
   char text[MPI_MAX_ERROR_STRING];
   int len = 0;
   MPI_Error_string(rc, text, &len);
-  LOG(FATAL) << "rank " << CurrentRanks().rank << ": " << what << " failed: "
-             << std::string(text, len);
+  LOG(FATAL) << "rank " << CurrentRanks().rank << ": " << what
+             << " failed: " << std::string(text, len);
 }
 
 // dst[i] = op(dst[i], src[i]) for n elements of type T.
@@ -59,11 +64,16 @@ void ReduceInto(T* dst, const T* src, size_t n, bool max) {
 void ReduceBytes(void* dst, const void* src, size_t n, DType dtype, ReduceOp op) {
   bool max = op == ReduceOp::kMax;
   switch (dtype) {
-    case DType::kFloat32: return ReduceInto(static_cast<float*>(dst), static_cast<const float*>(src), n, max);
-    case DType::kFloat64: return ReduceInto(static_cast<double*>(dst), static_cast<const double*>(src), n, max);
-    case DType::kInt32: return ReduceInto(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), n, max);
-    case DType::kInt64: return ReduceInto(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), n, max);
-    case DType::kUInt8: return ReduceInto(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n, max);
+    case DType::kFloat32:
+      return ReduceInto(static_cast<float*>(dst), static_cast<const float*>(src), n, max);
+    case DType::kFloat64:
+      return ReduceInto(static_cast<double*>(dst), static_cast<const double*>(src), n, max);
+    case DType::kInt32:
+      return ReduceInto(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), n, max);
+    case DType::kInt64:
+      return ReduceInto(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), n, max);
+    case DType::kUInt8:
+      return ReduceInto(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n, max);
   }
 }
 
@@ -167,20 +177,25 @@ class MpiComm : public RawComm {
   std::shared_ptr<Work> AllReduce(void* buf, size_t count, DType dtype, ReduceOp op) override {
     CHECK(op != ReduceOp::kAvg || IsFloating(dtype))
         << "all_reduce avg needs a floating dtype, got " << DTypeName(dtype);
-    return Submit({"all_reduce", count, 0, dtype, ReduceOpName(op)}, [=] { RunAllReduce(buf, count, dtype, op); },
-                  count * DTypeSize(dtype));
+    return Submit(
+        {"all_reduce", count, 0, dtype, ReduceOpName(op)},
+        [=] { RunAllReduce(buf, count, dtype, op); }, count * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> Broadcast(void* buf, size_t count, DType dtype, int root) override {
     CHECK(root >= 0 && root < size_) << "broadcast root " << root << " out of range";
-    return Submit({"broadcast", count, 0, dtype, "root " + std::to_string(root)}, [=] {
-      size_t chunk = ChunkElems(dtype);
-      char* p = static_cast<char*>(buf);
-      for (size_t off = 0; off < count; off += chunk) {
-        int n = static_cast<int>(std::min(chunk, count - off));
-        CheckMpi(MPI_Bcast(p + off * DTypeSize(dtype), n, ToMpi(dtype), root, comm_), "MPI_Bcast");
-      }
-    }, count * DTypeSize(dtype));
+    return Submit(
+        {"broadcast", count, 0, dtype, "root " + std::to_string(root)},
+        [=] {
+          size_t chunk = ChunkElems(dtype);
+          char* p = static_cast<char*>(buf);
+          for (size_t off = 0; off < count; off += chunk) {
+            int n = static_cast<int>(std::min(chunk, count - off));
+            CheckMpi(MPI_Bcast(p + off * DTypeSize(dtype), n, ToMpi(dtype), root, comm_),
+                     "MPI_Bcast");
+          }
+        },
+        count * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> AllGather(const void* send, size_t count, void* recv,
@@ -195,8 +210,9 @@ class MpiComm : public RawComm {
     for (size_t c : counts) total += c;
     CHECK_LT(total, static_cast<size_t>(INT_MAX))
         << "all_gather of " << total << " elements exceeds MPI's int displacements";
-    return Submit({"all_gather", counts[rank_], total, dtype, ""}, [=] { RunAllGatherV(send, recv, counts, dtype); },
-                  total * DTypeSize(dtype));
+    return Submit(
+        {"all_gather", counts[rank_], total, dtype, ""},
+        [=] { RunAllGatherV(send, recv, counts, dtype); }, total * DTypeSize(dtype));
   }
 
   std::shared_ptr<Work> Barrier() override {
@@ -309,9 +325,9 @@ class MpiComm : public RawComm {
       char* p = static_cast<char*>(buf);
       for (size_t off = 0; off < count; off += chunk) {
         int n = static_cast<int>(std::min(chunk, count - off));
-        CheckMpi(MPI_Allreduce(MPI_IN_PLACE, p + off * DTypeSize(dtype), n, ToMpi(dtype), mpi_op,
-                               comm_),
-                 "MPI_Allreduce");
+        CheckMpi(
+            MPI_Allreduce(MPI_IN_PLACE, p + off * DTypeSize(dtype), n, ToMpi(dtype), mpi_op, comm_),
+            "MPI_Allreduce");
       }
     }
     if (op == ReduceOp::kAvg && size_ > 1) Scale(buf, count, dtype, 1.0 / size_);
@@ -355,12 +371,12 @@ class MpiComm : public RawComm {
   void SendRecv(const void* send, size_t send_count, int dest, void* recv, size_t recv_count,
                 int source, DType dtype) {
     MPI_Request requests[2];
-    CheckMpi(MPI_Irecv(recv, static_cast<int>(recv_count), ToMpi(dtype), source, 7, comm_,
-                       &requests[0]),
-             "MPI_Irecv (ring)");
-    CheckMpi(MPI_Isend(send, static_cast<int>(send_count), ToMpi(dtype), dest, 7, comm_,
-                       &requests[1]),
-             "MPI_Isend (ring)");
+    CheckMpi(
+        MPI_Irecv(recv, static_cast<int>(recv_count), ToMpi(dtype), source, 7, comm_, &requests[0]),
+        "MPI_Irecv (ring)");
+    CheckMpi(
+        MPI_Isend(send, static_cast<int>(send_count), ToMpi(dtype), dest, 7, comm_, &requests[1]),
+        "MPI_Isend (ring)");
     for (int polls = 0;; ++polls) {
       int done = 0;
       CheckMpi(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall (ring)");
@@ -369,8 +385,7 @@ class MpiComm : public RawComm {
     }
   }
 
-  void RunAllGatherV(const void* send, void* recv, const std::vector<size_t>& counts,
-                     DType dtype) {
+  void RunAllGatherV(const void* send, void* recv, const std::vector<size_t>& counts, DType dtype) {
     const size_t es = DTypeSize(dtype);
     const size_t chunk = ChunkElems(dtype);
     size_t max_count = *std::max_element(counts.begin(), counts.end());

@@ -2,41 +2,48 @@
 #include "trainer/dist/nccl_comm.h"
 
 #include <cuda_runtime_api.h>
-#include <nccl.h>
-
 #include <glog/logging.h>
+#include <nccl.h>
 
 namespace reid::dist {
 namespace {
 
-#define REID_CUDA_CHECK(expr)                                                      \
-  do {                                                                             \
-    cudaError_t err_ = (expr);                                                     \
-    CHECK_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_);      \
+#define REID_CUDA_CHECK(expr)                                                 \
+  do {                                                                        \
+    cudaError_t err_ = (expr);                                                \
+    CHECK_EQ(err_, cudaSuccess) << #expr << ": " << cudaGetErrorString(err_); \
   } while (0)
 
-#define REID_NCCL_CHECK(expr)                                                      \
-  do {                                                                             \
-    ncclResult_t res_ = (expr);                                                    \
-    CHECK_EQ(res_, ncclSuccess) << #expr << ": " << ncclGetErrorString(res_);      \
+#define REID_NCCL_CHECK(expr)                                                 \
+  do {                                                                        \
+    ncclResult_t res_ = (expr);                                               \
+    CHECK_EQ(res_, ncclSuccess) << #expr << ": " << ncclGetErrorString(res_); \
   } while (0)
 
 ncclDataType_t ToNccl(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return ncclFloat32;
-    case DType::kFloat64: return ncclFloat64;
-    case DType::kInt32: return ncclInt32;
-    case DType::kInt64: return ncclInt64;
-    case DType::kUInt8: return ncclUint8;
+    case DType::kFloat32:
+      return ncclFloat32;
+    case DType::kFloat64:
+      return ncclFloat64;
+    case DType::kInt32:
+      return ncclInt32;
+    case DType::kInt64:
+      return ncclInt64;
+    case DType::kUInt8:
+      return ncclUint8;
   }
   LOG(FATAL) << "unknown dtype";
 }
 
 ncclRedOp_t ToNccl(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kAvg: return ncclAvg;
-    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMax:
+      return ncclMax;
   }
   LOG(FATAL) << "unknown op";
 }
@@ -113,8 +120,8 @@ class NcclComm : public RawComm {
     for (int r = 0; r < size_; ++r) {
       if (counts[r] > 0) {
         const void* src = r == rank_ ? send : out + offset * es;
-        REID_NCCL_CHECK(ncclBroadcast(src, out + offset * es, counts[r], ToNccl(dtype), r, comm_,
-                                      stream_));
+        REID_NCCL_CHECK(
+            ncclBroadcast(src, out + offset * es, counts[r], ToNccl(dtype), r, comm_, stream_));
       }
       offset += counts[r];
     }

@@ -1,16 +1,16 @@
 // NCCL backend on real GPUs: collectives vs serial results. Skips itself without a GPU (or with
 // fewer GPUs on this node than ranks). Runs alone or under `mpirun -np N` (one GPU per rank).
+#include "trainer/dist/nccl_comm.h"
+
 #include <cuda_runtime_api.h>
+#include <glog/logging.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
-
-#include <glog/logging.h>
 
 #include <cstdint>
 #include <vector>
 
 #include "trainer/dist/mpi_comm.h"
-#include "trainer/dist/nccl_comm.h"
 #include "trainer/dist/ranks.h"
 
 namespace reid::dist {

@@ -1,14 +1,13 @@
 // Rank discovery (see ranks.h).
 #include "trainer/dist/ranks.h"
 
+#include <glog/logging.h>
 #include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-
-#include <glog/logging.h>
 
 namespace reid::dist {
 namespace {

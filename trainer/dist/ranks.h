@@ -10,9 +10,9 @@ namespace reid::dist {
 struct Ranks {
   int world_size = 1;
   int rank = 0;
-  int local_rank = 0;  // index among the ranks of this node; device = local_rank
-  int local_size = 1;  // ranks on this node
-  bool mpi = false;    // MPI_Init was called (a launcher started us)
+  int local_rank = 0;             // index among the ranks of this node; device = local_rank
+  int local_size = 1;             // ranks on this node
+  bool mpi = false;               // MPI_Init was called (a launcher started us)
   std::string source = "single";  // where the numbers came from: single, mpi, env
 };
 

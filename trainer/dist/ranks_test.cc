@@ -1,5 +1,7 @@
 // Unit tests of rank discovery from launcher variables, DDP bucket assignment and the
 // world-size-1 communicator (no MPI needed).
+#include "trainer/dist/ranks.h"
+
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -9,7 +11,6 @@
 
 #include "trainer/dist/bucket_assignment.h"
 #include "trainer/dist/comm.h"
-#include "trainer/dist/ranks.h"
 #include "trainer/dist/stop_signal.h"
 
 namespace reid::dist {
@@ -33,8 +34,10 @@ TEST(RanksTest, NoLauncherMeansWorldSizeOne) {
 }
 
 TEST(RanksTest, OpenMpiVariables) {
-  auto env = FakeEnv({{"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_RANK", "5"},
-                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}});
+  auto env = FakeEnv({{"OMPI_COMM_WORLD_SIZE", "8"},
+                      {"OMPI_COMM_WORLD_RANK", "5"},
+                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                      {"OMPI_COMM_WORLD_LOCAL_SIZE", "4"}});
   EXPECT_TRUE(LaunchedByMpi(env));
   Ranks r = RanksFromEnv(env);
   EXPECT_EQ(r.world_size, 8);
@@ -44,8 +47,11 @@ TEST(RanksTest, OpenMpiVariables) {
 }
 
 TEST(RanksTest, SlurmVariables) {
-  auto env = FakeEnv({{"SLURM_PROCID", "6"}, {"SLURM_STEP_ID", "0"}, {"SLURM_NTASKS", "8"},
-                      {"SLURM_LOCALID", "2"}, {"SLURM_TASKS_PER_NODE", "4(x2)"}});
+  auto env = FakeEnv({{"SLURM_PROCID", "6"},
+                      {"SLURM_STEP_ID", "0"},
+                      {"SLURM_NTASKS", "8"},
+                      {"SLURM_LOCALID", "2"},
+                      {"SLURM_TASKS_PER_NODE", "4(x2)"}});
   EXPECT_FALSE(LaunchedByMpi(env));  // srun without PMIx cannot initialise MPI
   Ranks r = RanksFromEnv(env);
   EXPECT_EQ(r.world_size, 8);
