@@ -173,6 +173,17 @@ TEST(CollectivesTest, ModelMismatchIsAClearErrorOnEveryRank) {
   EXPECT_NO_THROW(VerifyAcrossRanks(comm, same, "trainable parameters"));
 }
 
+TEST(CollectivesTest, JobCommunicatorFromConfig) {
+  reid::proto::DistConfig config;
+  config.set_timeout_s(60);
+  auto comm = MakeCommunicator(CurrentRanks(), config);
+  ASSERT_EQ(comm->size(), CurrentRanks().world_size);
+  EXPECT_STREQ(comm->host().backend(), "mpi");
+  torch::Tensor t = torch::ones({3}) * (comm->rank() + 1);
+  comm->AllReduce(t, ReduceOp::kAvg);
+  EXPECT_TRUE(t.equal(torch::full({3}, (comm->size() + 1) / 2.0)));
+}
+
 // Last: the stop flag stays set for the rest of the process.
 TEST(CollectivesTest, StopFlagOfOneRankStopsAll) {
   Communicator comm(MakeMpiComm(MPI_COMM_WORLD, {}));

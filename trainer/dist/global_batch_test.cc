@@ -105,6 +105,14 @@ TEST(GradSyncTest, OneRankKeepsGradientsAndAccumulates) {
   EXPECT_EQ(sync.stats().steps, 2);  // the reference backward above was synced too
 }
 
+TEST(CommunicatorTest, WorldOfOneNeedsNoMpi) {
+  auto comm = MakeCommunicator(Ranks(), reid::proto::DistConfig());
+  EXPECT_EQ(comm->size(), 1);
+  EXPECT_STREQ(comm->host().backend(), "local");
+  torch::Tensor t = torch::arange(4).view({2, 2});
+  EXPECT_TRUE(comm->AllGatherV(t).equal(t));
+}
+
 TEST(GradSyncTest, FrozenParametersAreLeftOut) {
   torch::nn::Linear a(3, 3), b(3, 3);
   b->weight.requires_grad_(false);
