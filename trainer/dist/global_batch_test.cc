@@ -102,7 +102,14 @@ TEST(GradSyncTest, OneRankKeepsGradientsAndAccumulates) {
   net->forward(x).pow(2).sum().backward();
   auto ps = net->parameters();
   for (size_t i = 0; i < ps.size(); ++i) ExpectClose(ps[i].grad(), 2 * once[i], 1e-6, "accum");
-  EXPECT_EQ(sync.stats().steps, 2);  // the reference backward above was synced too
+  EXPECT_EQ(sync.stats().steps, 2);
+  // Every bucket was launched from a hook, during backward, in both synced steps.
+  EXPECT_EQ(sync.stats().launched_during_backward, 2 * static_cast<int64_t>(sync.buckets().size()));
+  sync.set_overlap(false);
+  net->forward(x).pow(2).sum().backward();
+  EXPECT_EQ(sync.stats().launched_during_backward,
+            2 * static_cast<int64_t>(
+                    sync.buckets().size()));  // the reference backward above was synced too
 }
 
 TEST(CommunicatorTest, WorldOfOneNeedsNoMpi) {

@@ -174,14 +174,15 @@ void GradSync::OnGradReady(size_t index) {
   } else if (grad.data_ptr() != view.data_ptr()) {
     view.copy_(grad);
   }
-  if (--pending_[bucket_of_[index]] == 0 && overlap_) LaunchReadyBuckets();
+  if (--pending_[bucket_of_[index]] == 0 && overlap_) LaunchReadyBuckets(/*from_hook=*/true);
 }
 
-void GradSync::LaunchReadyBuckets() {
+void GradSync::LaunchReadyBuckets(bool from_hook) {
   // Strictly in bucket order, the same on every rank: collectives are matched by sequence.
   while (next_bucket_ < buckets_.size() && pending_[next_bucket_] == 0) {
     work_[next_bucket_] = comm_.AllReduceAsync(flat_[next_bucket_], ReduceOp::kAvg);
     ++next_bucket_;
+    if (from_hook) ++stats_.launched_during_backward;
   }
 }
 
@@ -196,7 +197,7 @@ void GradSync::Finish() {
       --pending_[bucket_of_[i]];
     }
   }
-  LaunchReadyBuckets();
+  LaunchReadyBuckets(/*from_hook=*/false);
   double start = Now();
   for (auto& w : work_) w->Wait();
   stats_.wait_seconds += Now() - start;

@@ -59,7 +59,8 @@ class GradSync {
 
   struct Stats {
     int64_t steps = 0;
-    double comm_seconds = 0;  // sum over buckets of the time the all-reduces ran
+    int64_t launched_during_backward = 0;  // buckets whose all-reduce started from a hook
+    double comm_seconds = 0;               // sum over buckets of the time the all-reduces ran
     double wait_seconds = 0;  // time Finish() blocked waiting for them (the part not hidden)
   };
   const Stats& stats() const { return stats_; }
@@ -73,7 +74,7 @@ class GradSync {
   void BuildBuckets(const GradSyncOptions& options);
   void RegisterHooks();
   void OnGradReady(size_t index);
-  void LaunchReadyBuckets();
+  void LaunchReadyBuckets(bool from_hook);
 
   Communicator& comm_;
   std::vector<torch::Tensor> params_;
