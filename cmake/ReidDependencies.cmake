@@ -10,6 +10,11 @@ find_package(MPI REQUIRED COMPONENTS C)
 # C API only: the deprecated MPI C++ bindings would need libmpi_cxx.
 add_compile_definitions(OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
 find_package(Protobuf REQUIRED)
+# Our own target for protobuf: a CUDA LibTorch's config can define `protobuf::libprotobuf` as an
+# empty interface target (its protobuf is built in), which would drop -lprotobuf from our links.
+add_library(reid_protobuf INTERFACE)
+target_link_libraries(reid_protobuf INTERFACE ${Protobuf_LIBRARIES})
+target_include_directories(reid_protobuf INTERFACE ${Protobuf_INCLUDE_DIRS})
 find_package(gflags CONFIG REQUIRED)
 find_package(glog CONFIG REQUIRED)
 find_package(prometheus-cpp CONFIG REQUIRED)

@@ -4,8 +4,9 @@
 # from device/debs/*.deb into a private prefix, then runs the GPU tests and prints a table last.
 # Prepare here first: scripts/gpu_fetch_debs.sh (downloads the .deb files into device/debs).
 set -uo pipefail
-OUT=${OUT:-/tmp/gpu_out}
-mkdir -p "$OUT"
+FINAL_OUT=${OUT:-/tmp/gpu_out}
+OUT=/tmp/gpu_logs
+rm -rf "$OUT" && mkdir -p "$OUT" "$FINAL_OUT"
 PREFIX=/tmp/reid_prefix
 LIBDIR=$PREFIX/usr/lib/x86_64-linux-gnu
 declare -a rows
@@ -75,3 +76,8 @@ if [ -x "$BUILD/bin/bench_clip" ]; then
 fi
 
 echo; echo "== summary"; printf '%s\n' "${rows[@]}" | tee "$OUT/summary.txt"
+# The device tool brings back at most 8 files.
+for f in summary.txt version.txt gpu_tests.log unit_tests.log build.log bench_clip_cuda_b8.json \
+         bench_clip_cuda_b64.json configure.log; do
+  [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL_OUT/"
+done

@@ -72,7 +72,7 @@ class VisionTransformer(nn.Module):
     def forward(self, x, cv_emb=None):
         x = self.conv1(x)
         x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
-        cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1])
+        cls = self.class_embedding.to(x.dtype) + torch.zeros(x.shape[0], 1, x.shape[-1], device=x.device)
         x = torch.cat([cls, x], dim=1)
         if cv_emb is not None:
             x[:, 0] = x[:, 0] + cv_emb

@@ -26,7 +26,9 @@ std::string LoadedBlas() {
   dl_iterate_phdr(
       [](dl_phdr_info* info, size_t, void* data) {
         const std::string name = info->dlpi_name ? info->dlpi_name : "";
-        if (name.find("blas") == std::string::npos && name.find("mkl") == std::string::npos) {
+        // cuBLAS is the GPU's BLAS, not the one behind CPU matrix products.
+        if ((name.find("blas") == std::string::npos && name.find("mkl") == std::string::npos) ||
+            name.find("cublas") != std::string::npos) {
           return 0;
         }
         char resolved[PATH_MAX];
@@ -36,7 +38,8 @@ std::string LoadedBlas() {
         return 0;
       },
       &found);
-  if (found.empty()) return "none loaded";
+  // Official LibTorch builds link MKL statically: no shared BLAS shows up.
+  if (found.empty()) return "none loaded as a shared library (built into LibTorch, e.g. MKL)";
   if (found.find("openblas") != std::string::npos) return "OpenBLAS (" + found + ")";
   if (found.find("mkl") != std::string::npos) return "MKL (" + found + ")";
   return "reference BLAS, slow: install libopenblas0-pthread (" + found + ")";
