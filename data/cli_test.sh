@@ -3,21 +3,7 @@
 # exit status 2 with the path named on bad input. Usage: cli_test.sh PATH/TO/reid (from the root).
 set -u
 reid=$1
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-expect() {  # expect NAME WANT_STATUS PATTERN -- command...
-  local name=$1 want=$2 pattern=$3; shift 4
-  "$@" >"$tmp/out" 2>&1
-  local got=$?
-  if [[ $got -ne $want ]] || ! grep -qE -- "$pattern" "$tmp/out"; then
-    echo "FAIL $name: status $got (want $want), pattern '$pattern'"; sed 's/^/  | /' "$tmp/out" | head -20
-    fail=$((fail + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+source "$(dirname "$0")/../tests/cli_lib.sh"
 
 expect synth 0 'wrote 252 JPEGs' -- \
   "$reid" synth --out="$tmp/syn" --ids=20 --cameras=3 --images_per_id=6 --seed=3
@@ -39,5 +25,4 @@ expect stats-bad-line 2 'list_train.txt:1: expected' -- \
 expect synth-bad-cameras 2 '--cameras = 12' -- "$reid" synth --out="$tmp/x" --cameras=12
 expect synth-no-out 2 '--out is required' -- "$reid" synth
 
-[[ $fail -eq 0 ]] && echo "all data command-line checks passed" || echo "$fail failed"
-exit $((fail > 0))
+cli_finish

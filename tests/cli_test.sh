@@ -3,21 +3,7 @@
 # flags, --help of every subcommand, version. Usage: cli_test.sh PATH/TO/reid (run from the root).
 set -u
 reid=$1
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-expect() {  # expect NAME WANT_STATUS PATTERN -- command...
-  local name=$1 want=$2 pattern=$3; shift 4
-  "$@" >"$tmp/out" 2>&1
-  local got=$?
-  if [[ $got -ne $want ]] || ! grep -qE -- "$pattern" "$tmp/out"; then
-    echo "FAIL $name: status $got (want $want), pattern '$pattern'"; sed 's/^/  | /' "$tmp/out" | head -20
-    fail=$((fail + 1))
-  else
-    echo "ok   $name"
-  fi
-}
+source "$(dirname "$0")/cli_lib.sh"
 
 expect print-config-merged 0 '^  max_epochs: 3$' -- \
   "$reid" print-config --config=configs/market1501_improved.textproto --set='stage2 { max_epochs: 3 }'
@@ -39,5 +25,4 @@ expect version-help 0 'usage: reid version' -- "$reid" version --help
 expect version 0 'LibTorch: +[0-9]+\.[0-9]+' -- "$reid" version
 expect version-blas 0 'BLAS: ' -- "$reid" version
 
-echo "$fail failed"
-[[ $fail -eq 0 ]]
+cli_finish

@@ -11,7 +11,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 if ! $py -c 'import torch, numpy' 2>/dev/null; then
-  echo "SKIP: /usr/bin/python3 with torch and numpy is missing"; exit 0
+  echo "SKIP: /usr/bin/python3 with torch and numpy is missing"; exit 77
 fi
 $py tests/clip_reference.py fixtures "$tmp/fx" || { echo "FAIL: fixture script"; exit 1; }
 
