@@ -23,7 +23,7 @@ echo "== reid dataset-stats"
 "$reid" dataset-stats --dataset=synthetic --data_root="$RUN_DIR/data"
 for sub in synth dataset-stats train; do
   if ! "$reid" --help | grep -q "^  $sub "; then
-    echo "== reid $sub has not landed yet: the quick-start stops after the config check"
+    echo "== reid $sub has not landed yet: the quick-start stops here (config, dataset and its statistics done)"
     exit 0
   fi
 done
