@@ -39,13 +39,18 @@ torch::Tensor Data(int rank, int micro) {
   return torch::randn({5 + rank, 8});  // uneven local batches on purpose
 }
 
-bool UsesSide(int rank) { return rank != 0; }
+// Rank 0 leaves the side branch unused: entirely with one micro-step, and in all but the first
+// micro-step when accumulating (its local gradient then exists but gets nothing in the synced
+// backward, and must still count).
+bool UsesSide(int rank, int micro, int micro_steps) {
+  return rank != 0 || (micro_steps > 1 && micro == 0);
+}
 
 // Gradients a rank would have after `micro` micro-steps without synchronisation.
 std::vector<torch::Tensor> LocalGrads(Net& net, int rank, int micro_steps) {
   net->zero_grad();
   for (int m = 0; m < micro_steps; ++m) {
-    net->forward(Data(rank, m), UsesSide(rank)).pow(2).mean().backward();
+    net->forward(Data(rank, m), UsesSide(rank, m, micro_steps)).pow(2).mean().backward();
   }
   std::vector<torch::Tensor> grads;
   for (auto& p : net->parameters()) {
@@ -81,7 +86,10 @@ void CheckAveraged(int micro_steps) {
     net->zero_grad(/*set_to_none=*/step % 2 == 0);  // both: fresh gradients, and bucket views
     for (int m = 0; m < micro_steps; ++m) {
       sync.set_sync(m == micro_steps - 1);
-      net->forward(Data(comm.rank(), m), UsesSide(comm.rank())).pow(2).mean().backward();
+      net->forward(Data(comm.rank(), m), UsesSide(comm.rank(), m, micro_steps))
+          .pow(2)
+          .mean()
+          .backward();
     }
     for (size_t i = 0; i < p.size(); ++i) {
       torch::Tensor want = expected[i] / comm.size();

@@ -163,18 +163,23 @@ void GradSync::OnGradReady(size_t index) {
                         << " marked ready twice in one backward (reentrant backward or a"
                            " parameter used by two graphs?)";
   ready_[index] = 1;
+  StageGradient(index);
+  if (--pending_[bucket_of_[index]] == 0 && overlap_) LaunchReadyBuckets(/*from_hook=*/true);
+}
+
+void GradSync::StageGradient(size_t index) {
   torch::NoGradGuard no_grad;
   const torch::Tensor& grad = params_[index].grad();
   torch::Tensor& view = views_[index];
   // After the first step the gradient lives in the bucket (see Finish) and there is nothing to
-  // copy. The division by the world size is left to the all-reduce (an average, fused into the
-  // ring's last reduction step or ncclAvg), the same on every rank whichever path a gradient took.
+  // copy: it already holds this step's sum, and that of earlier no-sync micro-steps. The division
+  // by the world size is left to the all-reduce (an average, fused into the ring's last reduction
+  // step or ncclAvg), the same on every rank whichever path a gradient took.
   if (!grad.defined()) {
     view.zero_();
   } else if (grad.data_ptr() != view.data_ptr()) {
     view.copy_(grad);
   }
-  if (--pending_[bucket_of_[index]] == 0 && overlap_) LaunchReadyBuckets(/*from_hook=*/true);
 }
 
 void GradSync::LaunchReadyBuckets(bool from_hook) {
@@ -189,11 +194,12 @@ void GradSync::LaunchReadyBuckets(bool from_hook) {
 void GradSync::Finish() {
   if (!in_backward_) return;
   torch::NoGradGuard no_grad;
-  // Parameters that got no gradient this step (unused on this rank) count as zero.
+  // Parameters that got no gradient in this backward (unused on this rank) contribute what they
+  // accumulated in earlier no-sync micro-steps, or zero when they have no gradient at all.
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!ready_[i]) {
       ready_[i] = 1;
-      views_[i].zero_();
+      StageGradient(i);
       --pending_[bucket_of_[i]];
     }
   }

@@ -26,7 +26,10 @@ struct GradSyncOptions {
   bool broadcast_at_start = true;  // parameters and buffers from rank 0 at construction
   // Launch each bucket's all-reduce as soon as it is full (during backward). false: launch them
   // all when backward ends, which is faster where no core is free for the communication thread
-  // (see README, Performance).
+  // (see README, Performance). Collectives are matched by order, so with overlap on, a parameter
+  // that is unused on some ranks only must not meet collectives inside backward (the global-batch
+  // all-gather and sync BN): its bucket would launch mid-backward on some ranks and at the end on
+  // the others. Such models need overlap off (DDP's find_unused_parameters has the same role).
   bool overlap = true;
   static GradSyncOptions FromConfig(const reid::proto::DistConfig& config);
 };
@@ -74,6 +77,8 @@ class GradSync {
   void BuildBuckets(const GradSyncOptions& options);
   void RegisterHooks();
   void OnGradReady(size_t index);
+  // Puts parameter `index`'s local gradient into its bucket slice (zero when it has none).
+  void StageGradient(size_t index);
   void LaunchReadyBuckets(bool from_hook);
 
   Communicator& comm_;
