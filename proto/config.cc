@@ -122,6 +122,19 @@ void ValidateInput(const proto::ReidConfig& cfg, Checker& c) {
   const auto& in = cfg.input();
   ValidateImageSize(in.size_train(), "input.size_train", cfg.model(), c);
   ValidateImageSize(in.size_test(), "input.size_test", cfg.model(), c);
+  // The positional embedding is resized once, to the training grid (as CLIP-ReID does), so test
+  // images must give the same patch grid (the reference's [384,128] default trap).
+  const int patch = cfg.model().vision_patch_size(), stride = cfg.model().stride_size();
+  if (patch > 0 && stride > 0) {
+    auto grid = [&](int side) { return side < patch ? 0 : (side - patch) / stride + 1; };
+    const auto& tr = in.size_train();
+    const auto& te = in.size_test();
+    c.Require(grid(tr.height()) == grid(te.height()) && grid(tr.width()) == grid(te.width()),
+              "input.size_test",
+              std::to_string(te.height()) + "x" + std::to_string(te.width()),
+              "must give the same patch grid as input.size_train " + std::to_string(tr.height()) +
+                  "x" + std::to_string(tr.width()));
+  }
   c.Probability(in.flip_prob(), "input.flip_prob");
   c.Probability(in.erasing_prob(), "input.erasing_prob");
   c.NonNegative(in.padding(), "input.padding");
@@ -176,9 +189,12 @@ void ValidateModules(const proto::ReidConfig& cfg, Checker& c) {
   c.NonNegative(cfg.context_adjust().hidden_dim(), "context_adjust.hidden_dim");
   const auto& a = cfg.cross_attention();
   c.NonNegative(a.hidden_dim(), "cross_attention.hidden_dim");
-  const int width = a.hidden_dim() > 0 ? a.hidden_dim() : cfg.model().embed_dim();
-  c.Require(a.num_heads() > 0 && width % a.num_heads() == 0, "cross_attention.num_heads",
-            a.num_heads(), "must divide the attention width " + std::to_string(width));
+  // The self-attention over each set runs at the embedding width; hidden_dim is the width of the
+  // common space after W_i / W_t, which has no heads.
+  const int width = cfg.model().embed_dim();
+  c.Require(a.num_heads() > 0 && width > 0 && width % a.num_heads() == 0,
+            "cross_attention.num_heads", a.num_heads(),
+            "must divide model.embed_dim " + std::to_string(width));
 }
 
 void ValidateStage1(const proto::ReidConfig& cfg, Checker& c) {

@@ -107,7 +107,8 @@ TEST(Config, EveryValidationProblemIsListed) {
       << Joined(problems);
   EXPECT_TRUE(HasProblem(problems, {"prompt.template", "{ctx}"})) << Joined(problems);
   EXPECT_TRUE(HasProblem(problems, {"eval.rerank_lambda = 1.5"})) << Joined(problems);
-  EXPECT_EQ(problems.size(), 5u) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"input.size_test = 256x128", "250x128"})) << Joined(problems);
+  EXPECT_EQ(problems.size(), 6u) << Joined(problems);
 }
 
 TEST(Config, OverlappingStrideFloorsTheGridLikeClipReid) {
@@ -117,6 +118,22 @@ TEST(Config, OverlappingStrideFloorsTheGridLikeClipReid) {
                   .empty());
   const Problems problems = Load("", {"model { stride_size: 20 }"}, &cfg);
   EXPECT_TRUE(HasProblem(problems, {"model.stride_size = 20"})) << Joined(problems);
+}
+
+TEST(Config, TestSizeMustGiveTheTrainingGrid) {
+  proto::ReidConfig cfg;
+  const Problems problems =
+      Load("configs/market1501_clipreid.textproto",
+           {"input { size_test { height: 384 width: 128 } }"}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"input.size_test = 384x128", "256x128"})) << Joined(problems);
+}
+
+TEST(Config, CrossAttentionHeadsDivideTheEmbedding) {
+  proto::ReidConfig cfg;
+  EXPECT_TRUE(Load("", {"cross_attention { hidden_dim: 100 num_heads: 8 }"}, &cfg).empty());
+  const Problems problems = Load("", {"cross_attention { hidden_dim: 300 num_heads: 6 }"}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"cross_attention.num_heads = 6", "model.embed_dim 512"}))
+      << Joined(problems);
 }
 
 TEST(Config, MissingFileNamesThePath) {

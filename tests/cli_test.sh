@@ -17,6 +17,7 @@ expect bad-value 2 'stage2.ims_per_batch = 48' -- \
   "$reid" print-config --set='stage2 { ims_per_batch: 48 }'
 expect missing-file 2 'nope.textproto: cannot open' -- "$reid" print-config --config=nope.textproto
 expect foreign-flag 2 'does not take --data_root' -- "$reid" version --data_root=x
+expect foreign-set 2 'does not take --set' -- "$reid" version --set='stage2 { max_epochs: 3 }'
 expect unknown-subcommand 2 "unknown subcommand 'trian'" -- "$reid" trian
 expect no-subcommand 2 'usage: reid <subcommand>' -- "$reid"
 expect help 0 'print-config' -- "$reid" --help

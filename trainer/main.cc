@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "base/init.h"
+#include "trainer/dist/ranks.h"
 #include "trainer/commands.h"
 
 namespace reid::trainer {
@@ -68,18 +69,12 @@ void PrintSubcommandHelp(const Subcommand& s) {
   if (s.flags.empty()) std::cout << "  (none)\n";
 }
 
-// LibTorch defaults to one intra-op thread here: use this process's share of the cores (all of
-// them, divided by the ranks on this node when started by mpirun or srun).
+// LibTorch defaults to one intra-op thread here: give this process its share of the cores (all of
+// them, divided among the ranks on this node when a launcher started us). The trainer applies
+// dist.intra_op_threads once it has read the config.
 void SetIntraOpThreads() {
-  int local_ranks = 1;
-  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS_PER_NODE"}) {
-    if (const char* v = std::getenv(var)) {
-      local_ranks = std::max(1, std::atoi(v));
-      break;
-    }
-  }
-  const int cores = static_cast<int>(std::thread::hardware_concurrency());
-  at::set_num_threads(std::max(1, cores / local_ranks));
+  const dist::Ranks ranks = dist::RanksFromEnv([](const char* name) { return std::getenv(name); });
+  at::set_num_threads(dist::IntraOpThreads(0, ranks, std::thread::hardware_concurrency()));
 }
 
 // Takes every --set=TEXT / --set TEXT out of the arguments (gflags would keep only the last).
@@ -143,11 +138,12 @@ int Dispatch(int argc, char** argv) {
     }
     args.push_back(argv[i]);
   }
+  // Before --set is taken out, so that a subcommand which reads no config rejects it too.
+  if (!CheckFlagsBelongTo(*sub, args)) return kExitUsage;
   if (!ExtractSetOverrides(&args)) {
     std::cerr << "error: --set needs a value\n";
     return kExitUsage;
   }
-  if (!CheckFlagsBelongTo(*sub, args)) return kExitUsage;
   int sub_argc = static_cast<int>(args.size());
   char** sub_argv = args.data();
   gflags::ParseCommandLineNonHelpFlags(&sub_argc, &sub_argv, /*remove_flags=*/true);

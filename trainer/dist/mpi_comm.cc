@@ -159,13 +159,19 @@ class MpiComm : public RawComm {
   }
 
   ~MpiComm() override {
+    // The worker drains the queue first, still under the watchdog: a collective that a peer never
+    // joins (this rank unwinding on an error) aborts the job instead of hanging here.
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
     queue_cv_.notify_all();
-    stop_cv_.notify_all();
     worker_.join();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      watchdog_stopping_ = true;
+    }
+    stop_cv_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
     MPI_Comm_free(&comm_);
   }
@@ -299,7 +305,7 @@ class MpiComm : public RawComm {
   void WatchdogLoop() {
     auto poll = std::chrono::duration<double>(std::min(1.0, options_.timeout_s / 10.0));
     std::unique_lock<std::mutex> lock(mu_);
-    while (!stopping_) {
+    while (!watchdog_stopping_) {
       stop_cv_.wait_for(lock, poll);
       if (!running_) continue;
       double age = std::chrono::duration<double>(Clock::now() - running_since_).count();
@@ -414,7 +420,8 @@ class MpiComm : public RawComm {
   std::condition_variable queue_cv_;  // wakes the helper thread
   std::condition_variable stop_cv_;   // wakes the watchdog at shutdown
   std::deque<Task> queue_;
-  bool stopping_ = false;
+  bool stopping_ = false;           // the worker ends once the queue is empty
+  bool watchdog_stopping_ = false;  // set after the worker has ended
   uint64_t submitted_ = 0;
   bool running_ = false;
   OpInfo running_what_;
