@@ -163,13 +163,15 @@ bool Loader::LoadResized(int64_t index, JpegDecoder* decoder, std::shared_ptr<co
   auto resized = std::make_shared<Image>();
   ResizeForPipeline(decoded, transform_, resized.get());
   *image = resized;
-  if (options_.cache_budget_bytes > 0 &&
-      cache_bytes_.fetch_add(resized->bytes()) + static_cast<int64_t>(resized->bytes()) <=
-          options_.cache_budget_bytes) {
+  if (options_.cache_budget_bytes > 0) {
+    // Two workers can miss on the same index (PK batches repeat images of small identities):
+    // only the one that stores the image counts its bytes.
+    const int64_t bytes = static_cast<int64_t>(resized->bytes());
     std::lock_guard<std::mutex> lock(cache_mu_);
-    cache_[index] = resized;
-  } else if (options_.cache_budget_bytes > 0) {
-    cache_bytes_ -= resized->bytes();  // over budget: not kept
+    if (!cache_[index] && cache_bytes_ + bytes <= options_.cache_budget_bytes) {
+      cache_[index] = resized;
+      cache_bytes_ += bytes;
+    }
   }
   return true;
 }

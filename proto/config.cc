@@ -73,9 +73,7 @@ class Checker {
     problems_->push_back(out.str());
   }
   void Positive(double v, const std::string& path) { Require(v > 0, path, v, "must be > 0"); }
-  void NonNegative(double v, const std::string& path) {
-    Require(v >= 0, path, v, "must be >= 0");
-  }
+  void NonNegative(double v, const std::string& path) { Require(v >= 0, path, v, "must be >= 0"); }
   void Probability(double v, const std::string& path) {
     Require(v >= 0 && v <= 1, path, v, "must be in [0, 1]");
   }
@@ -130,8 +128,7 @@ void ValidateInput(const proto::ReidConfig& cfg, Checker& c) {
     const auto& tr = in.size_train();
     const auto& te = in.size_test();
     c.Require(grid(tr.height()) == grid(te.height()) && grid(tr.width()) == grid(te.width()),
-              "input.size_test",
-              std::to_string(te.height()) + "x" + std::to_string(te.width()),
+              "input.size_test", std::to_string(te.height()) + "x" + std::to_string(te.width()),
               "must give the same patch grid as input.size_train " + std::to_string(tr.height()) +
                   "x" + std::to_string(tr.width()));
   }
@@ -255,8 +252,8 @@ void ValidateLossEvalDist(const proto::ReidConfig& cfg, Checker& c) {
   const auto& e = cfg.eval();
   c.Positive(e.max_rank(), "eval.max_rank");
   c.Require(e.rerank_k1() >= 1, "eval.rerank_k1", e.rerank_k1(), "must be >= 1");
-  c.Require(e.rerank_k2() >= 1 && e.rerank_k2() <= e.rerank_k1(), "eval.rerank_k2",
-            e.rerank_k2(), "must be in [1, eval.rerank_k1]");
+  c.Require(e.rerank_k2() >= 1 && e.rerank_k2() <= e.rerank_k1(), "eval.rerank_k2", e.rerank_k2(),
+            "must be in [1, eval.rerank_k1]");
   c.Probability(e.rerank_lambda(), "eval.rerank_lambda");
   c.Positive(e.chunk_rows(), "eval.chunk_rows");
   const auto& d = cfg.dist();
@@ -297,16 +294,35 @@ void MaterializeDefaults(Message* msg) {
     }
     if (refl->HasField(*msg, f)) continue;
     switch (f->cpp_type()) {
-      case FieldDescriptor::CPPTYPE_INT32: refl->SetInt32(msg, f, refl->GetInt32(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_INT64: refl->SetInt64(msg, f, refl->GetInt64(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_UINT32: refl->SetUInt32(msg, f, refl->GetUInt32(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_UINT64: refl->SetUInt64(msg, f, refl->GetUInt64(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_DOUBLE: refl->SetDouble(msg, f, refl->GetDouble(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_FLOAT: refl->SetFloat(msg, f, refl->GetFloat(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_BOOL: refl->SetBool(msg, f, refl->GetBool(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_ENUM: refl->SetEnum(msg, f, refl->GetEnum(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_STRING: refl->SetString(msg, f, refl->GetString(*msg, f)); break;
-      case FieldDescriptor::CPPTYPE_MESSAGE: break;
+      case FieldDescriptor::CPPTYPE_INT32:
+        refl->SetInt32(msg, f, refl->GetInt32(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        refl->SetInt64(msg, f, refl->GetInt64(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        refl->SetUInt32(msg, f, refl->GetUInt32(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        refl->SetUInt64(msg, f, refl->GetUInt64(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+        refl->SetDouble(msg, f, refl->GetDouble(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_FLOAT:
+        refl->SetFloat(msg, f, refl->GetFloat(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        refl->SetBool(msg, f, refl->GetBool(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM:
+        refl->SetEnum(msg, f, refl->GetEnum(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_STRING:
+        refl->SetString(msg, f, refl->GetString(*msg, f));
+        break;
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;
     }
   }
 }

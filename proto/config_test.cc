@@ -60,10 +60,9 @@ TEST(Config, ImprovedConfigFollowsThePaper) {
 
 TEST(Config, SetOverridesAndReplacesRepeatedFields) {
   proto::ReidConfig cfg;
-  const Problems problems = Load("configs/market1501_improved.textproto",
-                                 {"stage2 { max_epochs: 3 steps: [2] }",
-                                  "input { pixel_mean: [0.1, 0.2, 0.3] }"},
-                                 &cfg);
+  const Problems problems =
+      Load("configs/market1501_improved.textproto",
+           {"stage2 { max_epochs: 3 steps: [2] }", "input { pixel_mean: [0.1, 0.2, 0.3] }"}, &cfg);
   ASSERT_TRUE(problems.empty()) << Joined(problems);
   EXPECT_EQ(cfg.stage2().max_epochs(), 3);
   ASSERT_EQ(cfg.stage2().steps_size(), 1) << "a repeated field in --set replaces the list";
@@ -122,9 +121,8 @@ TEST(Config, OverlappingStrideFloorsTheGridLikeClipReid) {
 
 TEST(Config, TestSizeMustGiveTheTrainingGrid) {
   proto::ReidConfig cfg;
-  const Problems problems =
-      Load("configs/market1501_clipreid.textproto",
-           {"input { size_test { height: 384 width: 128 } }"}, &cfg);
+  const Problems problems = Load("configs/market1501_clipreid.textproto",
+                                 {"input { size_test { height: 384 width: 128 } }"}, &cfg);
   EXPECT_TRUE(HasProblem(problems, {"input.size_test = 384x128", "256x128"})) << Joined(problems);
 }
 

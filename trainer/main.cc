@@ -1,9 +1,8 @@
 // The `reid` command: parses flags and dispatches to a subcommand from a plain table.
-#include <gflags/gflags.h>
-#include <glog/logging.h>
-
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
+#include <gflags/gflags.h>
+#include <glog/logging.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -13,8 +12,8 @@
 #include <vector>
 
 #include "base/init.h"
-#include "trainer/dist/ranks.h"
 #include "trainer/commands.h"
+#include "trainer/dist/ranks.h"
 
 namespace reid::trainer {
 namespace {
@@ -28,17 +27,28 @@ struct Subcommand {
 
 const std::vector<Subcommand>& Table() {
   static const std::vector<Subcommand> table = {
-      {"print-config", "print the effective config (schema defaults, --config, --set)",
-       {"config", "set"}, RunPrintConfig},
-      {"version", "print version, git sha, LibTorch, BLAS, CUDA/NCCL and MPI availability", {},
+      {"print-config",
+       "print the effective config (schema defaults, --config, --set)",
+       {"config", "set"},
+       RunPrintConfig},
+      {"version",
+       "print version, git sha, LibTorch, BLAS, CUDA/NCCL and MPI availability",
+       {},
        RunVersion},
-      {"dataset-stats", "parse a dataset and print ids/images/cameras per split",
-       {"dataset", "data_root", "json"}, RunDatasetStats},
-      {"synth", "write the synthetic Market-1501-layout dataset of JPEGs",
-       {"out", "ids", "cameras", "images_per_id", "seed", "height", "width"}, RunSynth},
-      {"tokenize", "print CLIP token ids of each stdin line (start/end tokens, no padding)",
-       {"bpe_vocab", "context_length", "truncate"}, RunTokenize},
-      {"clip-encode", "CLIP image/text features of a checkpoint as .npy (as OpenAI's encode_*)",
+      {"dataset-stats",
+       "parse a dataset and print ids/images/cameras per split",
+       {"dataset", "data_root", "json"},
+       RunDatasetStats},
+      {"synth",
+       "write the synthetic Market-1501-layout dataset of JPEGs",
+       {"out", "ids", "cameras", "images_per_id", "seed", "height", "width"},
+       RunSynth},
+      {"tokenize",
+       "print CLIP token ids of each stdin line (start/end tokens, no padding)",
+       {"bpe_vocab", "context_length", "truncate"},
+       RunTokenize},
+      {"clip-encode",
+       "CLIP image/text features of a checkpoint as .npy (as OpenAI's encode_*)",
        {"weights", "bpe_vocab", "images_npy", "image_size", "texts_file", "out_dir"},
        RunClipEncode},
   };
@@ -106,8 +116,8 @@ bool CheckFlagsBelongTo(const Subcommand& s, const std::vector<char*>& args) {
     bool known = false;
     for (const char* f : s.flags) known |= (a == f || a == std::string("no") + f);
     if (!known) {
-      std::cerr << "error: reid " << s.name << " does not take --" << a
-                << " (see reid " << s.name << " --help)\n";
+      std::cerr << "error: reid " << s.name << " does not take --" << a << " (see reid " << s.name
+                << " --help)\n";
       return false;
     }
   }
@@ -159,8 +169,8 @@ int main(int argc, char** argv) {
   try {
     return reid::trainer::Dispatch(argc, argv);
   } catch (const c10::Error& e) {
-    std::cerr << "error: reid " << (argc > 1 ? argv[1] : "") << ": LibTorch: "
-              << e.what_without_backtrace() << "\n";
+    std::cerr << "error: reid " << (argc > 1 ? argv[1] : "")
+              << ": LibTorch: " << e.what_without_backtrace() << "\n";
   } catch (const std::exception& e) {
     std::cerr << "error: reid " << (argc > 1 ? argv[1] : "") << ": " << e.what() << "\n";
   }

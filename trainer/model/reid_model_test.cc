@@ -68,6 +68,15 @@ TEST(CrossModalAttention, MatchesEquationOne) {
     auto o = torch::matmul(torch::matmul(s, p_t) + p_i, x->w_o->weight.t()) + x->w_o->bias;
     EXPECT_TRUE(torch::allclose(x(img, txt), o, 1e-5, 1e-6)) << "literal " << literal;
     EXPECT_TRUE(torch::allclose(x->Logits(img, txt), torch::matmul(o, txt.t()), 1e-5, 1e-5));
+    // The self-attention runs across the set of image features (A_i = SelfAttn(I)), so another
+    // sample of the batch changes this sample's output; text likewise.
+    auto img2 = img.clone(), txt2 = txt.clone();
+    img2[1] += 1.0;
+    txt2[3] += 1.0;
+    EXPECT_FALSE(torch::allclose(x(img2, txt)[0], x(img, txt)[0], 1e-4, 1e-5))
+        << "literal " << literal;
+    EXPECT_FALSE(torch::allclose(x(img, txt2)[0], x(img, txt)[0], 1e-4, 1e-5))
+        << "literal " << literal;
   }
 }
 

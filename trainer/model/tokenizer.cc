@@ -52,6 +52,10 @@ std::u32string DecodeUtf8(const std::string& s) {
       ok = (d & 0xC0) == 0x80;
       cp = (cp << 6) | (d & 0x3F);
     }
+    // Overlong forms, surrogates and values past U+10FFFF are invalid too (PCRE2 rejects them);
+    // each byte of such a sequence becomes U+FFFD, as Python's decoder does.
+    static constexpr char32_t kMin[] = {0, 0x80, 0x800, 0x10000};
+    ok = ok && cp >= kMin[n] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF);
     out.push_back(ok ? cp : 0xFFFD);
     i += ok ? n + 1 : 1;
   }
@@ -224,7 +228,9 @@ std::vector<int64_t> Tokenizer::Encode(const std::string& text) const {
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(clean.data());
   while (start < clean.size()) {
     const int rc = pcre2_match(re_->pattern, subject, clean.size(), start, 0, md, nullptr);
-    if (rc < 0) break;  // PCRE2_ERROR_NOMATCH: only whitespace is left
+    if (rc == PCRE2_ERROR_NOMATCH) break;  // only whitespace is left
+    CHECK_GE(rc, 0) << "tokenizer: pcre2_match failed with code " << rc << " on \"" << clean
+                    << "\"";
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     if (ov[1] == ov[0]) break;  // the pattern has no empty alternative
     Bpe(clean.substr(ov[0], ov[1] - ov[0]), &ids);

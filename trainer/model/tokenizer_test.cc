@@ -81,6 +81,23 @@ TEST(Tokenizer, ByteLevelFallbackHas514Ids) {
   EXPECT_EQ(tok->Encode("ab."), (std::vector<int64_t>{64, 256 + 65, 256 + 13}));
 }
 
+TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacters) {
+  std::string error;
+  auto tok = Tokenizer::Create("", &error);
+  ASSERT_TRUE(tok) << error;
+  // A UTF-8-encoded surrogate, an overlong NUL and a lead byte past U+10FFFF: each byte becomes
+  // U+FFFD (as Python's errors="replace"), and the text after them is still tokenized.
+  const std::string fffd = "\xEF\xBF\xBD";
+  for (const std::string bad : {"\xED\xA0\x80", "\xC0\x80", "\xF5\x80\x80"}) {
+    std::string replaced;
+    for (size_t i = 0; i < bad.size(); ++i) replaced += fffd;
+    const auto ids = tok->Encode(bad + " x");
+    EXPECT_EQ(ids, tok->Encode(replaced + " x")) << "bytes " << bad.size();
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids.back(), 343) << "'x</w>' after the invalid bytes";
+  }
+}
+
 TEST(Tokenizer, TruncatesToContextWithEndToken) {
   std::string error;
   auto tok = Tokenizer::Create("", &error);
