@@ -6,6 +6,20 @@ find_package(Torch CONFIG REQUIRED)
 message(STATUS "LibTorch ${Torch_VERSION} (${TORCH_INSTALL_PREFIX})")
 # Debian's TorchConfig appends its flags to CMAKE_CXX_FLAGS; targets get them through `torch` too.
 
+# Python-wheel LibTorch 2.x exports its own copies of some libstdc++ functions: on the GPU machine
+# std::filesystem::remove_all bound to libtorch.so's copy (libtorch comes before libstdc++ among a
+# binary's needed libraries) and crashed by calling a null pointer. Naming libstdc++ first keeps
+# the C++ runtime's own definitions. Harmless elsewhere; forced with -DREID_LINK_STDCXX_FIRST=ON.
+if(NOT DEFINED REID_LINK_STDCXX_FIRST)
+  set(REID_LINK_STDCXX_FIRST OFF)
+  if(Torch_VERSION VERSION_GREATER_EQUAL 2 AND CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+    set(REID_LINK_STDCXX_FIRST ON)
+  endif()
+endif()
+if(REID_LINK_STDCXX_FIRST)
+  add_link_options("LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
+endif()
+
 find_package(MPI REQUIRED COMPONENTS C)
 # C API only: the deprecated MPI C++ bindings would need libmpi_cxx.
 add_compile_definitions(OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
