@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <iostream>
 #include <sstream>
 
 namespace reid::config {
@@ -27,20 +28,25 @@ class ProblemCollector : public google::protobuf::io::ErrorCollector {
   void AddError(int line, int column, const std::string& message) override {
     Add(line, column, message, "");
   }
+  // A warning does not make the config unusable: it is printed, not counted as a problem.
   void AddWarning(int line, int column, const std::string& message) override {
-    Add(line, column, message, "warning: ");
+    std::cerr << Format(line, column, "warning: " + message) << "\n";
   }
 
  private:
   void Add(int line, int column, const std::string& message, const std::string& kind) {
+    problems_->push_back(Format(line, column, kind + message));
+  }
+  // "SOURCE:LINE:COL: message (in: the source line)".
+  std::string Format(int line, int column, const std::string& message) const {
     std::ostringstream out;
-    out << source_ << ":" << line + 1 << ":" << column + 1 << ": " << kind << message;
+    out << source_ << ":" << line + 1 << ":" << column + 1 << ": " << message;
     if (line >= 0 && line < static_cast<int>(lines_.size())) {
       std::string src = lines_[line];
       src.erase(0, src.find_first_not_of(" \t"));
       if (!src.empty()) out << " (in: " << src << ")";
     }
-    problems_->push_back(out.str());
+    return out.str();
   }
   std::string source_;
   std::vector<std::string> lines_;
