@@ -26,7 +26,7 @@ class ProblemCollector : public google::protobuf::io::ErrorCollector {
     for (std::string line; std::getline(in, line);) lines_.push_back(line);
   }
   void AddError(int line, int column, const std::string& message) override {
-    Add(line, column, message, "");
+    problems_->push_back(Format(line, column, message));
   }
   // A warning does not make the config unusable: it is printed, not counted as a problem.
   void AddWarning(int line, int column, const std::string& message) override {
@@ -34,9 +34,6 @@ class ProblemCollector : public google::protobuf::io::ErrorCollector {
   }
 
  private:
-  void Add(int line, int column, const std::string& message, const std::string& kind) {
-    problems_->push_back(Format(line, column, kind + message));
-  }
   // "SOURCE:LINE:COL: message (in: the source line)".
   std::string Format(int line, int column, const std::string& message) const {
     std::ostringstream out;
