@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "trainer/dist/grad_sync.h"
-#include "trainer/dist/mpi_comm.h"
+#include "trainer/distributed/grad_sync.h"
+#include "trainer/distributed/mpi_comm.h"
 
 namespace {
 

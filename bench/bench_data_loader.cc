@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "data/options.h"
 #include "data/loader.h"
 #include "data/rng.h"
 #include "data/synth.h"
@@ -117,7 +118,8 @@ int main(int argc, char** argv) {
     char tmpl[] = "/tmp/bench_data_loader_XXXXXX";
     if (mkdtemp(tmpl) == nullptr) return 1;
     tmp = tmpl;
-    reid::data::SynthOptions so;
+    reid::data::SynthOptions so =
+        reid::data::SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
     so.ids = 64;
     so.images_per_id = 8;
     reid::data::SynthSummary sum;

@@ -22,7 +22,12 @@ mkdir -p "$tmp/MSMT17/train" "$tmp/MSMT17/test"
 printf '0000/0000_000_01_0303morning_0015_0.jpg\n' >"$tmp/MSMT17/list_train.txt"
 expect stats-bad-line 2 'list_train.txt:1: expected' -- \
   "$reid" dataset-stats --dataset=msmt17 --data_root="$tmp"
-expect synth-bad-cameras 2 '--cameras = 12' -- "$reid" synth --out="$tmp/x" --cameras=12
+# One validator: the config block and the synth shortcuts give the same message.
+msg='data.synthetic.cameras = 12: must be in 2..9'
+expect synth-config-bad 2 "$msg" -- "$reid" print-config --set='data { synthetic { height: 20 cameras: 12 } }'
+expect synth-flags-bad 2 "$msg" -- "$reid" synth --out="$tmp/x" --height=20 --cameras=12
+expect synth-flags-height 2 'data.synthetic.height = 20' -- "$reid" synth --out="$tmp/x" --height=20
+expect synth-bad-cameras 2 'data.synthetic.cameras = 12: must be in 2..9' -- "$reid" synth --out="$tmp/x" --cameras=12
 expect synth-no-out 2 '--out is required' -- "$reid" synth
 
 cli_finish

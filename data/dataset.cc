@@ -74,16 +74,11 @@ std::string ParseFolder(const fs::path& dir, std::vector<Sample>* out) {
 // Relabels train pids to 0..N-1 in ascending pid order.
 void Relabel(Dataset* d) {
   std::set<int> pids;
-  std::set<int> cams;
-  for (const Sample& s : d->train) {
-    pids.insert(s.pid);
-    cams.insert(s.camid);
-  }
+  for (const Sample& s : d->train) pids.insert(s.pid);
   std::map<int, int> label;
   for (int p : pids) label.emplace(p, static_cast<int>(label.size()));
   for (Sample& s : d->train) s.pid = label[s.pid];
   d->num_train_pids = static_cast<int>(pids.size());
-  d->num_train_cams = static_cast<int>(cams.size());
 }
 
 std::string LoadMarketLike(const std::string& root, const std::vector<std::string>& names,
@@ -159,11 +154,8 @@ std::string LoadMsmt17(const std::string& root, Dataset* d) {
     if (!err.empty()) return err;
   }
   // No relabel: the reference asserts the train pids are exactly 0..N-1.
-  std::set<int> pids, cams;
-  for (const Sample& s : d->train) {
-    pids.insert(s.pid);
-    cams.insert(s.camid);
-  }
+  std::set<int> pids;
+  for (const Sample& s : d->train) pids.insert(s.pid);
   if (!pids.empty() &&
       (*pids.begin() != 0 || *pids.rbegin() != static_cast<int>(pids.size()) - 1)) {
     return (r / "list_train.txt").string() + " + list_val.txt: train pids are not 0.." +
@@ -171,9 +163,11 @@ std::string LoadMsmt17(const std::string& root, Dataset* d) {
            std::to_string(*pids.rbegin()) + ")";
   }
   d->num_train_pids = static_cast<int>(pids.size());
-  d->num_train_cams = static_cast<int>(cams.size());
   return "";
 }
+
+// Camera ids index the SIE embedding (one row each): a bound keeps a hostile list from sizing it.
+constexpr int kMaxCameraId = 9999;
 
 // CSV split: "path,pid,camid" per line (camid 0-based, path relative to the CSV's folder unless
 // absolute); an optional header line starting with "path".
@@ -191,9 +185,8 @@ std::string ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
     for (std::string p; std::getline(ss, p, ',');) f.push_back(p);
     int pid = 0, cam = 0;
     if (f.size() != 3 || f[0].empty() || !ParseInt(f[1], &pid) || !ParseInt(f[2], &cam) ||
-        cam < 0 || pid < -1) {
-      return csv.string() + ":" + std::to_string(line_no) +
-             ": expected 'path,pid,camid' (pid >= -1, camid >= 0), got '" + line + "'";
+        cam < 0 || cam > kMaxCameraId || pid < -1) {
+      return csv.string() + ":" + std::to_string(line_no) + ": expected 'path,pid,camid' (pid >= -1, 0 <= camid <= " + std::to_string(kMaxCameraId) + "), got '" + line + "'";
     }
     if (pid == -1) continue;
     const fs::path p(f[0]);
@@ -231,10 +224,9 @@ bool ParseDatasetKind(const std::string& name, DatasetKind* kind) {
   return true;
 }
 
-std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out) {
-  *out = Dataset();
-  if (root.empty()) return "no data root given";
-  if (!IsDir(root)) return root + ": missing folder";
+namespace {
+
+std::string LoadSplits(DatasetKind kind, const std::string& root, Dataset* out) {
   switch (kind) {
     case DatasetKind::kMarket1501:
       return LoadMarketLike(root, {"Market-1501-v15.09.15", "Market-1501"}, "Market-1501", out);
@@ -247,6 +239,22 @@ std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out)
       return LoadCsv(root, out);
   }
   return "unknown dataset kind";
+}
+
+}  // namespace
+
+std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out) {
+  *out = Dataset();
+  if (root.empty()) return "no data root given";
+  if (!IsDir(root)) return root + ": missing folder";
+  std::string error = LoadSplits(kind, root, out);
+  if (!error.empty()) return error;
+  // SIE indexes its embedding by camera id, in training and at test time: size it by the largest
+  // id of any split, so gaps in the ids (CSV lists, subsets) stay in range.
+  for (const auto* split : {&out->train, &out->query, &out->gallery}) {
+    for (const Sample& s : *split) out->num_cameras = std::max(out->num_cameras, s.camid + 1);
+  }
+  return "";
 }
 
 SplitStats ComputeStats(const std::vector<Sample>& split) {

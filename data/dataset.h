@@ -18,7 +18,7 @@ struct Dataset {
   std::string root;  // the dataset folder actually used
   std::vector<Sample> train, query, gallery;
   int num_train_pids = 0;  // classes
-  int num_train_cams = 0;  // distinct train cameras (max camid + 1 for SIE)
+  int num_cameras = 0;     // max camid + 1 over all splits: rows of the SIE embedding
 };
 
 enum class DatasetKind { kMarket1501, kDukeMtmc, kMsmt17, kCsv };

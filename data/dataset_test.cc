@@ -1,5 +1,6 @@
 // Dataset parsers on generated trees with the real naming schemes (junk, distractors, stray files,
 // MSMT17 V1 and V2 layouts, CSV), error messages, and the synthetic generator's round trip.
+#include "data/options.h"
 #include "data/dataset.h"
 
 #include <gtest/gtest.h>
@@ -225,7 +226,8 @@ TEST_F(DatasetTest, ReferenceSizedTreesGiveTheReferenceStatistics) {
 }
 
 TEST_F(DatasetTest, SyntheticRoundTripAndDeterminism) {
-  SynthOptions opt;
+  SynthOptions opt =
+      SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
   opt.ids = 6;
   opt.cameras = 3;
   opt.images_per_id = 4;

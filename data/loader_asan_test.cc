@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/options.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/synth.h"
@@ -18,7 +19,8 @@ namespace {
 TEST(LoaderAsan, ShutdownRestartAndCorruptFilesAreClean) {
   const std::string dir =
       (fs::temp_directory_path() / ("reid_loader_asan_" + std::to_string(::getpid()))).string();
-  SynthOptions so;
+  SynthOptions so =
+      SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
   so.ids = 8;
   so.cameras = 3;
   so.images_per_id = 6;

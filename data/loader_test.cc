@@ -1,5 +1,6 @@
 // The loader: plan order, results independent of thread count and cache, replacement of corrupt
 // files (and the >1% stop rule), restart and shutdown mid-epoch, torch batch assembly.
+#include "data/options.h"
 #include "data/loader.h"
 
 #include <gtest/gtest.h>
@@ -23,7 +24,8 @@ class LoaderTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(
         (fs::temp_directory_path() / ("reid_loader_test_" + std::to_string(::getpid()))).string());
-    SynthOptions opt;
+    SynthOptions opt =
+        SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
     opt.ids = 8;
     opt.cameras = 3;
     opt.images_per_id = 6;

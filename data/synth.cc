@@ -212,19 +212,12 @@ Image RenderPerson(const SynthOptions& opt, int pid, int cam, int n) {
 }
 
 std::string ValidateSynthOptions(const SynthOptions& opt) {
-  if (opt.ids < 1) return "--ids = " + std::to_string(opt.ids) + ": must be at least 1";
-  if (opt.cameras < 2 || opt.cameras > 9) {
-    return "--cameras = " + std::to_string(opt.cameras) + ": must be in 2..9";
-  }
-  if (opt.images_per_id < 2) {
-    return "--images_per_id = " + std::to_string(opt.images_per_id) + ": must be at least 2";
-  }
-  if (opt.height < 32 || opt.width < 16 || opt.height > 4096 || opt.width > 4096) {
-    return "--height/--width = " + std::to_string(opt.height) + "x" + std::to_string(opt.width) +
-           ": must be within 32x16 .. 4096x4096";
-  }
-  if (2 * opt.ids > 9999) return "--ids = " + std::to_string(opt.ids) + ": at most 4999";
-  return "";
+  // The user-facing rules and messages are proto/config.cc's (data.synthetic); this only guards
+  // the generator's own preconditions for callers that bypass the config.
+  const bool ok = opt.ids >= 2 && opt.ids <= 4999 && opt.cameras >= 2 && opt.cameras <= 9 &&
+                  opt.images_per_id >= 2 && opt.images_per_id <= 1000 && opt.height >= 32 &&
+                  opt.width >= 16 && opt.height <= 4096 && opt.width <= 4096;
+  return ok ? "" : "synthetic options out of range (see data.synthetic in reid_config.proto)";
 }
 
 namespace {

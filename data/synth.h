@@ -10,13 +10,15 @@
 
 namespace reid::data {
 
+// Built by SynthOptionsFromConfig (data/options.h) from data.synthetic, whose validation in
+// proto/config.cc is the one source of the ranges.
 struct SynthOptions {
-  int ids = 64;           // identities in train and (other ones) in test
-  int cameras = 4;        // 1..9 (Market-1501 names cameras with one digit)
-  int images_per_id = 8;  // per identity and split; >= 2
-  uint64_t seed = 7;
-  int height = 128;
-  int width = 64;
+  int ids = 0;            // identities in train and (other ones) in test: 2..4999
+  int cameras = 0;        // 2..9 (Market-1501 names cameras with one digit)
+  int images_per_id = 0;  // per identity and split: 2..1000
+  uint64_t seed = 0;
+  int height = 0;         // 32..4096
+  int width = 0;          // 16..4096
   int threads = 2;
 };
 
@@ -24,7 +26,7 @@ struct SynthSummary {
   int64_t train_images = 0, query_images = 0, gallery_images = 0, distractors = 0, junk = 0;
 };
 
-// "" if the options are usable, else the reason naming the option.
+// "" if the options meet the generator's preconditions (the config validation is what users see).
 std::string ValidateSynthOptions(const SynthOptions& opt);
 
 // Writes out_dir/{bounding_box_train,query,bounding_box_test}/<pid>_c<cam>s1_<n>_00.jpg.

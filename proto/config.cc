@@ -93,14 +93,19 @@ void ValidateData(const proto::ReidConfig& cfg, Checker& c) {
   c.Require(d.max_unreadable_fraction() >= 0 && d.max_unreadable_fraction() < 1,
             "data.max_unreadable_fraction", d.max_unreadable_fraction(), "must be in [0, 1)");
   c.Positive(d.test_batch_size(), "data.test_batch_size");
+  // The one validator of the synthetic generator's values (`reid synth` flags land here too).
   const auto& s = d.synthetic();
-  c.Require(s.ids() >= 2, "data.synthetic.ids", s.ids(), "must be >= 2");
-  c.Require(s.cameras() >= 2, "data.synthetic.cameras", s.cameras(),
-            "must be >= 2 (queries need a match from another camera)");
-  c.Require(s.images_per_id() >= 2, "data.synthetic.images_per_id", s.images_per_id(),
-            "must be >= 2");
-  c.Require(s.height() >= 16, "data.synthetic.height", s.height(), "must be >= 16");
-  c.Require(s.width() >= 8, "data.synthetic.width", s.width(), "must be >= 8");
+  c.Require(s.ids() >= 2 && s.ids() <= 4999, "data.synthetic.ids", s.ids(),
+            "must be in 2..4999 (train and test pids share Market-1501's 4-digit names)");
+  c.Require(s.cameras() >= 2 && s.cameras() <= 9, "data.synthetic.cameras", s.cameras(),
+            "must be in 2..9 (queries need a match from another camera; Market-1501 names "
+            "cameras with one digit)");
+  c.Require(s.images_per_id() >= 2 && s.images_per_id() <= 1000, "data.synthetic.images_per_id",
+            s.images_per_id(), "must be in 2..1000");
+  c.Require(s.height() >= 32 && s.height() <= 4096, "data.synthetic.height", s.height(),
+            "must be in 32..4096");
+  c.Require(s.width() >= 16 && s.width() <= 4096, "data.synthetic.width", s.width(),
+            "must be in 16..4096");
 }
 
 void ValidateImageSize(const proto::ImageSize& size, const std::string& path,

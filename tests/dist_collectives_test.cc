@@ -7,10 +7,10 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "trainer/dist/communicator.h"
-#include "trainer/dist/grad_sync.h"
-#include "trainer/dist/mpi_comm.h"
-#include "trainer/dist/stop_signal.h"
+#include "trainer/distributed/communicator.h"
+#include "trainer/distributed/grad_sync.h"
+#include "trainer/distributed/mpi_comm.h"
+#include "trainer/distributed/stop_signal.h"
 
 namespace reid::dist {
 namespace {

@@ -4,9 +4,9 @@
 // one rank trained on the whole batch. Every rank also trains the 1-rank reference itself.
 #include <gtest/gtest.h>
 
-#include "trainer/dist/global_batch.h"
-#include "trainer/dist/grad_sync.h"
-#include "trainer/dist/mpi_comm.h"
+#include "trainer/distributed/global_batch.h"
+#include "trainer/distributed/grad_sync.h"
+#include "trainer/distributed/mpi_comm.h"
 
 namespace reid::dist {
 namespace {

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <vector>
 
-#include "trainer/dist/mpi_comm.h"
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/mpi_comm.h"
+#include "trainer/distributed/ranks.h"
 
 int main(int argc, char** argv) {
   google::InitGoogleLogging(argv[0]);

@@ -3,8 +3,8 @@
 // no-sync accumulation, a parameter unused on one rank, and parameters broadcast from rank 0.
 #include <gtest/gtest.h>
 
-#include "trainer/dist/grad_sync.h"
-#include "trainer/dist/mpi_comm.h"
+#include "trainer/distributed/grad_sync.h"
+#include "trainer/distributed/mpi_comm.h"
 
 namespace reid::dist {
 namespace {

@@ -4,7 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/ranks.h"
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);

@@ -1,44 +1,65 @@
-// `reid synth`: writes the synthetic Market-1501-layout dataset (data/synth.h) to --out.
+// `reid synth`: writes the synthetic Market-1501-layout dataset (data/synth.h) to --out. Its
+// values are the config's data.synthetic block; the flags --ids ... --width are shortcuts written
+// into those fields and validated by the config's own validator (same rules, same messages).
 #include <gflags/gflags.h>
 
 #include <chrono>
 #include <iostream>
 #include <thread>
 
+#include "data/options.h"
 #include "data/synth.h"
+#include "proto/config.h"
 #include "trainer/commands.h"
+#include "trainer/config_flags.h"
 
 DEFINE_string(out, "", "Output folder of the synthetic dataset (created)");
-DEFINE_int32(ids, 64, "Identities in train (and as many other ones in query/gallery)");
-DEFINE_int32(cameras, 4, "Cameras, 2..9");
-DEFINE_int32(images_per_id, 8, "Images per identity and split");
-DEFINE_uint64(seed, 7, "Generator seed: the same seed writes the same files");
-DEFINE_int32(height, 128, "Image height (pixels)");
-DEFINE_int32(width, 64, "Image width (pixels)");
+DEFINE_int32(ids, 64, "Shortcut for data.synthetic.ids: identities in train (and as many in test)");
+DEFINE_int32(cameras, 4, "Shortcut for data.synthetic.cameras: cameras, 2..9");
+DEFINE_int32(images_per_id, 8, "Shortcut for data.synthetic.images_per_id");
+DEFINE_uint64(seed, 7, "Shortcut for data.synthetic.seed: the same seed writes the same files");
+DEFINE_int32(height, 128, "Shortcut for data.synthetic.height (pixels)");
+DEFINE_int32(width, 64, "Shortcut for data.synthetic.width (pixels)");
 
 namespace reid::trainer {
+namespace {
+
+bool Given(const char* flag) {
+  gflags::CommandLineFlagInfo info;
+  return gflags::GetCommandLineFlagInfo(flag, &info) && !info.is_default;
+}
+
+// The flags given on the command line, as a --set override of data.synthetic.
+std::string FlagsAsOverride() {
+  std::string text;
+  auto add = [&](const char* flag, const std::string& value) {
+    if (Given(flag)) text += std::string(" ") + flag + ": " + value;
+  };
+  add("ids", std::to_string(FLAGS_ids));
+  add("cameras", std::to_string(FLAGS_cameras));
+  add("images_per_id", std::to_string(FLAGS_images_per_id));
+  add("seed", std::to_string(FLAGS_seed));
+  add("height", std::to_string(FLAGS_height));
+  add("width", std::to_string(FLAGS_width));
+  return text.empty() ? "" : "data { synthetic {" + text + " } }";
+}
+
+}  // namespace
 
 int RunSynth(int /*argc*/, char** /*argv*/) {
   if (FLAGS_out.empty()) {
     std::cerr << "error: --out is required\n";
     return kExitUsage;
   }
-  data::SynthOptions opt;
-  opt.ids = FLAGS_ids;
-  opt.cameras = FLAGS_cameras;
-  opt.images_per_id = FLAGS_images_per_id;
-  opt.seed = FLAGS_seed;
-  opt.height = FLAGS_height;
-  opt.width = FLAGS_width;
+  const std::string shortcut = FlagsAsOverride();
+  if (!shortcut.empty()) SetOverrides().push_back(shortcut);  // after any --set, so flags win
+  proto::ReidConfig cfg;
+  if (!LoadConfigFromFlags(&cfg)) return kExitUsage;
+  data::SynthOptions opt = data::SynthOptionsFromConfig(cfg.data());
   opt.threads = std::max(1u, std::thread::hardware_concurrency());
-  std::string err = data::ValidateSynthOptions(opt);
-  if (!err.empty()) {
-    std::cerr << "error: " << err << "\n";
-    return kExitUsage;
-  }
   const auto start = std::chrono::steady_clock::now();
   data::SynthSummary s;
-  err = data::GenerateSynthetic(opt, FLAGS_out, &s);
+  const std::string err = data::GenerateSynthetic(opt, FLAGS_out, &s);
   if (!err.empty()) {
     std::cerr << "error: " << err << "\n";
     return kExitFailure;

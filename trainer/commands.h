@@ -16,11 +16,13 @@ inline constexpr int kExitUsage = 2;
 // collects them before gflags sees the arguments).
 std::vector<std::string>& SetOverrides();
 
+int RunCkpt(int argc, char** argv);
 int RunClipEncode(int argc, char** argv);
 int RunDatasetStats(int argc, char** argv);
 int RunPrintConfig(int argc, char** argv);
 int RunSynth(int argc, char** argv);
 int RunTokenize(int argc, char** argv);
+int RunTrain(int argc, char** argv);
 int RunVersion(int argc, char** argv);
 
 }  // namespace reid::trainer

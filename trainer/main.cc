@@ -13,7 +13,7 @@
 
 #include "base/init.h"
 #include "trainer/commands.h"
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/ranks.h"
 
 namespace reid::trainer {
 namespace {
@@ -27,6 +27,14 @@ struct Subcommand {
 
 const std::vector<Subcommand>& Table() {
   static const std::vector<Subcommand> table = {
+      {"train",
+       "train both stages (one process, or N ranks under mpirun); checkpoints, resume, eval",
+       {"config", "set", "output_dir", "data_root", "resume", "start_stage", "device"},
+       RunTrain},
+      {"ckpt",
+       "checkpoint tools: show DIR | verify DIR | diff A B",
+       {},
+       RunCkpt},
       {"print-config",
        "print the effective config (schema defaults, --config, --set)",
        {"config", "set"},
@@ -41,7 +49,7 @@ const std::vector<Subcommand>& Table() {
        RunDatasetStats},
       {"synth",
        "write the synthetic Market-1501-layout dataset of JPEGs",
-       {"out", "ids", "cameras", "images_per_id", "seed", "height", "width"},
+       {"config", "set", "out", "ids", "cameras", "images_per_id", "seed", "height", "width"},
        RunSynth},
       {"tokenize",
        "print CLIP token ids of each stdin line (start/end tokens, no padding)",

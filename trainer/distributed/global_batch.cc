@@ -1,5 +1,5 @@
 // Differentiable all-gather and synchronised batch norm (see global_batch.h).
-#include "trainer/dist/global_batch.h"
+#include "trainer/distributed/global_batch.h"
 
 namespace reid::dist {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <memory>
 
-#include "trainer/dist/comm.h"
+#include "trainer/distributed/comm.h"
 
 namespace reid::dist {
 

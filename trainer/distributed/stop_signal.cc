@@ -1,5 +1,5 @@
 // Stop flag set by SIGTERM / SIGUSR1 and agreed on by all ranks (see stop_signal.h).
-#include "trainer/dist/stop_signal.h"
+#include "trainer/distributed/stop_signal.h"
 
 #include <csignal>
 #include <cstdint>

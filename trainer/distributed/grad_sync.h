@@ -13,8 +13,8 @@
 #include <utility>
 #include <vector>
 
-#include "trainer/dist/bucket_assignment.h"
-#include "trainer/dist/communicator.h"
+#include "trainer/distributed/bucket_assignment.h"
+#include "trainer/distributed/communicator.h"
 
 namespace reid::dist {
 

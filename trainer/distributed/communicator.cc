@@ -1,9 +1,9 @@
 // Tensor collectives over the raw backends (see communicator.h).
-#include "trainer/dist/communicator.h"
+#include "trainer/distributed/communicator.h"
 
-#include "trainer/dist/mpi_comm.h"
+#include "trainer/distributed/mpi_comm.h"
 #ifdef REID_HAVE_NCCL
-#include "trainer/dist/nccl_comm.h"
+#include "trainer/distributed/nccl_comm.h"
 #endif
 
 namespace reid::dist {

@@ -1,7 +1,7 @@
 // MPI backend (see mpi_comm.h): helper thread, watchdog, chunking and a ring all-reduce over
 // scratch memory allocated once (Open MPI's own all-reduce allocates a fresh temporary buffer per
 // call, and first-touch page faults make that 10-25x slower on this machine kind).
-#include "trainer/dist/mpi_comm.h"
+#include "trainer/distributed/mpi_comm.h"
 
 #include <glog/logging.h>
 
@@ -17,7 +17,7 @@
 #include <sstream>
 #include <thread>
 
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/ranks.h"
 
 namespace reid::dist {
 namespace {

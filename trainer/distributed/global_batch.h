@@ -4,7 +4,7 @@
 // from gathered tensors on every rank gives the same parameters on N ranks as on one.
 #pragma once
 
-#include "trainer/dist/communicator.h"
+#include "trainer/distributed/communicator.h"
 
 namespace reid::dist {
 

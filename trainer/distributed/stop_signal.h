@@ -2,7 +2,7 @@
 // so that all ranks checkpoint at the same step and exit together.
 #pragma once
 
-#include "trainer/dist/comm.h"
+#include "trainer/distributed/comm.h"
 
 namespace reid::dist {
 

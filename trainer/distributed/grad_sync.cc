@@ -1,5 +1,5 @@
 // GradSync (see grad_sync.h); follows torch/csrc/distributed/c10d/reducer.cpp's algorithm.
-#include "trainer/dist/grad_sync.h"
+#include "trainer/distributed/grad_sync.h"
 
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>

@@ -1,5 +1,5 @@
 // Shared pieces of the raw communicator layer: dtype facts, finished work, the world-size-1 comm.
-#include "trainer/dist/comm.h"
+#include "trainer/distributed/comm.h"
 
 #include <glog/logging.h>
 

@@ -1,5 +1,5 @@
 // NCCL backend (see nccl_comm.h). All-gather-v is a group of broadcasts, one rooted at each rank.
-#include "trainer/dist/nccl_comm.h"
+#include "trainer/distributed/nccl_comm.h"
 
 #include <cuda_runtime_api.h>
 #include <glog/logging.h>

@@ -1,5 +1,5 @@
 // DDP bucket assignment (see bucket_assignment.h).
-#include "trainer/dist/bucket_assignment.h"
+#include "trainer/distributed/bucket_assignment.h"
 
 #include <glog/logging.h>
 

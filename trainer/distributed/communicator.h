@@ -7,8 +7,8 @@
 
 #include "base/torch_glog.h"
 #include "proto/reid_config.pb.h"
-#include "trainer/dist/comm.h"
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/comm.h"
+#include "trainer/distributed/ranks.h"
 
 namespace reid::dist {
 

@@ -1,6 +1,6 @@
 // Unit tests of rank discovery from launcher variables, DDP bucket assignment and the
 // world-size-1 communicator (no MPI needed).
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/ranks.h"
 
 #include <gtest/gtest.h>
 
@@ -9,9 +9,9 @@
 #include <map>
 #include <string>
 
-#include "trainer/dist/bucket_assignment.h"
-#include "trainer/dist/comm.h"
-#include "trainer/dist/stop_signal.h"
+#include "trainer/distributed/bucket_assignment.h"
+#include "trainer/distributed/comm.h"
+#include "trainer/distributed/stop_signal.h"
 
 namespace reid::dist {
 namespace {

@@ -1,6 +1,6 @@
 // NCCL backend on real GPUs: collectives vs serial results. Skips itself without a GPU (or with
 // fewer GPUs on this node than ranks). Runs alone or under `mpirun -np N` (one GPU per rank).
-#include "trainer/dist/nccl_comm.h"
+#include "trainer/distributed/nccl_comm.h"
 
 #include <cuda_runtime_api.h>
 #include <glog/logging.h>
@@ -8,10 +8,11 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <iostream>
 #include <vector>
 
-#include "trainer/dist/mpi_comm.h"
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/mpi_comm.h"
+#include "trainer/distributed/ranks.h"
 
 namespace reid::dist {
 namespace {
@@ -125,6 +126,14 @@ int main(int argc, char** argv) {
   std::unique_ptr<reid::dist::RawComm> bootstrap =
       ranks.mpi ? reid::dist::MakeMpiComm(MPI_COMM_WORLD, {}) : reid::dist::MakeLocalComm();
   reid::dist::g_bootstrap = bootstrap.get();
+  // Too few GPUs: report Skipped to ctest (SKIP_RETURN_CODE 77) rather than a vacuous pass.
+  if (reid::dist::CudaDeviceCount() < ranks.local_size) {
+    std::cout << "SKIPPED: needs " << ranks.local_size << " GPU(s) on this node, found "
+              << reid::dist::CudaDeviceCount() << "\n";
+    bootstrap.reset();
+    reid::dist::FinalizeRanks();
+    return 77;
+  }
   int rc = RUN_ALL_TESTS();
   bootstrap.reset();
   reid::dist::FinalizeRanks();

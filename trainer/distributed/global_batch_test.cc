@@ -1,10 +1,10 @@
 // Single-process tests of the tensor layer: sync batch norm equals torch's BatchNorm1d in forward,
 // backward and running statistics; GradSync and the all-gather are exact no-ops on one rank.
-#include "trainer/dist/global_batch.h"
+#include "trainer/distributed/global_batch.h"
 
 #include <gtest/gtest.h>
 
-#include "trainer/dist/grad_sync.h"
+#include "trainer/distributed/grad_sync.h"
 
 namespace reid::dist {
 namespace {

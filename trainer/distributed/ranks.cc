@@ -1,5 +1,5 @@
 // Rank discovery (see ranks.h).
-#include "trainer/dist/ranks.h"
+#include "trainer/distributed/ranks.h"
 
 #include <glog/logging.h>
 #include <mpi.h>

@@ -1,0 +1,100 @@
+// `reid train`: both stages of the improved CLIP-ReID on one process or on N ranks under mpirun.
+// User errors (config, flags, dataset, checkpoint) exit 2 before any collective, on every rank.
+#include <ATen/Parallel.h>
+#include <gflags/gflags.h>
+
+#include <iostream>
+#include <thread>
+
+#include "base/init.h"
+#include "trainer/commands.h"
+#include "trainer/config_flags.h"
+#include "trainer/distributed/communicator.h"
+#include "trainer/distributed/ranks.h"
+#include "trainer/distributed/stop_signal.h"
+#include "trainer/trainer.h"
+
+DECLARE_string(data_root);
+DEFINE_string(output_dir, "", "Run directory: config, logs, checkpoints, metrics.json (created)");
+DEFINE_string(resume, "",
+              "'auto' = newest valid checkpoint in --output_dir (fresh start if none), or a "
+              "checkpoint directory / run directory; empty = fresh start");
+DEFINE_int32(start_stage, 1, "1, or 2 to start stage 2 (from a stage-1 checkpoint with --resume)");
+DEFINE_string(device, "", "cpu or cuda; empty = CUDA device <local rank> when there is one");
+
+namespace reid::trainer {
+namespace {
+
+// The user-facing checks of the flags themselves (no files read yet).
+Status CheckFlags(torch::Device* device, const dist::Ranks& ranks) {
+  if (FLAGS_start_stage != 1 && FLAGS_start_stage != 2) {
+    return Status::InvalidArgument("--start_stage=" + std::to_string(FLAGS_start_stage) +
+                                   ": must be 1 or 2");
+  }
+  if (FLAGS_output_dir.empty()) return Status::InvalidArgument("--output_dir is required");
+  const bool cuda = torch::cuda::is_available();
+  if (FLAGS_device == "cuda") {
+    if (!cuda) return Status::InvalidArgument("--device=cuda: no CUDA device (or a CPU-only LibTorch)");
+  } else if (FLAGS_device != "cpu" && !FLAGS_device.empty()) {
+    return Status::InvalidArgument("--device=" + FLAGS_device + ": expected cpu or cuda");
+  }
+  *device = torch::kCPU;
+  if (FLAGS_device == "cuda" || (FLAGS_device.empty() && cuda)) {
+    *device = torch::Device(torch::kCUDA, ranks.local_rank % std::max<int>(1, torch::cuda::device_count()));
+  }
+  return Status::Ok();
+}
+
+int Fail(const Status& s, int rank) {
+  // Every rank reaches the same verdict; one message is enough.
+  if (rank == 0) std::cerr << "error: reid train: " << s.message() << "\n";
+  return s.exit_code();
+}
+
+}  // namespace
+
+int RunTrain(int /*argc*/, char** /*argv*/) {
+  proto::ReidConfig cfg;
+  if (!LoadConfigFromFlags(&cfg)) return kExitUsage;
+  const dist::Ranks ranks = dist::InitRanks();
+  struct Finalize {
+    ~Finalize() { dist::FinalizeRanks(); }
+  } finalize;
+  torch::Device device = torch::kCPU;
+  Status s = CheckFlags(&device, ranks);
+  if (s.ok()) s = PrepareOutputDir(FLAGS_output_dir, cfg, ranks.rank);
+  if (!s.ok()) return Fail(s, ranks.rank);
+  base::SetupRunLogging(FLAGS_output_dir, ranks.rank);
+  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks,
+                                           std::thread::hardware_concurrency()));
+  dist::InstallStopSignalHandlers();
+  std::unique_ptr<dist::Communicator> comm =
+      dist::MakeCommunicator(ranks, cfg.dist(), device.is_cuda() ? device.index() : -1);
+  TrainOptions options;
+  options.output_dir = FLAGS_output_dir;
+  options.data_root = FLAGS_data_root;
+  options.resume = FLAGS_resume;
+  options.start_stage = FLAGS_start_stage;
+  options.device = device;
+  if (ranks.rank == 0) {
+    std::cout << "reid train: " << cfg.name() << " on " << ranks.world_size << " rank(s), "
+              << (device.is_cuda() ? "cuda" : "cpu") << ", " << at::get_num_threads()
+              << " thread(s) per rank, output " << FLAGS_output_dir << std::endl;
+  }
+  Trainer trainer(cfg, options, ranks, *comm);
+  s = trainer.Setup();
+  if (!s.ok()) return Fail(s, ranks.rank);
+  StatusOr<RunEnd> end = trainer.Run();
+  if (!end.ok()) return Fail(end.status(), ranks.rank);
+  if (ranks.rank == 0) {
+    if (*end == RunEnd::kPreempted) {
+      std::cout << "stopped by a signal after writing a checkpoint; resume with: reid train "
+                << "--config=... --output_dir=" << FLAGS_output_dir << " --resume=auto\n";
+    } else {
+      std::cout << "done: " << FormatEvalResult(trainer.last_eval()) << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace reid::trainer

@@ -1,0 +1,176 @@
+// Stage 1 (prompt learning, reference/clipreid.md 7): every training image's feature once from
+// the frozen image encoder, then per epoch a seeded permutation cut into global batches; text
+// features of the batch labels (+ M from g fed by each sample's cached feature) through the frozen
+// text encoder; L_i2t + L_t2i on the global batch. Also the sharded feature extraction that
+// evaluation shares.
+#include <iostream>
+
+#include "data/batch_tensor.h"
+#include "data/loader.h"
+#include "data/options.h"
+#include "trainer/distributed/global_batch.h"
+#include "trainer/distributed/grad_sync.h"
+#include "trainer/losses.h"
+#include "trainer/schedule.h"
+#include "trainer/trainer.h"
+
+namespace reid::trainer {
+namespace {
+
+dist::NamedTensors NamedParameters(torch::nn::Module& m) {
+  dist::NamedTensors out;
+  for (const auto& p : m.named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+dist::NamedTensors NamedBuffers(torch::nn::Module& m) {
+  dist::NamedTensors out;
+  for (const auto& b : m.named_buffers()) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+}  // namespace
+
+torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, bool stage1_image,
+                                       bool* stopped) {
+  *stopped = false;
+  torch::NoGradGuard no_grad;
+  const bool was_training = model_->is_training();
+  model_->eval();
+  const int64_t n = static_cast<int64_t>(split.size());
+  const int batch = cfg_.data().test_batch_size();
+  const auto& size = cfg_.input().size_test();
+  data::Loader loader(&split, data::TransformOptionsFromConfig(cfg_.input(), false),
+                      data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
+  std::vector<data::BatchPlan> plans = data::InferencePlans(n, comm_.rank(), comm_.size(), batch);
+  // Every rank runs as many stop checks as the largest shard has batches (collectives match).
+  int64_t max_shard = 0;
+  for (int64_t c : data::InferenceShardCounts(n, comm_.size())) max_shard = std::max(max_shard, c);
+  const int64_t rounds = (max_shard + batch - 1) / batch;
+  loader.StartEpoch(0, plans);
+  std::vector<torch::Tensor> parts;
+  data::Batch b;
+  for (int64_t r = 0; r < rounds; ++r) {
+    if (r < static_cast<int64_t>(plans.size()) && loader.Next(&b)) {
+      data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
+      torch::Tensor images = t.images.to(options_.device);
+      torch::Tensor f;
+      if (stage1_image) {
+        f = model_->image_encoder(images).cls_proj;  // CLIP's encode_image, no SIE (reference)
+      } else {
+        torch::Tensor cams;
+        if (model_->cv_embed.defined()) cams = t.camids.to(options_.device);
+        f = model_->InferenceFeature(images, cams);
+      }
+      parts.push_back(f.to(torch::kCPU, torch::kFloat32));
+    }
+    if (StopRequested(stage_, -1, r)) {
+      *stopped = true;
+      break;
+    }
+  }
+  model_->train(was_training);
+  if (*stopped) return {};
+  torch::Tensor mine = parts.empty() ? torch::Tensor() : torch::cat(parts);
+  if (!mine.defined()) {
+    const int64_t d = stage1_image ? model_->shape().vision.output_dim
+                                   : model_->shape().vision.width + model_->shape().vision.output_dim;
+    mine = torch::zeros({0, d});
+  }
+  return comm_.size() > 1 ? comm_.AllGatherV(mine) : mine;  // (N, D) in split order
+}
+
+torch::Tensor Trainer::ClassCenters(const torch::Tensor& features,
+                                    const torch::Tensor& labels) const {
+  const int64_t c = dataset_.num_train_pids;
+  torch::Tensor sums = torch::zeros({c, features.size(1)}, torch::kFloat64);
+  sums.index_add_(0, labels, features.to(torch::kFloat64));
+  torch::Tensor counts = torch::zeros({c}, torch::kFloat64);
+  counts.index_add_(0, labels, torch::ones({labels.size(0)}, torch::kFloat64));
+  return (sums / counts.clamp_min(1).unsqueeze(1)).to(torch::kFloat32);  // (C, D)
+}
+
+Status Trainer::RunStage1() {
+  const auto& s1 = cfg_.stage1();
+  SetTrainable(1);
+  if (ranks_.rank == 0) std::cout << "stage 1: extracting the training images' features\n";
+  bool stopped = false;
+  torch::Tensor features = ExtractFeatures(dataset_.train, true, &stopped);  // (N, D)
+  if (stopped) return SaveCheckpoint(1, next_epoch_, next_step_);
+  std::vector<int64_t> label_list;
+  for (const data::Sample& s : dataset_.train) label_list.push_back(s.pid);
+  torch::Tensor labels = torch::tensor(label_list, torch::kLong);  // (N)
+  const int64_t n = features.size(0);
+
+  dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
+  sync_options.overlap = false;  // tiny parameter set; a rank's share may be small at the end
+  dist::GradSync sync(comm_, NamedParameters(*model_), NamedBuffers(*model_), sync_options);
+  ParamGroup group;
+  for (auto& p : model_->named_parameters()) {
+    if (p.value().requires_grad()) group.params.push_back(p.value());
+  }
+  group.lr = s1.base_lr();
+  group.weight_decay = s1.weight_decay();
+  optimizer_ = MakeOptimizer(s1.optimizer(), s1.momentum(), {group});
+  RestoreOptimizer(1);
+  const auto scope = cfg_.dist().loss_scope();
+  const torch::Tensor features_dev = features.to(options_.device);
+  const torch::Tensor labels_dev = labels.to(options_.device);
+
+  stage_start_s_ = std::chrono::duration<double>(
+                       std::chrono::steady_clock::now().time_since_epoch()).count();
+  last_log_time_ = std::chrono::steady_clock::now();
+  stage_steps_done_ = 0;
+  stage_steps_total_ = 0;
+  for (int e = static_cast<int>(next_epoch_); e <= s1.max_epochs(); ++e) {
+    stage_steps_total_ += (n + s1.ims_per_batch() - 1) / s1.ims_per_batch();
+  }
+  stage_steps_total_ -= next_step_;
+  std::vector<double> sums;
+  for (int epoch = static_cast<int>(next_epoch_); epoch <= s1.max_epochs(); ++epoch) {
+    SetLearningRates(*optimizer_, {1.0}, Stage1LearningRate(s1, epoch));
+    const auto batches = data::Stage1GlobalBatches(n, s1.ims_per_batch(), cfg_.seed(), epoch);
+    const int64_t steps = static_cast<int64_t>(batches.size());
+    int64_t images = 0;
+    for (int64_t step = next_step_; step < steps; ++step) {
+      const std::vector<int64_t> mine = data::SplitByRank(batches[step], comm_.rank(), comm_.size());
+      torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
+      torch::Tensor img = features_dev.index_select(0, idx);  // (b, D)
+      torch::Tensor lbl = labels_dev.index_select(0, idx);    // (b)
+      torch::Tensor text = model_->EncodeText(lbl, img);      // (b, D)
+      torch::Tensor img_all = dist::GatherForLoss(comm_, img, scope);
+      torch::Tensor text_all = dist::GatherForLoss(comm_, text, scope);
+      torch::Tensor lbl_all = dist::GatherForLoss(comm_, lbl, scope);
+      torch::Tensor loss = Stage1Loss(img_all, text_all, lbl_all, s1.temperature());
+      std::vector<double> avg;
+      StatusOr<bool> stepped = Step(loss, {}, &avg);
+      if (!stepped.ok()) return stepped.status();
+      images += static_cast<int64_t>(batches[step].size());
+      ++stage_steps_done_;
+      if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {
+        LogProgress(1, epoch, s1.max_epochs(), step + 1, steps, avg, {"loss"}, images, 0.0);
+        images = 0;
+      }
+      if (StopRequested(1, epoch, step + 1)) {
+        const bool last = step + 1 == steps;
+        return SaveCheckpoint(1, last ? epoch + 1 : epoch, last ? 0 : step + 1);
+      }
+    }
+    next_step_ = 0;
+    next_epoch_ = epoch + 1;
+    if (epoch % std::max(1, s1.checkpoint_period()) == 0 && epoch < s1.max_epochs()) {
+      Status s = SaveCheckpoint(1, epoch + 1, 0);
+      if (!s.ok()) LOG(WARNING) << s.message();
+    }
+  }
+  class_centers_ = ClassCenters(features, labels);
+  REID_RETURN_IF_ERROR(SaveCheckpoint(1, s1.max_epochs() + 1, 0));
+  optimizer_.reset();
+  stage_ = 2;
+  next_epoch_ = 1;
+  next_step_ = 0;
+  global_step_ = 0;
+  return Status::Ok();
+}
+
+}  // namespace reid::trainer

@@ -1,0 +1,479 @@
+// The training loop's frame: set-up, the run of both stages, the optimiser step, checkpoints,
+// resume, evaluation and progress lines. Stage bodies are in stage1.cc and stage2.cc.
+#include "trainer/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <google/protobuf/text_format.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "base/build_info.h"
+#include "data/loader.h"
+#include "data/options.h"
+#include "data/synth.h"
+#include "trainer/distributed/stop_signal.h"
+#include "trainer/schedule.h"
+
+namespace reid::trainer {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr int kMaxConsecutiveSkipped = 5;
+
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+Status WriteTextAtomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out.good()) return Status::Internal("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return Status::Internal("cannot rename " + tmp + ": " + ec.message());
+  return Status::Ok();
+}
+
+// Leaf fields (dotted paths) whose values differ between two messages of the same type.
+void DiffFields(const google::protobuf::Message& a, const google::protobuf::Message& b,
+                const std::string& prefix, std::vector<std::string>* out) {
+  using google::protobuf::FieldDescriptor;
+  const auto* d = a.GetDescriptor();
+  const auto* ra = a.GetReflection();
+  const auto* rb = b.GetReflection();
+  google::protobuf::TextFormat::Printer printer;
+  for (int i = 0; i < d->field_count(); ++i) {
+    const FieldDescriptor* f = d->field(i);
+    const std::string path = prefix + f->name();
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
+      DiffFields(ra->GetMessage(a, f), rb->GetMessage(b, f), path + ".", out);
+      continue;
+    }
+    auto print = [&](const google::protobuf::Message& m, const auto* r) {
+      std::string all, v;
+      if (!f->is_repeated()) {
+        printer.PrintFieldValueToString(m, f, -1, &all);
+        return all;
+      }
+      for (int k = 0; k < r->FieldSize(m, f); ++k) {
+        printer.PrintFieldValueToString(m, f, k, &v);
+        all += v + ",";
+      }
+      return all;
+    };
+    if (print(a, ra) != print(b, rb)) out->push_back(path);
+  }
+}
+
+// Config fields that change tensor shapes or the data a checkpoint was trained on.
+bool ChangesShapesOrData(const std::string& path) {
+  static const char* const kPrefixes[] = {
+      "seed",          "model.",           "prompt.",          "context_adjust.",
+      "cross_attention.", "input.size_train.", "input.size_test.", "data.dataset",
+      "data.synthetic.", "stage1.ims_per_batch", "stage2.ims_per_batch",
+      "stage2.ids_per_batch", "stage2.num_instances"};
+  for (const char* p : kPrefixes) {
+    if (path.rfind(p, 0) == 0) return true;
+  }
+  return false;
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+std::string FormatDuration(double s) {
+  char buf[32];
+  const int64_t t = static_cast<int64_t>(std::max(0.0, s));
+  if (t >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(t / 3600),
+                  static_cast<long long>(t / 60 % 60));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(t / 60),
+                  static_cast<long long>(t % 60));
+  }
+  return buf;
+}
+
+}  // namespace
+
+Status PrepareOutputDir(const std::string& dir, const proto::ReidConfig& cfg, int rank) {
+  if (dir.empty()) return Status::InvalidArgument("--output_dir is required");
+  std::error_code ec;
+  if (fs::exists(dir) && !fs::is_directory(dir)) {
+    return Status::InvalidArgument("--output_dir=" + dir + ": exists and is not a directory");
+  }
+  fs::create_directories(dir + "/logs", ec);
+  if (ec) return Status::InvalidArgument("--output_dir=" + dir + ": cannot create: " + ec.message());
+  const std::string probe = dir + "/.write_test." + std::to_string(rank);
+  {
+    std::ofstream out(probe);
+    out << "ok";
+    if (!out.good()) return Status::InvalidArgument("--output_dir=" + dir + ": not writable");
+  }
+  fs::remove(probe, ec);
+  if (rank == 0) {
+    std::string text;
+    google::protobuf::TextFormat::PrintToString(cfg, &text);
+    REID_RETURN_IF_ERROR(WriteTextAtomically(dir + "/config.textproto", text)
+                             .Annotate("--output_dir=" + dir));
+  }
+  return Status::Ok();
+}
+
+Trainer::Trainer(proto::ReidConfig cfg, TrainOptions options, const dist::Ranks& ranks,
+                 dist::Communicator& comm)
+    : cfg_(std::move(cfg)),
+      options_(std::move(options)),
+      ranks_(ranks),
+      comm_(comm),
+      store_(options_.output_dir + "/checkpoints") {
+  if (const char* at = std::getenv("REID_TEST_STOP_AT")) test_stop_at_ = at;
+}
+
+Status Trainer::Setup() {
+  // Dataset: --data_root, else data.root, else (SYNTHETIC) generated into the run directory.
+  std::string root = !options_.data_root.empty() ? options_.data_root : cfg_.data().root();
+  const bool synthetic = cfg_.data().dataset() == proto::DataConfig::SYNTHETIC;
+  if (root.empty() && synthetic) {
+    root = options_.output_dir + "/data";
+    if (ranks_.rank == 0 && !fs::exists(root + "/.complete")) {
+      data::SynthOptions opt = data::SynthOptionsFromConfig(cfg_.data());
+      data::SynthSummary summary;
+      const std::string err = data::GenerateSynthetic(opt, root, &summary);
+      if (!err.empty()) return Status::Internal("synthetic dataset: " + err);
+      std::ofstream(root + "/.complete") << "done\n";
+      std::cout << "generated the synthetic dataset (data.synthetic) in " << root << "\n";
+    }
+    comm_.Barrier();
+  }
+  if (root.empty()) return Status::InvalidArgument("no dataset: set data.root or --data_root");
+  std::string err = data::LoadDataset(data::DatasetKindFromConfig(cfg_.data()), root, &dataset_);
+  if (!err.empty()) return Status::InvalidArgument(err);
+  if (dataset_.train.empty() || dataset_.query.empty() || dataset_.gallery.empty()) {
+    return Status::InvalidArgument(root + ": a split is empty (train " +
+                                   std::to_string(dataset_.train.size()) + ", query " +
+                                   std::to_string(dataset_.query.size()) + ", gallery " +
+                                   std::to_string(dataset_.gallery.size()) + ")");
+  }
+  const int threads = std::max(1, cfg_.data().num_workers());
+  for (auto [name, split] : {std::pair{"train", &dataset_.train}, {"query", &dataset_.query},
+                             {"gallery", &dataset_.gallery}}) {
+    std::vector<std::string> bad;
+    err = data::CheckReadable(name, *split, cfg_.data().max_unreadable_fraction(), threads, &bad);
+    if (!err.empty()) return Status::InvalidArgument(err);
+  }
+  std::vector<int> labels;
+  for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
+  const auto& s2 = cfg_.stage2();
+  err = data::PkSampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed())
+            .Validate(ranks_.world_size);
+  if (!err.empty()) return Status::InvalidArgument(err);
+
+  torch::manual_seed(cfg_.seed());
+  std::string error;
+  model_ = model::BuildReidModel(cfg_, dataset_.num_train_pids, dataset_.num_cameras, &error);
+  if (!model_) return Status::InvalidArgument(error);
+  model_->to(options_.device);
+  stage_ = options_.start_stage;
+
+  if (options_.resume.empty()) return Status::Ok();
+  std::string path;
+  if (options_.resume == "auto") {
+    StatusOr<std::string> latest = store_.FindLatestValid();
+    if (!latest.ok()) {
+      LOG(INFO) << "--resume=auto: " << latest.status().message() << "; starting fresh";
+      return Status::Ok();
+    }
+    path = *latest;
+  } else {
+    StatusOr<std::string> resolved = ResolveCheckpoint(options_.resume);
+    if (!resolved.ok()) return resolved.status().Annotate("--resume");
+    path = *resolved;
+  }
+  proto::CheckpointMeta meta;
+  REID_RETURN_IF_ERROR(VerifyCheckpoint(path, &meta).Annotate("--resume"));
+  REID_RETURN_IF_ERROR(CheckResumeConfig(meta.config()).Annotate("--resume=" + path));
+  REID_RETURN_IF_ERROR(RestoreModel(path, meta));
+  if (options_.start_stage == 2 && meta.stage() == 1) {
+    stage_ = 2;  // stage 2 from a stage-1 checkpoint: fresh stage-2 position and optimiser
+  } else {
+    stage_ = meta.stage();
+    next_epoch_ = meta.sampler().epoch();
+    next_step_ = meta.sampler().step();
+    global_step_ = meta.global_step();
+  }
+  if (ranks_.rank == 0) {
+    std::cout << "resuming from " << path << " (stage " << meta.stage() << ", epoch "
+              << meta.sampler().epoch() << ", step " << meta.sampler().step() << ")\n";
+  }
+  return Status::Ok();
+}
+
+Status Trainer::CheckResumeConfig(const proto::ReidConfig& saved) const {
+  std::vector<std::string> diff, fatal, applied;
+  DiffFields(saved, cfg_, "", &diff);
+  for (const std::string& f : diff) (ChangesShapesOrData(f) ? fatal : applied).push_back(f);
+  if (!fatal.empty()) {
+    return Status::InvalidArgument("the config differs from the checkpoint's in fields that "
+                                   "change shapes or data: " + Join(fatal));
+  }
+  if (!applied.empty() && ranks_.rank == 0) {
+    std::cerr << "warning: the config differs from the checkpoint's; applying the new values of: "
+              << Join(applied) << "\n";
+  }
+  return Status::Ok();
+}
+
+Status Trainer::RestoreModel(const std::string& path, const proto::CheckpointMeta& meta) {
+  StatusOr<std::string> bytes = ReadCheckpointFile(path, meta, "model.pt");
+  if (!bytes.ok()) return bytes.status();
+  StatusOr<NamedTensors> loaded = DeserializeTensors(*bytes, path + "/model.pt");
+  if (!loaded.ok()) return loaded.status();
+  NamedTensors target;
+  for (const auto& p : model_->named_parameters()) target.emplace_back(p.key(), p.value());
+  for (const auto& b : model_->named_buffers()) target.emplace_back(b.key(), b.value());
+  REID_RETURN_IF_ERROR(CopyTensorsByName(*loaded, target, path + "/model.pt"));
+  StatusOr<std::string> centers = ReadCheckpointFile(path, meta, "class_centers.pt");
+  if (centers.ok()) {
+    StatusOr<NamedTensors> c = DeserializeTensors(*centers, path + "/class_centers.pt");
+    if (!c.ok()) return c.status();
+    if (c->size() != 1 || c->at(0).second.dim() != 2 ||
+        c->at(0).second.size(0) != dataset_.num_train_pids) {
+      return Status::DataLoss(path + "/class_centers.pt: expected one (classes, D) tensor");
+    }
+    class_centers_ = c->at(0).second;
+  }
+  StatusOr<std::string> opt = ReadCheckpointFile(path, meta, "optimizer.pt");
+  if (opt.ok()) {
+    pending_optimizer_ = *opt;
+    pending_optimizer_stage_ = meta.stage();
+  }
+  StatusOr<std::string> rng = ReadCheckpointFile(path, meta, "rng.pt");
+  if (rng.ok() && meta.world_size() == ranks_.world_size) {
+    StatusOr<NamedTensors> r = DeserializeTensors(*rng, path + "/rng.pt");
+    if (r.ok() && static_cast<int>(r->size()) == ranks_.world_size) {
+      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shared state
+      generator.set_state(r->at(ranks_.rank).second);
+    }
+  }
+  return Status::Ok();
+}
+
+void Trainer::RestoreOptimizer(int stage) {
+  if (pending_optimizer_.empty() || pending_optimizer_stage_ != stage) return;
+  torch::serialize::InputArchive archive;
+  archive.load_from(pending_optimizer_.data(), pending_optimizer_.size());
+  optimizer_->load(archive);
+  pending_optimizer_.clear();
+}
+
+void Trainer::SetTrainable(int stage) {
+  for (auto& p : model_->named_parameters()) {
+    const std::string& n = p.key();
+    bool train;
+    if (stage == 1) {
+      train = n.rfind("prompt_learner.cls_ctx", 0) == 0 || n.rfind("context_adjust.", 0) == 0;
+    } else {
+      train = n.rfind("text_encoder.", 0) != 0 && n.rfind("prompt_learner.", 0) != 0 &&
+              n.rfind("context_adjust.", 0) != 0 && n != "bottleneck.bias" &&
+              n != "bottleneck_proj.bias";
+    }
+    p.value().requires_grad_(train);
+    p.value().mutable_grad() = torch::Tensor();
+  }
+}
+
+StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts,
+                             std::vector<double>* averaged) {
+  std::vector<torch::Tensor> all = {loss.detach().reshape({1})};
+  for (const torch::Tensor& p : parts) all.push_back(p.detach().reshape({1}));
+  torch::Tensor values = torch::cat(all).to(torch::kCPU, torch::kFloat64);
+  if (comm_.size() > 1) comm_.AllReduce(values, dist::ReduceOp::kAvg);
+  averaged->assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+  if (!std::isfinite((*averaged)[0])) {  // the same verdict on every rank
+    ++skipped_steps_;
+    if (++consecutive_skipped_ > kMaxConsecutiveSkipped) {
+      return Status::Internal("the loss was not finite in " +
+                              std::to_string(consecutive_skipped_) +
+                              " steps in a row; stopping (the last good checkpoint is kept; lower "
+                              "the learning rate or check the data)");
+    }
+    LOG(WARNING) << "non-finite loss: step skipped (" << skipped_steps_ << " so far)";
+    return false;
+  }
+  consecutive_skipped_ = 0;
+  optimizer_->zero_grad();
+  loss.backward();  // GradSync averages the gradients across ranks during/at the end of it
+  optimizer_->step();
+  ++global_step_;
+  return true;
+}
+
+bool Trainer::StopRequested(int stage, int64_t epoch, int64_t step) {
+  if (!test_stop_at_.empty() && ranks_.rank == ranks_.world_size - 1 &&
+      test_stop_at_ == std::to_string(stage) + ":" + std::to_string(epoch) + ":" +
+                           std::to_string(step)) {
+    dist::RequestStop();
+  }
+  return dist::StopRequestedOnAnyRank(comm_.host());
+}
+
+Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step) {
+  // Every rank's RNG state to rank 0; rank 0 writes; the verdict is broadcast.
+  torch::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
+  torch::Tensor rngs = comm_.AllGather(rng.unsqueeze(0));  // (world, S)
+  torch::Tensor ok = torch::zeros({1}, torch::kInt64);
+  std::string message;
+  if (ranks_.rank == 0) {
+    CheckpointFiles files;
+    NamedTensors state;
+    for (const auto& p : model_->named_parameters()) state.emplace_back(p.key(), p.value());
+    for (const auto& b : model_->named_buffers()) state.emplace_back(b.key(), b.value());
+    files.emplace_back("model.pt", SerializeTensors(state));
+    if (optimizer_ && cfg_.checkpoint().save_optimizer()) {
+      torch::serialize::OutputArchive archive;
+      optimizer_->save(archive);
+      std::ostringstream out;
+      archive.save_to(out);
+      files.emplace_back("optimizer.pt", out.str());
+    }
+    NamedTensors per_rank;
+    for (int r = 0; r < rngs.size(0); ++r) per_rank.emplace_back("rank" + std::to_string(r), rngs[r]);
+    files.emplace_back("rng.pt", SerializeTensors(per_rank));
+    if (class_centers_.defined()) {
+      files.emplace_back("class_centers.pt", SerializeTensors({{"class_centers", class_centers_}}));
+    }
+    proto::CheckpointMeta meta;
+    meta.set_stage(stage);
+    meta.set_epoch(static_cast<int32_t>(next_epoch - 1));
+    meta.set_global_step(global_step_);
+    meta.set_world_size(ranks_.world_size);
+    meta.mutable_sampler()->set_seed(cfg_.seed());
+    meta.mutable_sampler()->set_epoch(static_cast<int32_t>(next_epoch));
+    meta.mutable_sampler()->set_step(next_step);
+    *meta.mutable_config() = cfg_;
+    if (have_eval_ && stage == 2) {
+      (*meta.mutable_metrics())["mAP"] = last_eval_.mAP;
+      if (!last_eval_.cmc.empty()) (*meta.mutable_metrics())["rank1"] = last_eval_.cmc[0];
+    }
+    meta.mutable_build()->set_version(base::Version());
+    meta.mutable_build()->set_git_sha(base::GitSha());
+    meta.mutable_build()->set_cuda(base::BuiltWithCudaToolkit());
+    meta.mutable_build()->set_nccl(base::BuiltWithNccl());
+    meta.mutable_build()->set_torch_version(TORCH_VERSION);
+    meta.set_created_unix_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count());
+    const std::string name = CheckpointName(stage, next_epoch, next_step);
+    Status s = store_.Commit(name, meta, files, cfg_.checkpoint().keep_last_n(),
+                             cfg_.checkpoint().keep_best());
+    if (s.ok()) {
+      ok[0] = 1;
+      std::cout << "checkpoint " << store_.dir() << "/" << name << "\n";
+    } else {
+      message = s.message();
+    }
+  }
+  comm_.Broadcast(ok, 0);
+  if (ok.item<int64_t>() == 1) return Status::Ok();
+  if (ranks_.rank == 0) std::cerr << "error: " << message << "\n";
+  return Status::Internal(ranks_.rank == 0 ? message : "checkpoint write failed on rank 0");
+}
+
+void Trainer::Evaluate(int epoch, bool* stopped) {
+  const double start = NowSeconds();
+  torch::Tensor qf = ExtractFeatures(dataset_.query, false, stopped);
+  if (*stopped) return;
+  torch::Tensor gf = ExtractFeatures(dataset_.gallery, false, stopped);
+  if (*stopped) return;
+  RankingInput in;
+  in.query = qf;
+  in.gallery = gf;
+  for (const auto& s : dataset_.query) {
+    in.q_pids.push_back(s.pid);
+    in.q_cams.push_back(s.camid);
+  }
+  for (const auto& s : dataset_.gallery) {
+    in.g_pids.push_back(s.pid);
+    in.g_cams.push_back(s.camid);
+  }
+  in.max_rank = cfg_.eval().max_rank();
+  in.feat_norm = cfg_.eval().feat_norm();
+  in.chunk_rows = cfg_.eval().chunk_rows();
+  last_eval_ = EvaluateRanking(in, &comm_);
+  have_eval_ = true;
+  if (ranks_.rank != 0) return;
+  std::cout << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_) << " | "
+            << FormatDuration(NowSeconds() - start) << "\n";
+  const std::string json = EvalResultJson(
+      last_eval_, "\"stage\":2,\"epoch\":" + std::to_string(epoch));
+  Status s = WriteTextAtomically(options_.output_dir + "/metrics.json", json + "\n");
+  if (!s.ok()) LOG(WARNING) << s.message();
+}
+
+void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, int64_t steps,
+                          const std::vector<double>& losses, const std::vector<const char*>& names,
+                          int64_t images, double data_wait_s) {
+  const auto now = std::chrono::steady_clock::now();
+  const double interval = std::chrono::duration<double>(now - last_log_time_).count();
+  last_log_time_ = now;
+  if (ranks_.rank != 0) return;
+  const double elapsed = NowSeconds() - stage_start_s_;
+  const double eta = stage_steps_done_ > 0 ? elapsed / stage_steps_done_ *
+                                                 (stage_steps_total_ - stage_steps_done_)
+                                           : 0.0;
+  char buf[512];
+  int n = std::snprintf(buf, sizeof(buf), "stage %d epoch %d/%d step %lld/%lld | loss %.4f", stage,
+                        epoch, max_epochs, static_cast<long long>(step),
+                        static_cast<long long>(steps), losses.empty() ? 0.0 : losses[0]);
+  if (names.size() > 1) {
+    n += std::snprintf(buf + n, sizeof(buf) - n, " (");
+    for (size_t i = 1; i < names.size() && i < losses.size(); ++i) {
+      n += std::snprintf(buf + n, sizeof(buf) - n, "%s%s %.4f", i > 1 ? " " : "", names[i],
+                         losses[i]);
+    }
+    n += std::snprintf(buf + n, sizeof(buf) - n, ")");
+  }
+  std::snprintf(buf + n, sizeof(buf) - n,
+                " | lr %.2e | %.0f img/s | data %.0f%% | eta %s", CurrentLearningRate(*optimizer_),
+                interval > 0 ? images / interval : 0.0,
+                interval > 0 ? 100.0 * data_wait_s / interval : 0.0, FormatDuration(eta).c_str());
+  std::cout << buf << std::endl;
+}
+
+StatusOr<RunEnd> Trainer::Run() {
+  if (stage_ == 1 && cfg_.stage1().enabled()) {
+    Status s = RunStage1();
+    if (!s.ok()) return s;
+    if (stage_ == 1) return RunEnd::kPreempted;  // stage 1 did not finish
+  }
+  stage_ = 2;
+  if (cfg_.stage2().enabled()) {
+    Status s = RunStage2();
+    if (!s.ok()) return s;
+    if (stage_ == 2) return RunEnd::kPreempted;
+  } else if (!have_eval_) {
+    bool stopped = false;
+    model_->eval();
+    Evaluate(0, &stopped);
+    if (stopped) return RunEnd::kPreempted;
+  }
+  if (ranks_.rank == 0 && skipped_steps_ > 0) {
+    std::cout << "skipped " << skipped_steps_ << " steps with a non-finite loss\n";
+  }
+  return RunEnd::kFinished;
+}
+
+}  // namespace reid::trainer
