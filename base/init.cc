@@ -23,7 +23,7 @@ std::string SetupRunLogging(const std::string& run_dir, int rank) {
   const std::string path = (dir / ("rank" + std::to_string(rank) + ".log")).string();
   FLAGS_logtostderr = false;
   FLAGS_alsologtostderr = false;
-  FLAGS_stderrthreshold = rank == 0 ? google::GLOG_INFO : google::GLOG_WARNING;
+  FLAGS_stderrthreshold = google::GLOG_WARNING;  // progress goes to stdout (rank 0); INFO to the file
   FLAGS_timestamp_in_logfile_name = false;
   // One file for all severities: the INFO sink receives every message; others are disabled.
   google::SetLogDestination(google::GLOG_INFO, path.c_str());

@@ -9,8 +9,8 @@ namespace reid::base {
 // prints a stack trace on SIGSEGV/SIGABRT. Flags are parsed by the caller (see trainer/main.cc).
 void GlobalInit(const char* argv0);
 
-// Sends this rank's log to `run_dir`/logs/rank<rank>.log (all severities); rank 0 also keeps
-// INFO and above on stderr, other ranks only warnings. Creates the folder. Returns the log path.
+// Sends this rank's log to `run_dir`/logs/rank<rank>.log (all severities); stderr keeps
+// warnings and errors (rank 0 prints progress lines on stdout itself). Creates the folder. Returns the log path.
 std::string SetupRunLogging(const std::string& run_dir, int rank);
 
 }  // namespace reid::base

@@ -252,7 +252,7 @@ TEST_F(DatasetTest, SyntheticRoundTripAndDeterminism) {
   EXPECT_EQ(bytes(R("a") + name), bytes(R("b") + name));
   EXPECT_NE(bytes(R("a") + name), bytes(R("c") + name));
   opt.cameras = 12;
-  EXPECT_NE(GenerateSynthetic(opt, R("d"), &s).find("--cameras"), std::string::npos);
+  EXPECT_NE(GenerateSynthetic(opt, R("d"), &s).find("data.synthetic"), std::string::npos);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // User errors (config, flags, dataset, checkpoint) exit 2 before any collective, on every rank.
 #include <ATen/Parallel.h>
 #include <gflags/gflags.h>
+#include <glog/logging.h>
 
 #include <iostream>
 #include <thread>
@@ -65,6 +66,8 @@ int RunTrain(int /*argc*/, char** /*argv*/) {
   if (s.ok()) s = PrepareOutputDir(FLAGS_output_dir, cfg, ranks.rank);
   if (!s.ok()) return Fail(s, ranks.rank);
   base::SetupRunLogging(FLAGS_output_dir, ranks.rank);
+  LOG(INFO) << "reid train: rank " << ranks.rank << " of " << ranks.world_size << " (local "
+            << ranks.local_rank << "), device " << device << ", config " << FLAGS_config;
   at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks,
                                            std::thread::hardware_concurrency()));
   dist::InstallStopSignalHandlers();

@@ -414,6 +414,7 @@ void Trainer::Evaluate(int epoch, bool* stopped) {
   in.chunk_rows = cfg_.eval().chunk_rows();
   last_eval_ = EvaluateRanking(in, &comm_);
   have_eval_ = true;
+  LOG(INFO) << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_);
   if (ranks_.rank != 0) return;
   std::cout << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_) << " | "
             << FormatDuration(NowSeconds() - start) << "\n";
@@ -429,7 +430,6 @@ void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, in
   const auto now = std::chrono::steady_clock::now();
   const double interval = std::chrono::duration<double>(now - last_log_time_).count();
   last_log_time_ = now;
-  if (ranks_.rank != 0) return;
   const double elapsed = NowSeconds() - stage_start_s_;
   const double eta = stage_steps_done_ > 0 ? elapsed / stage_steps_done_ *
                                                  (stage_steps_total_ - stage_steps_done_)
@@ -450,7 +450,8 @@ void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, in
                 " | lr %.2e | %.0f img/s | data %.0f%% | eta %s", CurrentLearningRate(*optimizer_),
                 interval > 0 ? images / interval : 0.0,
                 interval > 0 ? 100.0 * data_wait_s / interval : 0.0, FormatDuration(eta).c_str());
-  std::cout << buf << std::endl;
+  LOG(INFO) << buf;
+  if (ranks_.rank == 0) std::cout << buf << std::endl;
 }
 
 StatusOr<RunEnd> Trainer::Run() {
