@@ -3,11 +3,11 @@
 // at fault; CHECK stays for invariants, and exceptions only at LibTorch's boundary.
 #pragma once
 
+#include <glog/logging.h>
+
 #include <optional>
 #include <string>
 #include <utility>
-
-#include <glog/logging.h>
 
 namespace reid {
 
@@ -22,7 +22,9 @@ class Status {
   };
   Status() = default;
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return Status(Code::kInvalidArgument, std::move(msg)); }
+  static Status InvalidArgument(std::string msg) {
+    return Status(Code::kInvalidArgument, std::move(msg));
+  }
   static Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
   static Status DataLoss(std::string msg) { return Status(Code::kDataLoss, std::move(msg)); }
   static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
@@ -49,7 +51,7 @@ class Status {
 template <typename T>
 class StatusOr {
  public:
-  StatusOr(T value) : value_(std::move(value)) {}  // NOLINT: implicit like absl::StatusOr
+  StatusOr(T value) : value_(std::move(value)) {}         // NOLINT: implicit like absl::StatusOr
   StatusOr(Status status) : status_(std::move(status)) {  // NOLINT
     CHECK(!status_.ok()) << "StatusOr built from an OK status without a value";
   }
@@ -78,8 +80,8 @@ class StatusOr {
 }  // namespace reid
 
 // Returns from the calling function when `expr` (a Status) is not OK.
-#define REID_RETURN_IF_ERROR(expr)            \
-  do {                                        \
-    const ::reid::Status reid_status_ = (expr); \
+#define REID_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    const ::reid::Status reid_status_ = (expr);  \
     if (!reid_status_.ok()) return reid_status_; \
   } while (0)

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "data/options.h"
 #include "data/loader.h"
+#include "data/options.h"
 #include "data/rng.h"
 #include "data/synth.h"
 

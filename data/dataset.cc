@@ -186,7 +186,9 @@ std::string ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
     int pid = 0, cam = 0;
     if (f.size() != 3 || f[0].empty() || !ParseInt(f[1], &pid) || !ParseInt(f[2], &cam) ||
         cam < 0 || cam > kMaxCameraId || pid < -1) {
-      return csv.string() + ":" + std::to_string(line_no) + ": expected 'path,pid,camid' (pid >= -1, 0 <= camid <= " + std::to_string(kMaxCameraId) + "), got '" + line + "'";
+      return csv.string() + ":" + std::to_string(line_no) +
+             ": expected 'path,pid,camid' (pid >= -1, 0 <= camid <= " +
+             std::to_string(kMaxCameraId) + "), got '" + line + "'";
     }
     if (pid == -1) continue;
     const fs::path p(f[0]);

@@ -1,6 +1,5 @@
 // Dataset parsers on generated trees with the real naming schemes (junk, distractors, stray files,
 // MSMT17 V1 and V2 layouts, CSV), error messages, and the synthetic generator's round trip.
-#include "data/options.h"
 #include "data/dataset.h"
 
 #include <gtest/gtest.h>
@@ -11,6 +10,7 @@
 #include <iterator>
 #include <tuple>
 
+#include "data/options.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -226,8 +226,7 @@ TEST_F(DatasetTest, ReferenceSizedTreesGiveTheReferenceStatistics) {
 }
 
 TEST_F(DatasetTest, SyntheticRoundTripAndDeterminism) {
-  SynthOptions opt =
-      SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
+  SynthOptions opt = SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
   opt.ids = 6;
   opt.cameras = 3;
   opt.images_per_id = 4;

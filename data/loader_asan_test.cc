@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "data/options.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "data/options.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -19,8 +19,7 @@ namespace {
 TEST(LoaderAsan, ShutdownRestartAndCorruptFilesAreClean) {
   const std::string dir =
       (fs::temp_directory_path() / ("reid_loader_asan_" + std::to_string(::getpid()))).string();
-  SynthOptions so =
-      SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
+  SynthOptions so = SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
   so.ids = 8;
   so.cameras = 3;
   so.images_per_id = 6;

@@ -1,6 +1,5 @@
 // The loader: plan order, results independent of thread count and cache, replacement of corrupt
 // files (and the >1% stop rule), restart and shutdown mid-epoch, torch batch assembly.
-#include "data/options.h"
 #include "data/loader.h"
 
 #include <gtest/gtest.h>
@@ -12,6 +11,7 @@
 #include "data/batch_tensor.h"
 #include "data/dataset.h"
 #include "data/jpeg.h"
+#include "data/options.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -24,8 +24,7 @@ class LoaderTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = new std::string(
         (fs::temp_directory_path() / ("reid_loader_test_" + std::to_string(::getpid()))).string());
-    SynthOptions opt =
-        SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
+    SynthOptions opt = SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
     opt.ids = 8;
     opt.cameras = 3;
     opt.images_per_id = 6;

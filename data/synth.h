@@ -17,8 +17,8 @@ struct SynthOptions {
   int cameras = 0;        // 2..9 (Market-1501 names cameras with one digit)
   int images_per_id = 0;  // per identity and split: 2..1000
   uint64_t seed = 0;
-  int height = 0;         // 32..4096
-  int width = 0;          // 16..4096
+  int height = 0;  // 32..4096
+  int width = 0;   // 16..4096
   int threads = 2;
 };
 

@@ -26,4 +26,9 @@ expect version-help 0 'usage: reid version' -- "$reid" version --help
 expect version 0 'LibTorch: +[0-9]+\.[0-9]+' -- "$reid" version
 expect version-blas 0 'BLAS: ' -- "$reid" version
 
+# Every subcommand's --help resolves each flag of the table (a typo there aborts).
+for sub in $("$reid" --help | awk '/^  [a-z-]+ / {print $1}'); do
+  expect "help-$sub" 0 "usage: reid $sub" -- "$reid" "$sub" --help
+done
+
 cli_finish

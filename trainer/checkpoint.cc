@@ -21,7 +21,7 @@ namespace reid::trainer {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr int64_t kMaxMetaBytes = 64 << 20;   // meta.pb holds a config and a file list
+constexpr int64_t kMaxMetaBytes = 64 << 20;  // meta.pb holds a config and a file list
 constexpr int64_t kMaxFileBytes = int64_t{1} << 40;
 constexpr const char* kMeta = "meta.pb";
 constexpr const char* kMetaText = "meta.txtpb";
@@ -42,7 +42,8 @@ std::string Errno(const std::string& what, const std::string& path) {
   return what + " " + path + ": " + std::strerror(errno);
 }
 
-// Tests inject a write failure into the N-th commit of this process (REID_FAULT_CHECKPOINT_WRITE=N).
+// Tests inject a write failure into the N-th commit of this process
+// (REID_FAULT_CHECKPOINT_WRITE=N).
 bool InjectedFailure(int commit) {
   const char* v = std::getenv("REID_FAULT_CHECKPOINT_WRITE");
   return v != nullptr && std::atoi(v) == commit;
@@ -103,7 +104,8 @@ bool SafeFileName(const std::string& name) {
 Status ReadMeta(const std::string& path, proto::CheckpointMeta* meta) {
   const std::string meta_path = path + "/" + kMeta;
   if (!fs::is_directory(path)) return Status::NotFound(path + ": not a checkpoint directory");
-  if (!fs::exists(meta_path)) return Status::NotFound(path + ": no " + kMeta + " (not a checkpoint)");
+  if (!fs::exists(meta_path))
+    return Status::NotFound(path + ": no " + kMeta + " (not a checkpoint)");
   StatusOr<std::string> bytes = ReadBounded(meta_path, kMaxMetaBytes);
   if (!bytes.ok()) return bytes.status();
   if (!meta->ParseFromString(*bytes)) return Status::DataLoss(meta_path + ": cannot be parsed");
@@ -206,11 +208,11 @@ Status CheckpointStore::WriteIndex(const proto::CheckpointIndex& index) const {
   return SyncDirectory(dir_);
 }
 
-void CheckpointStore::Prune(int keep_last_n, bool keep_best,
-                            proto::CheckpointIndex* index) const {
+void CheckpointStore::Prune(int keep_last_n, bool keep_best, proto::CheckpointIndex* index) const {
   const std::vector<std::string> names = CommittedNames();
   std::set<std::string> keep;
-  for (size_t i = names.size() - std::min<size_t>(names.size(), keep_last_n); i < names.size(); ++i) {
+  for (size_t i = names.size() - std::min<size_t>(names.size(), keep_last_n); i < names.size();
+       ++i) {
     keep.insert(names[i]);
   }
   double best_map = -1;
@@ -234,7 +236,8 @@ void CheckpointStore::Prune(int keep_last_n, bool keep_best,
     } else {
       std::error_code ec;
       fs::remove_all(dir_ + "/" + n, ec);
-      if (ec) LOG(WARNING) << "cannot remove old checkpoint " << dir_ << "/" << n << ": " << ec.message();
+      if (ec)
+        LOG(WARNING) << "cannot remove old checkpoint " << dir_ << "/" << n << ": " << ec.message();
     }
   }
   if (keep_best && !best.empty()) index->set_best(best);
@@ -248,7 +251,8 @@ Status CheckpointStore::Commit(const std::string& name, proto::CheckpointMeta me
   if (ec) return Status::Internal("cannot create " + dir_ + ": " + ec.message());
   const std::string tmp = dir_ + "/.tmp-" + name;
   fs::remove_all(tmp, ec);
-  if (!fs::create_directory(tmp, ec)) return Status::Internal("cannot create " + tmp + ": " + ec.message());
+  if (!fs::create_directory(tmp, ec))
+    return Status::Internal("cannot create " + tmp + ": " + ec.message());
   auto fail = [&](const Status& s) {
     fs::remove_all(tmp, ec);
     return s.Annotate("checkpoint " + name + " not written (the previous ones are intact)");
@@ -269,15 +273,17 @@ Status CheckpointStore::Commit(const std::string& name, proto::CheckpointMeta me
   }
   std::string text;
   google::protobuf::TextFormat::PrintToString(meta, &text);
-  for (Status s : {WriteFileSynced(tmp + "/" + kMetaText, text),
-                   WriteFileSynced(tmp + "/" + kMeta, meta.SerializeAsString()), SyncDirectory(tmp)}) {
+  for (Status s :
+       {WriteFileSynced(tmp + "/" + kMetaText, text),
+        WriteFileSynced(tmp + "/" + kMeta, meta.SerializeAsString()), SyncDirectory(tmp)}) {
     if (!s.ok()) return fail(s);
   }
   const std::string final_dir = dir_ + "/" + name;
   const std::string old = dir_ + "/.old-" + name;
   fs::remove_all(old, ec);
   if (fs::exists(final_dir)) fs::rename(final_dir, old, ec);
-  if (std::rename(tmp.c_str(), final_dir.c_str()) != 0) return fail(Status::Internal(Errno("cannot rename", tmp)));
+  if (std::rename(tmp.c_str(), final_dir.c_str()) != 0)
+    return fail(Status::Internal(Errno("cannot rename", tmp)));
   REID_RETURN_IF_ERROR(SyncDirectory(dir_));
   fs::remove_all(old, ec);
   proto::CheckpointIndex index;
@@ -307,8 +313,7 @@ Status VerifyCheckpoint(const std::string& path, proto::CheckpointMeta* meta) {
   return Status::Ok();
 }
 
-StatusOr<std::string> ReadCheckpointFile(const std::string& path,
-                                         const proto::CheckpointMeta& meta,
+StatusOr<std::string> ReadCheckpointFile(const std::string& path, const proto::CheckpointMeta& meta,
                                          const std::string& name) {
   for (const proto::FileEntry& e : meta.files()) {
     if (e.path() != name) continue;
@@ -325,7 +330,8 @@ StatusOr<std::string> ReadCheckpointFile(const std::string& path,
     }
     StatusOr<std::string> bytes = ReadBounded(file, e.size_bytes());
     if (!bytes.ok()) return Status::DataLoss(bytes.status().message());
-    if (Crc32(*bytes) != e.crc32()) return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
+    if (Crc32(*bytes) != e.crc32())
+      return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
     return bytes;
   }
   return Status::NotFound(path + ": no file '" + name + "' in the checkpoint");

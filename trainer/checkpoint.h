@@ -59,8 +59,7 @@ class CheckpointStore {
 // `path` is not a checkpoint directory, DataLoss naming the first damaged file.
 Status VerifyCheckpoint(const std::string& path, proto::CheckpointMeta* meta);
 // The verified content of one file of a checkpoint (size and CRC checked against `meta`).
-StatusOr<std::string> ReadCheckpointFile(const std::string& path,
-                                         const proto::CheckpointMeta& meta,
+StatusOr<std::string> ReadCheckpointFile(const std::string& path, const proto::CheckpointMeta& meta,
                                          const std::string& name);
 // Resolves what --resume names: a checkpoint directory, or a run directory / its checkpoints
 // folder (then its newest valid checkpoint).

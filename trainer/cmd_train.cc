@@ -35,13 +35,15 @@ Status CheckFlags(torch::Device* device, const dist::Ranks& ranks) {
   if (FLAGS_output_dir.empty()) return Status::InvalidArgument("--output_dir is required");
   const bool cuda = torch::cuda::is_available();
   if (FLAGS_device == "cuda") {
-    if (!cuda) return Status::InvalidArgument("--device=cuda: no CUDA device (or a CPU-only LibTorch)");
+    if (!cuda)
+      return Status::InvalidArgument("--device=cuda: no CUDA device (or a CPU-only LibTorch)");
   } else if (FLAGS_device != "cpu" && !FLAGS_device.empty()) {
     return Status::InvalidArgument("--device=" + FLAGS_device + ": expected cpu or cuda");
   }
   *device = torch::kCPU;
   if (FLAGS_device == "cuda" || (FLAGS_device.empty() && cuda)) {
-    *device = torch::Device(torch::kCUDA, ranks.local_rank % std::max<int>(1, torch::cuda::device_count()));
+    *device = torch::Device(torch::kCUDA,
+                            ranks.local_rank % std::max<int>(1, torch::cuda::device_count()));
   }
   return Status::Ok();
 }

@@ -1,9 +1,9 @@
 // `reid version`: version, source revision, LibTorch, BLAS, CUDA/NCCL and MPI availability.
+#include <ATen/Parallel.h>
 #include <link.h>
 #include <mpi.h>
 #include <torch/cuda.h>
 #include <torch/version.h>
-#include <ATen/Parallel.h>
 
 #include <climits>
 #include <cstdlib>
@@ -58,8 +58,8 @@ std::string NcclVersion() {
 #ifdef REID_HAVE_NCCL
   int v = 0;
   if (ncclGetVersion(&v) != ncclSuccess) return "compiled in, library not loadable";
-  return "compiled in, library " + std::to_string(v / 10000) + "." +
-         std::to_string(v / 100 % 100) + "." + std::to_string(v % 100);
+  return "compiled in, library " + std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) +
+         "." + std::to_string(v % 100);
 #else
   return "not compiled in";
 #endif
@@ -73,8 +73,8 @@ int RunVersion(int /*argc*/, char** /*argv*/) {
             << "LibTorch:     " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "."
             << TORCH_VERSION_PATCH << " (intra-op threads " << at::get_num_threads() << ")\n"
             << "BLAS:         " << LoadedBlas() << "\n"
-            << "CUDA toolkit: " << (base::BuiltWithCudaToolkit() ? "compiled in" : "not compiled in")
-            << "\n"
+            << "CUDA toolkit: "
+            << (base::BuiltWithCudaToolkit() ? "compiled in" : "not compiled in") << "\n"
             << "CUDA devices: " << (torch::cuda::is_available() ? torch::cuda::device_count() : 0)
             << (torch::cuda::is_available() ? "" : " (LibTorch without CUDA or no GPU)") << "\n"
             << "NCCL:         " << NcclVersion() << "\n"

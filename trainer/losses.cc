@@ -72,8 +72,9 @@ Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score
   Stage2Losses l;
   l.id = cfg.id_weight() * (CrossEntropyLabelSmooth(score, labels, eps) +
                             CrossEntropyLabelSmooth(score_proj, labels, eps));
-  l.tri = cfg.triplet_weight() * (TripletLoss(feat_last, labels, tri) +
-                                  TripletLoss(feat, labels, tri) + TripletLoss(feat_proj, labels, tri));
+  l.tri =
+      cfg.triplet_weight() * (TripletLoss(feat_last, labels, tri) + TripletLoss(feat, labels, tri) +
+                              TripletLoss(feat_proj, labels, tri));
   l.i2t = cfg.i2t_weight() * CrossEntropyLabelSmooth(logits, labels, eps);
   l.total = l.id + l.tri + l.i2t;
   return l;

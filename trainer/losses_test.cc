@@ -25,9 +25,9 @@ TEST(LossesTest, ReferenceTestVectors) {
   TripletOptions soft;
   soft.soft = true;
   EXPECT_NEAR(TripletLoss(feats, y, soft).item<double>(), 0.737773, 1e-6);
-  EXPECT_NEAR(CrossEntropyLabelSmooth(T({{2, 1, 0}, {0, 0, 3}}), torch::tensor({0, 2}), 0.1)
-                  .item<double>(),
-              0.4012644, 1e-7);
+  EXPECT_NEAR(
+      CrossEntropyLabelSmooth(T({{2, 1, 0}, {0, 0, 3}}), torch::tensor({0, 2}), 0.1).item<double>(),
+      0.4012644, 1e-7);
   torch::Tensor a = T({{1, 0}, {0, 1}, {1, 1}}), b = T({{1, 0}, {0, 1}, {0.5, 0.5}});
   torch::Tensor l = torch::tensor({0, 1, 0}, torch::kLong);
   EXPECT_NEAR(SupConLoss(a, b, l, l, 1.0).item<double>(), 0.9030506, 1e-7);
@@ -83,8 +83,9 @@ TEST(LossesTest, Stage2LossWeightsTheComponents) {
   torch::Tensor s = torch::randn({6, 3}), sp = torch::randn({6, 3}), lg = torch::randn({6, 3});
   torch::Tensor f1 = torch::randn({6, 5}), f2 = torch::randn({6, 5}), f3 = torch::randn({6, 4});
   Stage2Losses l = Stage2Loss(cfg, s, sp, f1, f2, f3, lg, y);
-  const double id = 0.25 * (CrossEntropyLabelSmooth(s, y, 0.1) + CrossEntropyLabelSmooth(sp, y, 0.1))
-                               .item<double>();
+  const double id =
+      0.25 *
+      (CrossEntropyLabelSmooth(s, y, 0.1) + CrossEntropyLabelSmooth(sp, y, 0.1)).item<double>();
   TripletOptions o;
   const double tri =
       (TripletLoss(f1, y, o) + TripletLoss(f2, y, o) + TripletLoss(f3, y, o)).item<double>();

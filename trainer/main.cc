@@ -31,10 +31,7 @@ const std::vector<Subcommand>& Table() {
        "train both stages (one process, or N ranks under mpirun); checkpoints, resume, eval",
        {"config", "set", "output_dir", "data_root", "resume", "start_stage", "device"},
        RunTrain},
-      {"ckpt",
-       "checkpoint tools: show DIR | verify DIR | diff A B",
-       {},
-       RunCkpt},
+      {"ckpt", "checkpoint tools: show DIR | verify DIR | diff A B", {}, RunCkpt},
       {"print-config",
        "print the effective config (schema defaults, --config, --set)",
        {"config", "set"},
@@ -80,7 +77,9 @@ void PrintSubcommandHelp(const Subcommand& s) {
       continue;
     }
     gflags::CommandLineFlagInfo info;
-    if (!gflags::GetCommandLineFlagInfo(name, &info)) continue;
+    CHECK(gflags::GetCommandLineFlagInfo(name, &info))
+        << "the subcommand table lists --" << name << " for " << s.name
+        << ", but no such flag is defined";
     std::cout << "  --" << info.name << "  " << info.description << " (" << info.type
               << ", default \"" << info.default_value << "\")\n";
   }

@@ -65,25 +65,28 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(proto::OptimizerType type
     case proto::ADAMW: {
       std::vector<torch::optim::OptimizerParamGroup> pg;
       for (const ParamGroup& g : groups) {
-        pg.emplace_back(g.params, std::make_unique<torch::optim::AdamWOptions>(
-                                      torch::optim::AdamWOptions(g.lr).weight_decay(g.weight_decay)));
+        pg.emplace_back(g.params,
+                        std::make_unique<torch::optim::AdamWOptions>(
+                            torch::optim::AdamWOptions(g.lr).weight_decay(g.weight_decay)));
       }
       return std::make_unique<torch::optim::AdamW>(pg, torch::optim::AdamWOptions(groups[0].lr));
     }
     case proto::SGD: {
       std::vector<torch::optim::OptimizerParamGroup> pg;
       for (const ParamGroup& g : groups) {
-        pg.emplace_back(g.params, std::make_unique<torch::optim::SGDOptions>(
-                                      torch::optim::SGDOptions(g.lr).momentum(momentum).weight_decay(
-                                          g.weight_decay)));
+        pg.emplace_back(
+            g.params,
+            std::make_unique<torch::optim::SGDOptions>(
+                torch::optim::SGDOptions(g.lr).momentum(momentum).weight_decay(g.weight_decay)));
       }
       return std::make_unique<torch::optim::SGD>(pg, torch::optim::SGDOptions(groups[0].lr));
     }
     default: {
       std::vector<torch::optim::OptimizerParamGroup> pg;
       for (const ParamGroup& g : groups) {
-        pg.emplace_back(g.params, std::make_unique<torch::optim::AdamOptions>(
-                                      torch::optim::AdamOptions(g.lr).weight_decay(g.weight_decay)));
+        pg.emplace_back(g.params,
+                        std::make_unique<torch::optim::AdamOptions>(
+                            torch::optim::AdamOptions(g.lr).weight_decay(g.weight_decay)));
       }
       return std::make_unique<torch::optim::Adam>(pg, torch::optim::AdamOptions(groups[0].lr));
     }

@@ -48,7 +48,8 @@ TEST(ScheduleTest, ReproducesTheReferenceTables) {
     if (r.schedule == "stage2_vitb16_bias") {
       got = vit2.base_lr() * vit2.bias_lr_factor() * Stage2LrFactor(vit2, r.epoch);
     }
-    if (r.schedule == "stage2_constant") got = constant2.base_lr() * Stage2LrFactor(constant2, r.epoch);
+    if (r.schedule == "stage2_constant")
+      got = constant2.base_lr() * Stage2LrFactor(constant2, r.epoch);
     EXPECT_NEAR(got, r.lr, 1e-9 * std::max(1e-6, r.lr)) << r.schedule << " epoch " << r.epoch;
   }
   // The reference brief's rounded table (reference/clipreid.md 7.3 and 8.3).

@@ -73,8 +73,9 @@ torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, b
   if (*stopped) return {};
   torch::Tensor mine = parts.empty() ? torch::Tensor() : torch::cat(parts);
   if (!mine.defined()) {
-    const int64_t d = stage1_image ? model_->shape().vision.output_dim
-                                   : model_->shape().vision.width + model_->shape().vision.output_dim;
+    const int64_t d = stage1_image
+                          ? model_->shape().vision.output_dim
+                          : model_->shape().vision.width + model_->shape().vision.output_dim;
     mine = torch::zeros({0, d});
   }
   return comm_.size() > 1 ? comm_.AllGatherV(mine) : mine;  // (N, D) in split order
@@ -117,8 +118,8 @@ Status Trainer::RunStage1() {
   const torch::Tensor features_dev = features.to(options_.device);
   const torch::Tensor labels_dev = labels.to(options_.device);
 
-  stage_start_s_ = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now().time_since_epoch()).count();
+  stage_start_s_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
   stage_steps_done_ = 0;
   stage_steps_total_ = 0;
@@ -133,7 +134,8 @@ Status Trainer::RunStage1() {
     const int64_t steps = static_cast<int64_t>(batches.size());
     int64_t images = 0;
     for (int64_t step = next_step_; step < steps; ++step) {
-      const std::vector<int64_t> mine = data::SplitByRank(batches[step], comm_.rank(), comm_.size());
+      const std::vector<int64_t> mine =
+          data::SplitByRank(batches[step], comm_.rank(), comm_.size());
       torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
       torch::Tensor img = features_dev.index_select(0, idx);  // (b, D)
       torch::Tensor lbl = labels_dev.index_select(0, idx);    // (b)

@@ -79,8 +79,8 @@ Status Trainer::RunStage2() {
   dist::Communicator* bn_comm = cfg_.dist().sync_bn() && comm_.size() > 1 ? &comm_ : nullptr;
   const auto& size = cfg_.input().size_train();
   const bool sie = model_->cv_embed.defined();
-  stage_start_s_ = std::chrono::duration<double>(
-                       std::chrono::steady_clock::now().time_since_epoch()).count();
+  stage_start_s_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
   stage_steps_done_ = 0;
   stage_steps_total_ = -next_step_;
@@ -112,11 +112,11 @@ Status Trainer::RunStage2() {
       // every rank computes the same global loss.
       torch::Tensor proj_all = dist::GatherForLoss(comm_, v.cls_proj, scope);
       torch::Tensor y_all = dist::GatherForLoss(comm_, y, scope);
-      Stage2Losses l = Stage2Loss(
-          cfg_.loss(), dist::GatherForLoss(comm_, score, scope),
-          dist::GatherForLoss(comm_, score_proj, scope),
-          dist::GatherForLoss(comm_, v.cls_last, scope), dist::GatherForLoss(comm_, v.cls, scope),
-          proj_all, model_->ImageTextLogits(proj_all, text_bank_), y_all);
+      Stage2Losses l = Stage2Loss(cfg_.loss(), dist::GatherForLoss(comm_, score, scope),
+                                  dist::GatherForLoss(comm_, score_proj, scope),
+                                  dist::GatherForLoss(comm_, v.cls_last, scope),
+                                  dist::GatherForLoss(comm_, v.cls, scope), proj_all,
+                                  model_->ImageTextLogits(proj_all, text_bank_), y_all);
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
       if (!stepped.ok()) return stepped.status();

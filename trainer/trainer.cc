@@ -6,8 +6,8 @@
 #include <google/protobuf/text_format.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -76,11 +76,19 @@ void DiffFields(const google::protobuf::Message& a, const google::protobuf::Mess
 
 // Config fields that change tensor shapes or the data a checkpoint was trained on.
 bool ChangesShapesOrData(const std::string& path) {
-  static const char* const kPrefixes[] = {
-      "seed",          "model.",           "prompt.",          "context_adjust.",
-      "cross_attention.", "input.size_train.", "input.size_test.", "data.dataset",
-      "data.synthetic.", "stage1.ims_per_batch", "stage2.ims_per_batch",
-      "stage2.ids_per_batch", "stage2.num_instances"};
+  static const char* const kPrefixes[] = {"seed",
+                                          "model.",
+                                          "prompt.",
+                                          "context_adjust.",
+                                          "cross_attention.",
+                                          "input.size_train.",
+                                          "input.size_test.",
+                                          "data.dataset",
+                                          "data.synthetic.",
+                                          "stage1.ims_per_batch",
+                                          "stage2.ims_per_batch",
+                                          "stage2.ids_per_batch",
+                                          "stage2.num_instances"};
   for (const char* p : kPrefixes) {
     if (path.rfind(p, 0) == 0) return true;
   }
@@ -115,7 +123,8 @@ Status PrepareOutputDir(const std::string& dir, const proto::ReidConfig& cfg, in
     return Status::InvalidArgument("--output_dir=" + dir + ": exists and is not a directory");
   }
   fs::create_directories(dir + "/logs", ec);
-  if (ec) return Status::InvalidArgument("--output_dir=" + dir + ": cannot create: " + ec.message());
+  if (ec)
+    return Status::InvalidArgument("--output_dir=" + dir + ": cannot create: " + ec.message());
   const std::string probe = dir + "/.write_test." + std::to_string(rank);
   {
     std::ofstream out(probe);
@@ -126,8 +135,8 @@ Status PrepareOutputDir(const std::string& dir, const proto::ReidConfig& cfg, in
   if (rank == 0) {
     std::string text;
     google::protobuf::TextFormat::PrintToString(cfg, &text);
-    REID_RETURN_IF_ERROR(WriteTextAtomically(dir + "/config.textproto", text)
-                             .Annotate("--output_dir=" + dir));
+    REID_RETURN_IF_ERROR(
+        WriteTextAtomically(dir + "/config.textproto", text).Annotate("--output_dir=" + dir));
   }
   return Status::Ok();
 }
@@ -168,7 +177,8 @@ Status Trainer::Setup() {
                                    std::to_string(dataset_.gallery.size()) + ")");
   }
   const int threads = std::max(1, cfg_.data().num_workers());
-  for (auto [name, split] : {std::pair{"train", &dataset_.train}, {"query", &dataset_.query},
+  for (auto [name, split] : {std::pair{"train", &dataset_.train},
+                             {"query", &dataset_.query},
                              {"gallery", &dataset_.gallery}}) {
     std::vector<std::string> bad;
     err = data::CheckReadable(name, *split, cfg_.data().max_unreadable_fraction(), threads, &bad);
@@ -226,8 +236,10 @@ Status Trainer::CheckResumeConfig(const proto::ReidConfig& saved) const {
   DiffFields(saved, cfg_, "", &diff);
   for (const std::string& f : diff) (ChangesShapesOrData(f) ? fatal : applied).push_back(f);
   if (!fatal.empty()) {
-    return Status::InvalidArgument("the config differs from the checkpoint's in fields that "
-                                   "change shapes or data: " + Join(fatal));
+    return Status::InvalidArgument(
+        "the config differs from the checkpoint's in fields that "
+        "change shapes or data: " +
+        Join(fatal));
   }
   if (!applied.empty() && ranks_.rank == 0) {
     std::cerr << "warning: the config differs from the checkpoint's; applying the new values of: "
@@ -305,8 +317,7 @@ StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch:
   if (!std::isfinite((*averaged)[0])) {  // the same verdict on every rank
     ++skipped_steps_;
     if (++consecutive_skipped_ > kMaxConsecutiveSkipped) {
-      return Status::Internal("the loss was not finite in " +
-                              std::to_string(consecutive_skipped_) +
+      return Status::Internal("the loss was not finite in " + std::to_string(consecutive_skipped_) +
                               " steps in a row; stopping (the last good checkpoint is kept; lower "
                               "the learning rate or check the data)");
     }
@@ -323,8 +334,8 @@ StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch:
 
 bool Trainer::StopRequested(int stage, int64_t epoch, int64_t step) {
   if (!test_stop_at_.empty() && ranks_.rank == ranks_.world_size - 1 &&
-      test_stop_at_ == std::to_string(stage) + ":" + std::to_string(epoch) + ":" +
-                           std::to_string(step)) {
+      test_stop_at_ ==
+          std::to_string(stage) + ":" + std::to_string(epoch) + ":" + std::to_string(step)) {
     dist::RequestStop();
   }
   return dist::StopRequestedOnAnyRank(comm_.host());
@@ -350,7 +361,8 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
       files.emplace_back("optimizer.pt", out.str());
     }
     NamedTensors per_rank;
-    for (int r = 0; r < rngs.size(0); ++r) per_rank.emplace_back("rank" + std::to_string(r), rngs[r]);
+    for (int r = 0; r < rngs.size(0); ++r)
+      per_rank.emplace_back("rank" + std::to_string(r), rngs[r]);
     files.emplace_back("rng.pt", SerializeTensors(per_rank));
     if (class_centers_.defined()) {
       files.emplace_back("class_centers.pt", SerializeTensors({{"class_centers", class_centers_}}));
@@ -418,8 +430,8 @@ void Trainer::Evaluate(int epoch, bool* stopped) {
   if (ranks_.rank != 0) return;
   std::cout << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_) << " | "
             << FormatDuration(NowSeconds() - start) << "\n";
-  const std::string json = EvalResultJson(
-      last_eval_, "\"stage\":2,\"epoch\":" + std::to_string(epoch));
+  const std::string json =
+      EvalResultJson(last_eval_, "\"stage\":2,\"epoch\":" + std::to_string(epoch));
   Status s = WriteTextAtomically(options_.output_dir + "/metrics.json", json + "\n");
   if (!s.ok()) LOG(WARNING) << s.message();
 }
@@ -431,9 +443,9 @@ void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, in
   const double interval = std::chrono::duration<double>(now - last_log_time_).count();
   last_log_time_ = now;
   const double elapsed = NowSeconds() - stage_start_s_;
-  const double eta = stage_steps_done_ > 0 ? elapsed / stage_steps_done_ *
-                                                 (stage_steps_total_ - stage_steps_done_)
-                                           : 0.0;
+  const double eta = stage_steps_done_ > 0
+                         ? elapsed / stage_steps_done_ * (stage_steps_total_ - stage_steps_done_)
+                         : 0.0;
   char buf[512];
   int n = std::snprintf(buf, sizeof(buf), "stage %d epoch %d/%d step %lld/%lld | loss %.4f", stage,
                         epoch, max_epochs, static_cast<long long>(step),
@@ -446,9 +458,8 @@ void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, in
     }
     n += std::snprintf(buf + n, sizeof(buf) - n, ")");
   }
-  std::snprintf(buf + n, sizeof(buf) - n,
-                " | lr %.2e | %.0f img/s | data %.0f%% | eta %s", CurrentLearningRate(*optimizer_),
-                interval > 0 ? images / interval : 0.0,
+  std::snprintf(buf + n, sizeof(buf) - n, " | lr %.2e | %.0f img/s | data %.0f%% | eta %s",
+                CurrentLearningRate(*optimizer_), interval > 0 ? images / interval : 0.0,
                 interval > 0 ? 100.0 * data_wait_s / interval : 0.0, FormatDuration(eta).c_str());
   LOG(INFO) << buf;
   if (ranks_.rank == 0) std::cout << buf << std::endl;

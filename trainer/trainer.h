@@ -25,10 +25,10 @@ namespace reid::trainer {
 
 // Per-run facts from the command line (everything else is in the config).
 struct TrainOptions {
-  std::string output_dir;   // run directory: config, logs, checkpoints, metrics.json
-  std::string data_root;    // overrides data.root when not empty
-  std::string resume;       // "" (fresh), "auto" (newest valid in output_dir, if any) or a path
-  int start_stage = 1;      // 1, or 2 to start stage 2 (from a stage-1 checkpoint when resuming)
+  std::string output_dir;  // run directory: config, logs, checkpoints, metrics.json
+  std::string data_root;   // overrides data.root when not empty
+  std::string resume;      // "" (fresh), "auto" (newest valid in output_dir, if any) or a path
+  int start_stage = 1;     // 1, or 2 to start stage 2 (from a stage-1 checkpoint when resuming)
   torch::Device device = torch::kCPU;
 };
 

@@ -68,7 +68,8 @@ RankingSums RankQueries(const RankingInput& in, int64_t begin, int64_t end) {
     const float* d = dist.data_ptr<float>();
     at::parallel_for(0, e - b, 1, [&](int64_t lo, int64_t hi) {
       std::vector<int64_t> order(g);
-      for (int64_t r = lo; r < hi; ++r) results[b - begin + r] = RankOne(d + r * g, in, b + r, &order);
+      for (int64_t r = lo; r < hi; ++r)
+        results[b - begin + r] = RankOne(d + r * g, in, b + r, &order);
     });
   }
   RankingSums sums;  // summed in query order: independent of the thread count

@@ -23,7 +23,7 @@ struct EvalResult {
 };
 
 struct RankingInput {
-  torch::Tensor query, gallery;                    // (Q, D), (G, D) float32, CPU
+  torch::Tensor query, gallery;  // (Q, D), (G, D) float32, CPU
   std::vector<int64_t> q_pids, q_cams, g_pids, g_cams;
   int max_rank = 50;
   bool feat_norm = true;

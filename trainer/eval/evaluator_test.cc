@@ -51,8 +51,9 @@ EvalResult BruteForce(const RankingInput& in) {
     std::vector<int64_t> order(ng);
     std::iota(order.begin(), order.end(), 0);
     auto row = d[i];
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int64_t a, int64_t b) { return row[a].item<float>() < row[b].item<float>(); });
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return row[a].item<float>() < row[b].item<float>();
+    });
     std::vector<int> matches;
     for (int64_t j : order) {
       if (in.g_pids[j] == in.q_pids[i] && in.g_cams[j] == in.q_cams[i]) continue;
@@ -101,7 +102,8 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
     for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
   }
   // Shards summed in any split give the same sums as the whole.
-  RankingSums whole = RankQueries(in, 0, 37), a = RankQueries(in, 0, 20), b = RankQueries(in, 20, 37);
+  RankingSums whole = RankQueries(in, 0, 37), a = RankQueries(in, 0, 20),
+              b = RankQueries(in, 20, 37);
   EXPECT_EQ(whole.valid, a.valid + b.valid);
   EXPECT_NEAR(whole.ap_sum, a.ap_sum + b.ap_sum, 1e-12);
 }

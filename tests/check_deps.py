@@ -1,0 +1,61 @@
+#!/usr/bin/python3
+"""The one-way dependency rules between folders (DESIGN.md 2), checked over the include lines as
+Chromium's checkdeps does: each folder's DEPS file lists the project folders its files may include
+("+prefix/" lines); a folder without DEPS inherits its parent's. Project includes are the quoted
+ones that name a file of this repository. Exit 1 listing every violation.
+Usage: tests/check_deps.py [ROOT]"""
+import os
+import re
+import sys
+
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+SOURCES = ('.h', '.cc', '.cu', '.cuh')
+SKIP = {'build', '.git', 'runs', 'shared'}
+
+
+def rules_for(root, folder, cache={}):
+    """Allowed include prefixes of `folder` (relative), from the nearest DEPS file upwards."""
+    if folder in cache:
+        return cache[folder]
+    path = os.path.join(root, folder, 'DEPS')
+    if os.path.exists(path):
+        allowed = [line[1:].strip() for line in open(path) if line.startswith('+')]
+    elif folder:
+        allowed = rules_for(root, os.path.dirname(folder))
+    else:
+        allowed = None  # no rule at the top: anything goes
+    cache[folder] = allowed
+    return allowed
+
+
+def main():
+    root = sys.argv[1] if len(sys.argv) > 1 else '.'
+    violations = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in SKIP and not d.startswith('build')]
+        folder = os.path.relpath(dirpath, root)
+        folder = '' if folder == '.' else folder
+        allowed = rules_for(root, folder)
+        if allowed is None:
+            continue
+        for name in filenames:
+            if not name.endswith(SOURCES):
+                continue
+            path = os.path.join(dirpath, name)
+            for number, line in enumerate(open(path, errors='replace'), 1):
+                m = INCLUDE.match(line)
+                if not m or not os.path.exists(os.path.join(root, m.group(1))):
+                    continue  # system, generated (.pb.h) or relative includes
+                target = m.group(1)
+                if not any(target.startswith(prefix) for prefix in allowed):
+                    violations.append('%s:%d: includes "%s"; %s/DEPS allows only %s' % (
+                        os.path.relpath(path, root), number, target, folder or '.',
+                        ', '.join(allowed)))
+    for v in violations:
+        print(v)
+    print('%d dependency violation(s)' % len(violations))
+    return 1 if violations else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
