@@ -34,6 +34,14 @@ check() {  # check NAME CONDITION [log]
   if eval "$2"; then echo "ok   $1"; else
     echo "FAIL $1"; [[ -n ${3:-} ]] && tail -20 "$3" | sed 's/^/  | /'; fail=$((fail + 1)); fi
 }
+start_until_stage2() {  # starts a 2-rank run in the background (pid in $job), returns in stage 2
+  local out=$1; shift
+  train 2 "$out" "$@" &
+  job=$!
+  for _ in $(seq 1 600); do
+    grep -q "^stage 2 epoch" "$out.log" 2>/dev/null && break; sleep 0.1
+  done
+}
 below() { awk -v x="$1" -v t="$2" 'BEGIN { exit !(x + 0 < t + 0) }'; }
 
 train 1 "$tmp/r1"; check "train-1-rank" '[[ $? -eq 0 ]]' "$tmp/r1.log"
@@ -72,11 +80,7 @@ done
 
 # SIGTERM to one rank during stage 2: every rank checkpoints at the same step and exits 0.
 out="$tmp/sigterm"
-train 2 "$out" --set='stage2 { max_epochs: 4 }' &
-job=$!
-for _ in $(seq 1 600); do
-  grep -q "^stage 2 epoch" "$out.log" 2>/dev/null && break; sleep 0.1
-done
+start_until_stage2 "$out" --set='stage2 { max_epochs: 4 }'
 pkill -TERM -f -n "reid train.*--output_dir=$out"
 wait $job; rc=$?
 check "sigterm-exits-0-with-checkpoint" '[[ $rc -eq 0 ]] && grep -q "resume with" "$out.log"' "$out.log"
@@ -120,11 +124,7 @@ check "nothing-overwritten" '[[ $before == "$after" ]]'
 
 # A rank killed mid-training ends the job with a non-zero status within 30 s.
 out="$tmp/killed"
-train 2 "$out" --set='stage2 { max_epochs: 20 }' &
-job=$!
-for _ in $(seq 1 600); do
-  grep -q "^stage 2 epoch" "$out.log" 2>/dev/null && break; sleep 0.1
-done
+start_until_stage2 "$out" --set='stage2 { max_epochs: 20 }'
 start=$(date +%s)
 pkill -KILL -f -n "reid train.*--output_dir=$out"
 wait $job; rc=$?

@@ -58,38 +58,37 @@ std::vector<ParamGroup> Stage2ParamGroups(
   return groups;
 }
 
+namespace {
+
+// One optimiser of type Opt over `groups`; `options(lr, weight_decay)` makes a group's options.
+template <typename Opt, typename MakeOptions>
+std::unique_ptr<torch::optim::Optimizer> Build(const std::vector<ParamGroup>& groups,
+                                               MakeOptions options) {
+  std::vector<torch::optim::OptimizerParamGroup> pg;
+  for (const ParamGroup& g : groups) {
+    pg.emplace_back(g.params,
+                    std::make_unique<decltype(options(0.0, 0.0))>(options(g.lr, g.weight_decay)));
+  }
+  return std::make_unique<Opt>(pg, options(groups[0].lr, groups[0].weight_decay));
+}
+
+}  // namespace
+
 std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(proto::OptimizerType type, double momentum,
                                                        const std::vector<ParamGroup>& groups) {
   CHECK(!groups.empty()) << "no trainable parameters";
+  using namespace torch::optim;  // NOLINT: the option types below
   switch (type) {
-    case proto::ADAMW: {
-      std::vector<torch::optim::OptimizerParamGroup> pg;
-      for (const ParamGroup& g : groups) {
-        pg.emplace_back(g.params,
-                        std::make_unique<torch::optim::AdamWOptions>(
-                            torch::optim::AdamWOptions(g.lr).weight_decay(g.weight_decay)));
-      }
-      return std::make_unique<torch::optim::AdamW>(pg, torch::optim::AdamWOptions(groups[0].lr));
-    }
-    case proto::SGD: {
-      std::vector<torch::optim::OptimizerParamGroup> pg;
-      for (const ParamGroup& g : groups) {
-        pg.emplace_back(
-            g.params,
-            std::make_unique<torch::optim::SGDOptions>(
-                torch::optim::SGDOptions(g.lr).momentum(momentum).weight_decay(g.weight_decay)));
-      }
-      return std::make_unique<torch::optim::SGD>(pg, torch::optim::SGDOptions(groups[0].lr));
-    }
-    default: {
-      std::vector<torch::optim::OptimizerParamGroup> pg;
-      for (const ParamGroup& g : groups) {
-        pg.emplace_back(g.params,
-                        std::make_unique<torch::optim::AdamOptions>(
-                            torch::optim::AdamOptions(g.lr).weight_decay(g.weight_decay)));
-      }
-      return std::make_unique<torch::optim::Adam>(pg, torch::optim::AdamOptions(groups[0].lr));
-    }
+    case proto::ADAMW:
+      return Build<AdamW>(groups,
+                          [](double lr, double wd) { return AdamWOptions(lr).weight_decay(wd); });
+    case proto::SGD:
+      return Build<SGD>(groups, [momentum](double lr, double wd) {
+        return SGDOptions(lr).momentum(momentum).weight_decay(wd);
+      });
+    default:  // ADAM: torch.optim.Adam, L2 weight decay coupled into the gradient
+      return Build<Adam>(groups,
+                         [](double lr, double wd) { return AdamOptions(lr).weight_decay(wd); });
   }
 }
 

@@ -145,6 +145,11 @@ Status Trainer::RunStage2() {
       if (!s.ok() && epoch == s2.max_epochs()) return s;
     }
   }
+  if (!have_eval_) {  // resumed past the last epoch: report the accuracy of what was loaded
+    bool stopped = false;
+    Evaluate(s2.max_epochs(), &stopped);
+    if (stopped) return Status::Ok();  // nothing changed since the checkpoint
+  }
   optimizer_.reset();
   stage_ = 3;
   return Status::Ok();
