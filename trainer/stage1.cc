@@ -15,21 +15,6 @@
 #include "trainer/trainer.h"
 
 namespace reid::trainer {
-namespace {
-
-dist::NamedTensors NamedParameters(torch::nn::Module& m) {
-  dist::NamedTensors out;
-  for (const auto& p : m.named_parameters()) out.emplace_back(p.key(), p.value());
-  return out;
-}
-
-dist::NamedTensors NamedBuffers(torch::nn::Module& m) {
-  dist::NamedTensors out;
-  for (const auto& b : m.named_buffers()) out.emplace_back(b.key(), b.value());
-  return out;
-}
-
-}  // namespace
 
 torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, bool stage1_image,
                                        bool* stopped) {
@@ -105,7 +90,7 @@ Status Trainer::RunStage1() {
 
   dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
   sync_options.overlap = false;  // tiny parameter set; a rank's share may be small at the end
-  dist::GradSync sync(comm_, NamedParameters(*model_), NamedBuffers(*model_), sync_options);
+  dist::GradSync sync(comm_, Parameters(), Buffers(), sync_options);
   ParamGroup group;
   for (auto& p : model_->named_parameters()) {
     if (p.value().requires_grad()) group.params.push_back(p.value());

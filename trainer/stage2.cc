@@ -61,10 +61,8 @@ Status Trainer::RunStage2() {
   data::Loader loader(&dataset_.train, data::TransformOptionsFromConfig(cfg_.input(), true),
                       data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
   dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
-  dist::NamedTensors params, buffers;
-  for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-  for (const auto& b : model_->named_buffers()) buffers.emplace_back(b.key(), b.value());
-  dist::GradSync sync(comm_, params, buffers, sync_options);
+  const dist::NamedTensors params = Parameters();
+  dist::GradSync sync(comm_, params, Buffers(), sync_options);
   dist::NamedTensors trainable;
   for (const auto& [name, p] : params) {
     if (p.requires_grad()) trainable.emplace_back(name, p);

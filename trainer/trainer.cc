@@ -253,9 +253,8 @@ Status Trainer::RestoreModel(const std::string& path, const proto::CheckpointMet
   if (!bytes.ok()) return bytes.status();
   StatusOr<NamedTensors> loaded = DeserializeTensors(*bytes, path + "/model.pt");
   if (!loaded.ok()) return loaded.status();
-  NamedTensors target;
-  for (const auto& p : model_->named_parameters()) target.emplace_back(p.key(), p.value());
-  for (const auto& b : model_->named_buffers()) target.emplace_back(b.key(), b.value());
+  const model::StateDict state = model::ModuleStateDict(*model_);
+  const NamedTensors target(state.begin(), state.end());
   REID_RETURN_IF_ERROR(CopyTensorsByName(*loaded, target, path + "/model.pt"));
   StatusOr<std::string> centers = ReadCheckpointFile(path, meta, "class_centers.pt");
   if (centers.ok()) {
@@ -289,6 +288,18 @@ void Trainer::RestoreOptimizer(int stage) {
   archive.load_from(pending_optimizer_.data(), pending_optimizer_.size());
   optimizer_->load(archive);
   pending_optimizer_.clear();
+}
+
+dist::NamedTensors Trainer::Parameters() const {
+  dist::NamedTensors out;  // registration order: GradSync's bucket order depends on it
+  for (const auto& p : model_->named_parameters()) out.emplace_back(p.key(), p.value());
+  return out;
+}
+
+dist::NamedTensors Trainer::Buffers() const {
+  dist::NamedTensors out;
+  for (const auto& b : model_->named_buffers()) out.emplace_back(b.key(), b.value());
+  return out;
 }
 
 void Trainer::SetTrainable(int stage) {
@@ -349,10 +360,8 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
   std::string message;
   if (ranks_.rank == 0) {
     CheckpointFiles files;
-    NamedTensors state;
-    for (const auto& p : model_->named_parameters()) state.emplace_back(p.key(), p.value());
-    for (const auto& b : model_->named_buffers()) state.emplace_back(b.key(), b.value());
-    files.emplace_back("model.pt", SerializeTensors(state));
+    const model::StateDict state = model::ModuleStateDict(*model_);
+    files.emplace_back("model.pt", SerializeTensors(NamedTensors(state.begin(), state.end())));
     if (optimizer_ && cfg_.checkpoint().save_optimizer()) {
       torch::serialize::OutputArchive archive;
       optimizer_->save(archive);

@@ -17,6 +17,7 @@
 #include "proto/reid_config.pb.h"
 #include "trainer/checkpoint.h"
 #include "trainer/distributed/communicator.h"
+#include "trainer/distributed/grad_sync.h"
 #include "trainer/distributed/ranks.h"
 #include "trainer/eval/evaluator.h"
 #include "trainer/model/reid_model.h"
@@ -61,6 +62,9 @@ class Trainer {
   torch::Tensor BuildTextBank();
   // --- shared (trainer.cc)
   void SetTrainable(int stage);
+  // The model's parameters / buffers by name, in registration order (what GradSync takes).
+  dist::NamedTensors Parameters() const;
+  dist::NamedTensors Buffers() const;
   // Averages the loss components over ranks, skips the step when the total is not finite,
   // else backward + optimiser step. Returns false for a skipped step; error after too many.
   StatusOr<bool> Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts,
