@@ -66,6 +66,25 @@ d=$(rel_diff "$(final "$tmp/s1")" "$(final "$tmp/local")")
 echo "     1 rank vs 2 ranks LOCAL: max_rel_diff=$d"
 check "local-scope-differs" '! below "$d" 1e-4'
 
+# fp16's dynamic loss scaling, run on CPU through the test hook REID_TEST_LOSS_SCALE (the scaler
+# with that initial scale, in fp32). A power-of-two scale is exact: the same parameters as the
+# unscaled run, bit for bit. A scale that overflows makes every rank skip the same steps and back
+# off; stopping and resuming such a run restores the scaler (scaler.pt) exactly.
+REID_TEST_LOSS_SCALE=65536 train 2 "$tmp/scaled"; rc=$?
+line=$("$reid" ckpt diff "$(final "$tmp/r2")" "$(final "$tmp/scaled")" | tail -1)
+echo "     loss scale 65536 vs none: $line"
+check "loss-scaling-exact" '[[ $rc -eq 0 && $line == "max_abs_diff=0.000000e+00 max_rel_diff=0.000000e+00" ]]' "$tmp/scaled.log"
+REID_TEST_LOSS_SCALE=8e36 train 2 "$tmp/overflow"; rc=$?
+n=$(grep -c "gradient overflow: step skipped" "$tmp/overflow/logs/rank1.log")
+echo "     loss scale 8e36: $n steps skipped on rank 1"
+check "loss-scaling-overflow-skips" '[[ $rc -eq 0 && $n -gt 0 && -s $(final "$tmp/overflow")/scaler.pt ]]' "$tmp/overflow.log"
+check "loss-scaling-same-skips-on-every-rank" '[[ $(grep -c "gradient overflow" "$tmp/overflow/logs/rank0.log") -eq $n ]]'
+REID_TEST_LOSS_SCALE=8e36 REID_TEST_STOP_AT=1:1:2 train 2 "$tmp/overflow_stop"
+REID_TEST_LOSS_SCALE=8e36 train 2 "$tmp/overflow_stop" --resume=auto; rc=$?
+line=$("$reid" ckpt diff "$(final "$tmp/overflow")" "$(final "$tmp/overflow_stop")" | tail -1)
+echo "     overflowing run stopped at 1:1:2 + resume vs uninterrupted: $line"
+check "loss-scaler-resume-bit-identical" '[[ $rc -eq 0 && $line == "max_abs_diff=0.000000e+00 max_rel_diff=0.000000e+00" ]]' "$tmp/overflow_stop.log"
+
 # Resume: a stop requested (as by a signal) on the last rank, then --resume=auto.
 for at in 1:2:1 2:1:2; do
   out="$tmp/stop_$at"

@@ -99,6 +99,7 @@ Status Trainer::RunStage1() {
   group.weight_decay = s1.weight_decay();
   optimizer_ = MakeOptimizer(s1.optimizer(), s1.momentum(), {group});
   RestoreOptimizer(1);
+  REID_RETURN_IF_ERROR(StartPrecision(1, s1.amp(), s1.amp_dtype()));
   const auto scope = cfg_.dist().loss_scope();
   const torch::Tensor features_dev = features.to(options_.device);
   const torch::Tensor labels_dev = labels.to(options_.device);
@@ -124,11 +125,15 @@ Status Trainer::RunStage1() {
       torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
       torch::Tensor img = features_dev.index_select(0, idx);  // (b, D)
       torch::Tensor lbl = labels_dev.index_select(0, idx);    // (b)
-      torch::Tensor text = model_->EncodeText(lbl, img);      // (b, D)
-      torch::Tensor img_all = dist::GatherForLoss(comm_, img, scope);
-      torch::Tensor text_all = dist::GatherForLoss(comm_, text, scope);
-      torch::Tensor lbl_all = dist::GatherForLoss(comm_, lbl, scope);
-      torch::Tensor loss = Stage1Loss(img_all, text_all, lbl_all, s1.temperature());
+      torch::Tensor loss;
+      {
+        AutocastScope autocast(precision_);
+        torch::Tensor text = model_->EncodeText(lbl, img);  // (b, D)
+        torch::Tensor img_all = dist::GatherForLoss(comm_, img, scope);
+        torch::Tensor text_all = dist::GatherForLoss(comm_, text, scope);
+        torch::Tensor lbl_all = dist::GatherForLoss(comm_, lbl, scope);
+        loss = Stage1Loss(img_all, text_all, lbl_all, s1.temperature());
+      }
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(loss, {}, &avg);
       if (!stepped.ok()) return stepped.status();

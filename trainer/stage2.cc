@@ -72,6 +72,7 @@ Status Trainer::RunStage2() {
   for (const ParamGroup& g : groups) base_lrs_.push_back(g.lr);
   optimizer_ = MakeOptimizer(s2.optimizer(), s2.momentum(), groups);
   RestoreOptimizer(2);
+  REID_RETURN_IF_ERROR(StartPrecision(2, s2.amp(), s2.amp_dtype()));
 
   const auto scope = cfg_.dist().loss_scope();
   dist::Communicator* bn_comm = cfg_.dist().sync_bn() && comm_.size() > 1 ? &comm_ : nullptr;
@@ -101,20 +102,25 @@ Status Trainer::RunStage2() {
       torch::Tensor x = t.images.to(options_.device);
       torch::Tensor y = t.pids.to(options_.device);
       torch::Tensor cams = sie ? t.camids.to(options_.device) : torch::Tensor();
-      model::VisionOutputs v = model_->EncodeImage(x, cams);
-      torch::Tensor score =
-          model_->classifier(dist::SyncBatchNormForward(bn_comm, model_->bottleneck, v.cls));
-      torch::Tensor score_proj = model_->classifier_proj(
-          dist::SyncBatchNormForward(bn_comm, model_->bottleneck_proj, v.cls_proj));
-      // Batch-coupled terms see the global batch (GLOBAL scope); per-sample terms too, so that
-      // every rank computes the same global loss.
-      torch::Tensor proj_all = dist::GatherForLoss(comm_, v.cls_proj, scope);
-      torch::Tensor y_all = dist::GatherForLoss(comm_, y, scope);
-      Stage2Losses l = Stage2Loss(cfg_.loss(), dist::GatherForLoss(comm_, score, scope),
-                                  dist::GatherForLoss(comm_, score_proj, scope),
-                                  dist::GatherForLoss(comm_, v.cls_last, scope),
-                                  dist::GatherForLoss(comm_, v.cls, scope), proj_all,
-                                  model_->ImageTextLogits(proj_all, text_bank_), y_all);
+      Stage2Losses l;
+      torch::Tensor y_all;
+      {
+        AutocastScope autocast(precision_);
+        model::VisionOutputs v = model_->EncodeImage(x, cams);
+        torch::Tensor score =
+            model_->classifier(dist::SyncBatchNormForward(bn_comm, model_->bottleneck, v.cls));
+        torch::Tensor score_proj = model_->classifier_proj(
+            dist::SyncBatchNormForward(bn_comm, model_->bottleneck_proj, v.cls_proj));
+        // Batch-coupled terms see the global batch (GLOBAL scope); per-sample terms too, so that
+        // every rank computes the same global loss.
+        torch::Tensor proj_all = dist::GatherForLoss(comm_, v.cls_proj, scope);
+        y_all = dist::GatherForLoss(comm_, y, scope);
+        l = Stage2Loss(cfg_.loss(), dist::GatherForLoss(comm_, score, scope),
+                       dist::GatherForLoss(comm_, score_proj, scope),
+                       dist::GatherForLoss(comm_, v.cls_last, scope),
+                       dist::GatherForLoss(comm_, v.cls, scope), proj_all,
+                       model_->ImageTextLogits(proj_all, text_bank_), y_all);
+      }
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
       if (!stepped.ok()) return stepped.status();

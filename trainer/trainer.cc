@@ -271,6 +271,13 @@ Status Trainer::RestoreModel(const std::string& path, const proto::CheckpointMet
     pending_optimizer_ = *opt;
     pending_optimizer_stage_ = meta.stage();
   }
+  StatusOr<std::string> scaler = ReadCheckpointFile(path, meta, "scaler.pt");
+  if (scaler.ok()) {
+    StatusOr<NamedTensors> st = DeserializeTensors(*scaler, path + "/scaler.pt");
+    if (!st.ok()) return st.status();
+    pending_scaler_ = *st;
+    pending_scaler_stage_ = meta.stage();
+  }
   StatusOr<std::string> rng = ReadCheckpointFile(path, meta, "rng.pt");
   if (rng.ok() && meta.world_size() == ranks_.world_size) {
     StatusOr<NamedTensors> r = DeserializeTensors(*rng, path + "/rng.pt");
@@ -337,10 +344,43 @@ StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch:
   }
   consecutive_skipped_ = 0;
   optimizer_->zero_grad();
-  loss.backward();  // GradSync averages the gradients across ranks during/at the end of it
+  scaler_.Scale(loss).backward();  // GradSync averages the gradients across ranks during/after it
+  if (scaler_.enabled()) {
+    std::vector<torch::Tensor> params;
+    for (const auto& p : model_->parameters()) params.push_back(p);
+    const bool overflow = scaler_.UnscaleAndCheck(params, comm_);  // the same on every rank
+    scaler_.Update(overflow);
+    if (overflow) {
+      ++overflow_steps_;
+      LOG(INFO) << "gradient overflow: step skipped, loss scale now " << scaler_.scale();
+      return false;
+    }
+  }
   optimizer_->step();
   ++global_step_;
   return true;
+}
+
+Status Trainer::StartPrecision(int stage, bool amp, proto::AmpDtype dtype) {
+  precision_ = PrecisionFor(amp, dtype, options_.device);
+  scaler_ = LossScaler(precision_.loss_scaling, LossScalerOptions());
+  // Test hook: the loss scaler with this initial scale in any precision (fp32 on CPU), so that
+  // its path through backward, GradSync, the skip and the checkpoint runs without a GPU.
+  if (const char* init = std::getenv("REID_TEST_LOSS_SCALE"); init != nullptr && *init != 0) {
+    LossScalerOptions o;
+    o.init_scale = std::strtod(init, nullptr);
+    CHECK(std::isfinite(o.init_scale) && o.init_scale > 0) << "REID_TEST_LOSS_SCALE=" << init;
+    scaler_ = LossScaler(true, o);
+  }
+  if (amp && !precision_.autocast && ranks_.rank == 0) {
+    LOG(INFO) << "stage " << stage << ": amp applies on CUDA only; training in fp32 on CPU";
+  }
+  LOG(INFO) << "stage " << stage << " precision: " << precision_.Describe();
+  if (!pending_scaler_.empty() && pending_scaler_stage_ == stage) {
+    if (scaler_.enabled()) REID_RETURN_IF_ERROR(scaler_.Restore(pending_scaler_, "scaler.pt"));
+    pending_scaler_.clear();
+  }
+  return Status::Ok();
 }
 
 bool Trainer::StopRequested(int stage, int64_t epoch, int64_t step) {
@@ -375,6 +415,9 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
     files.emplace_back("rng.pt", SerializeTensors(per_rank));
     if (class_centers_.defined()) {
       files.emplace_back("class_centers.pt", SerializeTensors({{"class_centers", class_centers_}}));
+    }
+    if (scaler_.enabled() && optimizer_) {
+      files.emplace_back("scaler.pt", SerializeTensors(scaler_.State()));
     }
     proto::CheckpointMeta meta;
     meta.set_stage(stage);

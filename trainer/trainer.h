@@ -15,6 +15,7 @@
 #include "data/sampler.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/reid_config.pb.h"
+#include "trainer/amp.h"
 #include "trainer/checkpoint.h"
 #include "trainer/distributed/communicator.h"
 #include "trainer/distributed/grad_sync.h"
@@ -62,11 +63,15 @@ class Trainer {
   torch::Tensor BuildTextBank();
   // --- shared (trainer.cc)
   void SetTrainable(int stage);
+  // The stage's precision (amp on CUDA) and a fresh loss scaler, restored from the resumed
+  // checkpoint's when it is of this stage.
+  Status StartPrecision(int stage, bool amp, proto::AmpDtype dtype);
   // The model's parameters / buffers by name, in registration order (what GradSync takes).
   dist::NamedTensors Parameters() const;
   dist::NamedTensors Buffers() const;
   // Averages the loss components over ranks, skips the step when the total is not finite,
-  // else backward + optimiser step. Returns false for a skipped step; error after too many.
+  // else backward (of the scaled loss under fp16) + optimiser step, which the loss scaler skips
+  // when a gradient overflowed. Returns false for a skipped step; error after too many.
   StatusOr<bool> Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts,
                       std::vector<double>* averaged);
   // Collective: true on every rank when any rank got SIGTERM/SIGUSR1. (stage, epoch, step) is
@@ -101,6 +106,11 @@ class Trainer {
   std::vector<double> base_lrs_;
   std::string pending_optimizer_;  // serialized optimiser of the resumed checkpoint's stage
   int pending_optimizer_stage_ = 0;
+  NamedTensors pending_scaler_;  // loss scaler state of the resumed checkpoint's stage
+  int pending_scaler_stage_ = 0;
+  Precision precision_;
+  LossScaler scaler_;
+  int64_t overflow_steps_ = 0;  // optimiser steps the loss scaler skipped
 
   int64_t skipped_steps_ = 0, consecutive_skipped_ = 0;
   EvalResult last_eval_;

@@ -10,10 +10,13 @@
 
 namespace reid::dist {
 
-enum class DType { kFloat32, kFloat64, kInt32, kInt64, kUInt8 };
+// kFloat16 (IEEE binary16) and kBFloat16 travel as 16-bit words; reductions of them accumulate in
+// float32 and round once (to nearest even).
+enum class DType { kFloat32, kFloat64, kInt32, kInt64, kUInt8, kFloat16, kBFloat16 };
 enum class ReduceOp { kSum, kAvg, kMax };
 
 size_t DTypeSize(DType dtype);
+bool IsFloating(DType dtype);
 const char* DTypeName(DType dtype);
 const char* ReduceOpName(ReduceOp op);
 
@@ -49,6 +52,12 @@ class RawComm {
                                            const std::vector<size_t>& counts, DType dtype) = 0;
   virtual std::shared_ptr<Work> Barrier() = 0;
 };
+
+// 16-bit float conversions (round to nearest even; NaN stays NaN, overflow becomes infinity).
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+float BFloat16ToFloat(uint16_t b);
+uint16_t FloatToBFloat16(float f);
 
 // A finished Work (for world size 1 and empty buffers).
 std::shared_ptr<Work> DoneWork();

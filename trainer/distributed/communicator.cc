@@ -17,10 +17,9 @@ torch::ScalarType WireType(torch::ScalarType t) {
     case torch::kInt:
     case torch::kLong:
     case torch::kByte:
-      return t;
     case torch::kHalf:
     case torch::kBFloat16:
-      return torch::kFloat;
+      return t;
     default:
       return torch::kLong;  // bool, int8, int16
   }
@@ -38,6 +37,10 @@ DType ToDType(torch::ScalarType t) {
       return DType::kInt64;
     case torch::kByte:
       return DType::kUInt8;
+    case torch::kHalf:
+      return DType::kFloat16;
+    case torch::kBFloat16:
+      return DType::kBFloat16;
     default:
       LOG(FATAL) << "no wire dtype for " << t;
   }

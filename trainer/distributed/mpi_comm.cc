@@ -36,11 +36,14 @@ MPI_Datatype ToMpi(DType dtype) {
       return MPI_INT64_T;
     case DType::kUInt8:
       return MPI_UINT8_T;
+    case DType::kFloat16:
+    case DType::kBFloat16:
+      return MPI_UINT16_T;  // moved as 16-bit words; reduced by RunAllReduce16
   }
   LOG(FATAL) << "unknown dtype";
 }
 
-bool IsFloating(DType d) { return d == DType::kFloat32 || d == DType::kFloat64; }
+bool Is16BitFloat(DType d) { return d == DType::kFloat16 || d == DType::kBFloat16; }
 
 void CheckMpi(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
@@ -74,7 +77,11 @@ void ReduceBytes(void* dst, const void* src, size_t n, DType dtype, ReduceOp op)
       return ReduceInto(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), n, max);
     case DType::kUInt8:
       return ReduceInto(static_cast<uint8_t*>(dst), static_cast<const uint8_t*>(src), n, max);
+    case DType::kFloat16:
+    case DType::kBFloat16:
+      break;
   }
+  LOG(FATAL) << "ReduceBytes: " << DTypeName(dtype) << " is reduced by RunAllReduce16";
 }
 
 void Scale(void* buf, size_t n, DType dtype, double factor) {
@@ -321,6 +328,10 @@ class MpiComm : public RawComm {
   }
 
   void RunAllReduce(void* buf, size_t count, DType dtype, ReduceOp op) {
+    if (Is16BitFloat(dtype)) {
+      RunAllReduce16(buf, count, dtype, op);
+      return;
+    }
     size_t bytes = count * DTypeSize(dtype);
     if (size_ > 1 && count >= static_cast<size_t>(size_) && bytes >= options_.ring_min_bytes) {
       RingAllReduce(buf, count, dtype, op);
@@ -337,6 +348,27 @@ class MpiComm : public RawComm {
       }
     }
     if (op == ReduceOp::kAvg && size_ > 1) Scale(buf, count, dtype, 1.0 / size_);
+  }
+
+  // float16 / bfloat16 (autocast activations, not gradients: small): every rank's buffer is
+  // gathered and reduced in rank order in float32, then rounded once, so every rank gets the
+  // same bits and the sum is as exact as float32 makes it (a ring would round at each hop).
+  void RunAllReduce16(void* buf, size_t count, DType dtype, ReduceOp op) {
+    if (size_ == 1 || count == 0) return;
+    std::vector<uint16_t> all(count * size_);
+    RunAllGatherV(buf, all.data(), std::vector<size_t>(size_, count), dtype);
+    const bool half = dtype == DType::kFloat16;
+    auto to_float = [half](uint16_t v) { return half ? HalfToFloat(v) : BFloat16ToFloat(v); };
+    uint16_t* out = static_cast<uint16_t*>(buf);
+    for (size_t i = 0; i < count; ++i) {
+      float acc = to_float(all[i]);
+      for (int r = 1; r < size_; ++r) {
+        const float v = to_float(all[r * count + i]);
+        acc = op == ReduceOp::kMax ? std::max(acc, v) : acc + v;
+      }
+      if (op == ReduceOp::kAvg) acc /= static_cast<float>(size_);
+      out[i] = half ? FloatToHalf(acc) : FloatToBFloat16(acc);
+    }
   }
 
   // Ring all-reduce (reduce-scatter then all-gather) of each piece of at most

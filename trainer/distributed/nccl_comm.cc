@@ -32,6 +32,14 @@ ncclDataType_t ToNccl(DType dtype) {
       return ncclInt64;
     case DType::kUInt8:
       return ncclUint8;
+    case DType::kFloat16:
+      return ncclFloat16;
+    case DType::kBFloat16:
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+      return ncclBfloat16;
+#else
+      LOG(FATAL) << "bfloat16 collectives need NCCL 2.10 or newer";
+#endif
   }
   LOG(FATAL) << "unknown dtype";
 }
