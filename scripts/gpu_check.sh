@@ -66,6 +66,21 @@ step "unit tests on LibTorch 2.x (ctest -L 'model|data', CPU)"
 row "ctest model+data (torch 2.x)" "$(grep -E 'tests passed' "$OUT/unit_tests.log" | tail -1)"
 grep -E "\\*\\*\\*Failed|Not Run" "$OUT/unit_tests.log" | head -20
 
+step "short training on CUDA: the tiny synthetic config, fp32 vs fp16 (loss scaling) vs bf16"
+for prec in fp32 fp16 bf16; do
+  case $prec in
+    fp32) set_amp='stage1 { amp: false } stage2 { amp: false }' ;;
+    fp16) set_amp='stage1 { amp: true amp_dtype: FLOAT16 } stage2 { amp: true amp_dtype: FLOAT16 }' ;;
+    bf16) set_amp='stage1 { amp: true amp_dtype: BFLOAT16 } stage2 { amp: true amp_dtype: BFLOAT16 }' ;;
+  esac
+  t0=$(date +%s)
+  timeout 300 "$BUILD/bin/reid" train --config=configs/synthetic_tiny.textproto --device=cuda \
+    --output_dir="/tmp/reid_train_$prec" --set="$set_amp" >"$OUT/train_$prec.log" 2>&1
+  rc=$?
+  row "train tiny cuda $prec" "rc=$rc $(( $(date +%s) - t0 )) s $(grep '^done: ' "$OUT/train_$prec.log" | cut -c1-60) $(grep -c 'gradient overflow' /tmp/reid_train_$prec/logs/rank0.log 2>/dev/null) overflow skips"
+  grep -E "^error|Check failed" "$OUT/train_$prec.log" | head -5
+done
+
 if [ -x "$BUILD/bin/bench_clip" ]; then
   step "bench_clip: ViT-B/16 forward+backward on the GPU, ours vs Python PyTorch (same machine)"
   for b in 8 64; do
@@ -77,7 +92,7 @@ fi
 
 echo; echo "== summary"; printf '%s\n' "${rows[@]}" | tee "$OUT/summary.txt"
 # The device tool brings back at most 8 files.
-for f in summary.txt version.txt gpu_tests.log unit_tests.log build.log bench_clip_cuda_b8.json \
+for f in summary.txt version.txt gpu_tests.log unit_tests.log build.log train_fp16.log \
          bench_clip_cuda_b64.json configure.log; do
   [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL_OUT/"
 done
