@@ -176,8 +176,9 @@ TEST(CollectivesTest, ModelMismatchIsAClearErrorOnEveryRank) {
 TEST(CollectivesTest, JobCommunicatorFromConfig) {
   reid::proto::DistConfig config;
   config.set_timeout_s(60);
-  auto comm = MakeCommunicator(CurrentRanks(), config);
-  ASSERT_EQ(comm->size(), CurrentRanks().world_size);
+  const Ranks ranks = InitRanks();  // already initialised by main: returns its result
+  auto comm = MakeCommunicator(ranks, config);
+  ASSERT_EQ(comm->size(), ranks.world_size);
   EXPECT_STREQ(comm->host().backend(), "mpi");
   torch::Tensor t = torch::ones({3}) * (comm->rank() + 1);
   comm->AllReduce(t, ReduceOp::kAvg);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "trainer/distributed/mpi_check.h"
 #include "trainer/distributed/ranks.h"
 
 int main(int argc, char** argv) {
@@ -12,10 +13,11 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   reid::dist::Ranks ranks = reid::dist::InitRanks();
   LOG(INFO) << "rank " << ranks.rank << " of " << ranks.world_size << " (local " << ranks.local_rank
-            << " of " << ranks.local_size << ", from " << ranks.source << ")";
+            << " of " << ranks.local_size << ", from " << reid::dist::RankSourceName(ranks.source)
+            << ")";
   int rc = RUN_ALL_TESTS();
   int worst = rc;
-  if (ranks.mpi) MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  if (ranks.mpi) REID_MPI_CHECK(MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
   reid::dist::FinalizeRanks();
   return worst;
 }

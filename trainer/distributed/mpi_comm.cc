@@ -17,6 +17,7 @@
 #include <sstream>
 #include <thread>
 
+#include "trainer/distributed/mpi_check.h"
 #include "trainer/distributed/ranks.h"
 
 namespace reid::dist {
@@ -44,15 +45,6 @@ MPI_Datatype ToMpi(DType dtype) {
 }
 
 bool Is16BitFloat(DType d) { return d == DType::kFloat16 || d == DType::kBFloat16; }
-
-void CheckMpi(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char text[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, text, &len);
-  LOG(FATAL) << "rank " << CurrentRanks().rank << ": " << what
-             << " failed: " << std::string(text, len);
-}
 
 // dst[i] = op(dst[i], src[i]) for n elements of type T.
 template <typename T>
@@ -157,9 +149,9 @@ struct Task {
 class MpiComm : public RawComm {
  public:
   MpiComm(MPI_Comm comm, const MpiCommOptions& options) : options_(options) {
-    CheckMpi(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
+    REID_MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+    REID_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    REID_MPI_CHECK(MPI_Comm_size(comm_, &size_));
     CHECK_GE(options_.chunk_bytes, 64u) << "chunk_bytes too small";
     worker_ = std::thread([this] { WorkerLoop(); });
     if (options_.timeout_s > 0) watchdog_ = std::thread([this] { WatchdogLoop(); });
@@ -180,7 +172,7 @@ class MpiComm : public RawComm {
     }
     stop_cv_.notify_all();
     if (watchdog_.joinable()) watchdog_.join();
-    MPI_Comm_free(&comm_);
+    REID_MPI_CHECK(MPI_Comm_free(&comm_));
   }
 
   int rank() const override { return rank_; }
@@ -204,8 +196,7 @@ class MpiComm : public RawComm {
           char* p = static_cast<char*>(buf);
           for (size_t off = 0; off < count; off += chunk) {
             int n = static_cast<int>(std::min(chunk, count - off));
-            CheckMpi(MPI_Bcast(p + off * DTypeSize(dtype), n, ToMpi(dtype), root, comm_),
-                     "MPI_Bcast");
+            REID_MPI_CHECK(MPI_Bcast(p + off * DTypeSize(dtype), n, ToMpi(dtype), root, comm_));
           }
         },
         count * DTypeSize(dtype));
@@ -229,7 +220,7 @@ class MpiComm : public RawComm {
   }
 
   std::shared_ptr<Work> Barrier() override {
-    return Submit(OpInfo(), [=] { CheckMpi(MPI_Barrier(comm_), "MPI_Barrier"); });
+    return Submit(OpInfo(), [=] { REID_MPI_CHECK(MPI_Barrier(comm_)); });
   }
 
  private:
@@ -318,9 +309,9 @@ class MpiComm : public RawComm {
       double age = std::chrono::duration<double>(Clock::now() - running_since_).count();
       if (age < options_.timeout_s) continue;
       std::ostringstream msg;
-      msg << "reid dist watchdog: rank " << CurrentRanks().rank << " (of " << size_
-          << "): collective #" << running_seq_ << " " << Describe(running_what_)
-          << " has not finished after " << age << " s (dist.timeout_s = " << options_.timeout_s
+      msg << "reid dist watchdog: rank " << rank_ << " (of " << size_ << "): collective #"
+          << running_seq_ << " " << Describe(running_what_) << " has not finished after " << age
+          << " s (dist.timeout_s = " << options_.timeout_s
           << "); another rank is stuck or dead. Aborting the job.";
       LOG(ERROR) << msg.str();
       AbortJob(msg.str(), 3);
@@ -342,9 +333,8 @@ class MpiComm : public RawComm {
       char* p = static_cast<char*>(buf);
       for (size_t off = 0; off < count; off += chunk) {
         int n = static_cast<int>(std::min(chunk, count - off));
-        CheckMpi(
-            MPI_Allreduce(MPI_IN_PLACE, p + off * DTypeSize(dtype), n, ToMpi(dtype), mpi_op, comm_),
-            "MPI_Allreduce");
+        REID_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, p + off * DTypeSize(dtype), n, ToMpi(dtype),
+                                     mpi_op, comm_));
       }
     }
     if (op == ReduceOp::kAvg && size_ > 1) Scale(buf, count, dtype, 1.0 / size_);
@@ -409,15 +399,13 @@ class MpiComm : public RawComm {
   void SendRecv(const void* send, size_t send_count, int dest, void* recv, size_t recv_count,
                 int source, DType dtype) {
     MPI_Request requests[2];
-    CheckMpi(
-        MPI_Irecv(recv, static_cast<int>(recv_count), ToMpi(dtype), source, 7, comm_, &requests[0]),
-        "MPI_Irecv (ring)");
-    CheckMpi(
-        MPI_Isend(send, static_cast<int>(send_count), ToMpi(dtype), dest, 7, comm_, &requests[1]),
-        "MPI_Isend (ring)");
+    REID_MPI_CHECK(MPI_Irecv(recv, static_cast<int>(recv_count), ToMpi(dtype), source, 7, comm_,
+                             &requests[0]));
+    REID_MPI_CHECK(
+        MPI_Isend(send, static_cast<int>(send_count), ToMpi(dtype), dest, 7, comm_, &requests[1]));
     for (int polls = 0;; ++polls) {
       int done = 0;
-      CheckMpi(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE), "MPI_Testall (ring)");
+      REID_MPI_CHECK(MPI_Testall(2, requests, &done, MPI_STATUSES_IGNORE));
       if (done) return;
       if (polls > 100) std::this_thread::yield();
     }
@@ -437,9 +425,8 @@ class MpiComm : public RawComm {
         displs[r] = static_cast<int>(prefix[r] + std::min(off, counts[r]));
       }
       const char* s = static_cast<const char*>(send) + std::min(off, counts[rank_]) * es;
-      CheckMpi(MPI_Allgatherv(s, piece_counts[rank_], ToMpi(dtype), recv, piece_counts.data(),
-                              displs.data(), ToMpi(dtype), comm_),
-               "MPI_Allgatherv");
+      REID_MPI_CHECK(MPI_Allgatherv(s, piece_counts[rank_], ToMpi(dtype), recv, piece_counts.data(),
+                                    displs.data(), ToMpi(dtype), comm_));
     }
   }
 

@@ -24,7 +24,7 @@ float Value(int rank, size_t i) { return static_cast<float>((i * 31 + rank * 17)
 class NcclCommTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const Ranks& ranks = CurrentRanks();
+    const Ranks ranks = InitRanks();  // already initialised by main: returns its result
     if (CudaDeviceCount() < ranks.local_size) {
       GTEST_SKIP() << "needs " << ranks.local_size << " GPU(s) on this node, found "
                    << CudaDeviceCount();

@@ -2,16 +2,18 @@
 #include "trainer/distributed/ranks.h"
 
 #include <glog/logging.h>
-#include <mpi.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
+#include "trainer/distributed/mpi_check.h"
+
 namespace reid::dist {
 namespace {
 
+// InitRanks' result, for its idempotence and FinalizeRanks (not readable from outside).
 Ranks g_ranks;
 bool g_initialized = false;
 
@@ -29,6 +31,31 @@ const char* RealEnv(const char* name) { return std::getenv(name); }
 
 }  // namespace
 
+const char* RankSourceName(RankSource source) {
+  switch (source) {
+    case RankSource::kSingle:
+      return "single";
+    case RankSource::kMpi:
+      return "mpi";
+    case RankSource::kEnv:
+      return "env";
+  }
+  return "?";
+}
+
+void MpiCallFailed(int rc, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, text, &len) != MPI_SUCCESS) len = 0;
+  int rank = -1, initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  LOG(FATAL) << file << ":" << line << ": rank " << rank << ": " << call << " failed (" << rc
+             << "): " << std::string(text, len);
+  std::abort();  // not reached
+}
+
 bool LaunchedByMpi(const EnvLookup& env) {
   if (env("OMPI_COMM_WORLD_SIZE") || env("PMIX_RANK") || env("PMI_RANK") || env("PMI_SIZE")) {
     return true;
@@ -44,7 +71,7 @@ Ranks RanksFromEnv(const EnvLookup& env) {
     r.rank = EnvInt(env, "OMPI_COMM_WORLD_RANK", 0);
     r.local_rank = EnvInt(env, "OMPI_COMM_WORLD_LOCAL_RANK", 0);
     r.local_size = EnvInt(env, "OMPI_COMM_WORLD_LOCAL_SIZE", 1);
-    r.source = "env";
+    r.source = RankSource::kEnv;
   } else if (env("SLURM_PROCID") && env("SLURM_STEP_ID")) {
     r.world_size = EnvInt(env, "SLURM_NTASKS", EnvInt(env, "SLURM_NPROCS", 1));
     r.rank = EnvInt(env, "SLURM_PROCID", 0);
@@ -57,7 +84,7 @@ Ranks RanksFromEnv(const EnvLookup& env) {
       r.local_size = tpn ? std::atoi(tpn) : 1;
     }
     if (r.local_size <= r.local_rank) r.local_size = r.local_rank + 1;
-    r.source = "env";
+    r.source = RankSource::kEnv;
   }
   return r;
 }
@@ -71,11 +98,10 @@ Ranks InitRanks() {
     return g_ranks;
   }
   int already = 0;
-  MPI_Initialized(&already);
+  REID_MPI_CHECK(MPI_Initialized(&already));
   if (!already) {
     int provided = 0;
-    int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
-    CHECK_EQ(rc, MPI_SUCCESS) << "MPI_Init_thread failed although a launcher started this process";
+    REID_MPI_CHECK(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided));
     if (provided < MPI_THREAD_SERIALIZED) {
       LOG(WARNING) << "MPI provides thread level " << provided
                    << " (< SERIALIZED); communication runs on a helper thread regardless";
@@ -83,21 +109,21 @@ Ranks InitRanks() {
   }
   Ranks r;
   r.mpi = true;
-  r.source = "mpi";
-  MPI_Comm_size(MPI_COMM_WORLD, &r.world_size);
-  MPI_Comm_rank(MPI_COMM_WORLD, &r.rank);
+  r.source = RankSource::kMpi;
+  REID_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &r.world_size));
+  REID_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r.rank));
   MPI_Comm node;
   if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, r.rank, MPI_INFO_NULL, &node) ==
       MPI_SUCCESS) {
-    MPI_Comm_rank(node, &r.local_rank);
-    MPI_Comm_size(node, &r.local_size);
-    MPI_Comm_free(&node);
+    REID_MPI_CHECK(MPI_Comm_rank(node, &r.local_rank));
+    REID_MPI_CHECK(MPI_Comm_size(node, &r.local_size));
+    REID_MPI_CHECK(MPI_Comm_free(&node));
   } else {
     LOG(WARNING) << "MPI shared-memory split failed; local rank from the launcher's variables";
     r.local_rank = env_ranks.local_rank;
     r.local_size = env_ranks.local_size;
   }
-  if (env_ranks.source == "env" &&
+  if (env_ranks.source == RankSource::kEnv &&
       (env_ranks.world_size != r.world_size || env_ranks.rank != r.rank)) {
     LOG(WARNING) << "launcher variables say rank " << env_ranks.rank << "/" << env_ranks.world_size
                  << " but MPI says " << r.rank << "/" << r.world_size << "; using MPI's";
@@ -106,13 +132,11 @@ Ranks InitRanks() {
   return g_ranks;
 }
 
-const Ranks& CurrentRanks() { return g_ranks; }
-
 void FinalizeRanks() {
   if (!g_ranks.mpi) return;
   int finalized = 0;
-  MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  REID_MPI_CHECK(MPI_Finalized(&finalized));
+  if (!finalized) REID_MPI_CHECK(MPI_Finalize());
   g_ranks.mpi = false;
 }
 
@@ -126,9 +150,9 @@ void AbortJob(const std::string& message, int code) {
   std::fprintf(stderr, "%s\n", message.c_str());
   std::fflush(stderr);
   int initialized = 0, finalized = 0;
-  MPI_Initialized(&initialized);
-  MPI_Finalized(&finalized);
-  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  REID_MPI_CHECK(MPI_Initialized(&initialized));
+  REID_MPI_CHECK(MPI_Finalized(&finalized));
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);  // does not return
   _exit(code);
 }
 

@@ -7,13 +7,17 @@
 
 namespace reid::dist {
 
+// Where the numbers of a Ranks came from.
+enum class RankSource { kSingle, kMpi, kEnv };
+const char* RankSourceName(RankSource source);  // "single", "mpi", "env"
+
 struct Ranks {
   int world_size = 1;
   int rank = 0;
-  int local_rank = 0;             // index among the ranks of this node; device = local_rank
-  int local_size = 1;             // ranks on this node
-  bool mpi = false;               // MPI_Init was called (a launcher started us)
-  std::string source = "single";  // where the numbers came from: single, mpi, env
+  int local_rank = 0;  // index among the ranks of this node; device = local_rank
+  int local_size = 1;  // ranks on this node
+  bool mpi = false;    // MPI_Init was called (a launcher started us)
+  RankSource source = RankSource::kSingle;
 };
 
 // Looks up an environment variable (getenv-like; returns nullptr when unset).
@@ -28,11 +32,9 @@ bool LaunchedByMpi(const EnvLookup& env);
 Ranks RanksFromEnv(const EnvLookup& env);
 
 // Initialises MPI (thread level MULTIPLE requested) when LaunchedByMpi, else returns world size 1
-// without touching MPI. Idempotent. CHECK-fails when MPI is needed but cannot be initialised.
+// without touching MPI. Idempotent (later calls return the first call's result). CHECK-fails
+// when MPI is needed but cannot be initialised. Pass the result on: nothing else keeps it.
 Ranks InitRanks();
-
-// The ranks found by InitRanks (world size 1 before it is called).
-const Ranks& CurrentRanks();
 
 // Calls MPI_Finalize if InitRanks initialised MPI. Call once at the end of main.
 void FinalizeRanks();

@@ -30,7 +30,8 @@ TEST(RanksTest, NoLauncherMeansWorldSizeOne) {
   EXPECT_EQ(r.world_size, 1);
   EXPECT_EQ(r.rank, 0);
   EXPECT_EQ(r.local_rank, 0);
-  EXPECT_EQ(r.source, "single");
+  EXPECT_EQ(r.source, RankSource::kSingle);
+  EXPECT_STREQ(RankSourceName(r.source), "single");
 }
 
 TEST(RanksTest, OpenMpiVariables) {
@@ -44,6 +45,7 @@ TEST(RanksTest, OpenMpiVariables) {
   EXPECT_EQ(r.rank, 5);
   EXPECT_EQ(r.local_rank, 1);
   EXPECT_EQ(r.local_size, 4);
+  EXPECT_EQ(r.source, RankSource::kEnv);
 }
 
 TEST(RanksTest, SlurmVariables) {
@@ -64,6 +66,7 @@ TEST(RanksTest, SlurmVariables) {
 TEST(RanksTest, SbatchScriptWithoutStepIsSingle) {
   Ranks r = RanksFromEnv(FakeEnv({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "8"}}));
   EXPECT_EQ(r.world_size, 1);
+  EXPECT_EQ(r.source, RankSource::kSingle);
 }
 
 TEST(RanksTest, InitWithoutLauncherDoesNotTouchMpi) {
