@@ -103,7 +103,7 @@ int Diff(const std::string& a_path, const std::string& b_path) {
 
 }  // namespace
 
-int RunCkpt(int argc, char** argv) {
+int RunCkpt(int argc, char** argv, const std::vector<std::string>& /*set_overrides*/) {
   const std::string verb = argc > 1 ? argv[1] : "";
   if (verb == "show" && argc == 3) return Show(argv[2]);
   if (verb == "verify" && argc == 3) return Verify(argv[2]);

@@ -113,7 +113,8 @@ int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
 
 }  // namespace
 
-int RunClipEncode(int /*argc*/, char** /*argv*/) {
+int RunClipEncode(int /*argc*/, char** /*argv*/,
+                  const std::vector<std::string>& /*set_overrides*/) {
   if (FLAGS_weights.empty() || FLAGS_out_dir.empty() ||
       (FLAGS_images_npy.empty() && FLAGS_texts_file.empty())) {
     std::cerr << "error: reid clip-encode needs --weights, --out_dir and --images_npy and/or "

@@ -15,7 +15,8 @@ DEFINE_bool(json, false, "Print one JSON object instead of a table");
 
 namespace reid::trainer {
 
-int RunDatasetStats(int /*argc*/, char** /*argv*/) {
+int RunDatasetStats(int /*argc*/, char** /*argv*/,
+                    const std::vector<std::string>& /*set_overrides*/) {
   data::DatasetKind kind;
   if (!data::ParseDatasetKind(FLAGS_dataset, &kind)) {
     std::cerr << "error: --dataset = '" << FLAGS_dataset

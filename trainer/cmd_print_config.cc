@@ -7,9 +7,9 @@
 
 namespace reid::trainer {
 
-int RunPrintConfig(int /*argc*/, char** /*argv*/) {
+int RunPrintConfig(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
   proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(&cfg)) return kExitUsage;
+  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
   std::cout << config::ToText(cfg);
   return kExitOk;
 }

@@ -46,15 +46,16 @@ std::string FlagsAsOverride() {
 
 }  // namespace
 
-int RunSynth(int /*argc*/, char** /*argv*/) {
+int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
   if (FLAGS_out.empty()) {
     std::cerr << "error: --out is required\n";
     return kExitUsage;
   }
   const std::string shortcut = FlagsAsOverride();
-  if (!shortcut.empty()) SetOverrides().push_back(shortcut);  // after any --set, so flags win
+  std::vector<std::string> overrides = set_overrides;
+  if (!shortcut.empty()) overrides.push_back(shortcut);  // after any --set, so flags win
   proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(&cfg)) return kExitUsage;
+  if (!LoadConfigFromFlags(overrides, &cfg)) return kExitUsage;
   data::SynthOptions opt = data::SynthOptionsFromConfig(cfg.data());
   opt.threads = std::max(1u, std::thread::hardware_concurrency());
   const auto start = std::chrono::steady_clock::now();

@@ -18,7 +18,7 @@ DEFINE_bool(truncate, false,
 
 namespace reid::trainer {
 
-int RunTokenize(int /*argc*/, char** /*argv*/) {
+int RunTokenize(int /*argc*/, char** /*argv*/, const std::vector<std::string>& /*set_overrides*/) {
   if (FLAGS_context_length < 2) {
     std::cerr << "error: --context_length = " << FLAGS_context_length << ": must be at least 2\n";
     return kExitUsage;

@@ -56,9 +56,9 @@ int Fail(const Status& s, int rank) {
 
 }  // namespace
 
-int RunTrain(int /*argc*/, char** /*argv*/) {
+int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
   proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(&cfg)) return kExitUsage;
+  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
   const dist::Ranks ranks = dist::InitRanks();
   struct Finalize {
     ~Finalize() { dist::FinalizeRanks(); }

@@ -67,7 +67,7 @@ std::string NcclVersion() {
 
 }  // namespace
 
-int RunVersion(int /*argc*/, char** /*argv*/) {
+int RunVersion(int /*argc*/, char** /*argv*/, const std::vector<std::string>& /*set_overrides*/) {
   std::cout << "reid-train " << base::Version() << "\n"
             << "git sha:      " << base::GitSha() << "\n"
             << "LibTorch:     " << TORCH_VERSION_MAJOR << "." << TORCH_VERSION_MINOR << "."

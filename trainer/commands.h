@@ -1,6 +1,8 @@
 // The subcommands of the `reid` binary. Each Run* takes the arguments left after flag parsing
-// (argv[0] = "reid <name>") and returns the process exit status: 0 success, 1 failure,
-// 2 user error (bad config, flag, path or data), reported before any collective starts.
+// (argv[0] = "reid <name>") and every --set value in command-line order (gflags would keep only
+// the last, so main collects them before gflags sees the arguments), and returns the process exit
+// status: 0 success, 1 failure, 2 user error (bad config, flag, path or data), reported before any
+// collective starts.
 #pragma once
 
 #include <string>
@@ -12,17 +14,13 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
 
-// All values given with --set, in command-line order (gflags keeps only the last one, so main
-// collects them before gflags sees the arguments).
-std::vector<std::string>& SetOverrides();
-
-int RunCkpt(int argc, char** argv);
-int RunClipEncode(int argc, char** argv);
-int RunDatasetStats(int argc, char** argv);
-int RunPrintConfig(int argc, char** argv);
-int RunSynth(int argc, char** argv);
-int RunTokenize(int argc, char** argv);
-int RunTrain(int argc, char** argv);
-int RunVersion(int argc, char** argv);
+int RunCkpt(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunClipEncode(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunDatasetStats(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunPrintConfig(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunSynth(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunTokenize(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunTrain(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunVersion(int argc, char** argv, const std::vector<std::string>& set_overrides);
 
 }  // namespace reid::trainer

@@ -10,13 +10,8 @@ DEFINE_string(config, "", "Text-format ReidConfig file (see configs/); empty = s
 
 namespace reid::trainer {
 
-std::vector<std::string>& SetOverrides() {
-  static std::vector<std::string> overrides;
-  return overrides;
-}
-
-bool LoadConfigFromFlags(proto::ReidConfig* cfg) {
-  const config::Problems problems = config::Load(FLAGS_config, SetOverrides(), cfg);
+bool LoadConfigFromFlags(const std::vector<std::string>& set_overrides, proto::ReidConfig* cfg) {
+  const config::Problems problems = config::Load(FLAGS_config, set_overrides, cfg);
   if (problems.empty()) return true;
   std::cerr << "error: invalid config" << (FLAGS_config.empty() ? "" : " " + FLAGS_config) << " ("
             << problems.size() << " problem" << (problems.size() == 1 ? "" : "s") << "):\n";

@@ -22,7 +22,7 @@ struct Subcommand {
   const char* name;
   const char* summary;
   std::vector<const char*> flags;  // the flags this subcommand reads (shown by --help)
-  int (*run)(int argc, char** argv);
+  int (*run)(int argc, char** argv, const std::vector<std::string>& set_overrides);
 };
 
 const std::vector<Subcommand>& Table() {
@@ -95,15 +95,15 @@ void SetIntraOpThreads() {
 }
 
 // Takes every --set=TEXT / --set TEXT out of the arguments (gflags would keep only the last).
-bool ExtractSetOverrides(std::vector<char*>* args) {
+bool ExtractSetOverrides(std::vector<char*>* args, std::vector<std::string>* overrides) {
   std::vector<char*> kept;
   for (size_t i = 0; i < args->size(); ++i) {
     const std::string a = (*args)[i];
     if (a.rfind("--set=", 0) == 0) {
-      SetOverrides().push_back(a.substr(6));
+      overrides->push_back(a.substr(6));
     } else if (a == "--set") {
       if (i + 1 >= args->size()) return false;
-      SetOverrides().push_back((*args)[++i]);
+      overrides->push_back((*args)[++i]);
     } else {
       kept.push_back((*args)[i]);
     }
@@ -157,7 +157,8 @@ int Dispatch(int argc, char** argv) {
   }
   // Before --set is taken out, so that a subcommand which reads no config rejects it too.
   if (!CheckFlagsBelongTo(*sub, args)) return kExitUsage;
-  if (!ExtractSetOverrides(&args)) {
+  std::vector<std::string> set_overrides;
+  if (!ExtractSetOverrides(&args, &set_overrides)) {
     std::cerr << "error: --set needs a value\n";
     return kExitUsage;
   }
@@ -166,7 +167,7 @@ int Dispatch(int argc, char** argv) {
   gflags::ParseCommandLineNonHelpFlags(&sub_argc, &sub_argv, /*remove_flags=*/true);
   base::GlobalInit(argv[0]);
   SetIntraOpThreads();
-  return sub->run(sub_argc, sub_argv);
+  return sub->run(sub_argc, sub_argv, set_overrides);
 }
 
 }  // namespace
