@@ -23,39 +23,49 @@ if ! "$python" -c "import torch, PIL" 2>/dev/null; then
   exit 77
 fi
 
-data="$tmp/data" run="$tmp/run"
+data="$tmp/data"
 "$reid" synth --out="$data" --ids=8 --cameras=4 --images_per_id=4 --seed=7 --height=128 \
   --width=64 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
-args=(--config=configs/synthetic_tiny.textproto
+base=(--config=configs/synthetic_tiny.textproto
   --set='stage1 { max_epochs: 1 ims_per_batch: 64 }'
   --set='stage2 { max_epochs: 1 ids_per_batch: 8 num_instances: 4 ims_per_batch: 32 }'
   --set='input { flip_prob: 0 padding: 0 erasing_prob: 0 jpeg_dct_scaling: false }'
   --set='checkpoint { keep_last_n: 10 }' --set='data { num_workers: 1 }'
   --set='dist { intra_op_threads: 1 }')
-"$reid" print-config "${args[@]}" >"$tmp/config.textproto" || { echo "FAIL print-config"; exit 1; }
-REID_TEST_STOP_AT=1:-1:0 "$reid" train "${args[@]}" "${ours_only[@]}" --data_root="$data" \
-  --output_dir="$run" >"$tmp/train.log" 2>&1
-"$reid" train "${args[@]}" "${ours_only[@]}" --data_root="$data" --output_dir="$run" --resume=auto \
-  >>"$tmp/train.log" 2>&1
-expect "one-step-per-stage" 0 "^stage 2 epoch 1/1 step 1/1 " -- grep -E "^(stage|checkpoint)" "$tmp/train.log"
-grep -q "^stage 1 epoch 1/1 step 1/1 " "$tmp/train.log" || { echo "FAIL stage-1-one-step"; fail=$((fail + 1)); }
-ckpts=(--before="$run/checkpoints/s1-e0001-i000000" --after_stage1="$run/checkpoints/s1-e0002-i000000"
-  --after_stage2="$run/checkpoints/s2-e0002-i000000")
-for c in "${ckpts[@]}"; do
-  [[ -d ${c#*=} ]] || { echo "FAIL no checkpoint ${c#*=}"; fail=$((fail + 1)); }
-done
-if [[ $fail -ne 0 ]]; then sed 's/^/  | /' "$tmp/train.log" | tail -20; cli_finish; exit; fi
-grep -E "^stage [12] epoch" "$tmp/train.log" | sed 's/^/     ours: /'
 
-reference() {  # reference CONFIG: the Python check against our checkpoints
+parity() {  # parity NAME [--set flags of both sides]: one step per stage, ours vs the reference
+  local name=$1 run="$tmp/$1"; shift
+  local args=("${base[@]}" "$@")
+  "$reid" print-config "${args[@]}" >"$tmp/$name.textproto" || { echo "FAIL $name print-config"; fail=$((fail + 1)); return; }
+  REID_TEST_STOP_AT=1:-1:0 "$reid" train "${args[@]}" "${ours_only[@]}" --data_root="$data" \
+    --output_dir="$run" >"$run.log" 2>&1
+  "$reid" train "${args[@]}" "${ours_only[@]}" --data_root="$data" --output_dir="$run" \
+    --resume=auto >>"$run.log" 2>&1
+  ckpts=(--before="$run/checkpoints/s1-e0001-i000000" --after_stage1="$run/checkpoints/s1-e0002-i000000"
+    --after_stage2="$run/checkpoints/s2-e0002-i000000")
+  if ! grep -q "^stage 1 epoch 1/1 step 1/1 " "$run.log" || ! grep -q "^stage 2 epoch 1/1 step 1/1 " "$run.log" ||
+     ! [[ -d $run/checkpoints/s1-e0001-i000000 && -d $run/checkpoints/s2-e0002-i000000 ]]; then
+    echo "FAIL $name: not one step per stage with the three checkpoints"; sed 's/^/  | /' "$run.log" | tail -20
+    fail=$((fail + 1)); return
+  fi
+  grep -E "^stage [12] epoch" "$run.log" | sed 's/^/     ours: /'
+  expect "$name-parity" 0 "^PASS" -- reference "$tmp/$name.textproto"
+  sed 's/^/     /' "$tmp/out"
+}
+reference() {  # reference CONFIG: the Python check against the checkpoints in ${ckpts[@]}
   "$python" tests/train_step_reference.py check --config="$1" --data_root="$data" "${ckpts[@]}"
 }
-expect "parity-1e-5" 0 "^PASS" -- reference "$tmp/config.textproto"
-sed 's/^/     /' "$tmp/out"
+
+# The reference's optimiser (Adam); its first step is about lr x sign(gradient), so SGD (lr large
+# enough that a step is of the parameters' size) checks the gradients' magnitudes too.
+parity adam
+parity sgd --set='stage1 { optimizer: SGD base_lr: 1.0 }' --set='stage2 { optimizer: SGD base_lr: 0.1 }'
 
 # Negative control: the reference with a 10% larger stage-1 lr and ID-loss weight fails each stage.
-"$reid" print-config "${args[@]}" --set='stage1 { base_lr: 0.0011 }' --set='loss { id_weight: 0.275 }' \
+"$reid" print-config "${base[@]}" --set='stage1 { base_lr: 0.0011 }' --set='loss { id_weight: 0.275 }' \
   >"$tmp/perturbed.textproto"
+ckpts=(--before="$tmp/adam/checkpoints/s1-e0001-i000000"
+  --after_stage1="$tmp/adam/checkpoints/s1-e0002-i000000" --after_stage2="$tmp/adam/checkpoints/s2-e0002-i000000")
 expect "perturbed-reference-fails-stage-1" 1 "^stage 1: FAIL" -- reference "$tmp/perturbed.textproto"
 cp "$tmp/out" "$tmp/perturbed.out"
 expect "perturbed-reference-fails-stage-2" 0 "^stage 2: FAIL" -- cat "$tmp/perturbed.out"
