@@ -5,9 +5,11 @@
 // and device, random init, for the tiny config (its P x K batch) and for ViT-B/16 at 256x128
 // (batch 8 on CPU, 64 on GPU). Prints images/s of each and ratio = ours / reference (> 1: ours
 // faster). Usage (from the project root):
-//   bench_train_step [--json] [--threads=N] [--iters=N] [--device=cpu|cuda]
-// --iters: timed steps of ViT-B/16 (best of; default 3); the tiny model gets 10x as many. The
-// reference runs with /usr/bin/python3, or $REID_PYTHON where set (a GPU machine's venv).
+//   bench_train_step [--json] [--threads=N] [--iters=N] [--rounds=N] [--device=cpu|cuda]
+//                    [--models=tiny,vit_b16]
+// --iters: timed steps of ViT-B/16 per round (best of; default 3); the tiny model gets 10x as
+// many; --rounds: ours then the reference, repeated (default 2). The reference runs with
+// /usr/bin/python3, or $REID_PYTHON where set (a GPU machine's venv).
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 #include <unistd.h>
@@ -32,7 +34,9 @@ struct Args {
   bool json = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int iters = 3;
+  int rounds = 2;
   std::string device = "cpu";
+  std::string models = "tiny,vit_b16";
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
@@ -46,9 +50,13 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->iters = std::atoi(s.c_str() + 8);
     } else if (s.rfind("--device=", 0) == 0) {
       a->device = s.substr(9);
+    } else if (s.rfind("--rounds=", 0) == 0) {
+      a->rounds = std::atoi(s.c_str() + 9);
+    } else if (s.rfind("--models=", 0) == 0) {
+      a->models = s.substr(9);
     } else {
       std::cerr << "usage: bench_train_step [--json] [--threads=N] [--iters=N] "
-                   "[--device=cpu|cuda]\n";
+                   "[--device=cpu|cuda] [--models=tiny,vit_b16] [--rounds=2]\n";
       return false;
     }
   }
@@ -60,7 +68,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     std::cerr << "error: --device=cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return false;
   }
-  return a->threads > 0 && a->iters > 0;
+  return a->threads > 0 && a->iters > 0 && a->rounds > 0;
 }
 
 // One benchmarked model: a config (file + overrides), its class count and batch.
@@ -185,20 +193,36 @@ int main(int argc, char** argv) {
     std::cerr << "error: run from the project root\n";
     return 2;
   }
-  double ratio = 1e30;
-  for (Case& c : cases) {
-    c.ours_s = RunOurs(c, device);
-    c.ref_s = RunReference(c, args);
-    if (c.ref_s <= 0) {
-      std::cerr << "error: the Python reference failed (run from the project root with Debian's "
-                   "python3-torch)\n";
-      return 1;
-    }
-    ratio = std::min(ratio, c.ref_s / c.ours_s);
+  std::vector<Case> chosen;
+  for (const Case& c : cases) {
+    if (("," + args.models + ",").find("," + c.name + ",") != std::string::npos)
+      chosen.push_back(c);
   }
+  if (chosen.empty()) {
+    std::cerr << "error: --models=" << args.models << ": none of tiny, vit_b16\n";
+    return 2;
+  }
+  cases = chosen;
+  // Rounds alternate ours and the reference (a shared machine's load only ever adds time).
+  for (int r = 0; r < args.rounds; ++r) {
+    for (Case& c : cases) {
+      const double ours = RunOurs(c, device), ref = RunReference(c, args);
+      if (ref <= 0) {
+        std::cerr << "error: the Python reference failed (run from the project root with "
+                     "Debian's python3-torch)\n";
+        return 1;
+      }
+      c.ours_s = r == 0 ? ours : std::min(c.ours_s, ours);
+      c.ref_s = r == 0 ? ref : std::min(c.ref_s, ref);
+    }
+  }
+  double ratio = 1e30;
+  for (const Case& c : cases) ratio = std::min(ratio, c.ref_s / c.ours_s);
   if (args.json) {
-    std::printf("{\"benchmark\":\"train_step_stage2\",\"device\":\"%s\",\"threads\":%d,\"cases\":[",
-                args.device.c_str(), args.threads);
+    std::printf(
+        "{\"benchmark\":\"train_step_stage2\",\"device\":\"%s\",\"threads\":%d,"
+        "\"rounds\":%d,\"cases\":[",
+        args.device.c_str(), args.threads, args.rounds);
     for (size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
       std::printf(
