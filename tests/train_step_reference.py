@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clip_reference import LayerNorm, Transformer, VisionTransformer, byte_level_tokenize  # noqa: E402
+from clip_reference import (LayerNorm, Transformer, VisionTransformer,  # noqa: E402
+                            byte_level_tokenize)
 
 
 # --- config: the text format of `reid print-config` (scalars, enums, strings, nested messages)
@@ -147,7 +148,8 @@ class CrossModalAttention(nn.Module):
     def forward(self, image, text):
         a_i = self.image_attn(image[:, None], image[:, None], image[:, None],
                               need_weights=False)[0][:, 0]  # the set as one sequence
-        a_t = self.text_attn(text[:, None], text[:, None], text[:, None], need_weights=False)[0][:, 0]
+        a_t = self.text_attn(text[:, None], text[:, None], text[:, None],
+                             need_weights=False)[0][:, 0]
         p_i, p_t = self.w_i(a_i), self.w_t(a_t)
         s = torch.softmax(p_i @ p_t.t() * self.scale, dim=-1)  # (B, K)
         return self.w_o(s @ p_t + p_i)
@@ -183,7 +185,8 @@ class ReidModel(nn.Module):
         ca, xa = cfg["context_adjust"], cfg["cross_attention"]
         self.context_adjust = (ContextAdjust(embed, ca["hidden_dim"] or 2 * embed, tw)
                                if ca["enabled"] else None)
-        self.cross_attention = (CrossModalAttention(embed, xa["num_heads"], xa["hidden_dim"] or embed,
+        self.cross_attention = (CrossModalAttention(embed, xa["num_heads"],
+                                                    xa["hidden_dim"] or embed,
                                                     xa["literal_unscaled"])
                                 if xa["enabled"] else None)
 
@@ -210,7 +213,8 @@ def tokenize_template(cfg):
     """(1, L) ids of the prompt template with {ctx} -> n_ctx "X" words (byte-level tokenizer) and
     the position of the first context token."""
     if cfg["model"]["bpe_vocab"]:
-        sys.exit("train_step_reference.py: only the byte-level tokenizer (no bpe_vocab) is supported")
+        sys.exit("train_step_reference.py: only the byte-level tokenizer (no bpe_vocab) is "
+                 "supported")
     tmpl, n = cfg["prompt"]["template"], cfg["prompt"]["n_ctx"]
     ctx_len = cfg["model"]["context_length"]
     before = tmpl[:tmpl.index("{ctx}")]
@@ -348,8 +352,8 @@ def stage1_step(model, cfg, features, labels):
     groups = []
     for key, value in model.named_parameters():  # make_optimizer_1stage + g (paper)
         if "prompt_learner" in key or "context_adjust" in key:
-            groups.append({"params": [value], "lr": s1["base_lr"], "weight_decay": s1["weight_decay"],
-                           "name": key})
+            groups.append({"params": [value], "lr": s1["base_lr"],
+                           "weight_decay": s1["weight_decay"], "name": key})
         else:
             value.requires_grad_(False)
     for g in groups:
@@ -388,7 +392,9 @@ def stage2_step(model, optimizer, cfg, images, target, cams, text_features):
 # --- the check against `reid train`
 
 def load_checkpoint(path):
-    return {k: v.detach().clone() for k, v in torch.jit.load(os.path.join(path, "model.pt")).named_parameters()}
+    """model.pt (a LibTorch tensor archive: every tensor a parameter of a script module)."""
+    archive = torch.jit.load(os.path.join(path, "model.pt"))
+    return {k: v.detach().clone() for k, v in archive.named_parameters()}
 
 
 ADAM_EPS = 1e-8  # torch.optim.Adam's and LibTorch's default
