@@ -76,7 +76,8 @@ class Trainer {
                       std::vector<double>* averaged);
   // Collective: true on every rank when any rank got SIGTERM/SIGUSR1. (stage, epoch, step) is
   // the position just finished, for the test hook REID_TEST_STOP_AT="stage:epoch:step" (the last
-  // rank requests a stop there, as a signal would).
+  // rank requests a stop there, as a signal would). Feature extraction passes epoch -1 and its
+  // batch round, so "1:-1:0" checkpoints the model before any stage-1 step.
   bool StopRequested(int stage, int64_t epoch, int64_t step);
   Status SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step);
   Status RestoreModel(const std::string& path, const proto::CheckpointMeta& meta);
