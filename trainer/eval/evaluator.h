@@ -28,6 +28,16 @@ struct RankingInput {
   int max_rank = 50;
   bool feat_norm = true;
   int64_t chunk_rows = 1024;  // query rows per distance block
+  // When set, gives rows [begin, end) of the (Q, G) distance matrix instead of the squared
+  // Euclidean distance of the features (re-ranking); `query` and `gallery` are then unused.
+  std::function<torch::Tensor(int64_t begin, int64_t end)> distance_rows;
+};
+
+// One query's outcome: AP (-1 when no match remains and the query is skipped) and the position of
+// its first match among the kept gallery items.
+struct QueryRanking {
+  double ap = -1;
+  int64_t first_hit = -1;
 };
 
 // Sums over some queries: what each rank contributes before the reduction.
@@ -38,11 +48,17 @@ struct RankingSums {
 };
 
 // Ranks queries [begin, end) against the whole gallery. Ties in distance are broken by gallery
-// index, so results do not depend on threads or sharding.
+// index, so results do not depend on threads or sharding. Memory: one chunk of distances.
+std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, int64_t end);
+// The same, summed.
 RankingSums RankQueries(const RankingInput& in, int64_t begin, int64_t end);
 
-// The whole protocol: this rank ranks its shard of the queries, the sums are all-reduced; every
-// rank returns the same result. `comm` may be null (one process).
+// Rows scaled to unit L2 norm, float32 (the reference's F.normalize(dim=1)).
+torch::Tensor NormalizeRows(const torch::Tensor& x);
+
+// The whole protocol: this rank ranks its shard of the queries, the per-query results are
+// all-gathered and summed in query order, so every rank returns the same result, bit for bit the
+// same for any number of ranks and threads. `comm` may be null (one process).
 EvalResult EvaluateRanking(const RankingInput& in, dist::Communicator* comm);
 
 // "mAP 71.2% | R1 85.0% R5 93.1% R10 95.2%" for the log.

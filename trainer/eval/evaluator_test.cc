@@ -108,6 +108,33 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
   EXPECT_NEAR(whole.ap_sum, a.ap_sum + b.ap_sum, 1e-12);
 }
 
+// Exact ties in distance (duplicated gallery features, coarse values) rank by gallery index, as
+// the brute force does, whatever the chunking; per-query AP sums do not depend on the split.
+TEST(EvaluatorTest, TiesRankByGalleryIndex) {
+  torch::manual_seed(5);
+  RankingInput in;
+  in.query = torch::randint(0, 3, {23, 4}).to(torch::kFloat32) + 1;
+  torch::Tensor g = torch::randint(0, 3, {30, 4}).to(torch::kFloat32) + 1;
+  in.gallery = torch::cat({g, g.slice(0, 0, 10)});
+  for (int i = 0; i < 23; ++i) {
+    in.q_pids.push_back(i % 5);
+    in.q_cams.push_back(i % 2);
+  }
+  for (int j = 0; j < 40; ++j) {
+    in.g_pids.push_back(j % 7);
+    in.g_cams.push_back(j % 3);
+  }
+  in.max_rank = 10;
+  const EvalResult want = BruteForce(in);
+  for (int64_t chunk : {1, 7}) {
+    in.chunk_rows = chunk;
+    const EvalResult got = EvaluateRanking(in, nullptr);
+    EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+    EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
+    for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+  }
+}
+
 TEST(EvaluatorTest, SmallGalleryShortensCmcAndJsonHasTheKeys) {
   RankingInput in;
   in.query = torch::eye(2);
