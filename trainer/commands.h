@@ -19,6 +19,8 @@ std::vector<std::string>& SetOverrides();
 int RunCkpt(int argc, char** argv);
 int RunClipEncode(int argc, char** argv);
 int RunDatasetStats(int argc, char** argv);
+int RunEval(int argc, char** argv);
+int RunExtract(int argc, char** argv);
 int RunPrintConfig(int argc, char** argv);
 int RunSynth(int argc, char** argv);
 int RunTokenize(int argc, char** argv);

@@ -46,7 +46,7 @@ inline int64_t CountAtMost(const float* t, int64_t h, float x) {
 // match distances. `key(j)` is the query's distance to gallery item j.
 template <typename Key>
 QueryRanking RankRow(const Key& key, int64_t g, const std::vector<int64_t>& same_pid,
-                    const std::vector<int64_t>& g_cams, int64_t cam, Scratch* s) {
+                     const std::vector<int64_t>& g_cams, int64_t cam, Scratch* s) {
   QueryRanking r;
   s->matches.clear();
   s->junk.clear();

@@ -39,9 +39,9 @@ TEST(EvaluatorTest, ReferenceTestVector) {
 
 // eval_func re-stated plainly: full sort, drop junk, AP and CMC.
 EvalResult BruteForce(const RankingInput& in) {
-  torch::Tensor q = torch::nn::functional::normalize(in.query);
-  torch::Tensor g = torch::nn::functional::normalize(in.gallery);
-  torch::Tensor d = torch::cdist(q, g).pow(2);
+  torch::Tensor q = in.feat_norm ? torch::nn::functional::normalize(in.query) : in.query;
+  torch::Tensor g = in.feat_norm ? torch::nn::functional::normalize(in.gallery) : in.gallery;
+  torch::Tensor d = (q.unsqueeze(1) - g.unsqueeze(0)).pow(2).sum(2);  // (Q, G), exact for integers
   const int64_t ng = g.size(0);
   const int max_rank = std::min<int64_t>(in.max_rank, ng);
   EvalResult r;
@@ -125,6 +125,7 @@ TEST(EvaluatorTest, TiesRankByGalleryIndex) {
     in.g_cams.push_back(j % 3);
   }
   in.max_rank = 10;
+  in.feat_norm = false;  // integer features: every distance exact, ties exact
   const EvalResult want = BruteForce(in);
   for (int64_t chunk : {1, 7}) {
     in.chunk_rows = chunk;

@@ -1,0 +1,63 @@
+// Evaluation as configured: the protocol, with k-reciprocal re-ranking when asked.
+#include "trainer/eval/eval_run.h"
+
+namespace reid::trainer {
+
+RankingInput MakeRankingInput(const proto::EvalConfig& cfg, const torch::Tensor& query,
+                              const torch::Tensor& gallery, const std::vector<data::Sample>& q,
+                              const std::vector<data::Sample>& g) {
+  RankingInput in;
+  in.query = query;
+  in.gallery = gallery;
+  for (const data::Sample& s : q) {
+    in.q_pids.push_back(s.pid);
+    in.q_cams.push_back(s.camid);
+  }
+  for (const data::Sample& s : g) {
+    in.g_pids.push_back(s.pid);
+    in.g_cams.push_back(s.camid);
+  }
+  in.max_rank = cfg.max_rank();
+  in.feat_norm = cfg.feat_norm();
+  in.chunk_rows = cfg.chunk_rows();
+  return in;
+}
+
+RerankOptions RerankOptionsFromConfig(const proto::EvalConfig& cfg) {
+  RerankOptions o;
+  o.k1 = cfg.rerank_k1();
+  o.k2 = cfg.rerank_k2();
+  o.lambda = cfg.rerank_lambda();
+  o.chunk_rows = cfg.chunk_rows();
+  o.memory_limit_mb = cfg.rerank_max_memory_mb();
+  return o;
+}
+
+StatusOr<EvalResult> RunEvaluation(RankingInput in, const proto::EvalConfig& cfg, bool rerank,
+                                   dist::Communicator* comm) {
+  if (!rerank) return EvaluateRanking(in, comm);
+  const RerankOptions options = RerankOptionsFromConfig(cfg);
+  Status s = CheckRerankMemory(in.query.size(0), in.gallery.size(0), in.query.size(1), options);
+  if (comm != nullptr && comm->size() > 1) {
+    // Each rank reads its own MemAvailable: agree, so that no rank enters a collective alone.
+    torch::Tensor refused = torch::full({1}, s.ok() ? 0 : 1, torch::kInt64);
+    comm->AllReduce(refused, dist::ReduceOp::kMax);
+    if (s.ok() && refused.item<int64_t>() != 0) {
+      s = Status::InvalidArgument("re-ranking would not fit in memory on another rank");
+    }
+  }
+  REID_RETURN_IF_ERROR(s);
+  torch::Tensor query = in.feat_norm ? NormalizeRows(in.query) : in.query.to(torch::kFloat32);
+  torch::Tensor gallery = in.feat_norm ? NormalizeRows(in.gallery) : in.gallery.to(torch::kFloat32);
+  in.query = torch::Tensor();
+  in.gallery = torch::Tensor();
+  std::shared_ptr<Reranker> reranker = Reranker::Build(query, gallery, options, comm);
+  query = torch::Tensor();
+  gallery = torch::Tensor();
+  in.distance_rows = [reranker](int64_t begin, int64_t end) {
+    return reranker->DistanceRows(begin, end);
+  };
+  return EvaluateRanking(in, comm);
+}
+
+}  // namespace reid::trainer
