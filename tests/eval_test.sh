@@ -61,6 +61,32 @@ for c in distractors rerank_default; do
   expect "ranks-1-vs-2-$c" 0 'identical' -- same "$tmp/t1.json" "$tmp/r2.json"
 done
 
+# The retrieval grid of the 9 test vector (query 3 has no valid match): decoded back, its size
+# and the border colours of every cell follow the known ranking (junk removed).
+t="$tmp/cases/test_vector"
+expect "grid-written" 0 "retrieval grid: .*grid.jpg \(2 queries, 12 images unreadable" -- \
+  "$reid" eval --query_features="$t/q.npy" --gallery_features="$t/g.npy" --query_meta="$t/q.csv" \
+  --gallery_meta="$t/g.csv" --set='eval { max_rank: 5 feat_norm: false }' --visualize=3 \
+  --visualize_out="$tmp/grid.jpg"
+expect "grid-cells" 0 "^grid ok" -- "$py" - "$tmp/grid.jpg" <<'EOF2'
+import sys
+from PIL import Image
+img = Image.open(sys.argv[1]).convert("RGB")
+cell_h, cell_w, gap = 128 + 2 * 4 + 9, 64 + 2 * 4, 4
+assert img.size == (gap + 6 * (cell_w + gap), gap + 2 * (cell_h + gap)), img.size
+want = ["QRGRGR", "QGRRRR"]  # Q: the query's blue border; G/R: correct/wrong match
+for r, row in enumerate(want):
+    for c, kind in enumerate(row):
+        p = img.getpixel((gap + c * (cell_w + gap) + 2, gap + r * (cell_h + gap) + 70))
+        got = "Q" if p[2] > 150 and p[0] < 120 else "G" if p[1] > 120 and p[0] < 100 else \
+            "R" if p[0] > 150 and p[1] < 100 else "?"
+        assert got == kind, (r, c, p, kind)
+print("grid ok")
+EOF2
+expect "grid-bad-query-index" 2 "visualize_queries: '9' is not a query index in \[0, 3\)" -- \
+  "$reid" eval --query_features="$t/q.npy" --gallery_features="$t/g.npy" --query_meta="$t/q.csv" \
+  --gallery_meta="$t/g.csv" --visualize_queries=0,9 --visualize_out="$tmp/grid2.jpg"
+
 # Bad input: exit 2, one line naming the file (and the line).
 b="$tmp/cases/basic"
 good=(--query_features="$b/q.npy" --gallery_features="$b/g.npy" --query_meta="$b/q.csv"

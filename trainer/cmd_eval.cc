@@ -8,6 +8,7 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
 
 #include "trainer/commands.h"
@@ -16,6 +17,7 @@
 #include "trainer/distributed/ranks.h"
 #include "trainer/eval/eval_run.h"
 #include "trainer/eval/features_io.h"
+#include "trainer/eval/retrieval_grid.h"
 #include "trainer/trainer.h"
 
 DECLARE_string(data_root);
@@ -28,6 +30,11 @@ DEFINE_string(gallery_features, "", "Gallery features: float32 (N, D) .npy (feat
 DEFINE_string(query_meta, "", "Query meta CSV with the header path,pid,camid (feature-file mode)");
 DEFINE_string(gallery_meta, "", "Gallery meta CSV with the header path,pid,camid");
 DEFINE_string(split, "", "extract: query, gallery or train");
+DEFINE_int32(visualize, 0, "Retrieval grid of the first N valid queries and their top-10 matches");
+DEFINE_string(visualize_out, "",
+              "The retrieval grid's JPEG file (with --visualize or "
+              "--visualize_queries)");
+DEFINE_string(visualize_queries, "", "Comma-separated query indices (0-based) for the grid");
 
 namespace reid::trainer {
 namespace {
@@ -86,6 +93,54 @@ Status LoadSide(const std::string& features, const std::string& meta, const char
   return Status::Ok();
 }
 
+// The grid request of --visualize / --visualize_queries (null when none); InvalidArgument for
+// a bad index list.
+StatusOr<std::unique_ptr<TopRequest>> GridRequest(int64_t num_query) {
+  if (FLAGS_visualize <= 0 && FLAGS_visualize_queries.empty()) {
+    return std::unique_ptr<TopRequest>();
+  }
+  if (FLAGS_visualize_out.empty()) {
+    return Status::InvalidArgument("--visualize_out=F.jpg is needed for the retrieval grid");
+  }
+  auto request = std::make_unique<TopRequest>();
+  request->first_valid = FLAGS_visualize;
+  std::stringstream list(FLAGS_visualize_queries);
+  std::string item;
+  while (std::getline(list, item, ',')) {
+    char* end = nullptr;
+    const long long q = std::strtoll(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || q < 0 || q >= num_query) {
+      return Status::InvalidArgument("--visualize_queries: '" + item +
+                                     "' is not a query index in [0, " + std::to_string(num_query) +
+                                     ")");
+    }
+    request->queries.push_back(q);
+  }
+  return request;
+}
+
+Status WriteGrid(const TopRequest& request, const std::vector<data::Sample>& q,
+                 const std::vector<data::Sample>& g) {
+  std::vector<GridRow> rows;
+  for (const TopMatches& t : request.top) {
+    GridRow row;
+    row.query_path = q[t.query].path;
+    for (size_t i = 0; i < t.gallery.size(); ++i) {
+      const data::Sample& s = g[t.gallery[i]];
+      row.gallery_paths.push_back(s.path);
+      row.distances.push_back(t.distance[i]);
+      row.correct.push_back(s.pid == q[t.query].pid);
+    }
+    rows.push_back(std::move(row));
+  }
+  int unreadable = 0;
+  REID_RETURN_IF_ERROR(WriteRetrievalGrid(rows, FLAGS_visualize_out, &unreadable));
+  std::cout << "retrieval grid: " << FLAGS_visualize_out << " (" << rows.size() << " queries"
+            << (unreadable ? ", " + std::to_string(unreadable) + " images unreadable (grey)" : "")
+            << ")\n";
+  return Status::Ok();
+}
+
 // Prints the result (rank 0) and writes --out_json.
 Status Report(const EvalResult& r, bool rerank, double seconds, int rank) {
   if (rank != 0) return Status::Ok();
@@ -110,11 +165,14 @@ int EvalFeatureFiles(const proto::ReidConfig& cfg, Job& job, bool rerank) {
                                 std::to_string(gf.size(1)) + ": feature widths differ");
   }
   if (!s.ok()) return Fail("eval", s, rank);
+  StatusOr<std::unique_ptr<TopRequest>> grid = GridRequest(qf.size(0));
+  if (!grid.ok()) return Fail("eval", grid.status(), rank);
   const double start = Now();
-  StatusOr<EvalResult> r =
-      RunEvaluation(MakeRankingInput(cfg.eval(), qf, gf, q, g), cfg.eval(), rerank, job.comm.get());
+  StatusOr<EvalResult> r = RunEvaluation(MakeRankingInput(cfg.eval(), qf, gf, q, g), cfg.eval(),
+                                         rerank, job.comm.get(), grid->get());
   if (!r.ok()) return Fail("eval", r.status(), rank);
   s = Report(*r, rerank, Now() - start, rank);
+  if (s.ok() && *grid && rank == 0) s = WriteGrid(**grid, q, g);
   return s.ok() ? kExitOk : Fail("eval", s, rank);
 }
 
@@ -131,12 +189,15 @@ int EvalCheckpoint(const proto::ReidConfig& cfg, Job& job, bool rerank) {
   if (!qf.defined() || !gf.defined())
     return Fail("eval", Status::Internal("stopped by a signal"), rank);
   if (rank == 0) std::cout << "extracted features in " << Now() - start << " s\n";
+  StatusOr<std::unique_ptr<TopRequest>> grid = GridRequest(qf.size(0));
+  if (!grid.ok()) return Fail("eval", grid.status(), rank);
   const double ranking_start = Now();
-  StatusOr<EvalResult> r = RunEvaluation(
-      MakeRankingInput(cfg.eval(), qf, gf, trainer.dataset().query, trainer.dataset().gallery),
-      cfg.eval(), rerank, job.comm.get());
+  const data::Dataset& d = trainer.dataset();
+  StatusOr<EvalResult> r = RunEvaluation(MakeRankingInput(cfg.eval(), qf, gf, d.query, d.gallery),
+                                         cfg.eval(), rerank, job.comm.get(), grid->get());
   if (!r.ok()) return Fail("eval", r.status(), rank);
   s = Report(*r, rerank, Now() - ranking_start, rank);
+  if (s.ok() && *grid && rank == 0) s = WriteGrid(**grid, d.query, d.gallery);
   return s.ok() ? kExitOk : Fail("eval", s, rank);
 }
 

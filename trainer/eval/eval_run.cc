@@ -33,9 +33,23 @@ RerankOptions RerankOptionsFromConfig(const proto::EvalConfig& cfg) {
   return o;
 }
 
+namespace {
+
+EvalResult EvaluateWithTop(const RankingInput& in, dist::Communicator* comm, TopRequest* top) {
+  EvalResult r = EvaluateRanking(in, comm);
+  if (top != nullptr && (comm == nullptr || comm->rank() == 0)) {
+    const std::vector<int64_t> queries =
+        top->queries.empty() ? FirstValidQueries(in, top->first_valid) : top->queries;
+    top->top = RankTop(in, queries, top->k);
+  }
+  return r;
+}
+
+}  // namespace
+
 StatusOr<EvalResult> RunEvaluation(RankingInput in, const proto::EvalConfig& cfg, bool rerank,
-                                   dist::Communicator* comm) {
-  if (!rerank) return EvaluateRanking(in, comm);
+                                   dist::Communicator* comm, TopRequest* top) {
+  if (!rerank) return EvaluateWithTop(in, comm, top);
   const RerankOptions options = RerankOptionsFromConfig(cfg);
   Status s = CheckRerankMemory(in.query.size(0), in.gallery.size(0), in.query.size(1), options);
   if (comm != nullptr && comm->size() > 1) {
@@ -57,7 +71,7 @@ StatusOr<EvalResult> RunEvaluation(RankingInput in, const proto::EvalConfig& cfg
   in.distance_rows = [reranker](int64_t begin, int64_t end) {
     return reranker->DistanceRows(begin, end);
   };
-  return EvaluateRanking(in, comm);
+  return EvaluateWithTop(in, comm, top);
 }
 
 }  // namespace reid::trainer

@@ -23,7 +23,16 @@ RerankOptions RerankOptionsFromConfig(const proto::EvalConfig& cfg);
 // the reference re-ranks normalised features). Collective when `comm` is not null; a refusal
 // (re-ranking would not fit in memory) is agreed by every rank and returned before any
 // allocation of size.
+// Queries to show in a retrieval grid: `queries`, or (when empty) the first `first_valid` valid
+// ones; RunEvaluation fills `top` with their best `k` matches (on rank 0).
+struct TopRequest {
+  std::vector<int64_t> queries;
+  int64_t first_valid = 0;
+  int k = 10;
+  std::vector<TopMatches> top;
+};
+
 StatusOr<EvalResult> RunEvaluation(RankingInput in, const proto::EvalConfig& cfg, bool rerank,
-                                   dist::Communicator* comm);
+                                   dist::Communicator* comm, TopRequest* top = nullptr);
 
 }  // namespace reid::trainer

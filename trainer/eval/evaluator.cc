@@ -2,9 +2,11 @@
 #include "trainer/eval/evaluator.h"
 
 #include <ATen/Parallel.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <sstream>
 #include <unordered_map>
@@ -109,9 +111,51 @@ std::unordered_map<int64_t, std::vector<int64_t>> IndexByPid(const std::vector<i
 
 }  // namespace
 
+torch::Tensor HugePageEmpty(at::IntArrayRef sizes) {
+  int64_t bytes = sizeof(float);
+  for (int64_t s : sizes) bytes *= s;
+  constexpr size_t kHuge = 2 << 20;
+  const size_t rounded =
+      (static_cast<size_t>(std::max<int64_t>(bytes, 1)) + kHuge - 1) / kHuge * kHuge;
+  void* p = nullptr;
+  CHECK_EQ(posix_memalign(&p, kHuge, rounded), 0) << "cannot allocate " << rounded << " bytes";
+  madvise(p, rounded, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
+  return torch::from_blob(
+      p, sizes, [](void* q) { std::free(q); }, torch::TensorOptions().dtype(torch::kFloat32));
+}
+
 torch::Tensor NormalizeRows(const torch::Tensor& x) {
-  return torch::nn::functional::normalize(
-      x.to(torch::kFloat32), torch::nn::functional::NormalizeFuncOptions().p(2).dim(1));
+  torch::Tensor out = HugePageEmpty(x.sizes());
+  NormalizeRowsInto(x, out);
+  return out;
+}
+
+void NormalizeRowsInto(const torch::Tensor& x, torch::Tensor& out) {
+  const torch::Tensor f = x.to(torch::kFloat32);
+  // F.normalize(dim=1): x / max(|x|, 1e-12).
+  at::div_out(out, f, f.norm(2, 1, true).clamp_min(1e-12));
+}
+
+torch::Tensor SquaredNorms(const torch::Tensor& x) {
+  const torch::Tensor f = x.to(torch::kFloat32).contiguous();
+  const int64_t n = f.size(0), d = f.size(1);
+  torch::Tensor out = torch::empty({n}, torch::kFloat32);
+  const float* p = f.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, n, 256, [&](int64_t lo, int64_t hi) {  // no (N, D) temporary
+    for (int64_t i = lo; i < hi; ++i) {
+      const float* row = p + i * d;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      int64_t k = 0;
+      for (; k + 8 <= d; k += 8) {
+        for (int t = 0; t < 8; ++t) acc[t] += row[k + t] * row[k + t];
+      }
+      float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+      for (; k < d; ++k) sum += row[k] * row[k];
+      o[i] = sum;
+    }
+  });
+  return out;
 }
 
 std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, int64_t end) {
@@ -122,10 +166,17 @@ std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, i
   if (!in.distance_rows) {
     gallery = in.feat_norm ? NormalizeRows(in.gallery) : in.gallery.to(torch::kFloat32);
     gallery = gallery.contiguous();
-    g_sq = gallery.pow(2).sum(1).contiguous();  // (G)
+    g_sq = SquaredNorms(gallery);  // (G)
   }
   const int64_t chunk = std::max<int64_t>(1, in.chunk_rows);
   std::vector<QueryRanking> results(std::max<int64_t>(0, end - begin));
+  // Reused blocks (fresh pages cost a fault each): a chunk's queries and its dot products.
+  torch::Tensor block, q_block;
+  if (!in.distance_rows) {
+    const int64_t rows = std::min(chunk, std::max<int64_t>(end - begin, 1));
+    block = HugePageEmpty({rows, g});
+    q_block = HugePageEmpty({rows, in.query.size(1)});
+  }
   for (int64_t b = begin; b < end; b += chunk) {
     const int64_t e = std::min(end, b + chunk);
     torch::Tensor rows, q_sq;  // (e - b, G): distances, or dot products with the gallery
@@ -134,10 +185,15 @@ std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, i
       CHECK_EQ(rows.size(0), e - b);
       CHECK_EQ(rows.size(1), g);
     } else {
-      torch::Tensor q = in.query.slice(0, b, e);
-      q = in.feat_norm ? NormalizeRows(q) : q.to(torch::kFloat32);
-      q_sq = q.pow(2).sum(1).contiguous();
-      rows = torch::matmul(q, gallery.t()).contiguous();
+      torch::Tensor q = q_block.slice(0, 0, e - b);
+      if (in.feat_norm) {
+        NormalizeRowsInto(in.query.slice(0, b, e), q);
+      } else {
+        q.copy_(in.query.slice(0, b, e));
+      }
+      q_sq = SquaredNorms(q);
+      rows = block.slice(0, 0, e - b);
+      at::mm_out(rows, q, gallery.t());
     }
     const float* base = rows.data_ptr<float>();
     const float* gs = g_sq.defined() ? g_sq.data_ptr<float>() : nullptr;
@@ -220,6 +276,62 @@ EvalResult EvaluateRanking(const RankingInput& in, dist::Communicator* comm) {
   r.mAP = sums.ap_sum / valid;
   for (int k = 0; k < max_rank; ++k) r.cmc.push_back(static_cast<double>(sums.cmc_hits[k]) / valid);
   return r;
+}
+
+std::vector<int64_t> FirstValidQueries(const RankingInput& in, int64_t n) {
+  const auto by_pid = IndexByPid(in.g_pids);
+  std::vector<int64_t> out;
+  for (int64_t q = 0;
+       q < static_cast<int64_t>(in.q_pids.size()) && static_cast<int64_t>(out.size()) < n; ++q) {
+    const auto it = by_pid.find(in.q_pids[q]);
+    if (it == by_pid.end()) continue;
+    for (int64_t j : it->second) {
+      if (in.g_cams[j] != in.q_cams[q]) {
+        out.push_back(q);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<TopMatches> RankTop(const RankingInput& in, const std::vector<int64_t>& queries,
+                                int k) {
+  torch::Tensor gallery, g_sq;
+  if (!in.distance_rows) {
+    gallery =
+        in.feat_norm ? NormalizeRows(in.gallery) : in.gallery.to(torch::kFloat32).contiguous();
+    g_sq = SquaredNorms(gallery);
+  }
+  const int64_t g = static_cast<int64_t>(in.g_pids.size());
+  std::vector<TopMatches> out;
+  for (int64_t q : queries) {
+    torch::Tensor row;  // (G) distances
+    if (in.distance_rows) {
+      row = in.distance_rows(q, q + 1).reshape({g}).to(torch::kFloat32).contiguous();
+    } else {
+      torch::Tensor f = in.query.slice(0, q, q + 1).to(torch::kFloat32);
+      if (in.feat_norm) f = NormalizeRows(f);
+      const float qn = SquaredNorms(f).item<float>();
+      row = ((qn + g_sq) - 2.0f * torch::matmul(gallery, f.reshape({-1}))).contiguous();
+    }
+    const float* d = row.data_ptr<float>();
+    std::vector<Keyed> kept;
+    for (int64_t j = 0; j < g; ++j) {
+      if (in.g_pids[j] == in.q_pids[q] && in.g_cams[j] == in.q_cams[q]) continue;  // junk
+      kept.push_back({d[j], j});
+    }
+    const size_t top = std::min<size_t>(kept.size(), std::max(0, k));
+    std::partial_sort(kept.begin(), kept.begin() + top, kept.end());
+    TopMatches t;
+    t.query = q;
+    for (size_t i = 0; i < top; ++i) {
+      t.gallery.push_back(kept[i].j);
+      t.distance.push_back(kept[i].d);
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
 }
 
 std::string FormatEvalResult(const EvalResult& r) {

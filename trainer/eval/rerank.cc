@@ -11,6 +11,7 @@
 #include <string>
 
 #include "data/sampler.h"
+#include "trainer/eval/evaluator.h"
 
 namespace reid::trainer {
 namespace {
@@ -94,7 +95,7 @@ std::unique_ptr<Reranker> Reranker::Build(const torch::Tensor& query, const torc
   r->num_all_ = r->all_.size(0);
   r->width_ = r->all_.size(1);
   r->k_ = std::min<int64_t>(r->num_all_, std::max(options.k1 + 1, options.k2));
-  const torch::Tensor sq = r->all_.pow(2).sum(1).contiguous();
+  const torch::Tensor sq = SquaredNorms(r->all_);
   r->sq_.assign(sq.data_ptr<float>(), sq.data_ptr<float>() + r->num_all_);
   r->SearchNeighbours(comm);
   r->BuildV();
