@@ -61,13 +61,10 @@ StatusOr<EvalResult> RunEvaluation(RankingInput in, const proto::EvalConfig& cfg
     }
   }
   REID_RETURN_IF_ERROR(s);
-  torch::Tensor query = in.feat_norm ? NormalizeRows(in.query) : in.query.to(torch::kFloat32);
-  torch::Tensor gallery = in.feat_norm ? NormalizeRows(in.gallery) : in.gallery.to(torch::kFloat32);
+  std::shared_ptr<Reranker> reranker =
+      Reranker::Build(in.query, in.gallery, in.feat_norm, options, comm);
   in.query = torch::Tensor();
   in.gallery = torch::Tensor();
-  std::shared_ptr<Reranker> reranker = Reranker::Build(query, gallery, options, comm);
-  query = torch::Tensor();
-  gallery = torch::Tensor();
   in.distance_rows = [reranker](int64_t begin, int64_t end) {
     return reranker->DistanceRows(begin, end);
   };

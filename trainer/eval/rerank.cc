@@ -84,14 +84,23 @@ Status CheckRerankMemory(int64_t q, int64_t g, int64_t d, const RerankOptions& o
 }
 
 std::unique_ptr<Reranker> Reranker::Build(const torch::Tensor& query, const torch::Tensor& gallery,
-                                          const RerankOptions& options, dist::Communicator* comm) {
+                                          bool normalize, const RerankOptions& options,
+                                          dist::Communicator* comm) {
   CHECK_EQ(query.dim(), 2);
   CHECK_EQ(gallery.dim(), 2);
   CHECK_EQ(query.size(1), gallery.size(1));
   std::unique_ptr<Reranker> r(new Reranker());
   r->options_ = options;
   r->num_query_ = query.size(0);
-  r->all_ = torch::cat({query.to(torch::kFloat32), gallery.to(torch::kFloat32)}).contiguous();
+  r->all_ = HugePageEmpty({query.size(0) + gallery.size(0), query.size(1)});  // (N, D)
+  for (auto [part, rows] : {std::pair{r->all_.slice(0, 0, r->num_query_), query},
+                            {r->all_.slice(0, r->num_query_), gallery}}) {
+    if (normalize) {
+      NormalizeRowsInto(rows, part);
+    } else {
+      part.copy_(rows);
+    }
+  }
   r->num_all_ = r->all_.size(0);
   r->width_ = r->all_.size(1);
   r->k_ = std::min<int64_t>(r->num_all_, std::max(options.k1 + 1, options.k2));
@@ -116,9 +125,11 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
   int32_t* knn_out = knn.data_ptr<int32_t>();
   float* max_out = maxima.data_ptr<float>();
   const int64_t chunk = std::max<int64_t>(1, options_.chunk_rows);
+  torch::Tensor block = HugePageEmpty({std::max<int64_t>(1, std::min(chunk, rows)), n});
   for (int64_t b = shard.begin; b < shard.end; b += chunk) {
     const int64_t e = std::min(shard.end, b + chunk);
-    const torch::Tensor dots = torch::matmul(all_.slice(0, b, e), all_.t()).contiguous();
+    torch::Tensor dots = block.slice(0, 0, e - b);
+    at::mm_out(dots, all_.slice(0, b, e), all_.t());
     const float* base = dots.data_ptr<float>();
     at::parallel_for(0, e - b, 1, [&](int64_t lo, int64_t hi) {
       std::vector<Keyed> heap;
@@ -291,9 +302,13 @@ void Reranker::InvertGallery() {
 torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
   const int64_t q = num_query_, g = num_all_ - num_query_;
   CHECK(begin >= 0 && begin <= end && end <= q);
-  const torch::Tensor dots =
-      torch::matmul(all_.slice(0, begin, end), all_.slice(0, q, num_all_).t()).contiguous();
-  torch::Tensor out = torch::empty({end - begin, g}, torch::kFloat32);
+  if (!dots_block_.defined() || dots_block_.size(0) < end - begin) {
+    dots_block_ = HugePageEmpty({end - begin, g});
+    out_block_ = HugePageEmpty({end - begin, g});
+  }
+  torch::Tensor dots = dots_block_.slice(0, 0, end - begin);
+  at::mm_out(dots, all_.slice(0, begin, end), all_.slice(0, q, num_all_).t());
+  torch::Tensor out = out_block_.slice(0, 0, end - begin);
   const float* dot = dots.data_ptr<float>();
   float* o = out.data_ptr<float>();
   const float lambda = options_.lambda;

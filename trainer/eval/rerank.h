@@ -34,11 +34,12 @@ Status CheckRerankMemory(int64_t q, int64_t g, int64_t d, const RerankOptions& o
 
 class Reranker {
  public:
-  // `query` (Q, D) and `gallery` (G, D) as the distance sees them (normalised when the protocol
-  // normalises); call CheckRerankMemory first. Collective when `comm` is not null: the neighbour
-  // search is sharded over ranks.
+  // `query` (Q, D) and `gallery` (G, D), L2-normalised first when `normalize` (as the reference
+  // re-ranks normalised features); call CheckRerankMemory first. Collective when `comm` is not
+  // null: the neighbour search is sharded over ranks.
   static std::unique_ptr<Reranker> Build(const torch::Tensor& query, const torch::Tensor& gallery,
-                                         const RerankOptions& options, dist::Communicator* comm);
+                                         bool normalize, const RerankOptions& options,
+                                         dist::Communicator* comm);
   // Rows [begin, end) of the re-ranked (Q, G) distance, float32.
   torch::Tensor DistanceRows(int64_t begin, int64_t end) const;
 
@@ -69,6 +70,8 @@ class Reranker {
   std::vector<int32_t> knn_;    // (N, k_) nearest first (the reference's initial_rank)
   Sparse v_;                    // (N, N) V, then V_qe
   Sparse inv_;                  // (N, G) per column of V_qe: gallery rows that have it
+  // DistanceRows' reused blocks (fresh pages cost a fault each): dot products, the result.
+  mutable torch::Tensor dots_block_, out_block_;
 };
 
 }  // namespace reid::trainer
