@@ -27,25 +27,14 @@ struct Keyed {
 struct Scratch {
   std::vector<Keyed> matches, junk;
   std::vector<float> thresholds;
-  std::vector<int64_t> hist, before;
+  std::vector<float> row;  // the query's distances
+  std::vector<int64_t> before;
 };
-
-// Number of t[0..h) <= x for sorted t and h >= 1, without data-dependent branches.
-inline int64_t CountAtMost(const float* t, int64_t h, float x) {
-  const float* base = t;
-  int64_t n = h;
-  while (n > 1) {
-    const int64_t half = n / 2;
-    base = (base[half] <= x) ? base + half : base;
-    n -= half;
-  }
-  return (base - t) + (*base <= x);
-}
 
 // The reference's eval_func for one query without sorting the gallery: only the positions of its
 // matches matter. A match's position among the kept items is the number of gallery items ranked
-// before it, less the junk ranked before it; one pass histograms every item against the sorted
-// match distances. `key(j)` is the query's distance to gallery item j.
+// before it, less the junk ranked before it: per match, a vectorised count over the query's
+// distances (matches are few). `key(j)` is the query's distance to gallery item j.
 template <typename Key>
 QueryRanking RankRow(const Key& key, int64_t g, const std::vector<int64_t>& same_pid,
                      const std::vector<int64_t>& g_cams, int64_t cam, Scratch* s) {
@@ -59,30 +48,34 @@ QueryRanking RankRow(const Key& key, int64_t g, const std::vector<int64_t>& same
   s->thresholds.resize(h);
   for (int64_t i = 0; i < h; ++i) s->thresholds[i] = s->matches[i].d;
   const float* t = s->thresholds.data();
-  s->hist.assign(h + 1, 0);
-  int64_t* hist = s->hist.data();
-  int64_t equal = 0;  // items whose distance equals a match's: h unless there are other ties
-  for (int64_t j = 0; j < g; ++j) {
-    const float x = key(j);
-    const int64_t b = CountAtMost(t, h, x);
-    ++hist[b];
-    equal += (b > 0 && t[b - 1] == x);
-  }
-  // before[i]: gallery items ranked before match i (distance, then index).
+  // The query's distances once, then per distinct match distance a branch-free (vectorised)
+  // count of the items below it and of those equal to it.
+  s->row.resize(g);
+  float* x = s->row.data();
+  for (int64_t j = 0; j < g; ++j) x[j] = key(j);
   s->before.assign(h, 0);
-  if (equal == h) {  // no ties but those among the matches themselves
-    int64_t less = 0;
-    for (int64_t i = 0; i < h; ++i) {
-      less += hist[i];  // items with distance < t[i]
-      int64_t tied = 0;
-      for (int64_t k = i - 1; k >= 0 && t[k] == t[i]; --k) ++tied;
-      s->before[i] = less + tied;
+  bool other_ties = false;
+  for (int64_t i = 0; i < h; ++i) {
+    if (i > 0 && t[i] == t[i - 1]) {  // equal distances: the earlier match precedes by index
+      s->before[i] = s->before[i - 1] + 1;
+      continue;
     }
-  } else {  // rare exact ties with other items: count each match's predecessors directly
+    const float ti = t[i];
+    int32_t less = 0, equal = 0;
+    for (int64_t j = 0; j < g; ++j) {
+      less += x[j] < ti;
+      equal += x[j] == ti;
+    }
+    int64_t same = 1;  // matches at this distance
+    while (i + same < h && t[i + same] == ti) ++same;
+    other_ties |= equal != same;
+    s->before[i] = less;
+  }
+  if (other_ties) {  // rare exact ties with other items: count each match's predecessors directly
     for (int64_t i = 0; i < h; ++i) {
       const Keyed m = s->matches[i];
       int64_t n = 0;
-      for (int64_t j = 0; j < g; ++j) n += Keyed{key(j), j} < m;
+      for (int64_t j = 0; j < g; ++j) n += Keyed{x[j], j} < m;
       s->before[i] = n;
     }
   }
