@@ -264,6 +264,8 @@ void ValidateLossEvalDist(const proto::ReidConfig& cfg, Checker& c) {
             "must be in [1, eval.rerank_k1]");
   c.Probability(e.rerank_lambda(), "eval.rerank_lambda");
   c.Positive(e.chunk_rows(), "eval.chunk_rows");
+  c.Require(e.rerank_max_memory_mb() >= 0, "eval.rerank_max_memory_mb", e.rerank_max_memory_mb(),
+            "must be >= 0 (0 = the available memory)");
   const auto& d = cfg.dist();
   c.Positive(d.bucket_cap_mb(), "dist.bucket_cap_mb");
   c.Require(d.first_bucket_mb() > 0 && d.first_bucket_mb() <= d.bucket_cap_mb(),

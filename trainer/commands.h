@@ -17,6 +17,8 @@ inline constexpr int kExitUsage = 2;
 int RunCkpt(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunClipEncode(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunDatasetStats(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunEval(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunExtract(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunPrintConfig(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunSynth(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunTokenize(int argc, char** argv, const std::vector<std::string>& set_overrides);

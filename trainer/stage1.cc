@@ -46,6 +46,9 @@ torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, b
         torch::Tensor cams;
         if (model_->cv_embed.defined()) cams = t.camids.to(options_.device);
         f = model_->InferenceFeature(images, cams);
+        if (cfg_.eval().flip_feature()) {  // fast-reid's flip test: mean with the mirror's
+          f = (f + model_->InferenceFeature(images.flip({3}), cams)) / 2;
+        }
       }
       parts.push_back(f.to(torch::kCPU, torch::kFloat32));
     }

@@ -18,6 +18,7 @@
 #include "data/options.h"
 #include "data/synth.h"
 #include "trainer/distributed/stop_signal.h"
+#include "trainer/eval/eval_run.h"
 #include "trainer/schedule.h"
 
 namespace reid::trainer {
@@ -151,11 +152,11 @@ Trainer::Trainer(proto::ReidConfig cfg, TrainOptions options, const dist::Ranks&
   if (const char* at = std::getenv("REID_TEST_STOP_AT")) test_stop_at_ = at;
 }
 
-Status Trainer::Setup() {
+Status Trainer::LoadData() {
   // Dataset: --data_root, else data.root, else (SYNTHETIC) generated into the run directory.
   std::string root = !options_.data_root.empty() ? options_.data_root : cfg_.data().root();
   const bool synthetic = cfg_.data().dataset() == proto::DataConfig::SYNTHETIC;
-  if (root.empty() && synthetic) {
+  if (root.empty() && synthetic && !options_.output_dir.empty()) {
     root = options_.output_dir + "/data";
     if (ranks_.rank == 0 && !fs::exists(root + "/.complete")) {
       data::SynthOptions opt = data::SynthOptionsFromConfig(cfg_.data());
@@ -184,18 +185,50 @@ Status Trainer::Setup() {
     err = data::CheckReadable(name, *split, cfg_.data().max_unreadable_fraction(), threads, &bad);
     if (!err.empty()) return Status::InvalidArgument(err);
   }
-  std::vector<int> labels;
-  for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
-  const auto& s2 = cfg_.stage2();
-  err = data::PkSampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed())
-            .Validate(ranks_.world_size);
-  if (!err.empty()) return Status::InvalidArgument(err);
+  return Status::Ok();
+}
 
+Status Trainer::BuildModel() {
   torch::manual_seed(cfg_.seed());
   std::string error;
   model_ = model::BuildReidModel(cfg_, dataset_.num_train_pids, dataset_.num_cameras, &error);
   if (!model_) return Status::InvalidArgument(error);
   model_->to(options_.device);
+  return Status::Ok();
+}
+
+Status Trainer::SetupInference(const std::string& checkpoint) {
+  REID_RETURN_IF_ERROR(LoadData());
+  REID_RETURN_IF_ERROR(BuildModel());
+  StatusOr<std::string> path = ResolveCheckpoint(checkpoint);
+  if (!path.ok()) return path.status().Annotate("--checkpoint");
+  proto::CheckpointMeta meta;
+  REID_RETURN_IF_ERROR(VerifyCheckpoint(*path, &meta).Annotate("--checkpoint"));
+  REID_RETURN_IF_ERROR(RestoreModel(*path, meta).Annotate("--checkpoint"));
+  pending_optimizer_.clear();
+  if (ranks_.rank == 0) {
+    std::cout << "model of " << *path << " (stage " << meta.stage() << ", epoch " << meta.epoch()
+              << ")\n";
+  }
+  return Status::Ok();
+}
+
+torch::Tensor Trainer::InferenceFeatures(const std::vector<data::Sample>& split) {
+  bool stopped = false;
+  torch::Tensor f = ExtractFeatures(split, false, &stopped);
+  return stopped ? torch::Tensor() : f;
+}
+
+Status Trainer::Setup() {
+  REID_RETURN_IF_ERROR(LoadData());
+  std::vector<int> labels;
+  for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
+  const auto& s2 = cfg_.stage2();
+  const std::string err =
+      data::PkSampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed())
+          .Validate(ranks_.world_size);
+  if (!err.empty()) return Status::InvalidArgument(err);
+  REID_RETURN_IF_ERROR(BuildModel());
   stage_ = options_.start_stage;
 
   if (options_.resume.empty()) return Status::Ok();
@@ -462,21 +495,15 @@ void Trainer::Evaluate(int epoch, bool* stopped) {
   if (*stopped) return;
   torch::Tensor gf = ExtractFeatures(dataset_.gallery, false, stopped);
   if (*stopped) return;
-  RankingInput in;
-  in.query = qf;
-  in.gallery = gf;
-  for (const auto& s : dataset_.query) {
-    in.q_pids.push_back(s.pid);
-    in.q_cams.push_back(s.camid);
+  StatusOr<EvalResult> result =
+      RunEvaluation(MakeRankingInput(cfg_.eval(), qf, gf, dataset_.query, dataset_.gallery),
+                    cfg_.eval(), cfg_.eval().rerank(), &comm_);
+  if (!result.ok()) {  // re-ranking refused for memory: the plain protocol instead
+    if (ranks_.rank == 0) std::cerr << "warning: " << result.status().message() << "\n";
+    result = RunEvaluation(MakeRankingInput(cfg_.eval(), qf, gf, dataset_.query, dataset_.gallery),
+                           cfg_.eval(), false, &comm_);
   }
-  for (const auto& s : dataset_.gallery) {
-    in.g_pids.push_back(s.pid);
-    in.g_cams.push_back(s.camid);
-  }
-  in.max_rank = cfg_.eval().max_rank();
-  in.feat_norm = cfg_.eval().feat_norm();
-  in.chunk_rows = cfg_.eval().chunk_rows();
-  last_eval_ = EvaluateRanking(in, &comm_);
+  last_eval_ = *result;
   have_eval_ = true;
   LOG(INFO) << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_);
   if (ranks_.rank != 0) return;

@@ -50,6 +50,16 @@ class Trainer {
   StatusOr<RunEnd> Run();
   const EvalResult& last_eval() const { return last_eval_; }
 
+  // For `reid eval` / `reid extract`: loads the dataset (without the training checks) and the
+  // model of `checkpoint` (a checkpoint or a run directory). User errors (no dataset, a damaged
+  // checkpoint, one of another model) come back as a Status before any collective.
+  Status SetupInference(const std::string& checkpoint);
+  // The inference features (eval.flip_feature applied) of `split`, (N, D) in split order on every
+  // rank: extraction sharded over ranks, then all-gathered. Collective; undefined when stopped
+  // by a signal.
+  torch::Tensor InferenceFeatures(const std::vector<data::Sample>& split);
+  const data::Dataset& dataset() const { return dataset_; }
+
  private:
   // --- stage 1 (stage1.cc)
   Status RunStage1();
@@ -62,6 +72,8 @@ class Trainer {
   Status RunStage2();
   torch::Tensor BuildTextBank();
   // --- shared (trainer.cc)
+  Status LoadData();
+  Status BuildModel();
   void SetTrainable(int stage);
   // The stage's precision (amp on CUDA) and a fresh loss scaler, restored from the resumed
   // checkpoint's when it is of this stage.

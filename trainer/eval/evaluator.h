@@ -28,6 +28,16 @@ struct RankingInput {
   int max_rank = 50;
   bool feat_norm = true;
   int64_t chunk_rows = 1024;  // query rows per distance block
+  // When set, gives rows [begin, end) of the (Q, G) distance matrix instead of the squared
+  // Euclidean distance of the features (re-ranking); `query` and `gallery` are then unused.
+  std::function<torch::Tensor(int64_t begin, int64_t end)> distance_rows;
+};
+
+// One query's outcome: AP (-1 when no match remains and the query is skipped) and the position of
+// its first match among the kept gallery items.
+struct QueryRanking {
+  double ap = -1;
+  int64_t first_hit = -1;
 };
 
 // Sums over some queries: what each rank contributes before the reduction.
@@ -38,12 +48,36 @@ struct RankingSums {
 };
 
 // Ranks queries [begin, end) against the whole gallery. Ties in distance are broken by gallery
-// index, so results do not depend on threads or sharding.
+// index, so results do not depend on threads or sharding. Memory: one chunk of distances.
+std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, int64_t end);
+// The same, summed.
 RankingSums RankQueries(const RankingInput& in, int64_t begin, int64_t end);
 
-// The whole protocol: this rank ranks its shard of the queries, the sums are all-reduced; every
-// rank returns the same result. `comm` may be null (one process).
+// An uninitialised float32 tensor in memory advised for transparent huge pages: first touches of
+// large blocks cost far less than with 4 KiB pages.
+torch::Tensor HugePageEmpty(at::IntArrayRef sizes);
+// Rows scaled to unit L2 norm, float32 (the reference's F.normalize(dim=1)).
+torch::Tensor NormalizeRows(const torch::Tensor& x);
+// The same into `out` (same shape).
+void NormalizeRowsInto(const torch::Tensor& x, torch::Tensor& out);
+// Per-row sums of squares (N) of (N, D), without an (N, D) temporary.
+torch::Tensor SquaredNorms(const torch::Tensor& x);
+
+// The whole protocol: this rank ranks its shard of the queries, the per-query results are
+// all-gathered and summed in query order, so every rank returns the same result, bit for bit the
+// same for any number of ranks and threads. `comm` may be null (one process).
 EvalResult EvaluateRanking(const RankingInput& in, dist::Communicator* comm);
+
+// A query's best kept gallery items (junk removed, as ranked by the protocol), best first.
+struct TopMatches {
+  int64_t query = 0;
+  std::vector<int64_t> gallery;
+  std::vector<float> distance;
+};
+// The first `n` queries that have a match (the valid ones), in query order.
+std::vector<int64_t> FirstValidQueries(const RankingInput& in, int64_t n);
+// The top `k` of each of `queries` (indices into the query set).
+std::vector<TopMatches> RankTop(const RankingInput& in, const std::vector<int64_t>& queries, int k);
 
 // "mAP 71.2% | R1 85.0% R5 93.1% R10 95.2%" for the log.
 std::string FormatEvalResult(const EvalResult& r);

@@ -39,9 +39,9 @@ TEST(EvaluatorTest, ReferenceTestVector) {
 
 // eval_func re-stated plainly: full sort, drop junk, AP and CMC.
 EvalResult BruteForce(const RankingInput& in) {
-  torch::Tensor q = torch::nn::functional::normalize(in.query);
-  torch::Tensor g = torch::nn::functional::normalize(in.gallery);
-  torch::Tensor d = torch::cdist(q, g).pow(2);
+  torch::Tensor q = in.feat_norm ? torch::nn::functional::normalize(in.query) : in.query;
+  torch::Tensor g = in.feat_norm ? torch::nn::functional::normalize(in.gallery) : in.gallery;
+  torch::Tensor d = (q.unsqueeze(1) - g.unsqueeze(0)).pow(2).sum(2);  // (Q, G), exact for integers
   const int64_t ng = g.size(0);
   const int max_rank = std::min<int64_t>(in.max_rank, ng);
   EvalResult r;
@@ -106,6 +106,34 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
               b = RankQueries(in, 20, 37);
   EXPECT_EQ(whole.valid, a.valid + b.valid);
   EXPECT_NEAR(whole.ap_sum, a.ap_sum + b.ap_sum, 1e-12);
+}
+
+// Exact ties in distance (duplicated gallery features, coarse values) rank by gallery index, as
+// the brute force does, whatever the chunking; per-query AP sums do not depend on the split.
+TEST(EvaluatorTest, TiesRankByGalleryIndex) {
+  torch::manual_seed(5);
+  RankingInput in;
+  in.query = torch::randint(0, 3, {23, 4}).to(torch::kFloat32) + 1;
+  torch::Tensor g = torch::randint(0, 3, {30, 4}).to(torch::kFloat32) + 1;
+  in.gallery = torch::cat({g, g.slice(0, 0, 10)});
+  for (int i = 0; i < 23; ++i) {
+    in.q_pids.push_back(i % 5);
+    in.q_cams.push_back(i % 2);
+  }
+  for (int j = 0; j < 40; ++j) {
+    in.g_pids.push_back(j % 7);
+    in.g_cams.push_back(j % 3);
+  }
+  in.max_rank = 10;
+  in.feat_norm = false;  // integer features: every distance exact, ties exact
+  const EvalResult want = BruteForce(in);
+  for (int64_t chunk : {1, 7}) {
+    in.chunk_rows = chunk;
+    const EvalResult got = EvaluateRanking(in, nullptr);
+    EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+    EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
+    for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+  }
 }
 
 TEST(EvaluatorTest, SmallGalleryShortensCmcAndJsonHasTheKeys) {
