@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Regression tests of issue 12 (hostile inputs): every crafted file or value below must make
+# `reid` exit 2 within the time limit, with short output naming the file (or flag) and the fault;
+# no crash, abort, hang or exit 1. Files come from tests/hostile/make_hostile.py.
+# Usage: hostile_test.sh PATH/TO/reid (run from the repository root).
+set -u
+reid=$1
+py=/usr/bin/python3
+source "$(dirname "$0")/cli_lib.sh"
+if ! $py -c 'import torch, numpy' 2>/dev/null; then
+  echo "SKIP: /usr/bin/python3 with torch and numpy is missing"; exit 77
+fi
+hx=$tmp/hx
+$py tests/clip_reference.py fixtures "$tmp/fx" || { echo "FAIL: fixture script"; exit 1; }
+$py tests/hostile/make_hostile.py "$hx" "$tmp/fx" || { echo "FAIL: make_hostile.py"; exit 1; }
+
+# hostile NAME SECONDS PATTERN -- command...: exit 2 within SECONDS, at most 3 lines and 1,000
+# bytes of output, matching PATTERN (an extended regular expression).
+hostile() {
+  local name=$1 limit=$2 pattern=$3; shift 4
+  local start=$SECONDS
+  timeout -s KILL "$limit" "$@" >"$tmp/out" 2>&1 </dev/null
+  local got=$? took=$((SECONDS - start)) lines bytes
+  lines=$(wc -l <"$tmp/out"); bytes=$(wc -c <"$tmp/out")
+  if [[ $got -ne 2 ]] || ! grep -qE -- "$pattern" "$tmp/out" || ((lines > 3 || bytes > 1000)); then
+    echo "FAIL $name: status $got (want 2) after ${took}s, $lines lines, pattern '$pattern'"
+    head -c 600 "$tmp/out" | sed 's/^/  | /'
+    fail=$((fail + 1))
+  else
+    echo "ok   $name (${took}s)"
+  fi
+}
+
+# clip-encode of the fixture images; append --weights=FILE.
+encode=("$reid" clip-encode --images_npy="$tmp/fx/images.npy" --out_dir="$tmp/enc")
+
+# 1. Tensor views outside their storage (SIGSEGV / silent heap copy before).
+for f in oob_offset_segv oob_offset_heap oob_size oob_stride overflow_stride negative_size \
+    zero_stride_huge; do
+  hostile "pth-$f" 20 "$f.pth.*(outside its storage|reads element|negative size|times the bytes)" \
+    -- "${encode[@]}" --weights="$hx/$f.pth"
+done
+# 2. Deep nesting and element counts (stack overflow before), malformed pickles.
+for f in deep_lists deep_tuples deep_dicts; do
+  hostile "pth-$f" 20 "$f.pth.*nests deeper than 256" -- "${encode[@]}" --weights="$hx/$f.pth"
+done
+hostile pth-five-million-items 30 "five_million_items.pth.*more than 4194304 objects" -- \
+  "${encode[@]}" --weights="$hx/five_million_items.pth"
+hostile pth-huge-string 20 "huge_string.pth.*truncated pickle" -- "${encode[@]}" --weights="$hx/huge_string.pth"
+hostile pth-memo-missing 20 "memo_missing.pth.*memo key 7" -- "${encode[@]}" --weights="$hx/memo_missing.pth"
+
+# 3. Images smaller than the patch (a CHECK abort before), and a patch larger than the images.
+for hw in 32x4 4x32 0x0; do
+  hostile "images-$hw" 20 "images_$hw.npy: images $hw.* smaller than the patch 8" -- \
+    "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" --images_npy="$hx/images_$hw.npy" \
+    --out_dir="$tmp/enc"
+done
+hostile patch-larger-than-images 20 "images 32x32 are smaller than the patch 40" -- \
+  "${encode[@]}" --weights="$hx/patch_40.pth"
+
+# 5. Malformed tensors in a checkpoint reach our shape check, not LibTorch's messages.
+for f in conv_0d conv_kernel_0x0 ln_final_empty; do
+  hostile "ckpt-$f" 20 "$f.pth.*cannot infer the CLIP shape" -- "${encode[@]}" --weights="$hx/$f.pth"
+done
+hostile ckpt-width-huge 20 "width_huge.pth.*describe transformers of" -- \
+  "${encode[@]}" --weights="$hx/width_huge.pth"
+# Mutated TorchScript archives: exit 0 (a harmless mutation) or 2, never anything else. m27, m32
+# and m36 crash LibTorch's loader (SIGSEGV); the others throw various exceptions or load.
+bad=0
+for f in "$hx"/jit_mutants/m2[5-9].pt "$hx"/jit_mutants/m3[0-7].pt; do
+  timeout -s KILL 30 "${encode[@]}" --weights="$f" >"$tmp/out" 2>&1
+  rc=$?
+  if [[ $rc -ne 0 && $rc -ne 2 ]] || { [[ $rc -eq 2 ]] && ! grep -q "$(basename "$f")" "$tmp/out"; }
+  then
+    echo "  $(basename "$f"): status $rc: $(head -c 200 "$tmp/out")"; bad=$((bad + 1))
+  fi
+done
+if ((bad == 0)); then echo "ok   jit-mutants"; else echo "FAIL jit-mutants: $bad"; fail=$((fail + 1)); fi
+hostile image-size-huge 20 "image_size = '100000x100000'" -- \
+  "${encode[@]}" --weights="$tmp/fx/clip_state.pth" --image_size=100000x100000
+hostile image-size-overflow 20 "image_size = '99999999999999999999x8'" -- \
+  "${encode[@]}" --weights="$tmp/fx/clip_state.pth" --image_size=99999999999999999999x8
+touch "$tmp/a_file"
+hostile out-dir-is-file 5 "out_dir '.*a_file' exists and is not a directory" -- \
+  "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx/images.npy" \
+  --out_dir="$tmp/a_file"
+hostile out-dir-no-parent 5 "out_dir '.*no/such/dir'.*parent folder" -- \
+  "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx/images.npy" \
+  --out_dir="$tmp/no/such/dir"
+hostile weights-is-dir 5 "weights file '.*' .*not a readable regular file" -- \
+  "${encode[@]}" --weights="$tmp"
+
+cli_finish
