@@ -90,4 +90,20 @@ hostile out-dir-no-parent 5 "out_dir '.*no/such/dir'.*parent folder" -- \
 hostile weights-is-dir 5 "weights file '.*' .*not a readable regular file" -- \
   "${encode[@]}" --weights="$tmp"
 
+# 6 and 8. .npy headers: sizes checked against the file before allocating, strict shapes.
+npy() {  # npy NAME PATTERN: clip-encode with --images_npy=$hx/NAME.npy
+  hostile "$1" 20 "$1.npy'?: .*$2" -- "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" \
+    --images_npy="$hx/$1.npy" --out_dir="$tmp/enc"
+}
+npy npy_header_4gb "header of 4294967280 bytes"
+npy npy_negative "bad shape \(-1, 3\)"
+npy npy_absurd "needs 40000000000000000000*00 bytes of data but the file holds 0|bad shape"
+npy npy_overflow "bad shape"
+npy npy_overflow_product "bad shape"
+npy npy_shape_junk "bad shape \(1,3,3a2,32\)"
+npy npy_truncated "needs 12288 bytes of data but the file holds 100"
+npy npy_no_shape "bad shape"
+hostile npy-is-dir 20 "'$tmp/fx': not a regular file" -- "$reid" clip-encode \
+  --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx" --out_dir="$tmp/enc"
+
 cli_finish
