@@ -14,15 +14,16 @@ hx=$tmp/hx
 $py tests/clip_reference.py fixtures "$tmp/fx" || { echo "FAIL: fixture script"; exit 1; }
 $py tests/hostile/make_hostile.py "$hx" "$tmp/fx" || { echo "FAIL: make_hostile.py"; exit 1; }
 
-# hostile NAME SECONDS PATTERN -- command...: exit 2 within SECONDS, at most 3 lines and 1,000
-# bytes of output, matching PATTERN (an extended regular expression).
+# hostile NAME SECONDS PATTERN -- command...: exit 2 within SECONDS, at most 6 lines (a config's
+# problems are listed one per line) and 1,000 bytes of output, matching PATTERN (an extended
+# regular expression). Standard input is $stdin (default /dev/null).
 hostile() {
   local name=$1 limit=$2 pattern=$3; shift 4
   local start=$SECONDS
-  timeout -s KILL "$limit" "$@" >"$tmp/out" 2>&1 </dev/null
+  timeout -s KILL "$limit" "$@" >"$tmp/out" 2>&1 <"${stdin:-/dev/null}"
   local got=$? took=$((SECONDS - start)) lines bytes
   lines=$(wc -l <"$tmp/out"); bytes=$(wc -c <"$tmp/out")
-  if [[ $got -ne 2 ]] || ! grep -qE -- "$pattern" "$tmp/out" || ((lines > 3 || bytes > 1000)); then
+  if [[ $got -ne 2 ]] || ! grep -qE -- "$pattern" "$tmp/out" || ((lines > 6 || bytes > 1000)); then
     echo "FAIL $name: status $got (want 2) after ${took}s, $lines lines, pattern '$pattern'"
     head -c 600 "$tmp/out" | sed 's/^/  | /'
     fail=$((fail + 1))
@@ -105,5 +106,66 @@ npy npy_truncated "needs 12288 bytes of data but the file holds 100"
 npy npy_no_shape "bad shape"
 hostile npy-is-dir 20 "'$tmp/fx': not a regular file" -- "$reid" clip-encode \
   --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx" --out_dir="$tmp/enc"
+
+# 4. Tokenizer: linear time on a 1 MB line and a 1 MB word (45 s and > 60 s before).
+merges=../shared/clip/bpe_simple_vocab_16e6.txt.gz
+vocabs=("")
+[[ -f $merges ]] && vocabs+=("$merges")
+for v in "${vocabs[@]}"; do
+  tag=${v:+merges}; tag=${tag:-bytes}
+  for f in line_1mb word_1mb; do
+    stdin=$hx/$f.txt hostile "tokenize-$f-$tag" 10 \
+      "stdin line 1: text has more than context length 77 tokens" -- "$reid" tokenize --bpe_vocab="$v"
+    start=$SECONDS
+    if timeout -s KILL 10 "$reid" tokenize --bpe_vocab="$v" --truncate <"$hx/$f.txt" >"$tmp/ids" &&
+       [[ $(wc -w <"$tmp/ids") -eq 77 ]]; then
+      echo "ok   tokenize-truncate-$f-$tag ($((SECONDS - start))s)"
+    else
+      echo "FAIL tokenize-truncate-$f-$tag"; fail=$((fail + 1))
+    fi
+    start=$SECONDS
+    if timeout -s KILL 20 "$reid" tokenize --bpe_vocab="$v" --context_length=2000000 \
+        <"$hx/$f.txt" >/dev/null; then
+      echo "ok   tokenize-whole-$f-$tag ($((SECONDS - start))s)"
+    else
+      echo "FAIL tokenize-whole-$f-$tag"; fail=$((fail + 1))
+    fi
+  done
+done
+
+# 5. Bad flag values are exit 2 (gflags exits 1 by itself); positional arguments are rejected.
+hostile flag-int 5 "ids = 'abc': not a valid int32" -- "$reid" synth --out="$tmp/s" --ids=abc
+hostile flag-int-range 5 "ids = '99999999999': not a valid int32" -- \
+  "$reid" synth --out="$tmp/s" --ids=99999999999
+hostile flag-bool 5 "json = '2': not a valid bool" -- "$reid" dataset-stats --data_root="$tmp" --json=2
+hostile flag-bare 5 "config needs a value" -- "$reid" print-config --config
+hostile positional 5 "takes no positional argument, got 'file.txt'" -- "$reid" tokenize file.txt
+
+# 6. Caps: synth plans, echoed parser text, number of problems.
+hostile synth-huge 5 "images_per_id = 2147483647" -- \
+  "$reid" synth --out="$tmp/s" --images_per_id=2147483647
+hostile synth-product 5 "images per split; at most 1000000" -- \
+  "$reid" synth --out="$tmp/s" --ids=4999 --images_per_id=1000
+hostile config-long-line 20 "config_long_line.textproto:[0-9]+:[0-9]+: .*no field named \"x+\.\.\." -- \
+  "$reid" print-config --config="$hx/config_long_line.textproto"
+"$reid" print-config --config="$hx/config_many_steps.textproto" >"$tmp/out" 2>&1
+if [[ $? -eq 2 ]] && (($(wc -c <"$tmp/out") < 5000)) && grep -q "at most 1000 epochs" "$tmp/out"
+then echo "ok   config-many-steps"
+else echo "FAIL config-many-steps: $(wc -c <"$tmp/out") bytes"; fail=$((fail + 1)); fi
+
+# 7. Overflow and non-finite values in the config.
+cfg() {  # cfg NAME PATTERN TEXT: print-config --set=TEXT
+  hostile "config-$1" 5 "$2" -- "$reid" print-config --set="$3"
+}
+cfg batch-overflow "ims_per_batch = 0" 'stage2 { ids_per_batch: 65536 num_instances: 65536 ims_per_batch: 0 }'
+cfg n-ctx-overflow "prompt.n_ctx = 2147483647" 'prompt { n_ctx: 2147483647 }'
+cfg lr-inf "stage2.base_lr = inf: must be a finite number" 'stage2 { base_lr: inf }'
+cfg mean-nan "input.pixel_mean\[0\] = nan: must be a finite number" 'input { pixel_mean: [nan, 0.5, 0.5] }'
+cfg timeout-1e400 "dist.timeout_s = inf: must be a finite number" 'dist { timeout_s: 1e400 }'
+cfg image-huge "input.size_train.height = 100000: must be in 1..4096" \
+  'input { size_train { height: 100000 width: 100000 } }'
+cfg context-huge "model.context_length = 2147483647: must be in 3..4096" \
+  'model { context_length: 2147483647 }'
+hostile config-is-dir 5 "$tmp: not a regular file" -- "$reid" print-config --config="$tmp"
 
 cli_finish

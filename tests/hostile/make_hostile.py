@@ -155,11 +155,27 @@ def write_npy_cases(out):
     np.save(os.path.join(out, "images_32x32.npy"), np.zeros((1, 3, 32, 32), np.float32))
 
 
+def write_text_cases(out):
+    """Tokenizer and config inputs that took minutes or gigabytes before."""
+    words = ["person", "red", "jacket", "a", "walking", "42", "!!", "\u00e9t\u00e9"]
+    rng = np.random.default_rng(4)
+    line = " ".join(words[int(i)] for i in rng.integers(0, len(words), 200_000))
+    with open(os.path.join(out, "line_1mb.txt"), "w", encoding="utf-8") as f:
+        f.write(line[:1_000_000] + "\n")
+    with open(os.path.join(out, "word_1mb.txt"), "w") as f:
+        f.write("".join(chr(97 + int(i)) for i in rng.integers(0, 26, 1_000_000)) + "\n")
+    with open(os.path.join(out, "config_long_line.textproto"), "w") as f:
+        f.write("stage2 { max_epochs: 3 }\n" + "x" * 10_000_000 + "\n")
+    with open(os.path.join(out, "config_many_steps.textproto"), "w") as f:
+        f.write("stage2 { steps: [" + ", ".join(["5"] * 1_000_000) + "] }\n")
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
     write_pth_cases(out)
     write_npy_cases(out)
+    write_text_cases(out)
     if len(sys.argv) > 2:  # the tiny CLIP fixtures of tests/clip_reference.py
         write_tiny_clip_variants(sys.argv[2], out)
 
