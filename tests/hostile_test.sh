@@ -49,6 +49,7 @@ hostile pth-five-million-items 30 "five_million_items.pth.*more than 4194304 obj
   "${encode[@]}" --weights="$hx/five_million_items.pth"
 hostile pth-huge-string 20 "huge_string.pth.*truncated pickle" -- "${encode[@]}" --weights="$hx/huge_string.pth"
 hostile pth-memo-missing 20 "memo_missing.pth.*memo key 7" -- "${encode[@]}" --weights="$hx/memo_missing.pth"
+hostile pth-long1-wide 20 "long1_wide.pth.*wider than 64 bits" -- "${encode[@]}" --weights="$hx/long1_wide.pth"
 
 # 3. Images smaller than the patch (a CHECK abort before), and a patch larger than the images.
 for hw in 32x4 4x32 0x0; do

@@ -82,6 +82,8 @@ def write_pth_cases(out):
     write_zip(os.path.join(out, "huge_string.pth"), b"\x80\x04\x8e" + struct.pack("<Q", 2**64 - 8)
               + b"abc.")
     write_zip(os.path.join(out, "memo_missing.pth"), b"\x80\x02h\x07.")
+    # LONG1 of 9 bytes (found by fuzz_torch_save: a signed shift overflow).
+    write_zip(os.path.join(out, "long1_wide.pth"), b"\x80\x02\x8a\x09" + b"\x7f" * 9 + b".")
 
 
 def deep_dicts_pickle(n):

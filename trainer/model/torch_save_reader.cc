@@ -298,11 +298,12 @@ bool Machine::Step(uint8_t op) {
       break;
     case 0x8a: {  // LONG1
       const uint8_t n = Read<uint8_t>();
+      if (n > 8) throw std::runtime_error("pickled integer wider than 64 bits");
       std::string b = ReadBytes(n);
-      int64_t v = 0;
-      for (int k = n - 1; k >= 0; --k) v = (v << 8) | static_cast<uint8_t>(b[k]);
-      if (n > 0 && n < 8 && (b[n - 1] & 0x80)) v -= int64_t{1} << (8 * n);
-      stack_.push_back(Int(v));
+      uint64_t u = 0;  // little-endian two's complement, n bytes
+      for (int k = n - 1; k >= 0; --k) u = (u << 8) | static_cast<uint8_t>(b[k]);
+      if (n > 0 && n < 8 && (b[n - 1] & 0x80)) u |= ~uint64_t{0} << (8 * n);  // sign-extend
+      stack_.push_back(Int(static_cast<int64_t>(u)));
       break;
     }
     case 'G': {  // BINFLOAT (big endian)
@@ -429,34 +430,62 @@ Obj Machine::Run() {
 
 }  // namespace
 
-bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error) {
+namespace {
+
+bool ReadFromZip(caffe2::serialize::PyTorchStreamReader& zip, StateDict* out, std::string* error) {
+  auto [ptr, size] = zip.getRecord("data.pkl");
+  Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
+  Obj top = machine.Run();
+  for (size_t k = 0; top->kind == PyObj::kDict && k + 1 < top->items.size(); k += 2) {
+    if (top->items[k]->s == "state_dict" && top->items[k + 1]->kind == PyObj::kDict) {
+      top = top->items[k + 1];  // {"state_dict": {...}, ...}
+      break;
+    }
+  }
+  if (top->kind != PyObj::kDict) {
+    *error = "the pickled object is not a dict of tensors";
+    return false;
+  }
+  for (size_t k = 0; k + 1 < top->items.size(); k += 2) {
+    const Obj& key = top->items[k];
+    const Obj& value = top->items[k + 1];
+    if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) (*out)[key->s] = value->tensor;
+  }
+  return true;
+}
+
+// Runs `read` and turns every exception (the zip reader throws c10::Error, ours
+// std::runtime_error, allocations std::bad_alloc) into *error.
+template <typename F>
+bool Guarded(F read, std::string* error) {
   try {
-    caffe2::serialize::PyTorchStreamReader zip(path);
-    auto [ptr, size] = zip.getRecord("data.pkl");
-    Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
-    Obj top = machine.Run();
-    for (size_t k = 0; top->kind == PyObj::kDict && k + 1 < top->items.size(); k += 2) {
-      if (top->items[k]->s == "state_dict" && top->items[k + 1]->kind == PyObj::kDict) {
-        top = top->items[k + 1];  // {"state_dict": {...}, ...}
-        break;
-      }
-    }
-    if (top->kind != PyObj::kDict) {
-      *error = "the pickled object is not a dict of tensors";
-      return false;
-    }
-    for (size_t k = 0; k + 1 < top->items.size(); k += 2) {
-      const Obj& key = top->items[k];
-      const Obj& value = top->items[k + 1];
-      if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) (*out)[key->s] = value->tensor;
-    }
-    return true;
+    return read();
   } catch (const c10::Error& e) {
     *error = e.what_without_backtrace();
   } catch (const std::exception& e) {
     *error = e.what();
   }
   return false;
+}
+
+}  // namespace
+
+bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error) {
+  return Guarded(
+      [&] {
+        caffe2::serialize::PyTorchStreamReader zip(path);
+        return ReadFromZip(zip, out, error);
+      },
+      error);
+}
+
+bool ReadTorchSaveZip(std::istream* in, StateDict* out, std::string* error) {
+  return Guarded(
+      [&] {
+        caffe2::serialize::PyTorchStreamReader zip(in);
+        return ReadFromZip(zip, out, error);
+      },
+      error);
 }
 
 }  // namespace reid::model

@@ -2,6 +2,7 @@
 // (CLIP-ReID's .pth), read into a name -> fp32 tensor map and loaded by parameter name.
 #pragma once
 
+#include <istream>
 #include <map>
 #include <set>
 #include <string>
@@ -21,6 +22,8 @@ bool ReadStateDict(const std::string& path, StateDict* out, std::string* error);
 
 // Reads a torch.save zip whose object is a dict of tensors (or {"state_dict": dict}), as stored.
 bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error);
+// The same from a stream holding the zip (the fuzz target reads from memory).
+bool ReadTorchSaveZip(std::istream* in, StateDict* out, std::string* error);
 
 // Limits of the torch.save reader (the file is untrusted): objects in the pickle, nesting of its
 // containers and dimensions of a tensor.
