@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -26,7 +27,7 @@ def put(target, name, data):
 
 
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
+    # Files are overwritten, never removed: inputs that found bugs (regress_*) stay in the corpus.
     # Tokenizer: the texts of the CLIP fixtures and the shared OpenAI cases.
     texts = ["A photo of a X X X X person.", "a man in a red jacket!", "hello   world 42",
              "&amp;lt; caf\u00e9 &#x41; <|startoftext|> it's", "\u00dcBER \u0395\u03bb\u03bb\u03b7"]
@@ -55,7 +56,7 @@ def main():
     np.save(buf, np.float32(3.5))
     put("fuzz_npy", "scalar", buf.getvalue())
     tmp = os.path.join(OUT, "tmp")
-    os.makedirs(tmp)
+    os.makedirs(tmp, exist_ok=True)
     make_hostile.write_npy_cases(tmp)
     for path in sorted(glob.glob(os.path.join(tmp, "npy_*.npy"))):
         put("fuzz_npy", os.path.basename(path), open(path, "rb").read())
@@ -74,6 +75,31 @@ def main():
     put("fuzz_torch_save", "state_dict", make_hostile.pickle_bytes(sd))
     put("fuzz_torch_save", "nested", make_hostile.pickle_bytes({"state_dict": sd, "x": [1.5]}))
     shutil.rmtree(tmp)
+    # Checkpoint: meta.pb (format_version 1, one FileEntry for model.pt) \0 model.pt's bytes.
+    content = b"tensor bytes"
+    entry = (b"\x0a" + _varint(8) + b"model.pt" + b"\x10" + _varint(len(content)) + b"\x18" +
+             _varint(zlib.crc32(content)))
+    meta = _tag(FORMAT_VERSION_FIELD, 0) + _varint(1) + _tag(9, 2) + _varint(len(entry)) + entry
+    put("fuzz_checkpoint", "valid", meta + b"\0" + content)
+    put("fuzz_checkpoint", "bad_crc", meta + b"\0" + content[::-1])
+
+
+FORMAT_VERSION_FIELD = 1  # proto/checkpoint.proto: CheckpointMeta.format_version
+
+
+def _varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def _tag(field, wire_type):
+    return _varint(field << 3 | wire_type)
 
 
 if __name__ == "__main__":

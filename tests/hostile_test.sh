@@ -78,6 +78,8 @@ for f in "$hx"/jit_mutants/m2[5-9].pt "$hx"/jit_mutants/m3[0-7].pt; do
   fi
 done
 if ((bad == 0)); then echo "ok   jit-mutants"; else echo "FAIL jit-mutants: $bad"; fail=$((fail + 1)); fi
+REID_TORCHSCRIPT=0 hostile torchscript-opt-out 20 "clip_jit.pt' is a TorchScript archive and REID_TORCHSCRIPT=0" \
+  -- "${encode[@]}" --weights="$tmp/fx/clip_jit.pt"
 hostile image-size-huge 20 "image_size = '100000x100000'" -- \
   "${encode[@]}" --weights="$tmp/fx/clip_state.pth" --image_size=100000x100000
 hostile image-size-overflow 20 "image_size = '99999999999999999999x8'" -- \
@@ -134,6 +136,13 @@ for v in "${vocabs[@]}"; do
   done
 done
 
+# 8. A truncated merges file is an error, not a silently smaller vocabulary.
+if [[ -f $merges ]]; then
+  head -c 300000 "$merges" >"$tmp/truncated.txt.gz"
+  hostile merges-truncated 10 "truncated.txt.gz': .*truncated or corrupt gzip" -- \
+    "$reid" tokenize --bpe_vocab="$tmp/truncated.txt.gz"
+fi
+
 # 5. Bad flag values are exit 2 (gflags exits 1 by itself); positional arguments are rejected.
 hostile flag-int 5 "ids = 'abc': not a valid int32" -- "$reid" synth --out="$tmp/s" --ids=abc
 hostile flag-int-range 5 "ids = '99999999999': not a valid int32" -- \
@@ -143,6 +152,8 @@ hostile flag-bare 5 "config needs a value" -- "$reid" print-config --config
 hostile positional 5 "takes no positional argument, got 'file.txt'" -- "$reid" tokenize file.txt
 
 # 6. Caps: synth plans, echoed parser text, number of problems.
+hostile synth-out-is-file 5 "out '.*a_file' exists and is not a directory" -- \
+  "$reid" synth --out="$tmp/a_file"
 hostile synth-huge 5 "images_per_id = 2147483647" -- \
   "$reid" synth --out="$tmp/s" --images_per_id=2147483647
 hostile synth-product 5 "images per split; at most 1000000" -- \

@@ -103,9 +103,15 @@ bool ReadMaybeGzip(const std::string& path, std::string* out, std::string* error
   char buf[1 << 16];
   int n = 0;
   while ((n = gzread(f, buf, sizeof(buf))) > 0) out->append(buf, n);
-  const bool ok = n == 0;
+  // gzread returns 0 at a truncated stream's end too: only gzerror tells (Z_BUF_ERROR).
+  int zerr = Z_OK;
+  const char* why = gzerror(f, &zerr);
+  const bool ok = n == 0 && (zerr == Z_OK || zerr == Z_STREAM_END);
+  if (!ok) {
+    *error = "cannot read BPE merges file '" + path + "': " + (why ? why : "read error") +
+             " (truncated or corrupt gzip?)";
+  }
   gzclose(f);
-  if (!ok) *error = "cannot read BPE merges file '" + path + "' (corrupt gzip?)";
   return ok;
 }
 
