@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <regex>
 #include <set>
@@ -29,6 +30,32 @@ std::string FindRoot(const std::string& root, const std::vector<std::string>& ca
     if (fs::exists(fs::path(root) / c / marker, ec)) return (fs::path(root) / c).string();
   }
   return "";
+}
+
+// A list line as echoed in an error: at most 120 characters.
+std::string Echo(const std::string& line) {
+  return line.size() > 120 ? line.substr(0, 120) + "..." : line;
+}
+
+// Opens a list file; "" or why not. A directory opens as an empty stream, so it is refused first.
+std::string OpenList(const fs::path& path, std::ifstream* in, const std::string& what) {
+  std::error_code ec;
+  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
+    return path.string() + ": not a regular file (a directory?)";
+  in->open(path);
+  if (!*in) return path.string() + ": missing " + what;
+  return "";
+}
+
+// Paths in list files are relative to the dataset and may not leave it: no absolute path, no
+// ".." component (symbolic links inside the dataset are followed: that is its owner's choice).
+bool StaysInside(const std::string& rel) {
+  const fs::path p(rel);
+  if (rel.empty() || p.is_absolute()) return false;
+  for (const fs::path& part : p) {
+    if (part == "..") return false;
+  }
+  return true;
 }
 
 bool ParseInt(const std::string& s, int* v) {
@@ -59,8 +86,12 @@ std::string ParseFolder(const fs::path& dir, std::vector<Sample>* out) {
     const std::string name = fs::path(f).filename().string();
     std::smatch m;
     int pid = 0, cam = 0;
-    if (!std::regex_search(name, m, pattern) || !ParseInt(m[1], &pid) || !ParseInt(m[2], &cam)) {
+    if (!std::regex_search(name, m, pattern)) {
       return f + ": file name does not match <pid>_c<camera>";
+    }
+    if (!ParseInt(m[1], &pid) || !ParseInt(m[2], &cam)) {
+      return f + ": pid " + Echo(m[1]) + " is out of range (-1.." +
+             std::to_string(std::numeric_limits<int>::max()) + ")";
     }
     if (pid == -1) continue;  // junk
     if (pid < 0 || cam < 1)
@@ -103,8 +134,8 @@ std::string LoadMarketLike(const std::string& root, const std::vector<std::strin
 // MSMT17 list file: "<relative path> <pid>" per line; camera = int(rel.split('_')[2]) - 1.
 std::string ParseMsmtList(const fs::path& list, const fs::path& image_dir,
                           std::vector<Sample>* out) {
-  std::ifstream in(list);
-  if (!in) return list.string() + ": missing list file";
+  std::ifstream in;
+  if (std::string err = OpenList(list, &in, "list file"); !err.empty()) return err;
   std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {
@@ -116,15 +147,17 @@ std::string ParseMsmtList(const fs::path& list, const fs::path& image_dir,
     int pid = 0;
     if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos ||
         !ParseInt(line.substr(space + 1), &pid)) {
-      return where + "expected '<relative path> <pid>', got '" + line + "'";
+      return where + "expected '<relative path> <pid>', got '" + Echo(line) + "'";
     }
     const std::string rel = line.substr(0, space);
+    if (!StaysInside(rel))
+      return where + "path '" + Echo(rel) + "' leaves the dataset (absolute or with '..')";
     std::vector<std::string> parts;
     std::stringstream ss(rel);
     for (std::string p; std::getline(ss, p, '_');) parts.push_back(p);
     int cam = 0;
     if (parts.size() < 3 || !ParseInt(parts[2], &cam) || cam < 1) {
-      return where + "no camera (third '_' field, from 1) in '" + rel + "'";
+      return where + "no camera (third '_' field, from 1) in '" + Echo(rel) + "'";
     }
     if (pid == -1) continue;
     if (pid < 0) return where + "negative pid " + std::to_string(pid);
@@ -169,11 +202,11 @@ std::string LoadMsmt17(const std::string& root, Dataset* d) {
 // Camera ids index the SIE embedding (one row each): a bound keeps a hostile list from sizing it.
 constexpr int kMaxCameraId = 9999;
 
-// CSV split: "path,pid,camid" per line (camid 0-based, path relative to the CSV's folder unless
-// absolute); an optional header line starting with "path".
+// CSV split: "path,pid,camid" per line (camid 0-based, path relative to the CSV's folder and
+// inside it); an optional header line starting with "path".
 std::string ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
-  std::ifstream in(csv);
-  if (!in) return csv.string() + ": missing CSV file";
+  std::ifstream in;
+  if (std::string err = OpenList(csv, &in, "CSV file"); !err.empty()) return err;
   std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {
@@ -188,11 +221,14 @@ std::string ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
         cam < 0 || cam > kMaxCameraId || pid < -1) {
       return csv.string() + ":" + std::to_string(line_no) +
              ": expected 'path,pid,camid' (pid >= -1, 0 <= camid <= " +
-             std::to_string(kMaxCameraId) + "), got '" + line + "'";
+             std::to_string(kMaxCameraId) + "), got '" + Echo(line) + "'";
+    }
+    if (!StaysInside(f[0])) {
+      return csv.string() + ":" + std::to_string(line_no) + ": path '" + Echo(f[0]) +
+             "' leaves the dataset folder (absolute or with '..')";
     }
     if (pid == -1) continue;
-    const fs::path p(f[0]);
-    out->push_back({p.is_absolute() ? f[0] : (csv.parent_path() / p).string(), pid, cam});
+    out->push_back({(csv.parent_path() / f[0]).string(), pid, cam});
   }
   return "";
 }
@@ -251,6 +287,10 @@ std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out)
   if (!IsDir(root)) return root + ": missing folder";
   std::string error = LoadSplits(kind, root, out);
   if (!error.empty()) return error;
+  for (auto [name, split] : {std::pair{"train", &out->train}, std::pair{"query", &out->query},
+                             std::pair{"gallery", &out->gallery}}) {
+    if (split->empty()) return out->root + ": the " + std::string(name) + " split has no images";
+  }
   // SIE indexes its embedding by camera id, in training and at test time: size it by the largest
   // id of any split, so gaps in the ids (CSV lists, subsets) stay in range.
   for (const auto* split : {&out->train, &out->query, &out->gallery}) {

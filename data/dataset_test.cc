@@ -140,7 +140,7 @@ TEST_F(DatasetTest, Msmt17V1AndV2) {
 
 TEST_F(DatasetTest, Csv) {
   Touch("train.csv",
-        "path,pid,camid\nimgs/a.jpg,17,0\nimgs/b.jpg,5,2\n/abs/c.jpg,17,1\nj.jpg,-1,0\n");
+        "path,pid,camid\nimgs/a.jpg,17,0\nimgs/b.jpg,5,2\nimgs/sub/c.jpg,17,1\nj.jpg,-1,0\n");
   Touch("query.csv", "q.jpg,5,1\n");
   Touch("gallery.csv", "g.jpg,0,0\ng2.jpg,5,3\n");
   Dataset d;
@@ -152,10 +152,38 @@ TEST_F(DatasetTest, Csv) {
   EXPECT_EQ(d.train[0].pid, 1);  // 17 -> 1, 5 -> 0
   EXPECT_EQ(d.train[1].pid, 0);
   EXPECT_EQ(d.train[0].path, R("imgs/a.jpg"));
-  EXPECT_EQ(d.train[2].path, "/abs/c.jpg");
+  EXPECT_EQ(d.train[2].path, R("imgs/sub/c.jpg"));
   Touch("query.csv", "q.jpg,5,1\nq2.jpg;5;1\n");
   const std::string err = LoadDataset(DatasetKind::kCsv, R(), &d);
   EXPECT_NE(err.find("query.csv:2: expected 'path,pid,camid'"), std::string::npos) << err;
+}
+
+// Issue 12: list paths may not leave the dataset, a list that is a directory is not an empty
+// list, an empty split is an error, and an out-of-range pid is named as such.
+TEST_F(DatasetTest, HostileListsAreErrors) {
+  Touch("train.csv", "a.jpg,1,0\n");
+  Touch("query.csv", "q.jpg,1,1\n");
+  for (const char* bad : {"/etc/passwd,1,0", "../x.jpg,1,0", "imgs/../../x.jpg,1,0"}) {
+    Touch("gallery.csv", std::string(bad) + "\n");
+    Dataset d;
+    EXPECT_NE(LoadDataset(DatasetKind::kCsv, R(), &d).find("gallery.csv:1: path"),
+              std::string::npos)
+        << bad;
+  }
+  Touch("gallery.csv", "path,pid,camid\n");
+  Dataset d;
+  EXPECT_NE(LoadDataset(DatasetKind::kCsv, R(), &d).find("the gallery split has no images"),
+            std::string::npos);
+  fs::remove(root_ / "gallery.csv");
+  fs::create_directories(root_ / "gallery.csv");
+  EXPECT_NE(LoadDataset(DatasetKind::kCsv, R(), &d).find("gallery.csv: not a regular file"),
+            std::string::npos);
+  const std::string m = "Market-1501/";
+  Touch(m + "bounding_box_train/99999999999_c1s1_000451_03.jpg");
+  Touch(m + "query/0001_c1s1_001051_00.jpg");
+  Touch(m + "bounding_box_test/0001_c2s1_001051_00.jpg");
+  const std::string err = LoadDataset(DatasetKind::kMarket1501, R(), &d);
+  EXPECT_NE(err.find("pid 99999999999 is out of range"), std::string::npos) << err;
 }
 
 // Writes `images` empty files named like Market-1501 (`0002_c1s1_000451_03.jpg`) or

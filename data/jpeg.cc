@@ -5,8 +5,14 @@
 
 #include <cstdio>
 #include <memory>
+#include <string>
 
 namespace reid::data {
+namespace {
+
+constexpr int64_t kMaxJpegPixels = int64_t{1} << 26;  // 8192 x 8192
+
+}  // namespace
 
 bool ReadFileBytes(const std::string& path, std::vector<uint8_t>* bytes, std::string* error) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
@@ -45,6 +51,13 @@ bool JpegDecoder::Decode(const uint8_t* data, size_t size, int min_height, int m
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
   if (tjDecompressHeader3(handle_, data, size, &width, &height, &subsamp, &colorspace) != 0) {
     *error = std::string("not a JPEG: ") + tjGetErrorStr2(handle_);
+    return false;
+  }
+  // The header's size is the file's claim: a 200-byte JPEG may declare 65535 x 65535. Person
+  // crops are far smaller; refuse before allocating (and zero-filling) gigabytes.
+  if (width <= 0 || height <= 0 || int64_t{width} * height > kMaxJpegPixels) {
+    *error = "image of " + std::to_string(width) + "x" + std::to_string(height) +
+             " pixels (at most " + std::to_string(kMaxJpegPixels) + ")";
     return false;
   }
   int out_w = width, out_h = height;

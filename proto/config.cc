@@ -3,7 +3,9 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
+#include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -11,6 +13,17 @@
 
 namespace reid::config {
 namespace {
+
+// Bounds on what a config may ask for: far above any real run, low enough that no arithmetic on
+// them overflows and no allocation from them is absurd.
+constexpr int64_t kMaxImageSide = 4096;
+constexpr int64_t kMaxWidth = 16384;
+constexpr int64_t kMaxLayers = 256;
+constexpr int64_t kMaxBatch = 1 << 20;
+constexpr int64_t kMaxEpochs = 100000;
+constexpr size_t kMaxProblems = 50;
+constexpr size_t kMaxEchoedChars = 120;
+constexpr uint64_t kMaxConfigBytes = uint64_t{16} << 20;
 
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
@@ -37,10 +50,13 @@ class ProblemCollector : public google::protobuf::io::ErrorCollector {
   // "SOURCE:LINE:COL: message (in: the source line)".
   std::string Format(int line, int column, const std::string& message) const {
     std::ostringstream out;
-    out << source_ << ":" << line + 1 << ":" << column + 1 << ": " << message;
+    out << source_ << ":" << line + 1 << ":" << column + 1 << ": "
+        << (message.size() > 2 * kMaxEchoedChars ? message.substr(0, 2 * kMaxEchoedChars) + "..."
+                                                 : message);
     if (line >= 0 && line < static_cast<int>(lines_.size())) {
       std::string src = lines_[line];
       src.erase(0, src.find_first_not_of(" \t"));
+      if (src.size() > kMaxEchoedChars) src = src.substr(0, kMaxEchoedChars) + "...";
       if (!src.empty()) out << " (in: " << src << ")";
     }
     return out.str();
@@ -80,19 +96,60 @@ class Checker {
   void Probability(double v, const std::string& path) {
     Require(v >= 0 && v <= 1, path, v, "must be in [0, 1]");
   }
+  // lo <= v <= hi, in 64 bits (callers pass sums and products of int32 fields widened first).
+  void InRange(int64_t v, int64_t lo, int64_t hi, const std::string& path) {
+    Require(v >= lo && v <= hi, path, v,
+            "must be in " + std::to_string(lo) + ".." + std::to_string(hi));
+  }
 
  private:
   Problems* problems_;
 };
 
+// Every float and double of the config, singular or repeated, must be finite: "inf", "nan" and
+// 1e400 (parsed as inf) would pass comparisons such as "> 0" or fail them silently.
+void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
+  const Reflection* refl = msg.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  refl->ListFields(msg, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string path = prefix + f->name();
+    const bool is_float = f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (!f->is_repeated()) RequireFinite(refl->GetMessage(msg, f), path + ".", c);
+      continue;
+    }
+    if (!is_float && f->cpp_type() != FieldDescriptor::CPPTYPE_DOUBLE) continue;
+    if (!f->is_repeated()) {
+      const double v = is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f);
+      c.Require(std::isfinite(v), path, v, "must be a finite number");
+      continue;
+    }
+    for (int i = 0; i < refl->FieldSize(msg, f); ++i) {
+      const double v =
+          is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i);
+      c.Require(std::isfinite(v), path + "[" + std::to_string(i) + "]", v,
+                "must be a finite number");
+    }
+  }
+}
+
+// At most kMaxProblems problems are listed, then how many more there were.
+void CapProblems(Problems* problems) {
+  if (problems->size() <= kMaxProblems) return;
+  const size_t more = problems->size() - kMaxProblems;
+  problems->resize(kMaxProblems);
+  problems->push_back("... and " + std::to_string(more) + " more problems");
+}
+
 void ValidateData(const proto::ReidConfig& cfg, Checker& c) {
   const auto& d = cfg.data();
-  c.Positive(d.num_workers(), "data.num_workers");
-  c.Positive(d.prefetch_batches(), "data.prefetch_batches");
-  c.NonNegative(d.cache_budget_mb(), "data.cache_budget_mb");
+  c.InRange(d.num_workers(), 1, 1024, "data.num_workers");
+  c.InRange(d.prefetch_batches(), 1, 1024, "data.prefetch_batches");
+  c.InRange(d.cache_budget_mb(), 0, int64_t{1} << 24, "data.cache_budget_mb");
   c.Require(d.max_unreadable_fraction() >= 0 && d.max_unreadable_fraction() < 1,
             "data.max_unreadable_fraction", d.max_unreadable_fraction(), "must be in [0, 1)");
-  c.Positive(d.test_batch_size(), "data.test_batch_size");
+  c.InRange(d.test_batch_size(), 1, 65536, "data.test_batch_size");
   // The one validator of the synthetic generator's values (`reid synth` flags land here too).
   const auto& s = d.synthetic();
   c.Require(s.ids() >= 2 && s.ids() <= 4999, "data.synthetic.ids", s.ids(),
@@ -106,11 +163,20 @@ void ValidateData(const proto::ReidConfig& cfg, Checker& c) {
             "must be in 32..4096");
   c.Require(s.width() >= 16 && s.width() <= 4096, "data.synthetic.width", s.width(),
             "must be in 16..4096");
+  // Each field may be in range and the product still absurd (4999 ids x 1000 images of 4096^2).
+  const int64_t images = int64_t{s.ids()} * s.images_per_id();
+  c.Require(images <= 1000000, "data.synthetic.images_per_id", s.images_per_id(),
+            "times data.synthetic.ids gives " + std::to_string(images) +
+                " images per split; at most 1000000");
+  c.Require(images * s.height() * s.width() <= (int64_t{1} << 36), "data.synthetic.height",
+            s.height(), "with width and image count gives more than 2^36 pixels per split");
 }
 
 void ValidateImageSize(const proto::ImageSize& size, const std::string& path,
                        const proto::ModelConfig& m, Checker& c) {
   const int patch = m.vision_patch_size();
+  c.InRange(size.height(), 1, kMaxImageSide, path + ".height");
+  c.InRange(size.width(), 1, kMaxImageSide, path + ".width");
   c.Require(size.height() >= patch, path + ".height", size.height(),
             "must be >= model.vision_patch_size (" + std::to_string(patch) + ")");
   c.Require(size.width() >= patch, path + ".width", size.width(),
@@ -142,7 +208,7 @@ void ValidateInput(const proto::ReidConfig& cfg, Checker& c) {
   }
   c.Probability(in.flip_prob(), "input.flip_prob");
   c.Probability(in.erasing_prob(), "input.erasing_prob");
-  c.NonNegative(in.padding(), "input.padding");
+  c.InRange(in.padding(), 0, kMaxImageSide, "input.padding");
   c.Require(in.pixel_mean_size() == 3, "input.pixel_mean", in.pixel_mean_size(),
             "needs exactly 3 values (R, G, B)");
   c.Require(in.pixel_std_size() == 3, "input.pixel_std", in.pixel_std_size(),
@@ -154,9 +220,12 @@ void ValidateInput(const proto::ReidConfig& cfg, Checker& c) {
 
 void ValidateModel(const proto::ReidConfig& cfg, Checker& c) {
   const auto& m = cfg.model();
-  c.Positive(m.embed_dim(), "model.embed_dim");
-  c.Positive(m.vision_layers(), "model.vision_layers");
-  c.Positive(m.vision_patch_size(), "model.vision_patch_size");
+  c.InRange(m.embed_dim(), 1, kMaxWidth, "model.embed_dim");
+  c.InRange(m.vision_layers(), 1, kMaxLayers, "model.vision_layers");
+  c.InRange(m.vision_patch_size(), 1, kMaxImageSide, "model.vision_patch_size");
+  c.InRange(m.vision_width(), 1, kMaxWidth, "model.vision_width");
+  c.InRange(m.transformer_width(), 1, kMaxWidth, "model.transformer_width");
+  c.InRange(m.vision_heads(), 0, kMaxWidth, "model.vision_heads");
   c.Require(m.stride_size() > 0 && m.stride_size() <= m.vision_patch_size(), "model.stride_size",
             m.stride_size(), "must be in [1, vision_patch_size]");
   const int vheads = m.vision_heads() > 0 ? m.vision_heads() : m.vision_width() / 64;
@@ -167,12 +236,13 @@ void ValidateModel(const proto::ReidConfig& cfg, Checker& c) {
                 m.transformer_width() % m.transformer_heads() == 0,
             "model.transformer_width", m.transformer_width(),
             "must be a positive multiple of model.transformer_heads");
-  c.Positive(m.transformer_layers(), "model.transformer_layers");
+  c.InRange(m.transformer_layers(), 1, kMaxLayers, "model.transformer_layers");
   c.Require(m.vocab_size() >= 514, "model.vocab_size", m.vocab_size(),
             "must be >= 514 (256 bytes x 2 + start + end)");
-  c.Require(m.context_length() >= 3, "model.context_length", m.context_length(), "must be >= 3");
+  c.InRange(m.vocab_size(), 514, 1 << 20, "model.vocab_size");
+  c.InRange(m.context_length(), 3, 4096, "model.context_length");
   c.Positive(m.classifier_init_std(), "model.classifier_init_std");
-  c.Positive(m.pretrain_image_size(), "model.pretrain_image_size");
+  c.InRange(m.pretrain_image_size(), 1, kMaxImageSide, "model.pretrain_image_size");
 }
 
 void ValidatePrompt(const proto::ReidConfig& cfg, Checker& c) {
@@ -184,16 +254,16 @@ void ValidatePrompt(const proto::ReidConfig& cfg, Checker& c) {
   c.Require(first == std::string::npos || t.find("{ctx}", first + 1) == std::string::npos,
             "prompt.template", "\"" + t + "\"", "must contain {ctx} exactly once");
   c.Require(p.n_ctx() >= 1, "prompt.n_ctx", p.n_ctx(), "must be >= 1");
-  c.Require(p.n_ctx() + 2 < cfg.model().context_length(), "prompt.n_ctx", p.n_ctx(),
+  c.Require(int64_t{p.n_ctx()} + 2 < cfg.model().context_length(), "prompt.n_ctx", p.n_ctx(),
             "with start and end tokens must fit model.context_length " +
                 std::to_string(cfg.model().context_length()));
   c.Positive(p.ctx_init_std(), "prompt.ctx_init_std");
 }
 
 void ValidateModules(const proto::ReidConfig& cfg, Checker& c) {
-  c.NonNegative(cfg.context_adjust().hidden_dim(), "context_adjust.hidden_dim");
+  c.InRange(cfg.context_adjust().hidden_dim(), 0, kMaxWidth, "context_adjust.hidden_dim");
   const auto& a = cfg.cross_attention();
-  c.NonNegative(a.hidden_dim(), "cross_attention.hidden_dim");
+  c.InRange(a.hidden_dim(), 0, kMaxWidth, "cross_attention.hidden_dim");
   // The self-attention over each set runs at the embedding width; hidden_dim is the width of the
   // common space after W_i / W_t, which has no heads.
   const int width = cfg.model().embed_dim();
@@ -210,11 +280,11 @@ void ValidateStage1(const proto::ReidConfig& cfg, Checker& c) {
   c.NonNegative(s.lr_min(), "stage1.lr_min");
   c.Require(s.base_lr() <= 0 || s.lr_min() <= s.base_lr(), "stage1.lr_min", s.lr_min(),
             "must be <= stage1.base_lr");
-  c.Positive(s.max_epochs(), "stage1.max_epochs");
+  c.InRange(s.max_epochs(), 1, kMaxEpochs, "stage1.max_epochs");
   // A warm-up or milestone past max_epochs is allowed: shortening a run with --set should not
   // force the schedule to be rewritten; it is simply never reached.
   c.NonNegative(s.warmup_epochs(), "stage1.warmup_epochs");
-  c.Positive(s.ims_per_batch(), "stage1.ims_per_batch");
+  c.InRange(s.ims_per_batch(), 1, kMaxBatch, "stage1.ims_per_batch");
   c.Positive(s.log_period(), "stage1.log_period");
   c.Positive(s.checkpoint_period(), "stage1.checkpoint_period");
   c.Positive(s.temperature(), "stage1.temperature");
@@ -226,12 +296,14 @@ void ValidateStage2(const proto::ReidConfig& cfg, Checker& c) {
   c.Positive(s.bias_lr_factor(), "stage2.bias_lr_factor");
   c.NonNegative(s.weight_decay(), "stage2.weight_decay");
   c.NonNegative(s.weight_decay_bias(), "stage2.weight_decay_bias");
-  c.Positive(s.max_epochs(), "stage2.max_epochs");
+  c.InRange(s.max_epochs(), 1, kMaxEpochs, "stage2.max_epochs");
   c.NonNegative(s.warmup_epochs(), "stage2.warmup_epochs");
   c.Require(s.warmup_factor() > 0 && s.warmup_factor() <= 1, "stage2.warmup_factor",
             s.warmup_factor(), "must be in (0, 1]");
   c.Require(s.gamma() > 0 && s.gamma() <= 1, "stage2.gamma", s.gamma(), "must be in (0, 1]");
-  for (int i = 0; i < s.steps_size(); ++i) {
+  c.Require(s.steps_size() <= 1000, "stage2.steps", std::to_string(s.steps_size()) + " values",
+            "must hold at most 1000 epochs");
+  for (int i = 0; i < std::min(s.steps_size(), 1000); ++i) {
     const std::string path = "stage2.steps[" + std::to_string(i) + "]";
     c.Require(s.steps(i) >= 1, path, s.steps(i), "must be >= 1 (an epoch number)");
     c.Require(i == 0 || s.steps(i) > s.steps(i - 1), path, s.steps(i), "steps must ascend");
@@ -240,8 +312,11 @@ void ValidateStage2(const proto::ReidConfig& cfg, Checker& c) {
             "must be >= 2 (triplet mining needs negatives)");
   c.Require(s.num_instances() >= 2, "stage2.num_instances", s.num_instances(),
             "must be >= 2 (triplet mining needs positives)");
-  c.Require(s.ims_per_batch() == s.ids_per_batch() * s.num_instances(), "stage2.ims_per_batch",
-            s.ims_per_batch(),
+  c.InRange(s.ids_per_batch(), 2, kMaxBatch, "stage2.ids_per_batch");
+  c.InRange(s.num_instances(), 2, kMaxBatch, "stage2.num_instances");
+  c.InRange(s.ims_per_batch(), 1, kMaxBatch, "stage2.ims_per_batch");
+  c.Require(int64_t{s.ims_per_batch()} == int64_t{s.ids_per_batch()} * s.num_instances(),
+            "stage2.ims_per_batch", s.ims_per_batch(),
             "must equal ids_per_batch * num_instances = " + std::to_string(s.ids_per_batch()) +
                 " * " + std::to_string(s.num_instances()));
   c.Positive(s.log_period(), "stage2.log_period");
@@ -258,20 +333,23 @@ void ValidateLossEvalDist(const proto::ReidConfig& cfg, Checker& c) {
             l.label_smoothing(), "must be in [0, 1)");
   c.NonNegative(l.triplet_margin(), "loss.triplet_margin");
   const auto& e = cfg.eval();
-  c.Positive(e.max_rank(), "eval.max_rank");
-  c.Require(e.rerank_k1() >= 1, "eval.rerank_k1", e.rerank_k1(), "must be >= 1");
+  c.InRange(e.max_rank(), 1, 1 << 20, "eval.max_rank");
+  c.InRange(e.rerank_k1(), 1, 100000, "eval.rerank_k1");
   c.Require(e.rerank_k2() >= 1 && e.rerank_k2() <= e.rerank_k1(), "eval.rerank_k2", e.rerank_k2(),
             "must be in [1, eval.rerank_k1]");
   c.Probability(e.rerank_lambda(), "eval.rerank_lambda");
-  c.Positive(e.chunk_rows(), "eval.chunk_rows");
+  c.InRange(e.chunk_rows(), 1, 1 << 20, "eval.chunk_rows");
   c.Require(e.rerank_max_memory_mb() >= 0, "eval.rerank_max_memory_mb", e.rerank_max_memory_mb(),
             "must be >= 0 (0 = the available memory)");
   const auto& d = cfg.dist();
   c.Positive(d.bucket_cap_mb(), "dist.bucket_cap_mb");
   c.Require(d.first_bucket_mb() > 0 && d.first_bucket_mb() <= d.bucket_cap_mb(),
             "dist.first_bucket_mb", d.first_bucket_mb(), "must be in (0, dist.bucket_cap_mb]");
-  c.Positive(d.timeout_s(), "dist.timeout_s");
-  c.NonNegative(d.intra_op_threads(), "dist.intra_op_threads");
+  c.Require(d.timeout_s() > 0 && d.timeout_s() <= 1e7, "dist.timeout_s", d.timeout_s(),
+            "must be in (0, 1e7] seconds");
+  c.Require(d.bucket_cap_mb() <= 1e6, "dist.bucket_cap_mb", d.bucket_cap_mb(),
+            "must be <= 1e6 MiB");
+  c.InRange(d.intra_op_threads(), 0, 4096, "dist.intra_op_threads");
 }
 
 void ValidateCheckpointMonitoring(const proto::ReidConfig& cfg, Checker& c) {
@@ -282,7 +360,8 @@ void ValidateCheckpointMonitoring(const proto::ReidConfig& cfg, Checker& c) {
   c.Require(m.metrics_port_base() >= 0 && m.metrics_port_base() <= 65535 - 64,
             "monitoring.metrics_port_base", m.metrics_port_base(),
             "must be 0 (off) or a port with room for one per local rank");
-  c.NonNegative(m.push_period_s(), "monitoring.push_period_s");
+  c.Require(m.push_period_s() >= 0 && m.push_period_s() <= 1e7, "monitoring.push_period_s",
+            m.push_period_s(), "must be in [0, 1e7] seconds");
   const std::string& url = m.pushgateway_url();
   c.Require(url.empty() || url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0,
             "monitoring.pushgateway_url", "\"" + url + "\"", "must start with http:// or https://");
@@ -369,6 +448,7 @@ void FillListDefaults(proto::ReidConfig* cfg) {
 Problems Validate(const proto::ReidConfig& cfg) {
   Problems problems;
   Checker c(&problems);
+  RequireFinite(cfg, "", c);
   ValidateData(cfg, c);
   ValidateModel(cfg, c);
   ValidateInput(cfg, c);
@@ -378,10 +458,21 @@ Problems Validate(const proto::ReidConfig& cfg) {
   ValidateStage2(cfg, c);
   ValidateLossEvalDist(cfg, c);
   ValidateCheckpointMonitoring(cfg, c);
+  CapProblems(&problems);
   return problems;
 }
 
 bool ReadFile(const std::string& path, std::string* contents, Problems* problems) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    problems->push_back(path + ": not a regular file (a directory?)");
+    return false;
+  }
+  if (stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
+    problems->push_back(path + ": config file of " + std::to_string(st.st_size) +
+                        " bytes (at most " + std::to_string(kMaxConfigBytes) + ")");
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     problems->push_back(path + ": cannot open config file");
@@ -407,6 +498,7 @@ Problems LoadFromText(const std::string& config_text, const std::string& source,
   FillListDefaults(cfg);
   Problems invalid = Validate(*cfg);
   problems.insert(problems.end(), invalid.begin(), invalid.end());
+  CapProblems(&problems);
   return problems;
 }
 

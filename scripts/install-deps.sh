@@ -21,6 +21,8 @@ PACKAGES=(
   # tokenizer: Unicode letter/number classes
   libpcre2-dev
   zlib1g-dev
+  # fuzz targets (libFuzzer + sanitizers, scripts/fuzz.sh)
+  clang
   # Python references used by tests and benchmarks
   python3 python3-numpy python3-torch python3-torchvision python3-pil
 )

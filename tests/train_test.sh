@@ -144,13 +144,14 @@ check "nothing-overwritten" '[[ $before == "$after" ]]'
 # SIE with camera ids that have gaps (a CSV dataset using cameras 0 and 7 only): the embedding is
 # sized by the largest id, so training and evaluation index it in range.
 mkdir -p "$tmp/csv"
+ln -s "$(realpath "$data")" "$tmp/csv/img"  # list paths stay inside the dataset folder
 for split in train:bounding_box_train query:query gallery:bounding_box_test; do
   echo "path,pid,camid" >"$tmp/csv/${split%%:*}.csv"
   for f in "$data/${split#*:}"/*.jpg; do
     b=$(basename "$f")
     [[ $b == -* ]] && continue  # junk (pid -1)
     pid=$((10#${b%%_*})); cam=$(( ${b:6:1} == 1 ? 0 : 7 ))
-    echo "$f,$pid,$cam" >>"$tmp/csv/${split%%:*}.csv"
+    echo "img/${split#*:}/$b,$pid,$cam" >>"$tmp/csv/${split%%:*}.csv"
   done
 done
 expect sie-gapped-cameras 0 '^done: mAP' -- "$reid" train "${base[@]}" --data_root="$tmp/csv" \

@@ -3,6 +3,8 @@
 #include <gflags/gflags.h>
 #include <sys/stat.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 
@@ -27,15 +29,39 @@ DEFINE_string(out_dir, "", "Folder for image_features.npy and text_features.npy 
 namespace reid::trainer {
 namespace {
 
+// The largest image side --image_size accepts (CLIP-ReID uses 256x128; 4096 already gives a
+// 256x256 grid of 16-pixel patches).
+constexpr int64_t kMaxImageSide = 4096;
+constexpr int64_t kMaxGridCells = 65536;  // positional embedding rows after resizing
+
+// Parses HxW with 1 <= H, W <= kMaxImageSide; digits only (no sign, no overflow).
 bool ParseSize(const std::string& s, int64_t* h, int64_t* w) {
-  char x = 0;
-  char rest = 0;
-  long long a = 0, b = 0;
-  if (std::sscanf(s.c_str(), "%lld%c%lld%c", &a, &x, &b, &rest) != 3 || x != 'x' || a <= 0 ||
-      b <= 0)
+  const size_t x = s.find('x');
+  if (x == std::string::npos) return false;
+  auto side = [](const std::string& digits, int64_t* out) {
+    if (digits.empty() || digits.size() > 5 ||
+        digits.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    *out = std::stoll(digits);
+    return *out >= 1 && *out <= kMaxImageSide;
+  };
+  return side(s.substr(0, x), h) && side(s.substr(x + 1), w);
+}
+
+// True when `dir` is a directory or can be made as one (its parent is a directory); says why not.
+bool CheckOutDir(const std::string& dir, std::string* why) {
+  struct stat st;
+  if (stat(dir.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return true;
+    *why = "exists and is not a directory";
     return false;
-  *h = a;
-  *w = b;
+  }
+  const size_t slash = dir.find_last_of('/');
+  const std::string parent = slash == std::string::npos ? "." : dir.substr(0, slash + 1);
+  if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    *why = "its parent folder '" + parent + "' does not exist";
+    return false;
+  }
   return true;
 }
 
@@ -52,8 +78,14 @@ int EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
               << images.sizes() << " " << images.scalar_type() << "\n";
     return kExitUsage;
   }
+  if (images.size(0) == 0 || images.size(2) < v.patch || images.size(3) < v.patch) {
+    std::cerr << "error: --images_npy " << FLAGS_images_npy << ": images " << images.size(2) << "x"
+              << images.size(3) << (images.size(0) == 0 ? " (none)" : "")
+              << " are smaller than the patch " << v.patch << "\n";
+    return kExitUsage;
+  }
   auto grid = model::PatchGrid(images.size(2), images.size(3), v.patch, v.stride);
-  if (images.size(2) < v.patch || grid != std::make_pair(v.grid_h, v.grid_w)) {
+  if (grid != std::make_pair(v.grid_h, v.grid_w)) {
     std::cerr << "error: --images_npy " << FLAGS_images_npy << ": images " << images.size(2) << "x"
               << images.size(3) << " do not give the model's " << v.grid_h << "x" << v.grid_w
               << " patch grid (set --image_size)\n";
@@ -123,10 +155,15 @@ int RunClipEncode(int /*argc*/, char** /*argv*/,
   }
   int64_t h = 0, w = 0;
   if (!FLAGS_image_size.empty() && !ParseSize(FLAGS_image_size, &h, &w)) {
-    std::cerr << "error: --image_size = '" << FLAGS_image_size << "': want HxW, e.g. 256x128\n";
+    std::cerr << "error: --image_size = '" << FLAGS_image_size.substr(0, 40)
+              << "': want HxW with sides 1.." << kMaxImageSide << ", e.g. 256x128\n";
     return kExitUsage;
   }
   std::string error;
+  if (!CheckOutDir(FLAGS_out_dir, &error)) {
+    std::cerr << "error: --out_dir '" << FLAGS_out_dir << "' " << error << "\n";
+    return kExitUsage;
+  }
   model::Clip clip = model::LoadClip(FLAGS_weights, &error);
   if (!clip) {
     std::cerr << "error: --weights: " << error << "\n";
@@ -141,9 +178,18 @@ int RunClipEncode(int /*argc*/, char** /*argv*/,
       return kExitUsage;
     }
     auto [gh, gw] = model::PatchGrid(h, w, v.patch, v.stride);
+    if (gh * gw > kMaxGridCells) {
+      std::cerr << "error: --image_size = " << FLAGS_image_size << ": a " << gh << "x" << gw
+                << " patch grid is more than " << kMaxGridCells << " patches\n";
+      return kExitUsage;
+    }
     clip->visual->ResizeGrid(gh, gw);
   }
-  mkdir(FLAGS_out_dir.c_str(), 0755);
+  if (mkdir(FLAGS_out_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    std::cerr << "error: --out_dir '" << FLAGS_out_dir << "': cannot create: " << strerror(errno)
+              << "\n";
+    return kExitUsage;
+  }
   int status = kExitOk;
   if (!FLAGS_images_npy.empty()) status = EncodeImages(*clip, FLAGS_out_dir);
   if (status == kExitOk && !FLAGS_texts_file.empty()) status = EncodeTexts(*clip, FLAGS_out_dir);

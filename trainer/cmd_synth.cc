@@ -2,6 +2,7 @@
 // values are the config's data.synthetic block; the flags --ids ... --width are shortcuts written
 // into those fields and validated by the config's own validator (same rules, same messages).
 #include <gflags/gflags.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <iostream>
@@ -49,6 +50,11 @@ std::string FlagsAsOverride() {
 int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
   if (FLAGS_out.empty()) {
     std::cerr << "error: --out is required\n";
+    return kExitUsage;
+  }
+  struct stat st;
+  if (stat(FLAGS_out.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+    std::cerr << "error: --out '" << FLAGS_out << "' exists and is not a directory\n";
     return kExitUsage;
   }
   const std::string shortcut = FlagsAsOverride();

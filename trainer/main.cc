@@ -141,6 +141,41 @@ bool CheckFlagsBelongTo(const Subcommand& s, const std::vector<char*>& args) {
   return true;
 }
 
+// gflags exits 1 by itself on a bad value (--ids=abc, --json=2, a bare --config); a bad value is
+// a user error (exit 2), so each one is tried first on a saved copy of the flags.
+bool CheckFlagValues(const std::vector<char*>& args) {
+  gflags::FlagSaver saver;  // restores every flag on return
+  for (size_t i = 1; i < args.size(); ++i) {
+    std::string a = args[i];
+    if (a == "--") break;
+    if (a.rfind("-", 0) != 0) continue;
+    a.erase(0, a.find_first_not_of('-'));
+    const size_t eq = a.find('=');
+    std::string name = a.substr(0, eq);
+    gflags::CommandLineFlagInfo info;
+    if (!gflags::GetCommandLineFlagInfo(name.c_str(), &info)) continue;  // --nofoo
+
+    std::string value;
+    if (eq != std::string::npos) {
+      value = a.substr(eq + 1);
+    } else if (info.type == "bool") {
+      value = "true";
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      std::cerr << "error: --" << name << " needs a value (" << info.type << ")\n";
+      return false;
+    }
+    if (gflags::SetCommandLineOption(name.c_str(), value.c_str()).empty()) {
+      std::cerr << "error: --" << name << " = '" << value.substr(0, 40)
+                << (value.size() > 40 ? "..." : "") << "': not a valid " << info.type
+                << (info.type == "bool" ? " (true or false)" : "") << "\n";
+      return false;
+    }
+  }
+  return true;
+}
+
 int Dispatch(int argc, char** argv) {
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help") ||
       !strcmp(argv[1], "-h")) {
@@ -172,9 +207,18 @@ int Dispatch(int argc, char** argv) {
     std::cerr << "error: --set needs a value\n";
     return kExitUsage;
   }
+  if (!CheckFlagValues(args)) return kExitUsage;
   int sub_argc = static_cast<int>(args.size());
   char** sub_argv = args.data();
   gflags::ParseCommandLineNonHelpFlags(&sub_argc, &sub_argv, /*remove_flags=*/true);
+  // Only `ckpt` takes positional arguments; elsewhere one is a mistake (`reid tokenize file.txt`
+  // would otherwise wait on stdin).
+  if (sub_argc > 1 && std::string(sub->name) != "ckpt") {
+    std::cerr << "error: reid " << sub->name << " takes no positional argument, got '"
+              << std::string(sub_argv[1]).substr(0, 100) << "' (see reid " << sub->name
+              << " --help)\n";
+    return kExitUsage;
+  }
   base::GlobalInit(argv[0]);
   SetIntraOpThreads();
   return sub->run(sub_argc, sub_argv, set_overrides);

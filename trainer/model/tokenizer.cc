@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <climits>
 #include <cwctype>
+#include <limits>
+#include <queue>
 #include <sstream>
 
 namespace reid::model {
@@ -101,9 +103,15 @@ bool ReadMaybeGzip(const std::string& path, std::string* out, std::string* error
   char buf[1 << 16];
   int n = 0;
   while ((n = gzread(f, buf, sizeof(buf))) > 0) out->append(buf, n);
-  const bool ok = n == 0;
+  // gzread returns 0 at a truncated stream's end too: only gzerror tells (Z_BUF_ERROR).
+  int zerr = Z_OK;
+  const char* why = gzerror(f, &zerr);
+  const bool ok = n == 0 && (zerr == Z_OK || zerr == Z_STREAM_END);
+  if (!ok) {
+    *error = "cannot read BPE merges file '" + path + "': " + (why ? why : "read error") +
+             " (truncated or corrupt gzip?)";
+  }
   gzclose(f);
-  if (!ok) *error = "cannot read BPE merges file '" + path + "' (corrupt gzip?)";
   return ok;
 }
 
@@ -186,51 +194,79 @@ void Tokenizer::BuildVocab(const std::vector<std::pair<std::string, std::string>
   encoder_["<|endoftext|>"] = id++;
 }
 
+// BPE as clip/simple_tokenizer.py's bpe(): repeatedly take the lowest-ranked adjacent pair and
+// merge all its occurrences, left to right. Python rescans the whole word per merge (quadratic,
+// minutes for a 1 MB word); here a heap of candidate pairs over a linked list of symbols gives the
+// same merges in O(n log n): all entries of the lowest rank are taken as one batch in position
+// order (a rank names one pair, and merging it cannot create another occurrence of that pair).
 void Tokenizer::Bpe(const std::string& token, std::vector<int64_t>* out) const {
   if (token == "<|startoftext|>" || token == "<|endoftext|>") {
     out->push_back(encoder_.at(token));
     return;
   }
-  std::vector<std::string> word;
-  for (unsigned char c : token) word.push_back(byte_encoder_[c]);
-  word.back() += "</w>";
-  while (word.size() > 1) {
-    int64_t best = LLONG_MAX;
-    size_t best_i = 0;
-    for (size_t i = 0; i + 1 < word.size(); ++i) {
-      auto it = bpe_ranks_.find(word[i] + " " + word[i + 1]);
-      if (it != bpe_ranks_.end() && it->second < best) {
-        best = it->second;
-        best_i = i;
-      }
-    }
-    if (best == LLONG_MAX) break;
-    const std::string first = word[best_i], second = word[best_i + 1];
-    std::vector<std::string> merged;
-    for (size_t i = 0; i < word.size();) {
-      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) {
-        merged.push_back(first + second);
-        i += 2;
-      } else {
-        merged.push_back(word[i++]);
-      }
-    }
-    word.swap(merged);
+  const int n = static_cast<int>(token.size());
+  std::vector<std::string> sym(n);
+  std::vector<int> prev(n), next(n);
+  for (int i = 0; i < n; ++i) {
+    sym[i] = byte_encoder_[static_cast<unsigned char>(token[i])];
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
   }
-  for (const std::string& s : word) out->push_back(encoder_.at(s));
+  sym[n - 1] += "</w>";
+  using Entry = std::pair<int64_t, int>;  // (rank, left symbol index)
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+  auto rank_of = [&](int left) -> int64_t {
+    if (left < 0 || next[left] < 0) return -1;
+    auto it = bpe_ranks_.find(sym[left] + " " + sym[next[left]]);
+    return it == bpe_ranks_.end() ? -1 : it->second;
+  };
+  auto push = [&](int left) {
+    const int64_t r = rank_of(left);
+    if (r >= 0) heap.push({r, left});
+  };
+  for (int i = 0; i + 1 < n; ++i) push(i);
+  std::vector<bool> alive(n, true);
+  std::vector<int> batch;
+  while (!heap.empty()) {
+    const int64_t rank = heap.top().first;
+    batch.clear();
+    while (!heap.empty() && heap.top().first == rank) {
+      batch.push_back(heap.top().second);
+      heap.pop();
+    }
+    std::sort(batch.begin(), batch.end());
+    for (int left : batch) {
+      if (!alive[left] || rank_of(left) != rank) continue;  // stale: a neighbour changed
+      const int right = next[left];
+      sym[left] += sym[right];
+      alive[right] = false;
+      next[left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = left;
+      push(prev[left]);
+      push(left);
+    }
+  }
+  for (int i = 0; i >= 0; i = next[i]) out->push_back(encoder_.at(sym[i]));
 }
 
 std::vector<int64_t> Tokenizer::Encode(const std::string& text) const {
+  return EncodeUpTo(text, std::numeric_limits<size_t>::max());
+}
+
+// Stops once `max_ids` ids exist (a context that is already full needs no more).
+std::vector<int64_t> Tokenizer::EncodeUpTo(const std::string& text, size_t max_ids) const {
+  // CleanText decodes and re-encodes the text, so `clean` is valid UTF-8: PCRE2 need not check
+  // it again on each match (which made tokenising a long line quadratic).
   const std::string clean = CleanText(text);
   std::vector<int64_t> ids;
   pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_->pattern, nullptr);
   PCRE2_SIZE start = 0;
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(clean.data());
-  while (start < clean.size()) {
-    const int rc = pcre2_match(re_->pattern, subject, clean.size(), start, 0, md, nullptr);
+  while (start < clean.size() && ids.size() < max_ids) {
+    const int rc =
+        pcre2_match(re_->pattern, subject, clean.size(), start, PCRE2_NO_UTF_CHECK, md, nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;  // only whitespace is left
-    CHECK_GE(rc, 0) << "tokenizer: pcre2_match failed with code " << rc << " on \"" << clean
-                    << "\"";
+    CHECK_GE(rc, 0) << "tokenizer: pcre2_match failed with code " << rc << " at byte " << start;
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
     if (ov[1] == ov[0]) break;  // the pattern has no empty alternative
     Bpe(clean.substr(ov[0], ov[1] - ov[0]), &ids);
@@ -244,12 +280,14 @@ bool Tokenizer::Tokenize(const std::string& text, int64_t context_length, bool t
                          std::vector<int64_t>* ids, std::string* error) const {
   ids->clear();
   ids->push_back(sot_);
-  for (int64_t id : Encode(text)) ids->push_back(id);
+  // One id past the context is enough to know the text does not fit.
+  const size_t room = static_cast<size_t>(std::max<int64_t>(context_length, 1));
+  for (int64_t id : EncodeUpTo(text, room)) ids->push_back(id);
   ids->push_back(eot_);
   if (static_cast<int64_t>(ids->size()) > context_length) {
     if (!truncate) {
-      *error = "text has " + std::to_string(ids->size()) + " tokens, more than context length " +
-               std::to_string(context_length) + ": '" + text.substr(0, 60) + "'";
+      *error = "text has more than context length " + std::to_string(context_length) +
+               " tokens: '" + text.substr(0, 60) + "'";
       return false;
     }
     ids->resize(context_length);

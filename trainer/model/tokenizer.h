@@ -34,6 +34,7 @@ class Tokenizer {
   Tokenizer();
   void BuildVocab(const std::vector<std::pair<std::string, std::string>>& merges);
   void Bpe(const std::string& token, std::vector<int64_t>* out) const;
+  std::vector<int64_t> EncodeUpTo(const std::string& text, size_t max_ids) const;
 
   std::vector<std::string> byte_encoder_;  // byte -> UTF-8 of its printable stand-in
   std::unordered_map<std::string, int64_t> encoder_;

@@ -3,8 +3,14 @@
 #include "trainer/model/tokenizer.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <fstream>
+#include <map>
+#include <random>
+#include <set>
 #include <sstream>
 
 namespace reid::model {
@@ -114,6 +120,95 @@ TEST(Tokenizer, CleaningUnescapesCollapsesAndLowers) {
   EXPECT_EQ(CleanText("  A&amp;amp;B \t\n C&#x41;&#65;&lt;  "), "a&b caa<");
   EXPECT_EQ(CleanText("ÜBER Ελληνικά"), "über ελληνικά");
   EXPECT_EQ(HtmlUnescape("&copy; &#150; &bogus;"), "\u00a9 \u2013 &bogus;");
+}
+
+// clip/simple_tokenizer.py's bpe(), as written there: the lowest-ranked adjacent pair, all of its
+// occurrences merged left to right, until no pair has a rank. Quadratic; the reference.
+std::vector<std::string> PythonBpe(
+    const std::string& word, const std::map<std::pair<std::string, std::string>, int>& ranks) {
+  std::vector<std::string> w;
+  for (char c : word) w.push_back(std::string(1, c));
+  w.back() += "</w>";
+  while (w.size() > 1) {
+    int best = -1;
+    std::pair<std::string, std::string> pair;
+    for (size_t i = 0; i + 1 < w.size(); ++i) {
+      auto it = ranks.find({w[i], w[i + 1]});
+      if (it != ranks.end() && (best < 0 || it->second < best)) {
+        best = it->second;
+        pair = it->first;
+      }
+    }
+    if (best < 0) break;
+    std::vector<std::string> merged;
+    for (size_t i = 0; i < w.size();) {
+      if (i + 1 < w.size() && w[i] == pair.first && w[i + 1] == pair.second) {
+        merged.push_back(w[i] + w[i + 1]);
+        i += 2;
+      } else {
+        merged.push_back(w[i++]);
+      }
+    }
+    w.swap(merged);
+  }
+  return w;
+}
+
+// Issue 12: BPE is O(n log n) (a heap) instead of Python's rescans; it must still give Python's
+// merges, also for merge lists whose ranks are shuffled (a pair ranked before its parts exist).
+TEST(Tokenizer, HeapBpeMatchesPythonsMergeOrder) {
+  std::mt19937 rng(12);
+  std::vector<std::string> symbols = {"a", "b", "c", "a</w>", "b</w>", "c</w>"};
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::set<std::string> made(symbols.begin(), symbols.end());
+  while (merges.size() < 60) {
+    std::string x = symbols[rng() % symbols.size()], y = symbols[rng() % symbols.size()];
+    if (x.find("</w>") != std::string::npos || made.count(x + y)) continue;
+    merges.emplace_back(x, y);
+    made.insert(x + y);
+    symbols.push_back(x + y);
+  }
+  std::shuffle(merges.begin() + 20, merges.end(), rng);
+  char path[] = "/tmp/tokenizer_test_merges_XXXXXX";
+  const int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  std::ofstream out(path);
+  out << "#version: test\n";
+  std::map<std::pair<std::string, std::string>, int> ranks;
+  for (size_t r = 0; r < merges.size(); ++r) {
+    out << merges[r].first << " " << merges[r].second << "\n";
+    ranks[merges[r]] = static_cast<int>(r);
+  }
+  out.close();
+  std::string error;
+  auto tok = Tokenizer::Create(path, &error);
+  std::remove(path);
+  ASSERT_TRUE(tok) << error;
+  // Ids: byte symbols in bytes_to_unicode order ('a' = 64, 'a</w>' = 256 + 64), merges 512 + rank.
+  auto id_of = [&](const std::string& sym) -> int64_t {
+    for (size_t r = 0; r < merges.size(); ++r)
+      if (merges[r].first + merges[r].second == sym) return 512 + static_cast<int64_t>(r);
+    const bool end = sym.size() > 1;
+    return (end ? 256 : 0) + (sym[0] - 33);
+  };
+  for (int n = 0; n < 300; ++n) {
+    std::string word;
+    const int len = 1 + static_cast<int>(rng() % 40);
+    for (int i = 0; i < len; ++i) word.push_back("abc"[rng() % 3]);
+    std::vector<int64_t> want;
+    for (const std::string& sym : PythonBpe(word, ranks)) want.push_back(id_of(sym));
+    EXPECT_EQ(tok->Encode(word), want) << word;
+  }
+  // A 1 MB word (minutes in Python) takes well under a few seconds.
+  const auto start = std::chrono::steady_clock::now();
+  std::string big;
+  for (int i = 0; i < 1000000; ++i) big.push_back("abc"[rng() % 3]);
+  std::vector<int64_t> ids;
+  ASSERT_TRUE(tok->Tokenize(big, 77, /*truncate=*/true, &ids, &error));
+  EXPECT_EQ(ids.size(), 77u);
+  EXPECT_FALSE(tok->Encode(big).empty());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
 }
 
 TEST(Tokenizer, MissingMergesFileIsAnError) {

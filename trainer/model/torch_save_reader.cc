@@ -1,8 +1,11 @@
 // Reads torch.save zip files of a state dict (e.g. CLIP-ReID's released .pth) with a small pickle
 // machine: LibTorch's own unpickler rejects the OrderedDict state (_metadata) that torch.save
 // writes. Supports the opcodes torch.save uses (protocols 2-5) and tensors rebuilt from storages.
+// The file is untrusted: objects live in one arena (freed without recursion), nesting and object
+// counts are bounded, and every tensor view is checked against its storage before it is made.
 #include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -10,10 +13,43 @@
 #include "trainer/model/weights.h"
 
 namespace reid::model {
+
+bool CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<int64_t>& sizes,
+                      const std::vector<int64_t>& strides, std::string* why) {
+  auto fail = [&](const std::string& text) {
+    *why = text;
+    return false;
+  };
+  if (sizes.size() != strides.size())
+    return fail("has " + std::to_string(sizes.size()) + " sizes but " +
+                std::to_string(strides.size()) + " strides");
+  if (offset < 0 || offset > storage_numel)
+    return fail("offset " + std::to_string(offset) + " is outside its storage of " +
+                std::to_string(storage_numel) + " elements");
+  int64_t numel = 1, last = offset;  // last: the highest element index the view reads
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (sizes[d] < 0 || strides[d] < 0)
+      return fail("has a negative size or stride in dimension " + std::to_string(d));
+    if (__builtin_mul_overflow(numel, sizes[d], &numel))
+      return fail("has more elements than a 64-bit count holds");
+  }
+  if (numel == 0) return true;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    int64_t reach = 0;
+    if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &reach) ||
+        __builtin_add_overflow(last, reach, &last))
+      return fail("reaches past any storage (64-bit overflow)");
+  }
+  if (last >= storage_numel)
+    return fail("(offset " + std::to_string(offset) + ") reads element " + std::to_string(last) +
+                " of a storage of " + std::to_string(storage_numel) + " elements");
+  return true;
+}
+
 namespace {
 
 struct PyObj;
-using Obj = std::shared_ptr<PyObj>;
+using Obj = PyObj*;  // owned by the Machine's arena
 struct PyObj {
   enum Kind {
     kNone,
@@ -31,17 +67,12 @@ struct PyObj {
   };
   Kind kind = kNone;
   int64_t i = 0;
+  int depth = 0;  // containers: 1 + the deepest item seen when it was added
   double f = 0;
   std::string s;           // str, global "module.name", storage key
   std::vector<Obj> items;  // tuple/list; dict: key, value, key, value, ...
   torch::Tensor tensor;    // tensor; storage: raw bytes (uint8) + dtype in i
 };
-
-Obj Make(PyObj::Kind k) {
-  auto o = std::make_shared<PyObj>();
-  o->kind = k;
-  return o;
-}
 
 c10::ScalarType StorageType(const std::string& name) {
   static const std::map<std::string, c10::ScalarType> types = {
@@ -64,14 +95,14 @@ class Machine {
  private:
   template <typename T>
   T Read() {
-    if (p_ + sizeof(T) > end_) throw std::runtime_error("truncated pickle");
+    if (static_cast<size_t>(end_ - p_) < sizeof(T)) throw std::runtime_error("truncated pickle");
     T v;
     std::memcpy(&v, p_, sizeof(T));
     p_ += sizeof(T);
     return v;
   }
-  std::string ReadBytes(size_t n) {
-    if (p_ + n > end_) throw std::runtime_error("truncated pickle");
+  std::string ReadBytes(uint64_t n) {
+    if (static_cast<uint64_t>(end_ - p_) < n) throw std::runtime_error("truncated pickle");
     std::string s(p_, n);
     p_ += n;
     return s;
@@ -94,12 +125,38 @@ class Machine {
     return stack_.back();
   }
   std::vector<Obj> PopToMark() {
-    std::vector<Obj> items;
-    while (!stack_.empty() && stack_.back()->kind != PyObj::kMark)
-      items.insert(items.begin(), Pop());
-    if (stack_.empty()) throw std::runtime_error("pickle mark missing");
-    stack_.pop_back();
+    auto mark =
+        std::find_if(stack_.rbegin(), stack_.rend(), [](Obj o) { return o->kind == PyObj::kMark; });
+    if (mark == stack_.rend()) throw std::runtime_error("pickle mark missing");
+    const auto first = mark.base();  // just above the mark
+    std::vector<Obj> items(first, stack_.end());
+    stack_.erase(first - 1, stack_.end());
     return items;
+  }
+  Obj Make(PyObj::Kind k) {
+    if (arena_.size() >= kMaxPickleObjects)
+      throw std::runtime_error("pickle has more than " + std::to_string(kMaxPickleObjects) +
+                               " objects");
+    arena_.push_back(std::make_unique<PyObj>());
+    arena_.back()->kind = k;
+    return arena_.back().get();
+  }
+  // Adds `items` to container `c`, tracking nesting depth.
+  void AddItems(Obj c, const std::vector<Obj>& items) {
+    for (Obj x : items) {
+      c->depth = std::max(c->depth, x->depth + 1);
+      if (c->depth > kMaxPickleDepth)
+        throw std::runtime_error("pickle nests deeper than " + std::to_string(kMaxPickleDepth));
+    }
+    if (c->items.size() + items.size() > kMaxPickleObjects)
+      throw std::runtime_error("pickle container too large");
+    c->items.insert(c->items.end(), items.begin(), items.end());
+  }
+  Obj MemoGet(int64_t key) {
+    auto it = memo_.find(key);
+    if (it == memo_.end())
+      throw std::runtime_error("pickle memo key " + std::to_string(key) + " was never stored");
+    return it->second;
   }
   Obj Str(std::string s) {
     Obj o = Make(PyObj::kStr);
@@ -111,9 +168,9 @@ class Machine {
     o->i = v;
     return o;
   }
-  Obj Tuple(std::vector<Obj> items) {
+  Obj Tuple(const std::vector<Obj>& items) {
     Obj o = Make(PyObj::kTuple);
-    o->items = std::move(items);
+    AddItems(o, items);
     return o;
   }
   Obj PersistentLoad(const Obj& pid);
@@ -123,14 +180,18 @@ class Machine {
   caffe2::serialize::PyTorchStreamReader* zip_;
   const char* p_;
   const char* end_;
+  std::vector<std::unique_ptr<PyObj>> arena_;  // every object; items point into it
   std::vector<Obj> stack_;
   std::map<int64_t, Obj> memo_;
   std::map<std::string, Obj> storages_;
+  uint64_t storage_bytes_ = 0;  // all storages read
+  uint64_t tensor_bytes_ = 0;   // all tensors made from them
 };
 
 Obj Machine::PersistentLoad(const Obj& pid) {
   // ('storage', storage_type, key, location, numel)
-  if (pid->kind != PyObj::kTuple || pid->items.size() < 3 || pid->items[1]->kind != PyObj::kGlobal)
+  if (pid->kind != PyObj::kTuple || pid->items.size() < 3 ||
+      pid->items[1]->kind != PyObj::kGlobal || pid->items[2]->kind != PyObj::kStr)
     throw std::runtime_error("unsupported persistent id");
   const std::string key = pid->items[2]->s;
   auto it = storages_.find(key);
@@ -139,32 +200,58 @@ Obj Machine::PersistentLoad(const Obj& pid) {
   o->i = static_cast<int64_t>(StorageType(pid->items[1]->s));
   auto [ptr, size] = zip_->getRecord("data/" + key);
   o->tensor = torch::empty({static_cast<int64_t>(size)}, torch::kByte);
-  std::memcpy(o->tensor.data_ptr(), ptr.get(), size);
+  if (size > 0) std::memcpy(o->tensor.data_ptr(), ptr.get(), size);
+  storage_bytes_ += size;
   storages_[key] = o;
   return o;
 }
 
-std::vector<int64_t> IntTuple(const Obj& t) {
+std::vector<int64_t> IntTuple(const Obj& t, const char* what) {
+  if (t->kind != PyObj::kTuple && t->kind != PyObj::kList)
+    throw std::runtime_error(std::string("tensor ") + what + " is not a tuple");
+  if (t->items.size() > kMaxTensorDims)
+    throw std::runtime_error(std::string("tensor ") + what + " has more than " +
+                             std::to_string(kMaxTensorDims) + " dimensions");
   std::vector<int64_t> v;
-  for (const Obj& x : t->items) v.push_back(x->i);
+  for (const Obj& x : t->items) {
+    if (x->kind != PyObj::kInt)
+      throw std::runtime_error(std::string("tensor ") + what + " holds a non-integer");
+    v.push_back(x->i);
+  }
   return v;
 }
 
 Obj Machine::Reduce(const Obj& callable, const Obj& args) {
   const std::string& name = callable->s;
   if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
-    const Obj& storage = args->items.at(0);
+    if (args->kind != PyObj::kTuple || args->items.size() < 4)
+      throw std::runtime_error("tensor rebuilt from fewer than 4 arguments");
+    const Obj storage = args->items[0];
     if (storage->kind != PyObj::kStorage) throw std::runtime_error("tensor without storage");
+    if (args->items[1]->kind != PyObj::kInt)
+      throw std::runtime_error("tensor storage offset is not an integer");
     auto type = static_cast<c10::ScalarType>(storage->i);
-    auto flat = storage->tensor.view(type);  // bytes -> elements
+    const int64_t item = static_cast<int64_t>(c10::elementSize(type));
+    const int64_t bytes = storage->tensor.numel();
+    if (bytes % item != 0)
+      throw std::runtime_error("storage of " + std::to_string(bytes) + " bytes is not a whole " +
+                               "number of " + std::to_string(item) + "-byte elements");
+    const std::vector<int64_t> sizes = IntTuple(args->items[2], "size");
+    const std::vector<int64_t> strides = IntTuple(args->items[3], "stride");
+    const int64_t offset = args->items[1]->i;
+    std::string why;
+    if (!CheckStridedView(bytes / item, offset, sizes, strides, &why))
+      throw std::runtime_error("tensor view " + why);
+    tensor_bytes_ += static_cast<uint64_t>(c10::multiply_integers(sizes)) * item;
+    if (tensor_bytes_ > 4 * storage_bytes_ + (uint64_t{16} << 20))
+      throw std::runtime_error("tensors hold more than 4 times the bytes of their storages");
     Obj o = Make(PyObj::kTensor);
-    o->tensor = flat.as_strided(IntTuple(args->items.at(2)), IntTuple(args->items.at(3)),
-                                args->items.at(1)->i)
-                    .clone();
+    o->tensor = storage->tensor.view(type).as_strided(sizes, strides, offset).clone();
     return o;
   }
   if (name == "torch._utils._rebuild_parameter" || name == "torch.nn.parameter.Parameter") {
-    return args->items.at(0);
+    if (args->items.empty()) throw std::runtime_error("parameter rebuilt without a tensor");
+    return args->items[0];
   }
   if (name == "collections.OrderedDict") return Make(PyObj::kDict);
   return Make(PyObj::kNone);  // anything else is opaque and ignored
@@ -211,11 +298,12 @@ bool Machine::Step(uint8_t op) {
       break;
     case 0x8a: {  // LONG1
       const uint8_t n = Read<uint8_t>();
+      if (n > 8) throw std::runtime_error("pickled integer wider than 64 bits");
       std::string b = ReadBytes(n);
-      int64_t v = 0;
-      for (int k = n - 1; k >= 0; --k) v = (v << 8) | static_cast<uint8_t>(b[k]);
-      if (n > 0 && n < 8 && (b[n - 1] & 0x80)) v -= int64_t{1} << (8 * n);
-      stack_.push_back(Int(v));
+      uint64_t u = 0;  // little-endian two's complement, n bytes
+      for (int k = n - 1; k >= 0; --k) u = (u << 8) | static_cast<uint8_t>(b[k]);
+      if (n > 0 && n < 8 && (b[n - 1] & 0x80)) u |= ~uint64_t{0} << (8 * n);  // sign-extend
+      stack_.push_back(Int(static_cast<int64_t>(u)));
       break;
     }
     case 'G': {  // BINFLOAT (big endian)
@@ -250,10 +338,10 @@ bool Machine::Step(uint8_t op) {
       memo_[static_cast<int64_t>(memo_.size())] = Top();
       break;  // MEMOIZE
     case 'h':
-      stack_.push_back(memo_.at(Read<uint8_t>()));
+      stack_.push_back(MemoGet(Read<uint8_t>()));
       break;  // BINGET
     case 'j':
-      stack_.push_back(memo_.at(Read<uint32_t>()));
+      stack_.push_back(MemoGet(Read<uint32_t>()));
       break;     // LONG_BINGET
     case 'c': {  // GLOBAL
       Obj o = Make(PyObj::kGlobal);
@@ -300,19 +388,18 @@ bool Machine::Step(uint8_t op) {
     }  // NEWOBJ
     case 's': {
       Obj v = Pop(), k = Pop();
-      Top()->items.insert(Top()->items.end(), {k, v});
+      AddItems(Top(), {k, v});
       break;
     }
     case 'u':
     case 'e': {  // SETITEMS, APPENDS
       std::vector<Obj> items = PopToMark();
-      auto& dst = Top()->items;
-      dst.insert(dst.end(), items.begin(), items.end());
+      AddItems(Top(), items);
       break;
     }
     case 'a': {
       Obj v = Pop();
-      Top()->items.push_back(v);
+      AddItems(Top(), {v});
       break;
     }  // APPEND
     case 'b':
@@ -343,34 +430,62 @@ Obj Machine::Run() {
 
 }  // namespace
 
-bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error) {
+namespace {
+
+bool ReadFromZip(caffe2::serialize::PyTorchStreamReader& zip, StateDict* out, std::string* error) {
+  auto [ptr, size] = zip.getRecord("data.pkl");
+  Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
+  Obj top = machine.Run();
+  for (size_t k = 0; top->kind == PyObj::kDict && k + 1 < top->items.size(); k += 2) {
+    if (top->items[k]->s == "state_dict" && top->items[k + 1]->kind == PyObj::kDict) {
+      top = top->items[k + 1];  // {"state_dict": {...}, ...}
+      break;
+    }
+  }
+  if (top->kind != PyObj::kDict) {
+    *error = "the pickled object is not a dict of tensors";
+    return false;
+  }
+  for (size_t k = 0; k + 1 < top->items.size(); k += 2) {
+    const Obj& key = top->items[k];
+    const Obj& value = top->items[k + 1];
+    if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) (*out)[key->s] = value->tensor;
+  }
+  return true;
+}
+
+// Runs `read` and turns every exception (the zip reader throws c10::Error, ours
+// std::runtime_error, allocations std::bad_alloc) into *error.
+template <typename F>
+bool Guarded(F read, std::string* error) {
   try {
-    caffe2::serialize::PyTorchStreamReader zip(path);
-    auto [ptr, size] = zip.getRecord("data.pkl");
-    Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
-    Obj top = machine.Run();
-    for (size_t k = 0; top->kind == PyObj::kDict && k + 1 < top->items.size(); k += 2) {
-      if (top->items[k]->s == "state_dict" && top->items[k + 1]->kind == PyObj::kDict) {
-        top = top->items[k + 1];  // {"state_dict": {...}, ...}
-        break;
-      }
-    }
-    if (top->kind != PyObj::kDict) {
-      *error = "the pickled object is not a dict of tensors";
-      return false;
-    }
-    for (size_t k = 0; k + 1 < top->items.size(); k += 2) {
-      const Obj& key = top->items[k];
-      const Obj& value = top->items[k + 1];
-      if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) (*out)[key->s] = value->tensor;
-    }
-    return true;
+    return read();
   } catch (const c10::Error& e) {
     *error = e.what_without_backtrace();
   } catch (const std::exception& e) {
     *error = e.what();
   }
   return false;
+}
+
+}  // namespace
+
+bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error) {
+  return Guarded(
+      [&] {
+        caffe2::serialize::PyTorchStreamReader zip(path);
+        return ReadFromZip(zip, out, error);
+      },
+      error);
+}
+
+bool ReadTorchSaveZip(std::istream* in, StateDict* out, std::string* error) {
+  return Guarded(
+      [&] {
+        caffe2::serialize::PyTorchStreamReader zip(in);
+        return ReadFromZip(zip, out, error);
+      },
+      error);
 }
 
 }  // namespace reid::model

@@ -2,8 +2,16 @@
 // strict load by name that reports every problem at once.
 #include "trainer/model/weights.h"
 
+#include <caffe2/serialize/inline_container.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <torch/script.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -17,6 +25,72 @@ void Put(std::string name, const torch::Tensor& t, StateDict* out) {
   (*out)[name] = v.contiguous().clone();
 }
 
+// One line of at most 300 characters: library messages may span lines or echo file content.
+std::string OneLine(std::string text) {
+  std::replace(text.begin(), text.end(), '\n', ' ');
+  text.erase(0, text.find_first_not_of(' '));
+  if (text.size() > 300) text = text.substr(0, 300) + "...";
+  return text;
+}
+
+// Which records the zip holds decides the reader: TorchScript archives have constants.pkl (and
+// code/), torch.save zips only data.pkl and data/. "" when it is not a PyTorch zip at all.
+std::string ZipKind(const std::string& path, std::string* why) {
+  try {
+    caffe2::serialize::PyTorchStreamReader zip(path);
+    if (zip.hasRecord("constants.pkl")) return "torchscript";
+    if (zip.hasRecord("data.pkl")) return "torch.save";
+    *why = "a zip without data.pkl";
+  } catch (const c10::Error& e) {
+    *why = e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    *why = e.what();
+  }
+  return "";
+}
+
+// LibTorch's TorchScript loader is not hardened against malformed archives: 3 of 60 mutated
+// archives in tests/hostile_test.sh crash it (SIGSEGV). So it first runs in a forked child; only
+// when the child survives does this process load the archive itself. False with *why when the
+// child died from a signal or took longer than two minutes.
+bool ProbeTorchScriptInChild(const std::string& path, std::string* why) {
+  std::fflush(nullptr);
+  const pid_t pid = fork();
+  if (pid < 0) return true;  // cannot fork: load unprobed
+  if (pid == 0) {
+    const int null_fd = open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) dup2(null_fd, STDERR_FILENO);  // the parent reports
+    signal(SIGSEGV, SIG_DFL);
+    signal(SIGBUS, SIG_DFL);
+    signal(SIGABRT, SIG_DFL);
+    int code = 0;
+    try {
+      torch::jit::load(path, torch::kCPU);
+    } catch (...) {
+      code = 3;  // the parent's own load reports the exception
+    }
+    _exit(code);
+  }
+  int status = 0;
+  for (int waited_ms = 0; waitpid(pid, &status, WNOHANG) == 0; waited_ms += 10) {
+    if (waited_ms > 120000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      *why = "LibTorch's TorchScript loader did not finish within two minutes";
+      return false;
+    }
+    usleep(10000);
+  }
+  if (WIFSIGNALED(status)) {
+    *why = "LibTorch's TorchScript loader crashed on it (signal " +
+           std::to_string(WTERMSIG(status)) + ")";
+    return false;
+  }
+  return true;
+}
+
+// LibTorch's loader throws more than c10::Error on malformed archives (std::out_of_range, ...):
+// every exception here is the file's fault and is reported as such.
 bool ReadTorchScript(const std::string& path, StateDict* out, std::string* why) {
   try {
     torch::jit::Module m = torch::jit::load(path, torch::kCPU);
@@ -25,8 +99,10 @@ bool ReadTorchScript(const std::string& path, StateDict* out, std::string* why) 
     return true;
   } catch (const c10::Error& e) {
     *why = e.what_without_backtrace();
-    return false;
+  } catch (const std::exception& e) {
+    *why = e.what();
   }
+  return false;
 }
 
 bool ReadPickledDict(const std::string& path, StateDict* out, std::string* why) {
@@ -36,13 +112,16 @@ bool ReadPickledDict(const std::string& path, StateDict* out, std::string* why) 
   return true;
 }
 
-int64_t Dim(const StateDict& sd, const std::string& key, int64_t dim, std::string* missing) {
+// Size `dim` of sd[key], which must have `rank` dimensions, all non-empty; else 1 and the key is
+// appended to *missing.
+int64_t Dim(const StateDict& sd, const std::string& key, int64_t rank, int64_t dim,
+            std::string* missing) {
   auto it = sd.find(key);
-  if (it == sd.end() || it->second.dim() <= dim) {
+  if (it == sd.end() || it->second.dim() != rank || it->second.numel() == 0) {
     *missing += " " + key;
     return 1;
   }
-  return it->second.size(dim < 0 ? it->second.dim() + dim : dim);
+  return it->second.size(dim);
 }
 
 int64_t CountLayers(const StateDict& sd, const std::string& prefix) {
@@ -58,18 +137,36 @@ int64_t CountLayers(const StateDict& sd, const std::string& prefix) {
 
 bool ReadStateDict(const std::string& path, StateDict* out, std::string* error) {
   out->clear();
-  if (!std::ifstream(path).good()) {
-    *error = "cannot open weights file '" + path + "'";
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || !std::ifstream(path).good()) {
+    *error = "cannot open weights file '" + path + "' (not a readable regular file)";
     return false;
   }
-  std::string why_jit, why_pickle;
-  if (ReadTorchScript(path, out, &why_jit)) return true;
+  std::string why;
+  const std::string kind = ZipKind(path, &why);
+  if (kind.empty()) {
+    *error = "weights file '" + path +
+             "' is neither a TorchScript archive nor a torch.save zip of a state dict (" +
+             OneLine(why) + ")";
+    return false;
+  }
+  if (kind == "torchscript") {
+    const char* allow = std::getenv("REID_TORCHSCRIPT");
+    if (allow != nullptr && std::string(allow) == "0") {
+      *error = "weights file '" + path +
+               "' is a TorchScript archive and REID_TORCHSCRIPT=0 forbids loading those "
+               "(convert it to a torch.save state dict)";
+      return false;
+    }
+    if (!ProbeTorchScriptInChild(path, &why)) {
+      *error = "weights file '" + path + "': bad torchscript archive: " + why;
+      return false;
+    }
+  }
+  if (kind == "torchscript" ? ReadTorchScript(path, out, &why) : ReadPickledDict(path, out, &why))
+    return true;
   out->clear();
-  if (ReadPickledDict(path, out, &why_pickle)) return true;
-  *error =
-      "weights file '" + path +
-      "' is neither a TorchScript archive nor a torch.save zip of a state dict (TorchScript: " +
-      why_jit.substr(0, 200) + "; torch.save: " + why_pickle.substr(0, 200) + ")";
+  *error = "weights file '" + path + "': bad " + kind + " archive: " + OneLine(why);
   return false;
 }
 
@@ -80,25 +177,43 @@ bool InferClipShape(const StateDict& sd, ClipShape* s, std::string* error) {
   }
   std::string missing;
   VisionShape& v = s->vision;
-  v.width = Dim(sd, "visual.conv1.weight", 0, &missing);
-  v.patch = Dim(sd, "visual.conv1.weight", -1, &missing);
+  v.width = Dim(sd, "visual.conv1.weight", 4, 0, &missing);
+  v.patch = Dim(sd, "visual.conv1.weight", 4, 3, &missing);
+  if (Dim(sd, "visual.conv1.weight", 4, 2, &missing) != v.patch ||
+      Dim(sd, "visual.conv1.weight", 4, 1, &missing) != 3)
+    missing += " visual.conv1.weight(not (width, 3, patch, patch))";
   v.stride = v.patch;
   v.layers = CountLayers(sd, "visual.transformer.resblocks.");
   v.heads = std::max<int64_t>(1, v.width / 64);
-  const int64_t rows = Dim(sd, "visual.positional_embedding", 0, &missing);
+  const int64_t rows = Dim(sd, "visual.positional_embedding", 2, 0, &missing);
   v.grid_h = v.grid_w = std::llround(std::sqrt(static_cast<double>(rows - 1)));
-  v.output_dim = Dim(sd, "visual.proj", 1, &missing);
+  v.output_dim = Dim(sd, "visual.proj", 2, 1, &missing);
   TextShape& t = s->text;
-  t.output_dim = Dim(sd, "text_projection", 1, &missing);
-  t.context_length = Dim(sd, "positional_embedding", 0, &missing);
-  t.vocab_size = Dim(sd, "token_embedding.weight", 0, &missing);
-  t.width = Dim(sd, "ln_final.weight", 0, &missing);
+  t.output_dim = Dim(sd, "text_projection", 2, 1, &missing);
+  t.context_length = Dim(sd, "positional_embedding", 2, 0, &missing);
+  t.vocab_size = Dim(sd, "token_embedding.weight", 2, 0, &missing);
+  t.width = Dim(sd, "ln_final.weight", 1, 0, &missing);
   t.heads = std::max<int64_t>(1, t.width / 64);
   t.layers = CountLayers(sd, "transformer.resblocks.");
-  if (!missing.empty() || v.layers < 2 || t.layers < 1 || v.grid_h * v.grid_w + 1 != rows) {
+  if (!missing.empty() || v.layers < 2 || t.layers < 1 || v.grid_h * v.grid_w + 1 != rows ||
+      v.width % v.heads != 0 || t.width % t.heads != 0) {
     *error = "cannot infer the CLIP shape: missing or malformed keys:" + missing +
              " (vision layers " + std::to_string(v.layers) + ", text layers " +
-             std::to_string(t.layers) + ", positional rows " + std::to_string(rows) + ")";
+             std::to_string(t.layers) + ", positional rows " + std::to_string(rows) + ", widths " +
+             std::to_string(v.width) + "/" + std::to_string(t.width) + ")";
+    return false;
+  }
+  // Building the model allocates what the shape implies; a few small keys must not make it
+  // allocate gigabytes: the transformer blocks alone (12 w^2 per layer) must fit in what the file
+  // holds (with slack for the fp32 copy).
+  double stored = 0;
+  for (const auto& [k, tensor] : sd) stored += static_cast<double>(tensor.numel());
+  const double implied = 12.0 * (static_cast<double>(v.width) * v.width * v.layers +
+                                 static_cast<double>(t.width) * t.width * t.layers);
+  if (implied > 2 * stored + 1e6) {
+    *error = "cannot infer the CLIP shape: the keys describe transformers of " +
+             std::to_string(static_cast<int64_t>(implied)) + " weights but hold only " +
+             std::to_string(static_cast<int64_t>(stored));
     return false;
   }
   return true;

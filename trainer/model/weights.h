@@ -2,9 +2,11 @@
 // (CLIP-ReID's .pth), read into a name -> fp32 tensor map and loaded by parameter name.
 #pragma once
 
+#include <istream>
 #include <map>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "base/torch_glog.h"
 #include "trainer/model/clip.h"
@@ -20,6 +22,21 @@ bool ReadStateDict(const std::string& path, StateDict* out, std::string* error);
 
 // Reads a torch.save zip whose object is a dict of tensors (or {"state_dict": dict}), as stored.
 bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error);
+// The same from a stream holding the zip (the fuzz target reads from memory).
+bool ReadTorchSaveZip(std::istream* in, StateDict* out, std::string* error);
+
+// Limits of the torch.save reader (the file is untrusted): objects in the pickle, nesting of its
+// containers and dimensions of a tensor.
+inline constexpr size_t kMaxPickleObjects = size_t{1} << 22;
+inline constexpr int kMaxPickleDepth = 256;
+inline constexpr size_t kMaxTensorDims = 64;
+
+// True when a view of `sizes` and `strides` (elements, all >= 0) starting at element `offset`
+// lies inside a storage of `storage_numel` elements; computed without overflow. Else false with
+// *why saying what is out of bounds (e.g. "(offset 9) reads element 24 of a storage of 4
+// elements").
+bool CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<int64_t>& sizes,
+                      const std::vector<int64_t>& strides, std::string* why);
 
 // OpenAI's build_model: infers the CLIP shape from an OpenAI-format state dict (visual.*,
 // transformer.*, ...). Heads are width / 64 as in build_model.

@@ -1,0 +1,106 @@
+"""Writes the fuzz seed corpora (fuzz/corpus/<target>/) from the project's test fixtures.
+
+Usage: /usr/bin/python3 fuzz/make_seeds.py   (from the repository root; deterministic)
+"""
+import collections
+import glob
+import io
+import os
+import shutil
+import sys
+import zipfile
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "hostile"))
+import make_hostile  # noqa: E402  (the crafted .pth/.npy writers)
+
+OUT = os.path.join(os.path.dirname(__file__), "corpus")
+
+
+def put(target, name, data):
+    os.makedirs(os.path.join(OUT, target), exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(os.path.join(OUT, target, name), mode) as f:
+        f.write(data)
+
+
+def main():
+    # Files are overwritten, never removed: inputs that found bugs (regress_*) stay in the corpus.
+    # Tokenizer: the texts of the CLIP fixtures and the shared OpenAI cases.
+    texts = ["A photo of a X X X X person.", "a man in a red jacket!", "hello   world 42",
+             "&amp;lt; caf\u00e9 &#x41; <|startoftext|> it's", "\u00dcBER \u0395\u03bb\u03bb\u03b7"]
+    for k, t in enumerate(texts):
+        put("fuzz_tokenizer", f"text{k}", t.encode("utf-8"))
+    # Config: the shipped configs, one with a --set part after a NUL.
+    for path in sorted(glob.glob("configs/*.textproto")):
+        put("fuzz_config", os.path.basename(path), open(path, "rb").read())
+    put("fuzz_config", "with_set", b"stage2 { max_epochs: 3 }\0prompt { n_ctx: 6 }")
+    # Dataset lists: train \0 query \0 gallery \0 val, valid for CSV and for MSMT17.
+    put("fuzz_dataset_lists", "csv", b"path,pid,camid\nimgs/a.jpg,17,0\nimgs/b.jpg,5,2\n\0"
+        b"q.jpg,5,1\n\0g.jpg,0,0\ng2.jpg,5,3\n\0")
+    put("fuzz_dataset_lists", "msmt", b"0000/0000_000_01_0303morning_0015_0.jpg 0\n\0"
+        b"0000/0000_000_01_0303morning_0008_0.jpg 0\n\0"
+        b"0003/0003_001_13_0303noon_0101_2.jpg 3\n\0"
+        b"0000/0000_010_15_0303afternoon_0581_1.jpg 0\r\n")
+    # JPEG: the decoder fixtures.
+    for path in sorted(glob.glob("data/testdata/*.jpg")):
+        put("fuzz_jpeg", os.path.basename(path), open(path, "rb").read())
+    # .npy: small valid arrays of each dtype, and the crafted headers of the hostile test.
+    for dtype in ("<f4", "<f8", "<i4", "<i8"):
+        buf = io.BytesIO()
+        np.save(buf, np.arange(6, dtype=dtype).reshape(2, 3))
+        put("fuzz_npy", "valid" + dtype[1:], buf.getvalue())
+    buf = io.BytesIO()
+    np.save(buf, np.float32(3.5))
+    put("fuzz_npy", "scalar", buf.getvalue())
+    tmp = os.path.join(OUT, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    make_hostile.write_npy_cases(tmp)
+    for path in sorted(glob.glob(os.path.join(tmp, "npy_*.npy"))):
+        put("fuzz_npy", os.path.basename(path), open(path, "rb").read())
+    # torch.save: data.pkl of the crafted views (storage "0" is 16 bytes in the fuzz target too)
+    # and of a small state dict with two tensors, parameters and an OrderedDict.
+    make_hostile.write_pth_cases(tmp)
+    for name in ("ok_view", "oob_offset_segv", "oob_stride", "negative_size", "memo_missing"):
+        with zipfile.ZipFile(os.path.join(tmp, name + ".pth")) as z:
+            put("fuzz_torch_save", name, z.read("archive/data.pkl"))
+    s0 = make_hostile.StorageRef("0", 4)
+    s1 = make_hostile.StorageRef("1", 16)
+    sd = collections.OrderedDict([
+        ("module.a.weight", make_hostile.TensorRef(s0, 0, [2, 2], [2, 1])),
+        ("module.b", make_hostile.TensorRef(s1, 4, [3, 4], [4, 1])),
+        ("epoch", 3)])
+    put("fuzz_torch_save", "state_dict", make_hostile.pickle_bytes(sd))
+    put("fuzz_torch_save", "nested", make_hostile.pickle_bytes({"state_dict": sd, "x": [1.5]}))
+    shutil.rmtree(tmp)
+    # Checkpoint: meta.pb (format_version 1, one FileEntry for model.pt) \0 model.pt's bytes.
+    content = b"tensor bytes"
+    entry = (b"\x0a" + _varint(8) + b"model.pt" + b"\x10" + _varint(len(content)) + b"\x18" +
+             _varint(zlib.crc32(content)))
+    meta = _tag(FORMAT_VERSION_FIELD, 0) + _varint(1) + _tag(9, 2) + _varint(len(entry)) + entry
+    put("fuzz_checkpoint", "valid", meta + b"\0" + content)
+    put("fuzz_checkpoint", "bad_crc", meta + b"\0" + content[::-1])
+
+
+FORMAT_VERSION_FIELD = 1  # proto/checkpoint.proto: CheckpointMeta.format_version
+
+
+def _varint(n):
+    out = b""
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out += bytes([b | 0x80])
+        else:
+            return out + bytes([b])
+
+
+def _tag(field, wire_type):
+    return _varint(field << 3 | wire_type)
+
+
+if __name__ == "__main__":
+    main()
