@@ -81,6 +81,13 @@ for prec in fp32 fp16 bf16; do
   grep -E "^error|Check failed" "$OUT/train_$prec.log" | head -5
 done
 
+if [ -x "$BUILD/bin/bench_train_step" ]; then
+  step "bench_train_step: stage-2 training step on the GPU, ours vs Python PyTorch"
+  REID_PYTHON=$PY timeout 300 "$BUILD/bin/bench_train_step" --device=cuda --json \
+    >"$OUT/bench_train_step_cuda.json" 2>&1
+  row "bench_train_step cuda" "$(head -c 400 "$OUT/bench_train_step_cuda.json")"
+fi
+
 if [ -x "$BUILD/bin/bench_clip" ]; then
   step "bench_clip: ViT-B/16 forward+backward on the GPU, ours vs Python PyTorch (same machine)"
   for b in 8 64; do
@@ -93,6 +100,6 @@ fi
 echo; echo "== summary"; printf '%s\n' "${rows[@]}" | tee "$OUT/summary.txt"
 # The device tool brings back at most 8 files.
 for f in summary.txt version.txt gpu_tests.log unit_tests.log build.log train_fp16.log \
-         bench_clip_cuda_b64.json configure.log; do
+         bench_train_step_cuda.json configure.log; do
   [ -f "$OUT/$f" ] && cp "$OUT/$f" "$FINAL_OUT/"
 done
