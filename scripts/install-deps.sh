@@ -21,8 +21,9 @@ PACKAGES=(
   # tokenizer: Unicode letter/number classes
   libpcre2-dev
   zlib1g-dev
-  # fuzz targets (libFuzzer + sanitizers, scripts/fuzz.sh)
-  clang
+  # fuzz targets (libFuzzer + sanitizers, scripts/fuzz.sh); libFuzzer's runtime is only a
+  # Recommends of clang, which --no-install-recommends skips
+  clang libclang-rt-dev
   # Python references used by tests and benchmarks
   python3 python3-numpy python3-torch python3-torchvision python3-pil
 )
