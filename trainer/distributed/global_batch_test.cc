@@ -95,7 +95,8 @@ TEST(GradSyncTest, OneRankKeepsGradientsAndAccumulates) {
   GradSync sync(comm, params, {}, options);
   EXPECT_GE(sync.buckets().size(), 3u);
   torch::Tensor x = torch::randn({5, 6});
-  // Reference gradients of two micro-steps, accumulated.
+  // Reference: one backward's gradients. Two backwards accumulated (the first with sync off, as
+  // under gradient accumulation) must give twice them, synchronised once.
   net->zero_grad();
   net->forward(x).pow(2).sum().backward();
   std::vector<torch::Tensor> once;

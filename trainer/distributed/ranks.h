@@ -23,8 +23,9 @@ struct Ranks {
 // Looks up an environment variable (getenv-like; returns nullptr when unset).
 using EnvLookup = std::function<const char*(const char*)>;
 
-// True when a launcher (mpirun/mpiexec, srun with PMIx/PMI) started this process, judged from its
-// environment: OMPI_COMM_WORLD_SIZE, PMIX_RANK, PMI_RANK/PMI_SIZE, or an srun step of >1 tasks.
+// True when a launcher that lets MPI initialise (mpirun/mpiexec, srun --mpi=pmix or pmi2) started
+// this process, judged from its environment: OMPI_COMM_WORLD_SIZE, PMIX_RANK or PMI_RANK/PMI_SIZE.
+// A plain srun step (SLURM_* only, no PMI) is not: MPI could not initialise there.
 bool LaunchedByMpi(const EnvLookup& env);
 
 // Ranks as the launcher's variables describe them (OMPI_COMM_WORLD_*, then SLURM_*); world size 1

@@ -9,7 +9,7 @@ namespace reid::dist {
 // Installs handlers for SIGTERM and SIGUSR1 that only set the flag (async-signal-safe).
 void InstallStopSignalHandlers();
 
-// True once this process received SIGTERM or SIGUSR1 (or RequestStopForTest was called).
+// True once this process received SIGTERM or SIGUSR1 (or RequestStop was called).
 bool LocalStopRequested();
 
 // Sets the local flag as a signal would (tests; an orderly stop requested by code).

@@ -47,7 +47,7 @@ class ResidualAttentionBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ResidualAttentionBlock);
 
-// `resblocks.N.*`. Forward(x, mask, first, last) runs blocks [first, last).
+// `resblocks.N.*`. Run(x, mask, first, last) runs blocks [first, last).
 class TransformerImpl : public torch::nn::Module {
  public:
   TransformerImpl(int64_t width, int64_t layers, int64_t heads);
