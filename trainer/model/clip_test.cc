@@ -14,8 +14,8 @@ using testing::ClipFixtureDir;
 using testing::LoadNpyOrDie;
 using testing::RelativeError;
 
-#define REQUIRE_FIXTURES()                                                             \
-  if (ClipFixtureDir().empty()) GTEST_SKIP() << "/usr/bin/python3 with torch missing"; \
+#define REQUIRE_FIXTURES()                                                                      \
+  if (ClipFixtureDir().empty()) GTEST_SKIP() << "trainer/model/testdata/clip_fixtures missing"; \
   const std::string dir = ClipFixtureDir()
 
 class ClipParity : public ::testing::TestWithParam<const char*> {};

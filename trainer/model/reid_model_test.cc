@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include "proto/config.h"
 #include "trainer/model/test_util.h"
@@ -114,7 +116,8 @@ TEST(ReidModel, TinyConfigShapesHeadsAndModules) {
 }
 
 TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
-  if (testing::ClipFixtureDir().empty()) GTEST_SKIP() << "/usr/bin/python3 with torch missing";
+  if (testing::ClipFixtureDir().empty())
+    GTEST_SKIP() << "trainer/model/testdata/clip_fixtures missing";
   proto::ReidConfig cfg = TinyConfig();
   cfg.mutable_model()->set_weights(testing::ClipFixtureDir() + "/clip_jit.pt");
   cfg.mutable_model()->set_context_length(77);
@@ -127,7 +130,9 @@ TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
   EXPECT_EQ(model->image_encoder->positional_embedding.size(0), 1 + 6 * 4);
   EXPECT_EQ(model->shape().vision.heads, 2);
   // Saved with torch::save and read back by name into a fresh model: same inference feature.
-  const std::string path = testing::ClipFixtureDir() + "/reid_model.pt";
+  char tmpl[] = "/tmp/reid_model_test_XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string path = std::string(tmpl) + "/reid_model.pt";
   torch::save(model, path);
   cfg.mutable_model()->set_weights(path);
   ReidModel again = BuildReidModel(cfg, 5, 2, &error);
@@ -139,6 +144,7 @@ TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
   ReidModel wrong_classes = BuildReidModel(cfg, 7, 2, &error);
   EXPECT_FALSE(wrong_classes);
   EXPECT_NE(error.find("shape mismatch: classifier.weight [5, 128]"), std::string::npos) << error;
+  std::filesystem::remove_all(tmpl);
 }
 
 }  // namespace

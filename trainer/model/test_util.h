@@ -1,7 +1,8 @@
-// Helpers shared by the model tests: fixtures written by tests/clip_reference.py and comparisons.
+// Helpers shared by the model tests: the committed fixtures of tests/clip_reference.py and
+// comparisons.
 #pragma once
 
-#include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include "base/torch_glog.h"
@@ -21,25 +22,14 @@ inline torch::Tensor LoadNpyOrDie(const std::string& path) {
   return t;
 }
 
-inline std::string& FixtureDirToRemove() {
-  static std::string dir;
-  return dir;
-}
-
-// Writes the tiny CLIP fixtures into a fresh temp dir once per process (removed at exit); "" when
-// Debian's python3-torch is missing (the caller skips), CHECK-fails when the script fails.
+// The tiny CLIP fixtures (checkpoints in both formats, inputs, golden outputs), committed in
+// trainer/model/testdata/clip_fixtures/ so that the parity tests run without Python. Written by
+// `/usr/bin/python3 tests/clip_reference.py fixtures trainer/model/testdata/clip_fixtures` (torch
+// 1.13); tests run from the source root. "" when the folder is missing (the caller skips).
 inline const std::string& ClipFixtureDir() {
   static const std::string dir = [] {
-    if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
-      return std::string();
-    char tmpl[] = "/tmp/reid_clip_fixtures_XXXXXX";
-    CHECK(mkdtemp(tmpl) != nullptr) << "mkdtemp";
-    const std::string d = tmpl;
-    FixtureDirToRemove() = d;
-    std::atexit([] { std::system(("rm -rf '" + FixtureDirToRemove() + "'").c_str()); });
-    const std::string cmd = "/usr/bin/python3 tests/clip_reference.py fixtures " + d;
-    CHECK_EQ(std::system(cmd.c_str()), 0) << "failed: " << cmd << " (run from the source root)";
-    return d;
+    const std::string d = "trainer/model/testdata/clip_fixtures";
+    return std::ifstream(d + "/clip_jit.pt").good() ? d : std::string();
   }();
   return dir;
 }
