@@ -14,8 +14,12 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler
   # flags, logging, tests
   libgflags-dev libgoogle-glog-dev libgtest-dev libgmock-dev
-  # metrics
-  prometheus-cpp-dev
+  # metrics: the exporter library, and the real servers the service tests run (ctest -L service)
+  prometheus-cpp-dev prometheus prometheus-pushgateway
+  # single-node SLURM cluster for the sbatch and preemption tests
+  munge slurmctld slurmd slurm-client
+  # headless browser that renders the run report in its test
+  chromium
   # JPEG decoding
   libturbojpeg0-dev libjpeg62-turbo-dev
   # tokenizer: Unicode letter/number classes
