@@ -33,15 +33,30 @@ PkSampler::PkSampler(std::vector<int> labels, int ids_per_batch, int num_instanc
 }
 
 std::string PkSampler::Validate(int world_size) const {
-  if (world_size < 1 || p_ % world_size != 0) {
-    return "ids_per_batch = " + std::to_string(p_) + " must be a multiple of the world size " +
-           std::to_string(world_size) + " (each rank takes whole identities)";
-  }
   int64_t ids = 0;
   for (const auto& v : by_label_) ids += !v.empty();
+  if (world_size < 1) return "world size " + std::to_string(world_size) + ": must be at least 1";
+  if (p_ % world_size != 0) {
+    // Each rank takes whole identities: the global batch has to grow with the world (the recipe
+    // of docs/scaling.md: the smallest fitting P, K kept, lr scaled with the global batch).
+    const int64_t p_fit = (static_cast<int64_t>(p_) + world_size - 1) / world_size * world_size;
+    std::string msg = "stage2.ids_per_batch = " + std::to_string(p_) +
+                      " must be a multiple of the world size " + std::to_string(world_size) +
+                      " (each rank takes whole identities)";
+    if (p_fit <= ids) {
+      msg += ": for " + std::to_string(world_size) + " ranks set stage2 { ids_per_batch: " +
+             std::to_string(p_fit) + " ims_per_batch: " + std::to_string(p_fit * k_) +
+             " } and scale base_lr by " + std::to_string(p_fit) + "/" + std::to_string(p_) +
+             " (docs/scaling.md)";
+    } else {
+      msg += ": the " + std::to_string(ids) + " training identities allow at most " +
+             std::to_string(ids) + " ranks (docs/scaling.md)";
+    }
+    return msg;
+  }
   if (ids < p_) {
-    return "ids_per_batch = " + std::to_string(p_) + " exceeds the " + std::to_string(ids) +
-           " training identities";
+    return "stage2.ids_per_batch = " + std::to_string(p_) + " exceeds the " +
+           std::to_string(ids) + " training identities";
   }
   return "";
 }

@@ -110,6 +110,12 @@ TEST(PkSampler, ResumeEqualsUninterrupted) {
 TEST(PkSampler, ValidateNamesTheProblem) {
   PkSampler s(Labels(), 6, 4, 1);
   EXPECT_NE(s.Validate(4).find("multiple of the world size"), std::string::npos);
+  // The recipe: the smallest fitting P (8 for 6 on 4 ranks), K kept, lr scaled.
+  EXPECT_NE(s.Validate(4).find("stage2 { ids_per_batch: 8 ims_per_batch: 32 }"), std::string::npos)
+      << s.Validate(4);
+  EXPECT_NE(s.Validate(4).find("scale base_lr by 8/6"), std::string::npos);
+  // More ranks than identities: no P fits.
+  EXPECT_NE(s.Validate(64).find("allow at most 40 ranks"), std::string::npos) << s.Validate(64);
   PkSampler too_many(Labels(), 64, 4, 1);
   EXPECT_NE(too_many.Validate(1).find("exceeds the 40"), std::string::npos);
 }
