@@ -4,10 +4,18 @@
 # job gets the preemption signal as SLURM's --signal=USR1@N sends it (to every srun task, not to
 # the batch script: `scancel --signal=USR1 JOB`), checkpoints, requeues itself, restarts with
 # SLURM_RESTART_COUNT=1, resumes and finishes with the same parameters as the first job.
-# Exit 77 (skipped) without munge / SLURM / PMIx. Usage: slurm_test.sh PATH/TO/reid (from the
-# repository root).
+# MODE batch: the same with slurm/train_multinode.sbatch on one node, and the signal sent as
+# --signal=B:USR1@N sends it (to the batch script only: `scancel --signal=USR1 --batch JOB`),
+# which the script must trap and forward to srun.
+# Exit 77 (skipped) without munge / SLURM / PMIx. Usage: slurm_test.sh PATH/TO/reid [step|batch]
+# (from the repository root).
 set -u
-reid=$(realpath "$1")
+reid=$(realpath "$1") mode=${2:-step}
+if [[ $mode == batch ]]; then
+  template=(--nodes=1 slurm/train_multinode.sbatch) signal=(--signal=USR1 --batch)
+else
+  template=(slurm/train.sbatch) signal=(--signal=USR1)
+fi
 source "$(dirname "$0")/slurm_lib.sh"
 slurm_requirements || exit 77
 source "$(dirname "$0")/cli_lib.sh"
@@ -35,11 +43,12 @@ final() { ls -d "$1"/checkpoints/s2-* 2>/dev/null | sort | tail -1; }
   --set='stage2 { max_epochs: 4 ids_per_batch: 6 ims_per_batch: 24 eval_period: 2 checkpoint_period: 1 log_period: 1 }' \
   --set='dist { intra_op_threads: 1 timeout_s: 60 }' >"$tmp/config.textproto" ||
   { echo "FAIL: reid print-config"; exit 1; }
-submit() {  # submit NAME: sbatch slurm/train.sbatch for 2 tasks on this GPU-less node; prints the id
+submit() {  # submit NAME: sbatch the template for 2 tasks on this GPU-less node; prints the id
   REID_BIN="$reid" REID_CONFIG="$tmp/config.textproto" REID_OUTPUT_DIR="$tmp/$1" \
     sbatch --parsable --job-name="$1" --ntasks-per-node=2 --gpus-per-node=0 --cpus-per-task=1 \
-    --output="$tmp/%x-%j.out" slurm/train.sbatch
+    --output="$tmp/%x-%j.out" "${template[@]}"
 }
+echo "     ${template[*]}, preemption signal: scancel ${signal[*]}"
 
 # 1. An uninterrupted job.
 t=$(date +%s)
@@ -50,14 +59,14 @@ echo "     job $id: $state after $(( $(date +%s) - t )) s"
 check "sbatch-train-completes" '[[ $state == COMPLETED ]] && grep -q "^done: mAP" "$log"' "$log"
 check "sbatch-two-ranks" 'grep -q "on 2 rank(s)" "$log" && grep -q "SLURM_RESTART_COUNT=0" "$log"' "$log"
 
-# 2. A job preempted in stage 2: SIGUSR1 to the step as --signal=USR1@N delivers it.
+# 2. A job preempted in stage 2: SIGUSR1 as --signal=USR1@N (or B:USR1@N) delivers it.
 t=$(date +%s)
 id=$(submit preempted)
 log="$tmp/preempted-$id.out"
 for _ in $(seq 1 1200); do
   [[ -d $tmp/preempted/checkpoints/s2-e0002-i000000 ]] && break; sleep 0.1
 done
-scancel --signal=USR1 "$id"
+scancel "${signal[@]}" "$id"
 for _ in $(seq 1 600); do  # requeued: Restarts=1 (then PENDING until cred_expire has passed)
   [[ $(slurm_job_field "$id" Restarts) -ge 1 ]] && break; sleep 0.1
 done
@@ -65,6 +74,7 @@ echo "     job $id requeued after $(( $(date +%s) - t )) s"
 state=$(slurm_wait_job "$id" 240)
 echo "     job $id: $state after $(( $(date +%s) - t )) s (Restarts=$(slurm_job_field "$id" Restarts))"
 check "preempted-checkpoints-and-exits-0" 'grep -q "stopped by a signal after writing a checkpoint" "$log" && grep -q "srun exit status 0 (preempted: 1)" "$log"' "$log"
+[[ $mode == batch ]] && check "batch-script-forwards-usr1" 'grep -q "batch script: SIGUSR1, forwarded to srun" "$log"' "$log"
 check "preempted-requeues-itself" 'grep -q "requeueing job $id (restart 1)" "$log"' "$log"
 check "requeued-job-restarts" 'grep -q "SLURM_RESTART_COUNT=1" "$log" && grep -q "resuming from" "$log"' "$log"
 check "requeued-job-completes" '[[ $state == COMPLETED ]] && grep -q "^done: mAP" "$log"' "$log"
