@@ -7,10 +7,11 @@
 # MODE batch: the same with slurm/train_multinode.sbatch on one node, and the signal sent as
 # --signal=B:USR1@N sends it (to the batch script only: `scancel --signal=USR1 --batch JOB`),
 # which the script must trap and forward to srun.
-# Exit 77 (skipped) without munge / SLURM / PMIx. Usage: slurm_test.sh PATH/TO/reid [step|batch]
-# (from the repository root).
+# With PATH/TO/reid-launch: reid-launch inside an allocation starts its ranks through srun.
+# Exit 77 (skipped) without munge / SLURM / PMIx.
+# Usage: slurm_test.sh PATH/TO/reid [step|batch] [PATH/TO/reid-launch]   (from the repository root)
 set -u
-reid=$(realpath "$1") mode=${2:-step}
+reid=$(realpath "$1") mode=${2:-step} launch=${3:+$(realpath "$3")}
 if [[ $mode == batch ]]; then
   template=(--nodes=1 slurm/train_multinode.sbatch) signal=(--signal=USR1 --batch)
 else
@@ -49,6 +50,15 @@ submit() {  # submit NAME: sbatch the template for 2 tasks on this GPU-less node
     --output="$tmp/%x-%j.out" "${template[@]}"
 }
 echo "     ${template[*]}, preemption signal: scancel ${signal[*]}"
+
+# 0. reid-launch inside an allocation starts its 2 tasks through srun (PMIx).
+if [[ -n $launch ]]; then
+  id=$(sbatch --parsable --job-name=launch --ntasks-per-node=2 --cpus-per-task=1 \
+    --output="$tmp/%x-%j.out" --wrap "$launch --nproc_per_node=2 -- $reid version")
+  state=$(slurm_wait_job "$id" 60)
+  log="$tmp/launch-$id.out"
+  check "reid-launch-uses-srun" '[[ $state == COMPLETED ]] && grep -q "through srun" "$log" && grep -q "attempt 1/1: .*srun --mpi=pmix --kill-on-bad-exit=1 --nodes=1 --ntasks=2 --ntasks-per-node=2 " "$log" && [[ $(grep -c "^reid-train " "$log") -eq 2 ]]' "$log"
+fi
 
 # 1. An uninterrupted job.
 t=$(date +%s)
