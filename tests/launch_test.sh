@@ -54,6 +54,7 @@ check "found-a-rank-to-kill" '[[ -n $victim ]]' "$out.log"
 kill -KILL $victim
 wait $job; rc=$?
 echo "     killed rank $victim: launcher exit status $rc after $(secs $t) s"
+grep "reid-launch: job failed" "$out.log" | sed 's/^/     /'
 check "killed-rank-restarted" '[[ $rc -eq 0 ]] && grep -q "job failed with exit status [1-9][0-9]* on attempt 1; restart 1/1 in 1 s with --resume=auto" "$out.log"' "$out.log"
 check "restart-has-resume-auto" 'grep -q "attempt 2/2: .* --resume=auto$" "$out.log" && grep -q "resuming from" "$out.log"' "$out.log"
 line=$("$reid" ckpt diff "$(final "$tmp/clean")" "$(final "$out")" | tail -1)
