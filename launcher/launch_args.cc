@@ -65,7 +65,8 @@ Status ApplyFlag(const std::string& flag, const std::string& value, LaunchArgs* 
       return BadValue(flag, value, "expected auto, mpirun or srun");
     }
   } else {
-    return Status::InvalidArgument("unknown flag --" + flag + " (reid-launch's own flags come "
+    return Status::InvalidArgument("unknown flag --" + flag +
+                                   " (reid-launch's own flags come "
                                    "before `--`, the trainer's after it)");
   }
   return Status::Ok();
@@ -101,8 +102,9 @@ StatusOr<LaunchArgs> ParseLaunchArgs(const std::vector<std::string>& args) {
   }
   a.command.assign(args.begin() + i, args.end());
   if (a.command.empty() && !a.help) {
-    return Status::InvalidArgument("no command: give the trainer after `--`, e.g. "
-                                   "reid-launch -- reid train --config=F --output_dir=D");
+    return Status::InvalidArgument(
+        "no command: give the trainer after `--`, e.g. "
+        "reid-launch -- reid train --config=F --output_dir=D");
   }
   return a;
 }

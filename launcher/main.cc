@@ -10,7 +10,8 @@
 
 int main(int argc, char** argv) {
   using namespace reid::launcher;
-  reid::StatusOr<LaunchArgs> args = ParseLaunchArgs(std::vector<std::string>(argv + 1, argv + argc));
+  reid::StatusOr<LaunchArgs> args =
+      ParseLaunchArgs(std::vector<std::string>(argv + 1, argv + argc));
   if (!args.ok()) {
     std::cerr << "error: reid-launch: " << args.status().message() << "\n" << kLaunchUsage;
     return 2;

@@ -13,9 +13,7 @@
 namespace reid::launcher {
 namespace {
 
-bool StartsWith(const std::string& s, const std::string& prefix) {
-  return s.rfind(prefix, 0) == 0;
-}
+bool StartsWith(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
 
 bool IsGpuDevice(const std::string& name) {  // nvidia0, nvidia1, ... (not nvidiactl, nvidia-uvm)
   if (!StartsWith(name, "nvidia") || name.size() == 6) return false;
@@ -52,6 +50,14 @@ int EnvInt(const EnvLookup& env, const char* name, int fallback) {
 
 }  // namespace
 
+StatusOr<int> ReadHostfileNodes(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("--hostfile=" + path + ": cannot be read");
+  std::stringstream text;
+  text << in.rdbuf();
+  return CountHostfileNodes(text.str(), path);
+}
+
 int CountVisibleGpus(const EnvLookup& env, const std::vector<std::string>& dev_entries) {
   if (const char* visible = env("CUDA_VISIBLE_DEVICES")) {
     const std::string list = visible;
@@ -73,10 +79,10 @@ int CountVisibleGpus(const EnvLookup& env, const std::vector<std::string>& dev_e
 StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus) {
   if (args.nproc_per_node == 0) return visible_gpus > 0 ? visible_gpus : 1;
   if (visible_gpus > 0 && args.nproc_per_node > visible_gpus) {
-    return Status::InvalidArgument(
-        "--nproc_per_node=" + std::to_string(args.nproc_per_node) + ": only " +
-        std::to_string(visible_gpus) + " GPU(s) visible here (CUDA_VISIBLE_DEVICES or " +
-        "/dev/nvidiaN); one rank per GPU");
+    return Status::InvalidArgument("--nproc_per_node=" + std::to_string(args.nproc_per_node) +
+                                   ": only " + std::to_string(visible_gpus) +
+                                   " GPU(s) visible here (CUDA_VISIBLE_DEVICES or " +
+                                   "/dev/nvidiaN); one rank per GPU");
   }
   return args.nproc_per_node;
 }
@@ -117,8 +123,8 @@ std::vector<std::string> WithResumeAuto(std::vector<std::string> command) {
   for (size_t i = 1; i < command.size(); ++i) {
     const std::string& a = command[i];
     const bool flag = a == "--resume=auto" || a == "-resume=auto";
-    const bool split = (a == "--resume" || a == "-resume") && i + 1 < command.size() &&
-                       command[i + 1] == "auto";
+    const bool split =
+        (a == "--resume" || a == "-resume") && i + 1 < command.size() && command[i + 1] == "auto";
     if (flag || split) return command;
   }
   command.push_back("--resume=auto");
@@ -134,9 +140,14 @@ std::vector<std::pair<std::string, std::string>> DefaultJobEnv(const EnvLookup& 
 std::vector<std::string> MpirunArgv(const LaunchPlan& plan,
                                     const std::vector<std::string>& command) {
   const int n = plan.procs_per_node;
-  std::vector<std::string> argv = {plan.launcher, "-np", std::to_string(n * plan.nodes),
-                                   "--map-by", "ppr:" + std::to_string(n) + ":node",
-                                   "--oversubscribe", "--bind-to", "none"};
+  std::vector<std::string> argv = {plan.launcher,
+                                   "-np",
+                                   std::to_string(n * plan.nodes),
+                                   "--map-by",
+                                   "ppr:" + std::to_string(n) + ":node",
+                                   "--oversubscribe",
+                                   "--bind-to",
+                                   "none"};
   if (!plan.hostfile.empty()) {
     argv.push_back("--hostfile");
     argv.push_back(plan.hostfile);
@@ -153,7 +164,9 @@ std::vector<std::string> MpirunArgv(const LaunchPlan& plan,
 
 std::vector<std::string> SrunArgv(const LaunchPlan& plan, const std::vector<std::string>& command) {
   const int n = plan.procs_per_node;
-  std::vector<std::string> argv = {plan.launcher, "--mpi=pmix", "--kill-on-bad-exit=1",
+  std::vector<std::string> argv = {plan.launcher,
+                                   "--mpi=pmix",
+                                   "--kill-on-bad-exit=1",
                                    "--nodes=" + std::to_string(plan.nodes),
                                    "--ntasks=" + std::to_string(n * plan.nodes),
                                    "--ntasks-per-node=" + std::to_string(n)};
@@ -222,11 +235,7 @@ StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchArgs& args) {
   if (srun) {
     plan.nodes = EnvInt(env, "SLURM_NNODES", EnvInt(env, "SLURM_JOB_NUM_NODES", 1));
   } else if (!args.hostfile.empty()) {
-    std::ifstream in(args.hostfile);
-    if (!in) return Status::NotFound("--hostfile=" + args.hostfile + ": cannot be read");
-    std::stringstream text;
-    text << in.rdbuf();
-    StatusOr<int> nodes = CountHostfileNodes(text.str(), args.hostfile);
+    StatusOr<int> nodes = ReadHostfileNodes(args.hostfile);
     if (!nodes.ok()) return nodes.status();
     plan.nodes = *nodes;
     plan.hostfile = args.hostfile;
@@ -234,10 +243,9 @@ StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchArgs& args) {
   plan.command = args.command;
   plan.command[0] = FindExecutable(args.command[0], std::getenv("PATH"));
   if (plan.command[0].empty()) {
-    return Status::NotFound("command '" + args.command[0] + "' not found" +
-                            (args.command[0].find('/') == std::string::npos
-                                 ? " on PATH"
-                                 : " or not executable"));
+    return Status::NotFound(
+        "command '" + args.command[0] + "' not found" +
+        (args.command[0].find('/') == std::string::npos ? " on PATH" : " or not executable"));
   }
   plan.env = DefaultJobEnv(env);
   plan.exported_env = ExportedEnvNames(EnvironmentNames());

@@ -30,6 +30,9 @@ StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus);
 // duplicates counted once. InvalidArgument (naming `path`) when there are none.
 StatusOr<int> CountHostfileNodes(const std::string& text, const std::string& path);
 
+// CountHostfileNodes of the file at `path`; NotFound when it cannot be read.
+StatusOr<int> ReadHostfileNodes(const std::string& path);
+
 // kMpirun or kSrun: --launcher, else srun inside a SLURM allocation (SLURM_JOB_ID set) unless a
 // hostfile was given, else mpirun.
 Backend ChooseBackend(const LaunchArgs& args, const EnvLookup& env);
@@ -47,9 +50,9 @@ struct LaunchPlan {
   Backend backend = Backend::kMpirun;  // never kAuto
   std::string launcher;                // resolved path of mpirun or srun
   int procs_per_node = 1;
-  int nodes = 1;                       // hostfile nodes (mpirun) or SLURM_NNODES (srun)
+  int nodes = 1;  // hostfile nodes (mpirun) or SLURM_NNODES (srun)
   std::string hostfile;
-  std::vector<std::string> command;    // command[0] resolved to a path
+  std::vector<std::string> command;                      // command[0] resolved to a path
   std::vector<std::pair<std::string, std::string>> env;  // set for the job (defaults)
   std::vector<std::string> exported_env;                 // mpirun -x NAME
   int max_restarts = 0;
@@ -66,7 +69,8 @@ std::vector<std::pair<std::string, std::string>> DefaultJobEnv(const EnvLookup& 
 // ppr pins N ranks on each node whatever its core count says (slots count cores, we count GPUs);
 // --bind-to none because Open MPI binds each rank to one core by default (np <= 2) and the
 // rank's data-loader and intra-op threads would then share that core.
-std::vector<std::string> MpirunArgv(const LaunchPlan& plan, const std::vector<std::string>& command);
+std::vector<std::string> MpirunArgv(const LaunchPlan& plan,
+                                    const std::vector<std::string>& command);
 
 // argv of the srun inside an allocation:
 //   srun --mpi=pmix --kill-on-bad-exit=1 --nodes=M --ntasks=N*M --ntasks-per-node=N COMMAND

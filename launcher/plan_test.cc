@@ -65,10 +65,10 @@ TEST(PlanTest, BackendFollowsSlurmAllocation) {
 }
 
 TEST(PlanTest, ExportedEnvironment) {
-  EXPECT_EQ(ExportedEnvNames({"HOME", "NCCL_IB_HCA", "PATH", "CUDA_VISIBLE_DEVICES", "OMPI_X",
-                              "REID_TEST_STOP_AT", "NCCL_DEBUG", "PYTHONPATH"}),
-            (Args{"CUDA_VISIBLE_DEVICES", "NCCL_DEBUG", "NCCL_IB_HCA", "PATH",
-                  "REID_TEST_STOP_AT"}));
+  EXPECT_EQ(
+      ExportedEnvNames({"HOME", "NCCL_IB_HCA", "PATH", "CUDA_VISIBLE_DEVICES", "OMPI_X",
+                        "REID_TEST_STOP_AT", "NCCL_DEBUG", "PYTHONPATH"}),
+      (Args{"CUDA_VISIBLE_DEVICES", "NCCL_DEBUG", "NCCL_IB_HCA", "PATH", "REID_TEST_STOP_AT"}));
   EXPECT_EQ(DefaultJobEnv(FakeEnv({})).size(), 1u);
   EXPECT_EQ(DefaultJobEnv(FakeEnv({})).front().first, "NCCL_DEBUG");
   EXPECT_TRUE(DefaultJobEnv(FakeEnv({{"NCCL_DEBUG", "INFO"}})).empty());
@@ -99,8 +99,8 @@ TEST(PlanTest, MpirunCommandPerAttempt) {
   LaunchPlan p = TwoRankPlan();
   EXPECT_EQ(AttemptArgv(p, 0),
             (Args{"/usr/bin/mpirun", "-np", "2", "--map-by", "ppr:2:node", "--oversubscribe",
-                  "--bind-to", "none", "-x", "NCCL_DEBUG", "-x", "NCCL_SOCKET_IFNAME", "-x",
-                  "PATH", "/bin/reid", "train", "--output_dir=d"}));
+                  "--bind-to", "none", "-x", "NCCL_DEBUG", "-x", "NCCL_SOCKET_IFNAME", "-x", "PATH",
+                  "/bin/reid", "train", "--output_dir=d"}));
   const Args second = AttemptArgv(p, 1);
   EXPECT_EQ(second.back(), "--resume=auto");
   EXPECT_EQ(AttemptArgv(p, 2), second);
@@ -122,9 +122,8 @@ TEST(PlanTest, SrunCommand) {
   p.launcher = "/usr/bin/srun";
   p.nodes = 2;
   EXPECT_EQ(AttemptArgv(p, 1),
-            (Args{"/usr/bin/srun", "--mpi=pmix", "--kill-on-bad-exit=1", "--nodes=2",
-                  "--ntasks=4", "--ntasks-per-node=2", "/bin/reid", "train", "--output_dir=d",
-                  "--resume=auto"}));
+            (Args{"/usr/bin/srun", "--mpi=pmix", "--kill-on-bad-exit=1", "--nodes=2", "--ntasks=4",
+                  "--ntasks-per-node=2", "/bin/reid", "train", "--output_dir=d", "--resume=auto"}));
 }
 
 TEST(PlanTest, FindExecutableAndShellJoin) {

@@ -17,7 +17,7 @@ namespace reid::launcher {
 namespace {
 
 // Shared with the signal handler (only sig_atomic_t and async-signal-safe calls there).
-volatile std::sig_atomic_t g_child = 0;       // pid of the running job, 0 between attempts
+volatile std::sig_atomic_t g_child = 0;        // pid of the running job, 0 between attempts
 volatile std::sig_atomic_t g_stop_signal = 0;  // the first stop signal received (0 = none)
 volatile std::sig_atomic_t g_term_count = 0;
 
@@ -81,6 +81,32 @@ bool SleepUnlessStopped(double seconds) {
   return g_stop_signal == 0;
 }
 
+// Logs how attempt `attempt` ended; true when the job is to be restarted.
+bool ShouldRestart(int status, int attempt, const SuperviseOptions& options, std::ostream& log) {
+  if (g_stop_signal != 0) {
+    log << "reid-launch: job ended with exit status " << status << " after "
+        << strsignal(g_stop_signal) << " was forwarded"
+        << (status == 0 ? " (preempted: checkpoint written); not restarting" : "; not restarting")
+        << std::endl;
+    return false;
+  }
+  if (status == 0) return false;
+  if (attempt >= options.max_restarts) {
+    log << "reid-launch: job failed with exit status " << status << " on attempt " << attempt + 1
+        << "; no restarts left (--max_restarts=" << options.max_restarts << ")" << std::endl;
+    return false;
+  }
+  log << "reid-launch: job failed with exit status " << status << " on attempt " << attempt + 1
+      << "; restart " << attempt + 1 << "/" << options.max_restarts << " in "
+      << options.restart_delay_s << " s with --resume=auto" << std::endl;
+  if (!SleepUnlessStopped(options.restart_delay_s)) {
+    log << "reid-launch: " << strsignal(g_stop_signal) << " during the restart delay; "
+        << "not restarting" << std::endl;
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int ExitStatusOf(int wait_status) {
@@ -103,29 +129,7 @@ int Supervise(const AttemptCommand& command, const SuperviseOptions& options, st
       return 1;
     }
     const int status = WaitFor(pid);
-    if (g_stop_signal != 0) {
-      log << "reid-launch: job ended with exit status " << status << " after "
-          << strsignal(g_stop_signal) << " was forwarded"
-          << (status == 0 ? " (preempted: checkpoint written); not restarting"
-                          : "; not restarting")
-          << std::endl;
-      return status;
-    }
-    if (status == 0) return 0;
-    if (attempt >= options.max_restarts) {
-      log << "reid-launch: job failed with exit status " << status << " on attempt "
-          << attempt + 1 << "; no restarts left (--max_restarts=" << options.max_restarts << ")"
-          << std::endl;
-      return status;
-    }
-    log << "reid-launch: job failed with exit status " << status << " on attempt " << attempt + 1
-        << "; restart " << attempt + 1 << "/" << options.max_restarts << " in "
-        << options.restart_delay_s << " s with --resume=auto" << std::endl;
-    if (!SleepUnlessStopped(options.restart_delay_s)) {
-      log << "reid-launch: " << strsignal(g_stop_signal) << " during the restart delay; "
-          << "not restarting" << std::endl;
-      return status;
-    }
+    if (!ShouldRestart(status, attempt, options, log)) return status;
   }
 }
 
