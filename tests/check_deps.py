@@ -2,7 +2,9 @@
 """The one-way dependency rules between folders (DESIGN.md 2), checked over the include lines as
 Chromium's checkdeps does: each folder's DEPS file lists the project folders its files may include
 ("+prefix/" lines); a folder without DEPS inherits its parent's. Project includes are the quoted
-ones that name a file of this repository. Exit 1 listing every violation.
+ones that name a file of this repository. A DEPS line "link: none" also forbids the folder's
+CMakeLists.txt to link any library defined elsewhere in the project (reid-launch starts trainers
+and links none of their libraries). Exit 1 listing every violation.
 Usage: tests/check_deps.py [ROOT]"""
 import os
 import re
@@ -28,6 +30,35 @@ def rules_for(root, folder, cache={}):
     return allowed
 
 
+ADD_LIBRARY = re.compile(r'add_library\(\s*([A-Za-z0-9_.:+-]+)')
+LINK = re.compile(r'target_link_libraries\(([^)]*)\)', re.S)
+
+
+def link_violations(root):
+    """Project libraries linked from folders whose DEPS says "link: none"."""
+    defined = {}  # library -> folder of the CMakeLists.txt that defines it
+    folders = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in SKIP and not d.startswith('build')]
+        if 'CMakeLists.txt' not in filenames:
+            continue
+        folder = os.path.relpath(dirpath, root)
+        text = open(os.path.join(dirpath, 'CMakeLists.txt'), errors='replace').read()
+        for name in ADD_LIBRARY.findall(text):
+            defined[name] = folder
+        deps = os.path.join(dirpath, 'DEPS')
+        if os.path.exists(deps) and any(l.strip() == 'link: none' for l in open(deps)):
+            folders.append((folder, text))
+    violations = []
+    for folder, text in folders:
+        for args in LINK.findall(text):
+            for word in args.split()[1:]:
+                if defined.get(word, folder) != folder:
+                    violations.append('%s/CMakeLists.txt: links %s (defined in %s/); %s/DEPS says '
+                                      '"link: none"' % (folder, word, defined[word], folder))
+    return violations
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else '.'
     violations = []
@@ -51,6 +82,7 @@ def main():
                     violations.append('%s:%d: includes "%s"; %s/DEPS allows only %s' % (
                         os.path.relpath(path, root), number, target, folder or '.',
                         ', '.join(allowed)))
+    violations += link_violations(root)
     for v in violations:
         print(v)
     print('%d dependency violation(s)' % len(violations))
