@@ -24,14 +24,15 @@ const char kHead[] = R"(<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>reid run report</title>
 <style>
-body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1180px; }
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1220px; }
 h1 { font-size: 22px; } h2 { font-size: 18px; margin-top: 28px; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: 8px 0; }
 td, th { border: 1px solid #ccc; padding: 3px 10px; text-align: left; font-size: 13px; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .warn { color: #a04000; font-size: 13px; } .muted { color: #777; }
 pre { background: #f7f7f7; padding: 10px; overflow: auto; max-height: 520px; font-size: 12px; }
-svg.plot { display: block; margin: 10px 0; border: 1px solid #eee; }
+div.plots { display: flex; flex-wrap: wrap; gap: 12px; }
+svg.plot { border: 1px solid #eee; }
 img.grid { max-width: 100%; border: 1px solid #ccc; }
 </style>
 </head>
@@ -78,6 +79,13 @@ std::string Base64(const std::string& bytes) {
     out += i + 2 < bytes.size() ? kChars[v & 63] : '=';
   }
   return out;
+}
+
+// Two plots side by side on a 1280-pixel-wide window.
+PlotOptions Options(const std::string& title, const std::string& x_label, const std::string& y_label) {
+  PlotOptions o{title, x_label, y_label};
+  o.width = 590;
+  return o;
 }
 
 double Cmc(const proto::HistoryRecord& r, int k) { return r.cmc_size() > k ? r.cmc(k) : NAN; }
@@ -176,11 +184,7 @@ std::string LossPlots(const std::vector<proto::HistoryRecord>& steps) {
       }
       series.push_back(std::move(s));
     }
-    PlotOptions o;
-    o.title = "Stage " + std::to_string(stage) + " loss";
-    o.x_label = "step";
-    o.y_label = "loss";
-    html += RenderLinePlot(series, o);
+    html += RenderLinePlot(series, Options("Stage " + std::to_string(stage) + " loss", "step", "loss"));
   }
   return html;
 }
@@ -188,17 +192,17 @@ std::string LossPlots(const std::vector<proto::HistoryRecord>& steps) {
 std::string TrainingPlots(const History& h) {
   std::string s = "<h2>Training</h2>\n";
   if (h.steps.empty()) return s + "<p class=\"muted\">No training records.</p>\n";
-  s += LossPlots(h.steps);
-  PlotOptions lr{"Learning rate", "step", "learning rate"};
+  s += "<div class=\"plots\">\n" + LossPlots(h.steps);
+  PlotOptions lr = Options("Learning rate", "step", "learning rate");
   lr.log_y = true;
   s += RenderLinePlot(PerStage(h.steps, [](const auto& r) { return r.lr(); }), lr);
-  PlotOptions ips{"Images per second (all ranks)", "step", "images/s"};
+  PlotOptions ips = Options("Images per second (all ranks)", "step", "images/s");
   ips.y_from_zero = true;
   s += RenderLinePlot(PerStage(h.steps, [](const auto& r) { return r.images_per_s(); }), ips);
-  PlotOptions wait{"Data-wait share", "step", "share of the interval"};
+  PlotOptions wait = Options("Data-wait share", "step", "share of the interval");
   wait.y_from_zero = true;
   s += RenderLinePlot(PerStage(h.steps, [](const auto& r) { return r.data_wait_fraction(); }), wait);
-  return s;
+  return s + "</div>\n";
 }
 
 std::string EvalSection(const History& h) {
@@ -211,7 +215,7 @@ std::string EvalSection(const History& h) {
     r1.x.push_back(e.epoch());
     r1.y.push_back(Cmc(e, 0));
   }
-  PlotOptions o{"mAP and Rank-1 per evaluation", "epoch (stage 2)", "ratio"};
+  PlotOptions o = Options("mAP and Rank-1 per evaluation", "epoch (stage 2)", "ratio");
   o.markers = true;
   o.y_from_zero = true;
   s += RenderLinePlot({map, r1}, o);

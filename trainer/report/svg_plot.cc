@@ -91,6 +91,17 @@ Axis MakeAxis(double lo, double hi, double p0, double p1, int target_ticks) {
   return a;
 }
 
+// Ticks of a log10 axis spanning two decades or more at whole powers of ten only.
+void UseWholeDecades(Axis* a) {
+  const double lo = std::floor(a->lo), hi = std::ceil(a->hi);
+  const double step = std::max(1.0, std::ceil((hi - lo) / 6));
+  a->ticks.clear();
+  for (double t = lo; t <= hi + 1e-9 && a->ticks.size() < static_cast<size_t>(kMaxTicks); t += step) a->ticks.push_back(t);
+  a->lo = lo;
+  a->hi = std::max(hi, a->ticks.back());
+  a->step = step;
+}
+
 struct Range {
   double lo = INFINITY, hi = -INFINITY;
   void Add(double v) {
@@ -260,7 +271,8 @@ std::string RenderLinePlot(const std::vector<Series>& series, const PlotOptions&
   if (o.y_fixed_max > o.y_fixed_min) yr = {o.y_fixed_min, o.y_fixed_max};
   const double plot_right = width - kRight - kLegendWidth;
   const Axis x = MakeAxis(xr.empty() ? 0 : xr.lo, xr.empty() ? 1 : xr.hi, kLeft, plot_right, 7);
-  const Axis y = MakeAxis(yr.empty() ? 0 : yr.lo, yr.empty() ? 1 : yr.hi, height - kBottom, kTop, 5);
+  Axis y = MakeAxis(yr.empty() ? 0 : yr.lo, yr.empty() ? 1 : yr.hi, height - kBottom, kTop, 5);
+  if (o.log_y && y.hi - y.lo >= 2) UseWholeDecades(&y);
 
   std::string svg = "<svg class=\"plot\" width=\"" + std::to_string(width) + "\" height=\"" +
                     std::to_string(height) + "\" viewBox=\"0 0 " + std::to_string(width) + " " +
