@@ -30,9 +30,7 @@ bool NextLine(std::streambuf* in, size_t max_bytes, std::string* line, bool* too
   return any;
 }
 
-bool IsBlank(const std::string& line) {
-  return line.find_first_not_of(" \t") == std::string::npos;
-}
+bool IsBlank(const std::string& line) { return line.find_first_not_of(" \t") == std::string::npos; }
 
 // Appends `r` to `kept`, which holds every `*stride`-th record of its kind: when `kept` reaches
 // 2 * cap, every other record is dropped and the stride doubles. `seen` counts records offered.
@@ -158,8 +156,8 @@ History ParseHistory(std::istream& in, const std::string& name, const HistoryLim
     const int64_t number = ++h->lines;
     if (too_long) {
       ++h->bad_lines;
-      parser.Warn(number, "longer than " + std::to_string(limits.max_line_bytes) +
-                              " bytes, skipped");
+      parser.Warn(number,
+                  "longer than " + std::to_string(limits.max_line_bytes) + " bytes, skipped");
     } else if (!IsBlank(line)) {
       parser.Line(number, line);
     }

@@ -18,9 +18,9 @@ namespace reid::report {
 struct HistoryLimits {
   size_t max_line_bytes = 64 * 1024;  // a longer line is skipped (and reported)
   int64_t max_lines = 10'000'000;     // lines after this many are not read (and reported)
-  size_t max_kept_records = 20'000;   // per kind; above it every other record is dropped, repeatedly
-  size_t max_warnings = 50;           // warnings kept (the rest are only counted)
-  size_t max_loss_components = 16;    // distinct loss names; others are dropped (and reported)
+  size_t max_kept_records = 20'000;  // per kind; above it every other record is dropped, repeatedly
+  size_t max_warnings = 50;          // warnings kept (the rest are only counted)
+  size_t max_loss_components = 16;   // distinct loss names; others are dropped (and reported)
 };
 
 struct History {

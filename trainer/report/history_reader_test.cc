@@ -18,13 +18,11 @@ History Parse(const std::string& text, const HistoryLimits& limits = {}) {
   return ParseHistory(in, "h.jsonl", limits);
 }
 
-const char kStep[] =
-    R"({"kind":"STEP","time":1700000000.5,"stage":2,"epoch":3,"step":120,)"
-    R"("losses":{"total":1.5,"id":0.7,"triplet":0.5,"i2t":0.3},"lr":5e-06,)"
-    R"("imagesPerS":310.5,"dataWaitFraction":0.03,"map":0,"cmc":[]})";
-const char kEval[] =
-    R"({"kind":"EVAL","time":1700000100,"stage":2,"epoch":10,"step":400,)"
-    R"("map":0.8,"cmc":[0.9,0.93,0.95]})";
+const char kStep[] = R"({"kind":"STEP","time":1700000000.5,"stage":2,"epoch":3,"step":120,)"
+                     R"("losses":{"total":1.5,"id":0.7,"triplet":0.5,"i2t":0.3},"lr":5e-06,)"
+                     R"("imagesPerS":310.5,"dataWaitFraction":0.03,"map":0,"cmc":[]})";
+const char kEval[] = R"({"kind":"EVAL","time":1700000100,"stage":2,"epoch":10,"step":400,)"
+                     R"("map":0.8,"cmc":[0.9,0.93,0.95]})";
 
 TEST(HistoryReaderTest, ReadsStepAndEvalRecords) {
   const History h = Parse(std::string(kStep) + "\n" + kEval + "\n");
@@ -45,7 +43,8 @@ TEST(HistoryReaderTest, ReadsStepAndEvalRecords) {
 
 TEST(HistoryReaderTest, AcceptsProtoFieldNamesUnknownFieldsCrlfAndBlankLines) {
   const History h = Parse(
-      "\r\n  \n{\"kind\":\"STEP\",\"step\":7,\"images_per_s\":12,\"future_field\":{\"a\":1}}\r\n\n");
+      "\r\n  "
+      "\n{\"kind\":\"STEP\",\"step\":7,\"images_per_s\":12,\"future_field\":{\"a\":1}}\r\n\n");
   ASSERT_EQ(h.steps.size(), 1u);
   EXPECT_EQ(h.steps[0].step(), 7);
   EXPECT_EQ(h.steps[0].images_per_s(), 12);
@@ -61,14 +60,14 @@ TEST(HistoryReaderTest, NonFiniteNumbersAreKeptAsValues) {
 }
 
 TEST(HistoryReaderTest, BadLinesAreSkippedAndReportedByLineNumber) {
-  const History h = Parse(std::string(kStep) + "\n" +  // 1
-                          "not json\n" +                // 2
-                          "[1,2,3]\n" +                 // 3
-                          "{\"kind\":\"BOGUS\"}\n" +    // 4
-                          "{\"step\":5}\n" +            // 5: no kind
+  const History h = Parse(std::string(kStep) + "\n" +               // 1
+                          "not json\n" +                            // 2
+                          "[1,2,3]\n" +                             // 3
+                          "{\"kind\":\"BOGUS\"}\n" +                // 4
+                          "{\"step\":5}\n" +                        // 5: no kind
                           "{\"kind\":\"STEP\",\"step\":\"x\"}\n" +  // 6
-                          "{\"kind\":\"STEP\"" +        // 7: cut off
-                          "\n" + kEval + "\n");         // 8
+                          "{\"kind\":\"STEP\"" +                    // 7: cut off
+                          "\n" + kEval + "\n");                     // 8
   EXPECT_EQ(h.steps.size(), 1u);
   EXPECT_EQ(h.evals.size(), 1u);
   EXPECT_EQ(h.bad_lines, 6);

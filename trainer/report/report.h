@@ -16,8 +16,8 @@
 namespace reid::report {
 
 inline constexpr char kHistoryFile[] = "history.jsonl";
-inline constexpr char kMetricsFile[] = "metrics.json";        // the last evaluation (trainer)
-inline constexpr char kConfigFile[] = "config.textproto";     // the effective config (trainer)
+inline constexpr char kMetricsFile[] = "metrics.json";     // the last evaluation (trainer)
+inline constexpr char kConfigFile[] = "config.textproto";  // the effective config (trainer)
 inline constexpr char kRetrievalGridFile[] = "retrieval_grid.jpg";  // reid eval --visualize_out
 inline constexpr char kReportFile[] = "report.html";
 
@@ -34,9 +34,9 @@ struct RunFiles {
   History history;
   bool have_metrics = false;
   MetricsSummary metrics;
-  std::string config_text;        // empty when there is none
-  bool config_truncated = false;  // longer than the limit: only its start is shown
-  std::string grid_jpeg;          // the retrieval grid's bytes; empty when there is none
+  std::string config_text;         // empty when there is none
+  bool config_truncated = false;   // longer than the limit: only its start is shown
+  std::string grid_jpeg;           // the retrieval grid's bytes; empty when there is none
   std::vector<std::string> notes;  // problems with the optional files (shown, never fatal)
 };
 

@@ -82,7 +82,8 @@ std::string Base64(const std::string& bytes) {
 }
 
 // Two plots side by side on a 1280-pixel-wide window.
-PlotOptions Options(const std::string& title, const std::string& x_label, const std::string& y_label) {
+PlotOptions Options(const std::string& title, const std::string& x_label,
+                    const std::string& y_label) {
   PlotOptions o{title, x_label, y_label};
   o.width = 590;
   return o;
@@ -104,8 +105,8 @@ std::string Summary(const RunFiles& f) {
                                          std::to_string(last.epoch()) + ", step " +
                                          std::to_string(last.step()));
     std::string losses;
-    for (const auto& [name, value] : std::map<std::string, double>(last.losses().begin(),
-                                                                   last.losses().end())) {
+    for (const auto& [name, value] :
+         std::map<std::string, double>(last.losses().begin(), last.losses().end())) {
       losses += (losses.empty() ? "" : ", ") + EscapeXml(name) + " " + Num(value);
     }
     s += Row("last losses", losses.empty() ? "&mdash;" : losses);
@@ -172,7 +173,8 @@ std::string LossPlots(const std::vector<proto::HistoryRecord>& steps) {
   std::string html;
   for (const auto& [stage, stage_names] : names) {
     std::vector<std::string> order(stage_names.begin(), stage_names.end());
-    std::stable_partition(order.begin(), order.end(), [](const std::string& n) { return n == "total"; });
+    std::stable_partition(order.begin(), order.end(),
+                          [](const std::string& n) { return n == "total"; });
     std::vector<Series> series;
     for (const std::string& name : order) {
       Series s{name, {}, {}};
@@ -184,7 +186,8 @@ std::string LossPlots(const std::vector<proto::HistoryRecord>& steps) {
       }
       series.push_back(std::move(s));
     }
-    html += RenderLinePlot(series, Options("Stage " + std::to_string(stage) + " loss", "step", "loss"));
+    html +=
+        RenderLinePlot(series, Options("Stage " + std::to_string(stage) + " loss", "step", "loss"));
   }
   return html;
 }
@@ -201,7 +204,8 @@ std::string TrainingPlots(const History& h) {
   s += RenderLinePlot(PerStage(h.steps, [](const auto& r) { return r.images_per_s(); }), ips);
   PlotOptions wait = Options("Data-wait share", "step", "share of the interval");
   wait.y_from_zero = true;
-  s += RenderLinePlot(PerStage(h.steps, [](const auto& r) { return r.data_wait_fraction(); }), wait);
+  s +=
+      RenderLinePlot(PerStage(h.steps, [](const auto& r) { return r.data_wait_fraction(); }), wait);
   return s + "</div>\n";
 }
 
@@ -238,7 +242,8 @@ std::string GridAndConfig(const RunFiles& f) {
   if (!f.grid_jpeg.empty()) {
     s += "<h2>Retrieval grid</h2>\n<p class=\"muted\">Each row: a query, then its best gallery "
          "matches (green: same identity, red: another).</p>\n<img class=\"grid\" alt=\"retrieval "
-         "grid\" src=\"data:image/jpeg;base64," + Base64(f.grid_jpeg) + "\">\n";
+         "grid\" src=\"data:image/jpeg;base64," +
+         Base64(f.grid_jpeg) + "\">\n";
   }
   s += "<h2>Effective config</h2>\n";
   if (f.config_text.empty()) return s + "<p class=\"muted\">No config.textproto.</p>\n";
@@ -260,8 +265,7 @@ std::string Header(const RunFiles& f) {
 
 std::string RenderReportHtml(const RunFiles& files) {
   return kHead + Header(files) + Summary(files) + MetricsTable(files) + Warnings(files) +
-         TrainingPlots(files.history) + EvalSection(files.history) + GridAndConfig(files) +
-         kTail;
+         TrainingPlots(files.history) + EvalSection(files.history) + GridAndConfig(files) + kTail;
 }
 
 }  // namespace reid::report

@@ -43,8 +43,9 @@ class ReportTest : public ::testing::Test {
     for (int i = 0; i < 5; ++i) {
       h += "{\"kind\":\"STEP\",\"time\":" + std::to_string(1000 + i) +
            ",\"stage\":1,\"epoch\":1,\"step\":" + std::to_string(10 * i) +
-           ",\"losses\":{\"total\":" + std::to_string(3.0 - 0.1 * i) + ",\"supcon\":" +
-           std::to_string(3.0 - 0.1 * i) + "},\"lr\":1e-4,\"imagesPerS\":300,"
+           ",\"losses\":{\"total\":" + std::to_string(3.0 - 0.1 * i) +
+           ",\"supcon\":" + std::to_string(3.0 - 0.1 * i) +
+           "},\"lr\":1e-4,\"imagesPerS\":300,"
            "\"dataWaitFraction\":0.1}\n";
     }
     h += "garbage line\n";
@@ -157,8 +158,7 @@ TEST(ParseMetricsJsonTest, KnownKeysAndMissingOnes) {
   EXPECT_TRUE(std::isnan(m->num_gallery));
   EXPECT_TRUE(std::isnan(m->stage));  // a string, not a number
   EXPECT_FALSE(ParseMetricsJson("3", "m.json").ok());
-  EXPECT_NE(ParseMetricsJson("{", "m.json").status().message().find("m.json: "),
-            std::string::npos);
+  EXPECT_NE(ParseMetricsJson("{", "m.json").status().message().find("m.json: "), std::string::npos);
 }
 
 }  // namespace

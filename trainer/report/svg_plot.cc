@@ -96,7 +96,10 @@ void UseWholeDecades(Axis* a) {
   const double lo = std::floor(a->lo), hi = std::ceil(a->hi);
   const double step = std::max(1.0, std::ceil((hi - lo) / 6));
   a->ticks.clear();
-  for (double t = lo; t <= hi + 1e-9 && a->ticks.size() < static_cast<size_t>(kMaxTicks); t += step) a->ticks.push_back(t);
+  for (double t = lo; t <= hi + 1e-9 && a->ticks.size() < static_cast<size_t>(kMaxTicks);
+       t += step) {
+    a->ticks.push_back(t);
+  }
   a->lo = lo;
   a->hi = std::max(hi, a->ticks.back());
   a->step = step;
@@ -117,8 +120,8 @@ std::string Text(double x, double y, const std::string& text, const char* extra)
 }
 
 std::string Line(double x1, double y1, double x2, double y2, const char* style) {
-  return "<line x1=\"" + Px(x1) + "\" y1=\"" + Px(y1) + "\" x2=\"" + Px(x2) + "\" y2=\"" +
-         Px(y2) + "\" " + style + "/>\n";
+  return "<line x1=\"" + Px(x1) + "\" y1=\"" + Px(y1) + "\" x2=\"" + Px(x2) + "\" y2=\"" + Px(y2) +
+         "\" " + style + "/>\n";
 }
 
 // Grid lines and tick labels of both axes, the frame and the axis labels.
@@ -158,8 +161,8 @@ std::string DrawRun(const std::vector<Point>& run, const Axis& x, const Axis& y,
   }
   if (markers || run.size() == 1) {
     for (const Point& p : run) {
-      svg += "<circle cx=\"" + px(p) + "\" cy=\"" + py(p) + "\" r=\"2.5\" fill=\"" + color +
-             "\"/>\n";
+      svg +=
+          "<circle cx=\"" + px(p) + "\" cy=\"" + py(p) + "\" r=\"2.5\" fill=\"" + color + "\"/>\n";
     }
   }
   return svg;
@@ -187,12 +190,23 @@ std::string EscapeXml(std::string_view text) {
   out.reserve(text.size());
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -276,8 +290,8 @@ std::string RenderLinePlot(const std::vector<Series>& series, const PlotOptions&
 
   std::string svg = "<svg class=\"plot\" width=\"" + std::to_string(width) + "\" height=\"" +
                     std::to_string(height) + "\" viewBox=\"0 0 " + std::to_string(width) + " " +
-                    std::to_string(height) + "\" role=\"img\" aria-label=\"" +
-                    EscapeXml(o.title) + "\" font-family=\"sans-serif\">\n";
+                    std::to_string(height) + "\" role=\"img\" aria-label=\"" + EscapeXml(o.title) +
+                    "\" font-family=\"sans-serif\">\n";
   svg += "<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n";
   svg += Text(kLeft, 18, o.title, " font-size=\"14\" font-weight=\"bold\"");
   svg += DrawAxes(x, y, o.log_y, o);
@@ -286,7 +300,9 @@ std::string RenderLinePlot(const std::vector<Series>& series, const PlotOptions&
     for (const auto& run : runs[i]) svg += DrawRun(run, x, y, o.log_y, kPalette[i % 10], o.markers);
   }
   svg += "</g>\n";
-  if (xr.empty()) svg += Text((kLeft + plot_right) / 2, height / 2.0, "no data", " text-anchor=\"middle\" fill=\"#999\"");
+  if (xr.empty())
+    svg += Text((kLeft + plot_right) / 2, height / 2.0, "no data",
+                " text-anchor=\"middle\" fill=\"#999\"");
   svg += DrawLegend(series, plot_right + 12, kTop + 8);
   return svg + "</svg>\n";
 }

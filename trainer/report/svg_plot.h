@@ -22,13 +22,13 @@ struct PlotOptions {
   std::string title;
   std::string x_label;
   std::string y_label;
-  int width = 720;   // pixels, legend column included
-  int height = 300;  // pixels
-  bool log_y = false;               // log10 y axis (non-positive values are left out)
-  bool markers = false;             // a dot on every point (few points, e.g. evaluations)
-  bool y_from_zero = false;         // the y range includes 0
+  int width = 720;                          // pixels, legend column included
+  int height = 300;                         // pixels
+  bool log_y = false;                       // log10 y axis (non-positive values are left out)
+  bool markers = false;                     // a dot on every point (few points, e.g. evaluations)
+  bool y_from_zero = false;                 // the y range includes 0
   double y_fixed_min = 0, y_fixed_max = 0;  // a fixed y range when y_fixed_max > y_fixed_min
-  size_t max_points_per_series = 2000;     // longer series are thinned (min and max per bucket)
+  size_t max_points_per_series = 2000;      // longer series are thinned (min and max per bucket)
 };
 
 // Text with & < > " ' replaced by entities: safe inside XML/HTML text and attribute values.

@@ -24,8 +24,8 @@ void ExpectFiniteCoordinates(const std::string& svg) {
        ++it) {
     const std::string value = (*it)[1];
     for (const char c : value) {
-      EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(c)) || c == '.' || c == '-' ||
-                  c == ',' || c == ' ' || c == '%')
+      EXPECT_TRUE(std::isdigit(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ',' ||
+                  c == ' ' || c == '%')
           << "attribute value '" << value << "'";
     }
   }
@@ -77,7 +77,7 @@ TEST(RenderLinePlotTest, AxesTitleLabelsAndLegend) {
   EXPECT_NE(svg.find(">loss</text>"), std::string::npos);
   EXPECT_NE(svg.find(">total</text>"), std::string::npos);  // legend
   EXPECT_NE(svg.find(">id</text>"), std::string::npos);
-  EXPECT_NE(svg.find(">30</text>"), std::string::npos);  // an x tick
+  EXPECT_NE(svg.find(">30</text>"), std::string::npos);   // an x tick
   EXPECT_NE(svg.find(">0.6</text>"), std::string::npos);  // a y tick
   ExpectFiniteCoordinates(svg);
 }
