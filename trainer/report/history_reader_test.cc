@@ -2,6 +2,7 @@
 // number and skipped, a huge line, an empty file, the line and memory bounds.
 #include "trainer/report/history_reader.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -39,6 +40,36 @@ TEST(HistoryReaderTest, ReadsStepAndEvalRecords) {
   EXPECT_DOUBLE_EQ(h.steps[0].data_wait_fraction(), 0.03);
   EXPECT_DOUBLE_EQ(h.evals[0].map(), 0.8);
   EXPECT_DOUBLE_EQ(h.evals[0].cmc(0), 0.9);
+}
+
+// The writer's format (monitoring/, the spec of history.jsonl): MessageToJsonString with
+// always_print_primitive_fields, so zero values and kind "STEP" are printed.
+TEST(HistoryReaderTest, ReadsWhatTheWriterPrints) {
+  proto::HistoryRecord step, eval;
+  step.set_kind(proto::HistoryRecord::STEP);
+  step.set_stage(1);
+  step.set_step(0);
+  (*step.mutable_losses())["total"] = 2.5;
+  (*step.mutable_losses())["supcon"] = 2.5;
+  eval.set_kind(proto::HistoryRecord::EVAL);
+  eval.set_map(0.75);
+  for (double c : {0.8, 0.9}) eval.add_cmc(c);
+  google::protobuf::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  std::string text, line;
+  for (const proto::HistoryRecord* r : {&step, &eval}) {
+    line.clear();
+    ASSERT_TRUE(google::protobuf::util::MessageToJsonString(*r, &line, options).ok());
+    text += line + "\n";
+  }
+  EXPECT_NE(text.find("\"kind\":\"STEP\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"imagesPerS\":0"), std::string::npos) << text;
+  const History h = Parse(text);
+  EXPECT_EQ(h.bad_lines, 0);
+  ASSERT_EQ(h.steps.size(), 1u);
+  ASSERT_EQ(h.evals.size(), 1u);
+  EXPECT_EQ(h.steps[0].losses().at("supcon"), 2.5);
+  EXPECT_EQ(h.evals[0].cmc(1), 0.9);
 }
 
 TEST(HistoryReaderTest, AcceptsProtoFieldNamesUnknownFieldsCrlfAndBlankLines) {
