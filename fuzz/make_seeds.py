@@ -82,6 +82,31 @@ def main():
     meta = _tag(FORMAT_VERSION_FIELD, 0) + _varint(1) + _tag(9, 2) + _varint(len(entry)) + entry
     put("fuzz_checkpoint", "valid", meta + b"\0" + content)
     put("fuzz_checkpoint", "bad_crc", meta + b"\0" + content[::-1])
+    # Run report: history.jsonl of both stages with evaluations, hostile values, a metrics.json.
+    put("fuzz_history", "both_stages", _history_seed())
+    put("fuzz_history", "hostile",
+        '{"kind":"STEP","step":1,"losses":{"total":"NaN","<b>":"Infinity"},"lr":"-Infinity"}\n'
+        'not json\n{"kind":"EVAL","map":1e308,"cmc":[-1e308,5e-324]}\n'
+        '{"kind":"STEP","step":"9223372036854775807"}\n')
+    put("fuzz_history", "metrics_json",
+        '{"mAP":0.75,"cmc":[0.85,0.9,0.92],"num_valid_queries":64,"num_query":64,'
+        '"num_gallery":320,"stage":2,"epoch":12}\n')
+
+
+def _history_seed():
+    lines = []
+    for k in range(12):
+        stage, step = 1 + k // 6, 10 * (k + 1)
+        losses = ({"total": 3.0 - 0.1 * k, "supcon": 3.0 - 0.1 * k} if stage == 1 else
+                  {"total": 2.0, "id": 1.0, "triplet": 0.6, "i2t": 0.4})
+        lines.append('{"kind":"STEP","time":%d,"stage":%d,"epoch":%d,"step":%d,"losses":{%s},'
+                     '"lr":1e-4,"imagesPerS":300,"dataWaitFraction":0.02}' % (
+                         1700000000 + k, stage, k % 6 + 1, step,
+                         ",".join('"%s":%g' % kv for kv in losses.items())))
+        if stage == 2 and k % 2:
+            lines.append('{"kind":"EVAL","stage":2,"epoch":%d,"step":%d,"map":0.5,'
+                         '"cmc":[0.6,0.7,0.8]}' % (k % 6 + 1, step))
+    return "\n".join(lines) + "\n"
 
 
 FORMAT_VERSION_FIELD = 1  # proto/checkpoint.proto: CheckpointMeta.format_version

@@ -30,6 +30,8 @@ PACKAGES=(
   clang libclang-rt-dev
   # Python references used by tests and benchmarks
   python3 python3-numpy python3-torch python3-torchvision python3-pil
+  # the static check of the alert rules and dashboard (tests/monitoring_check.py)
+  python3-yaml
 )
 
 missing=()

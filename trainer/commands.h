@@ -20,6 +20,7 @@ int RunDatasetStats(int argc, char** argv, const std::vector<std::string>& set_o
 int RunEval(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunExtract(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunPrintConfig(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunReport(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunSynth(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunTokenize(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunTrain(int argc, char** argv, const std::vector<std::string>& set_overrides);
