@@ -91,11 +91,11 @@ struct Camera {
 
 Camera MakeCamera(uint64_t seed, int cam) {
   Rng rng(seed, 1, static_cast<uint64_t>(cam), RngStream::kSynth);
-  const float light = static_cast<float>(rng.Uniform(0.6, 1.25));
+  const float light = static_cast<float>(rng.Uniform(0.8, 1.2));
   Camera c;
-  c.gain = {light * static_cast<float>(rng.Uniform(0.85, 1.15)),
-            light * static_cast<float>(rng.Uniform(0.85, 1.15)),
-            light * static_cast<float>(rng.Uniform(0.85, 1.15))};
+  c.gain = {light * static_cast<float>(rng.Uniform(0.9, 1.1)),
+            light * static_cast<float>(rng.Uniform(0.9, 1.1)),
+            light * static_cast<float>(rng.Uniform(0.9, 1.1))};
   c.background = PaletteColour(&rng);
   c.gradient = static_cast<float>(rng.Uniform(-60, 60));
   return c;
@@ -199,7 +199,7 @@ Image RenderPerson(const SynthOptions& opt, int pid, int cam, int n) {
                 std::vector<Rgb>(static_cast<size_t>(opt.height) * opt.width)};
   FillBackground(camera, &canvas);
   DrawPerson(id, pid, n, &rng, &canvas);
-  if (rng.Uniform() < 0.3) {  // occluder: a block entering from one side, from below
+  if (rng.Uniform() < 0.15) {  // occluder: a block entering from one side, from below
     const float ow = static_cast<float>(rng.Uniform(0.2, 0.5)) * opt.width;
     const float oy = static_cast<float>(rng.Uniform(0.3, 0.8)) * opt.height;
     const float ox = rng.Uniform() < 0.5 ? 0.f : opt.width - ow;
