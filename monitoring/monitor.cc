@@ -2,7 +2,6 @@
 #include "monitoring/monitor.h"
 
 #include <glog/logging.h>
-#include <prometheus/exposer.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -53,14 +52,14 @@ Monitor::Monitor(const MonitorOptions& options)
   metrics_.SetResidentMemory(ResidentMemoryBytes());
   if (c.metrics_port_base() > 0) {
     const int port = c.metrics_port_base() + options_.local_rank;
-    auto exposer = StartExporter(c.metrics_bind(), port, metrics_.registry());
-    if (exposer.ok()) {
-      exposer_ = std::move(*exposer);
-      exporter_address_ = ListenAddress(c.metrics_bind(), port);
+    auto exporter = Exporter::Start(c.metrics_bind(), port, metrics_.registry());
+    if (exporter.ok()) {
+      exporter_ = std::move(*exporter);
+      exporter_address_ = exporter_->address();
       LOG(INFO) << "monitoring: rank " << options_.rank << " serves metrics on http://"
                 << exporter_address_ << "/metrics";
     } else {
-      Warn("rank " + std::to_string(options_.rank) + ": " + exposer.status().message());
+      Warn("rank " + std::to_string(options_.rank) + ": " + exporter.status().message());
     }
   }
   if (options_.rank != 0) return;

@@ -15,12 +15,9 @@
 #include "monitoring/metrics.h"
 #include "proto/reid_config.pb.h"
 
-namespace prometheus {
-class Exposer;
-}
-
 namespace reid::monitoring {
 
+class Exporter;
 class Pusher;
 
 enum class ExitReason { kFinished, kPreempted, kError };
@@ -71,7 +68,7 @@ class Monitor {
 
   const MonitorOptions options_;
   Metrics metrics_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<Exporter> exporter_;
   std::unique_ptr<Pusher> pusher_;
   std::unique_ptr<HistoryWriter> history_;
   std::string exporter_address_;

@@ -13,6 +13,7 @@
 #include "base/torch_glog.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
+#include "monitoring/monitor.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/reid_config.pb.h"
 #include "trainer/amp.h"
@@ -49,6 +50,9 @@ class Trainer {
   // Both stages, evaluations and checkpoints. Collective.
   StatusOr<RunEnd> Run();
   const EvalResult& last_eval() const { return last_eval_; }
+  // Where the run reports its metrics (exporter, Pushgateway, history.jsonl); none when null.
+  // Not owned; set before Setup.
+  void set_monitor(monitoring::Monitor* monitor) { monitor_ = monitor; }
 
   // For `reid eval` / `reid extract`: loads the dataset (without the training checks) and the
   // model of `checkpoint` (a checkpoint or a run directory). User errors (no dataset, a damaged
@@ -98,9 +102,22 @@ class Trainer {
   // Evaluation of the current model (collective); writes metrics.json on rank 0. False in
   // *stopped when preempted.
   void Evaluate(int epoch, bool* stopped);
+  // The progress line of a log interval (rank 0) and the interval's metrics (every rank).
   void LogProgress(int stage, int epoch, int max_epochs, int64_t step, int64_t steps,
                    const std::vector<double>& losses, const std::vector<const char*>& names,
                    int64_t images, double data_wait_s);
+  // --- metrics of the monitor (trainer.cc)
+  // One step's counters and timings: `images` this rank processed, its step and data-wait
+  // seconds; the all-reduce time from `sync`'s statistics since the previous step and Step()'s
+  // loss all-reduce.
+  void MeterStep(int stage, int epoch, const dist::GradSync& sync, int64_t images, double step_s,
+                 double data_wait_s);
+  // The monitor's interval gauges from the averaged `losses` (in `names` order).
+  void MeterInterval(int stage, int epoch, const std::vector<double>& losses, double images_per_s,
+                     double data_wait_fraction);
+  void MeterUnreadable(int64_t images) {
+    if (monitor_ != nullptr) monitor_->RecordUnreadable(images);
+  }
 
   proto::ReidConfig cfg_;
   TrainOptions options_;
@@ -132,6 +149,13 @@ class Trainer {
   int64_t stage_steps_done_ = 0, stage_steps_total_ = 0;
   std::chrono::steady_clock::time_point last_log_time_;
   std::string test_stop_at_;
+
+  // Monitoring (MeterStep / MeterInterval).
+  monitoring::Monitor* monitor_ = nullptr;
+  double loss_allreduce_s_ = 0;  // Step()'s all-reduce of the loss components
+  bool last_step_nonfinite_ = false;
+  dist::GradSync::Stats sync_seen_;  // the stage's GradSync statistics at the previous step
+  double interval_comm_s_ = 0, interval_comm_bytes_ = 0;  // gradient all-reduces this interval
 };
 
 // The run directory's checks and files before training: creates it, fails (InvalidArgument)
