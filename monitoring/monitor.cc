@@ -14,6 +14,8 @@
 namespace reid::monitoring {
 namespace {
 
+constexpr double kStuckPushWarningSeconds = 30;
+
 BuildFacts FactsOf(const MonitorOptions& o) {
   BuildFacts f;
   f.version = base::Version();
@@ -95,6 +97,12 @@ void Monitor::RecordInterval(const IntervalStats& s) {
   metrics_.RecordInterval(s);
   metrics_.SetResidentMemory(ResidentMemoryBytes());
   last_losses_ = s.losses;
+  if (pusher_ && !warned_stuck_push_ && pusher_->SecondsInPush() > kStuckPushWarningSeconds) {
+    Warn("the Pushgateway at " + pusher_->url() + " has not answered a push for " +
+         std::to_string(static_cast<int>(pusher_->SecondsInPush())) +
+         " s; training goes on, periodic pushes wait meanwhile (warned once)");
+    warned_stuck_push_ = true;
+  }
   if (!history_) return;
   proto::HistoryRecord r;
   r.set_kind(proto::HistoryRecord::STEP);

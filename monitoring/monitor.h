@@ -79,6 +79,7 @@ class Monitor {
   double last_map_ = 0, last_rank1_ = 0;
   bool finished_ = false;
   bool history_failed_ = false;
+  bool warned_stuck_push_ = false;
 };
 
 // The resident set size of this process (/proc/self/statm), bytes; 0 when unknown.

@@ -97,6 +97,8 @@ struct Pusher::State {
   uint64_t requested = 0, completed = 0;  // explicit pushes asked for / answered
   int last_code = 0;
   bool stop = false, exited = false, failing = false;
+  bool in_push = false;
+  std::chrono::steady_clock::time_point push_start;
 };
 
 StatusOr<std::unique_ptr<Pusher>> Pusher::Start(const std::string& url, const std::string& job,
@@ -146,9 +148,12 @@ void Pusher::Loop(std::shared_ptr<State> s) {
     if (s->stop) break;
     if (!asked && s->period_s <= 0) continue;
     const uint64_t ticket = s->requested;
+    s->in_push = true;
+    s->push_start = Clock::now();
     lock.unlock();
     const int code = s->gateway.Push();
     lock.lock();
+    s->in_push = false;
     next = Clock::now() + period;
     if (asked) {
       s->completed = ticket;
@@ -165,6 +170,13 @@ void Pusher::Loop(std::shared_ptr<State> s) {
   }
   s->exited = true;
   s->cv.notify_all();
+}
+
+double Pusher::SecondsInPush() const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  if (!state_->in_push) return 0;
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - state_->push_start)
+      .count();
 }
 
 Status Pusher::PushAndWait(std::chrono::milliseconds timeout) {

@@ -47,6 +47,8 @@ class Pusher {
   // goes on in the background).
   Status PushAndWait(std::chrono::milliseconds timeout);
   const std::string& url() const { return url_; }
+  // How long the push under way has been waiting for the gateway; 0 when none is.
+  double SecondsInPush() const;
 
  private:
   struct State;

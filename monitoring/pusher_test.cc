@@ -53,6 +53,7 @@ TEST(PusherTest, PushesUnderJobAndRun) {
   ASSERT_TRUE(pusher.ok()) << pusher.status().message();
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_EQ((*pusher)->SecondsInPush(), 0);
   const auto requests = gateway.requests();
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_EQ(requests[0].rfind("POST /metrics/job/reid_train/run/run_1 HTTP/1.1\n\n", 0), 0u)
@@ -103,7 +104,8 @@ TEST(PusherTest, BlackholedPortTimesOut) {
   {
     auto pusher = Pusher::Start(Url(blackhole.port()), "j", "r", registry, 0.05);
     ASSERT_TRUE(pusher.ok());
-    std::this_thread::sleep_for(milliseconds(200));  // a periodic push is stuck by now
+    std::this_thread::sleep_for(milliseconds(300));  // a periodic push is stuck by now
+    EXPECT_GT((*pusher)->SecondsInPush(), 0.1);
     Status s = (*pusher)->PushAndWait(milliseconds(500));
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.message().find("did not answer within 0.5 s"), std::string::npos) << s.message();
