@@ -27,7 +27,7 @@ train() {  # train NAME MONITORING_FIELDS: exit status in $rc, wall time (second
   "$mpiexec" -np 2 "$reid" train "${train_args[@]}" --output_dir="$SVC_DIR/$name" \
     --set="monitoring { $fields }" >"$SVC_DIR/$name.log" 2>&1
   rc=$?
-  secs=$(echo "$(date +%s.%N) - $start" | bc)
+  secs=$(elapsed "$start")
 }
 
 silent_listener() {  # silent_listener NAME PORT: a socket on PORT that never accepts

@@ -47,7 +47,7 @@ start_prometheus "$prom" "$SVC_DIR/scrape.yml" || exit 1
 start_pushgateway "$pgw" || exit 1
 wait_scraping "$prom" 3 || exit 1
 printf 'servers ready in %.1f s (Prometheus 127.0.0.1:%s, Pushgateway :%s, exporters :%s-%s)\n' \
-  "$(echo "$(date +%s.%N) - $t0" | bc)" "$prom" "$pgw" "$base" "$((base + 1))"
+  "$(elapsed "$t0")" "$prom" "$pgw" "$base" "$((base + 1))"
 
 run="$SVC_DIR/run-prom"
 t1=$(date +%s.%N)
@@ -55,7 +55,7 @@ t1=$(date +%s.%N)
   --set="monitoring { metrics_port_base: $base pushgateway_url: 'http://127.0.0.1:$pgw' }" \
   >"$SVC_DIR/train.log" 2>&1
 rc=$?
-printf 'training: %.1f s, exit %d\n' "$(echo "$(date +%s.%N) - $t1" | bc)" "$rc"
+printf 'training: %.1f s, exit %d\n' "$(elapsed "$t1")" "$rc"
 check "training-finished" '[[ $rc -eq 0 ]]' "$SVC_DIR/train.log"
 check "no-monitoring-warning" '! grep -q "monitoring:" "$SVC_DIR/train.log"' "$SVC_DIR/train.log"
 

@@ -18,6 +18,7 @@
 #   prom_query PORT EXPR [TIME]     the query's "data" JSON ({"resultType", "result"}) on stdout;
 #                                   fails (status 1, message on stderr) when the query fails
 #   prom_series PORT EXPR [TIME]    number of series (or 1 for a scalar) the query returns
+#   elapsed START                   seconds since START (a `date +%s.%N` value)
 #   check NAME CONDITION [LOG]      evaluates CONDITION, prints ok/FAIL, counts failures in $fail
 #   service_finish                  prints the failure count; status 0 when none
 #
@@ -160,6 +161,8 @@ d = json.loads(sys.argv[1])
 print(len(d["result"]) if d["resultType"] in ("vector", "matrix") else 1)
 ' "$data"
 }
+
+elapsed() { awk -v s="$1" -v now="$(date +%s.%N)" 'BEGIN { printf "%.2f\n", now - s }'; }
 
 check() {
   if eval "$2"; then
