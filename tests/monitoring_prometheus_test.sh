@@ -24,12 +24,12 @@ service_require prometheus promtool prometheus-pushgateway curl
 source "$(dirname "$0")/../scripts/mpi_env.sh"
 export OMP_NUM_THREADS=1
 
-# The tiny config shrunk: 32 ids x 8 images, 1 + 4 epochs, an evaluation after every stage-2
+# The tiny config shrunk: 32 ids x 8 images, 1 + 6 epochs, an evaluation after every stage-2
 # epoch, so that the run is scraped several times after its first evaluation.
 train_args=(--config=configs/synthetic_tiny.textproto
   --set='data { synthetic { ids: 32 images_per_id: 8 } num_workers: 1 }'
   --set='stage1 { max_epochs: 1 warmup_epochs: 1 log_period: 2 }'
-  --set='stage2 { max_epochs: 4 warmup_epochs: 1 eval_period: 1 log_period: 2 checkpoint_period: 2 }'
+  --set='stage2 { max_epochs: 6 warmup_epochs: 1 eval_period: 1 log_period: 2 checkpoint_period: 3 }'
   --set='dist { intra_op_threads: 1 }')
 
 prom=$(free_port)
@@ -106,7 +106,7 @@ check "pushgateway-grouping-key" 'curl -sf "http://127.0.0.1:$pgw/metrics" |
 steps=$(grep -c '"kind":"STEP"' "$run/history.jsonl")
 evals=$(grep -c '"kind":"EVAL"' "$run/history.jsonl")
 echo "     history.jsonl: $steps STEP and $evals EVAL lines"
-check "history" '[[ $steps -ge 4 && $evals -eq 4 ]] && grep -q "\"imagesPerS\":" "$run/history.jsonl" &&
+check "history" '[[ $steps -ge 6 && $evals -eq 6 ]] && grep -q "\"imagesPerS\":" "$run/history.jsonl" &&
   grep "\"kind\":\"EVAL\"" "$run/history.jsonl" | tail -1 | grep -q "\"cmc\":\[[0-9.e-]*,"'
 
 # The PromQL hook.

@@ -111,7 +111,7 @@ Status Trainer::RunStage1() {
   stage_start_s_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
-  sync_seen_ = sync.stats();
+  StartMetering(sync);
   stage_steps_done_ = 0;
   stage_steps_total_ = 0;
   for (int e = static_cast<int>(next_epoch_); e <= s1.max_epochs(); ++e) {
@@ -143,10 +143,7 @@ Status Trainer::RunStage1() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(loss, {}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(
-          1, epoch, sync, static_cast<int64_t>(mine.size()),
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count(),
-          0.0);
+      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), step_start, 0.0);
       images += static_cast<int64_t>(batches[step].size());
       ++stage_steps_done_;
       if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {

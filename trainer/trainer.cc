@@ -592,47 +592,60 @@ void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, in
                 interval > 0 ? 100.0 * data_wait_s / interval : 0.0, FormatDuration(eta).c_str());
   LOG(INFO) << buf;
   if (ranks_.rank == 0) std::cout << buf << std::endl;
-  MeterInterval(stage, epoch, losses, interval > 0 ? images / interval : 0.0,
-                interval > 0 ? std::min(1.0, data_wait_s / interval) : 0.0);
 }
 
-void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync, int64_t images,
-                        double step_s, double data_wait_s) {
+void Trainer::StartMetering(const dist::GradSync& sync) {
+  sync_seen_ = sync.stats();
+  interval_ = MetricsInterval();
+  interval_.start = std::chrono::steady_clock::now();
+}
+
+void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
+                        const std::vector<double>& losses, int64_t images,
+                        std::chrono::steady_clock::time_point step_start, double data_wait_s) {
   if (monitor_ == nullptr) return;
-  const dist::GradSync::Stats& now = sync.stats();
-  monitoring::StepStats s;
-  s.stage = stage;
-  s.epoch = epoch;
-  s.images = images;
-  s.step_seconds = step_s;
-  s.data_wait_seconds = data_wait_s;
-  s.allreduce_seconds = now.wait_seconds - sync_seen_.wait_seconds + loss_allreduce_s_;
-  s.skipped_nonfinite = last_step_nonfinite_;
-  monitor_->RecordStep(s);
-  interval_comm_s_ += now.comm_seconds - sync_seen_.comm_seconds;
-  interval_comm_bytes_ += static_cast<double>(now.steps - sync_seen_.steps) * sync.total_bytes();
-  sync_seen_ = now;
+  const auto now = std::chrono::steady_clock::now();
+  const dist::GradSync::Stats& stats = sync.stats();
+  monitoring::StepStats step;
+  step.stage = stage;
+  step.epoch = epoch;
+  step.images = images;
+  step.step_seconds = std::chrono::duration<double>(now - step_start).count();
+  step.data_wait_seconds = data_wait_s;
+  step.allreduce_seconds = stats.wait_seconds - sync_seen_.wait_seconds + loss_allreduce_s_;
+  step.skipped_nonfinite = last_step_nonfinite_;
+  monitor_->RecordStep(step);
+  interval_.images += images;
+  interval_.data_wait_s += data_wait_s;
+  interval_.comm_s += stats.comm_seconds - sync_seen_.comm_seconds;
+  interval_.comm_bytes += static_cast<double>(stats.steps - sync_seen_.steps) * sync.total_bytes();
+  sync_seen_ = stats;
+  const int every = cfg_.monitoring().log_every_steps() > 0 ? cfg_.monitoring().log_every_steps()
+                    : stage == 1                            ? cfg_.stage1().log_period()
+                                                            : cfg_.stage2().log_period();
+  if (++interval_.steps % std::max(1, every) == 0) MeterInterval(stage, epoch, losses, now);
 }
 
 void Trainer::MeterInterval(int stage, int epoch, const std::vector<double>& losses,
-                            double images_per_s, double data_wait_fraction) {
-  if (monitor_ == nullptr) return;
+                            std::chrono::steady_clock::time_point now) {
+  const double seconds = std::chrono::duration<double>(now - interval_.start).count();
+  const int n = comm_.size();
   monitoring::IntervalStats s;
   s.stage = stage;
   s.epoch = epoch;
   s.step = global_step_;
   s.losses = MetricLosses(stage, losses);
   s.learning_rate = CurrentLearningRate(*optimizer_);
-  s.images_per_second = images_per_s;
-  s.data_wait_fraction = data_wait_fraction;
+  s.images_per_second = seconds > 0 ? interval_.images * n / seconds : 0.0;  // shards are equal
+  s.data_wait_fraction = seconds > 0 ? std::min(1.0, interval_.data_wait_s / seconds) : 0.0;
   s.loss_scale = scaler_.enabled() ? scaler_.scale() : 1.0;
-  const int n = comm_.size();
-  if (n > 1 && interval_comm_s_ > 0) {  // nccl-tests' bus bandwidth of an all-reduce
-    s.bus_bandwidth_bytes_per_second = interval_comm_bytes_ * 2.0 * (n - 1) / n / interval_comm_s_;
+  if (n > 1 && interval_.comm_s > 0) {  // nccl-tests' bus bandwidth of an all-reduce
+    s.bus_bandwidth_bytes_per_second = interval_.comm_bytes * 2.0 * (n - 1) / n / interval_.comm_s;
   }
-  interval_comm_s_ = interval_comm_bytes_ = 0;
   GpuMemory(options_.device, &s.gpu_allocated_bytes, &s.gpu_reserved_bytes);
   monitor_->RecordInterval(s);
+  interval_ = MetricsInterval();
+  interval_.start = now;
 }
 
 StatusOr<RunEnd> Trainer::Run() {

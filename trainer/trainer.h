@@ -102,19 +102,24 @@ class Trainer {
   // Evaluation of the current model (collective); writes metrics.json on rank 0. False in
   // *stopped when preempted.
   void Evaluate(int epoch, bool* stopped);
-  // The progress line of a log interval (rank 0) and the interval's metrics (every rank).
+  // The progress line of a log interval (rank 0).
   void LogProgress(int stage, int epoch, int max_epochs, int64_t step, int64_t steps,
                    const std::vector<double>& losses, const std::vector<const char*>& names,
                    int64_t images, double data_wait_s);
   // --- metrics of the monitor (trainer.cc)
-  // One step's counters and timings: `images` this rank processed, its step and data-wait
-  // seconds; the all-reduce time from `sync`'s statistics since the previous step and Step()'s
-  // loss all-reduce.
-  void MeterStep(int stage, int epoch, const dist::GradSync& sync, int64_t images, double step_s,
-                 double data_wait_s);
-  // The monitor's interval gauges from the averaged `losses` (in `names` order).
-  void MeterInterval(int stage, int epoch, const std::vector<double>& losses, double images_per_s,
-                     double data_wait_fraction);
+  // At the start of a stage's loop: a new metrics interval; `sync`'s statistics as they are.
+  void StartMetering(const dist::GradSync& sync);
+  // One step: its counters and timings (`images` this rank processed, the time since
+  // `step_start`, when its batch was in hand, and its data wait; the all-reduce time from `sync`'s
+  // statistics since the previous step and Step()'s loss all-reduce); every
+  // monitoring.log_every_steps steps (0: the stage's log_period) the interval's gauges and
+  // history line from the step's averaged `losses` (Step's order, total first).
+  void MeterStep(int stage, int epoch, const dist::GradSync& sync,
+                 const std::vector<double>& losses, int64_t images,
+                 std::chrono::steady_clock::time_point step_start, double data_wait_s);
+  // The end of a metrics interval at `now`: gauges and rank 0's history line.
+  void MeterInterval(int stage, int epoch, const std::vector<double>& losses,
+                     std::chrono::steady_clock::time_point now);
   void MeterUnreadable(int64_t images) {
     if (monitor_ != nullptr) monitor_->RecordUnreadable(images);
   }
@@ -150,12 +155,16 @@ class Trainer {
   std::chrono::steady_clock::time_point last_log_time_;
   std::string test_stop_at_;
 
-  // Monitoring (MeterStep / MeterInterval).
+  // Monitoring (StartMetering / MeterStep).
   monitoring::Monitor* monitor_ = nullptr;
   double loss_allreduce_s_ = 0;  // Step()'s all-reduce of the loss components
   bool last_step_nonfinite_ = false;
   dist::GradSync::Stats sync_seen_;  // the stage's GradSync statistics at the previous step
-  double interval_comm_s_ = 0, interval_comm_bytes_ = 0;  // gradient all-reduces this interval
+  struct MetricsInterval {           // what the current metrics interval accumulated
+    int64_t steps = 0, images = 0;   // images: this rank's
+    double data_wait_s = 0, comm_s = 0, comm_bytes = 0;  // comm: gradient all-reduces
+    std::chrono::steady_clock::time_point start;
+  } interval_;
 };
 
 // The run directory's checks and files before training: creates it, fails (InvalidArgument)
