@@ -57,7 +57,7 @@ Metrics::Metrics(int rank, const BuildFacts& build)
   compute_seconds_family_ =
       &BuildHistogram()
            .Name("reid_compute_seconds")
-           .Help("Time of a step outside all-reduces and data wait (a straggler computes longer)")
+           .Help("Time of a step outside collectives and data wait (a straggler computes longer)")
            .Register(r);
   data_wait_family_ = &BuildHistogram()
                            .Name("reid_data_wait_seconds")
@@ -145,7 +145,8 @@ void Metrics::RecordStep(const StepStats& s) {
   m.steps->Increment();
   m.epoch->Set(s.epoch);
   m.step_seconds->Observe(s.step_seconds);
-  m.compute_seconds->Observe(std::max(0.0, s.step_seconds - s.allreduce_seconds));
+  m.compute_seconds->Observe(
+      std::max(0.0, s.step_seconds - s.allreduce_seconds - s.other_collective_seconds));
   m.data_wait_seconds->Observe(s.data_wait_seconds);
   m.allreduce_seconds->Observe(s.allreduce_seconds);
   if (s.skipped_nonfinite) m.nonfinite_skipped->Increment();

@@ -25,10 +25,13 @@ using Losses = std::vector<std::pair<std::string, double>>;
 struct StepStats {
   int stage = 1;
   int epoch = 1;
-  int64_t images = 0;              // training images this rank processed in the step
-  double step_seconds = 0;         // wall time of the step, the wait for its batch excluded
-  double data_wait_seconds = 0;    // time the step waited for its batch
-  double allreduce_seconds = 0;    // in or blocked on the gradient and loss all-reduces
+  int64_t images = 0;            // training images this rank processed in the step
+  double step_seconds = 0;       // wall time of the step, the wait for its batch excluded
+  double data_wait_seconds = 0;  // time the step waited for its batch
+  double allreduce_seconds = 0;  // in or blocked on the gradient and loss all-reduces
+  // Blocked in the step's other collectives (the global batch's all-gathers, sync BN), which
+  // reid_compute_seconds leaves out as well.
+  double other_collective_seconds = 0;
   bool skipped_nonfinite = false;  // skipped for a non-finite loss
 };
 

@@ -125,7 +125,7 @@ Status Trainer::RunStage1() {
     const int64_t steps = static_cast<int64_t>(batches.size());
     int64_t images = 0;
     for (int64_t step = next_step_; step < steps; ++step) {
-      const auto step_start = std::chrono::steady_clock::now();
+      const StepClock clock = StartStep();
       const std::vector<int64_t> mine =
           data::SplitByRank(batches[step], comm_.rank(), comm_.size());
       torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
@@ -143,7 +143,7 @@ Status Trainer::RunStage1() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(loss, {}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), step_start, 0.0);
+      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0);
       images += static_cast<int64_t>(batches[step].size());
       ++stage_steps_done_;
       if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {

@@ -99,8 +99,8 @@ Status Trainer::RunStage2() {
     for (;;) {
       const auto wait_start = std::chrono::steady_clock::now();
       if (!loader.Next(&b)) break;
-      const auto step_start = std::chrono::steady_clock::now();
-      const double wait = Seconds(step_start - wait_start);
+      const StepClock clock = StartStep();
+      const double wait = Seconds(clock.start - wait_start);
       data_wait += wait;
       data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
       torch::Tensor x = t.images.to(options_.device);
@@ -128,7 +128,7 @@ Status Trainer::RunStage2() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(2, epoch, sync, avg, y.size(0), step_start, wait);
+      MeterStep(2, epoch, sync, avg, y.size(0), clock, wait);
       ++step;
       ++stage_steps_done_;
       images += y_all.size(0) * (scope == proto::DistConfig::LOCAL ? comm_.size() : 1);

@@ -601,8 +601,8 @@ void Trainer::StartMetering(const dist::GradSync& sync) {
 }
 
 void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
-                        const std::vector<double>& losses, int64_t images,
-                        std::chrono::steady_clock::time_point step_start, double data_wait_s) {
+                        const std::vector<double>& losses, int64_t images, const StepClock& clock,
+                        double data_wait_s) {
   if (monitor_ == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   const dist::GradSync::Stats& stats = sync.stats();
@@ -610,9 +610,11 @@ void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
   step.stage = stage;
   step.epoch = epoch;
   step.images = images;
-  step.step_seconds = std::chrono::duration<double>(now - step_start).count();
+  step.step_seconds = std::chrono::duration<double>(now - clock.start).count();
   step.data_wait_seconds = data_wait_s;
   step.allreduce_seconds = stats.wait_seconds - sync_seen_.wait_seconds + loss_allreduce_s_;
+  step.other_collective_seconds =
+      std::max(0.0, comm_.wait_seconds() - clock.comm_wait_s - loss_allreduce_s_);
   step.skipped_nonfinite = last_step_nonfinite_;
   monitor_->RecordStep(step);
   interval_.images += images;

@@ -109,14 +109,20 @@ class Trainer {
   // --- metrics of the monitor (trainer.cc)
   // At the start of a stage's loop: a new metrics interval; `sync`'s statistics as they are.
   void StartMetering(const dist::GradSync& sync);
-  // One step: its counters and timings (`images` this rank processed, the time since
-  // `step_start`, when its batch was in hand, and its data wait; the all-reduce time from `sync`'s
-  // statistics since the previous step and Step()'s loss all-reduce); every
+  // When a step starts (its batch in hand): the time and the communicator's wait so far.
+  struct StepClock {
+    std::chrono::steady_clock::time_point start;
+    double comm_wait_s = 0;
+  };
+  StepClock StartStep() const { return {std::chrono::steady_clock::now(), comm_.wait_seconds()}; }
+  // One step: its counters and timings (`images` this rank processed, the time since `clock`,
+  // its data wait; the all-reduce time from `sync`'s statistics since the previous step and
+  // Step()'s loss all-reduce; the other collectives' from the communicator); every
   // monitoring.log_every_steps steps (0: the stage's log_period) the interval's gauges and
   // history line from the step's averaged `losses` (Step's order, total first).
   void MeterStep(int stage, int epoch, const dist::GradSync& sync,
-                 const std::vector<double>& losses, int64_t images,
-                 std::chrono::steady_clock::time_point step_start, double data_wait_s);
+                 const std::vector<double>& losses, int64_t images, const StepClock& clock,
+                 double data_wait_s);
   // The end of a metrics interval at `now`: gauges and rank 0's history line.
   void MeterInterval(int stage, int epoch, const std::vector<double>& losses,
                      std::chrono::steady_clock::time_point now);
