@@ -363,8 +363,13 @@ void ValidateCheckpointMonitoring(const proto::ReidConfig& cfg, Checker& c) {
   c.Require(m.push_period_s() >= 0 && m.push_period_s() <= 1e7, "monitoring.push_period_s",
             m.push_period_s(), "must be in [0, 1e7] seconds");
   const std::string& url = m.pushgateway_url();
-  c.Require(url.empty() || url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0,
-            "monitoring.pushgateway_url", "\"" + url + "\"", "must start with http:// or https://");
+  const size_t host = url.rfind("http://", 0) == 0 ? 7 : url.rfind("https://", 0) == 0 ? 8 : 0;
+  c.Require(url.empty() || (host > 0 && url.size() > host && url[host] != '/' &&
+                            url.find_first_of("?#@ \t\r\n") == std::string::npos),
+            "monitoring.pushgateway_url", "\"" + url + "\"",
+            "must be http[s]://host[:port][/path] (no query, credentials or spaces)");
+  c.Require(m.metrics_port_base() == 0 || !m.metrics_bind().empty(), "monitoring.metrics_bind",
+            "\"\"", "must name the exporters' address (e.g. 127.0.0.1 or 0.0.0.0)");
   c.Require(!m.job().empty(), "monitoring.job", "\"\"", "must not be empty");
   c.NonNegative(m.log_every_steps(), "monitoring.log_every_steps");
 }

@@ -134,6 +134,25 @@ TEST(Config, CrossAttentionHeadsDivideTheEmbedding) {
       << Joined(problems);
 }
 
+TEST(Config, MonitoringFieldsAreChecked) {
+  proto::ReidConfig cfg;
+  EXPECT_TRUE(Load("",
+                   {"monitoring { metrics_port_base: 9400 pushgateway_url: "
+                    "'http://127.0.0.1:9091' push_period_s: 30 }"},
+                   &cfg)
+                  .empty());
+  const Problems problems = Load(
+      "", {"monitoring { metrics_port_base: 65535 metrics_bind: '' push_period_s: -1 }"}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"monitoring.metrics_port_base = 65535"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"monitoring.metrics_bind"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"monitoring.push_period_s = -1"})) << Joined(problems);
+  for (const char* url : {"127.0.0.1:9091", "http://", "http:///x", "http://u:p@h:1"}) {
+    const Problems p =
+        Load("", {std::string("monitoring { pushgateway_url: '") + url + "' }"}, &cfg);
+    EXPECT_TRUE(HasProblem(p, {"monitoring.pushgateway_url", url})) << Joined(p);
+  }
+}
+
 TEST(Config, MissingFileNamesThePath) {
   proto::ReidConfig cfg;
   const Problems problems = Load("/nonexistent/x.textproto", {}, &cfg);

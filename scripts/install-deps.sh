@@ -15,7 +15,7 @@ PACKAGES=(
   # flags, logging, tests
   libgflags-dev libgoogle-glog-dev libgtest-dev libgmock-dev
   # metrics: the exporter library, and the real servers the service tests run (ctest -L service)
-  prometheus-cpp-dev prometheus prometheus-pushgateway
+  prometheus-cpp-dev prometheus prometheus-pushgateway curl
   # single-node SLURM cluster for the sbatch and preemption tests
   munge slurmctld slurmd slurm-client
   # headless browser that renders the run report in its test

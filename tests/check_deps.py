@@ -2,17 +2,30 @@
 """The one-way dependency rules between folders (DESIGN.md 2), checked over the include lines as
 Chromium's checkdeps does: each folder's DEPS file lists the project folders its files may include
 ("+prefix/" lines); a folder without DEPS inherits its parent's. Project includes are the quoted
-ones that name a file of this repository. A DEPS line "link: none" also forbids the folder's
-CMakeLists.txt to link any library defined elsewhere in the project (reid-launch starts trainers
-and links none of their libraries). Exit 1 listing every violation.
+ones that name a file of this repository. "-prefix" lines forbid any include (quoted or <angle>)
+starting with prefix, e.g. "-torch/" keeps LibTorch out of monitoring/. A DEPS line "link: none"
+also forbids the folder's CMakeLists.txt to link any library defined elsewhere in the project
+(reid-launch starts trainers and links none of their libraries). Exit 1 listing every violation.
 Usage: tests/check_deps.py [ROOT]"""
 import os
 import re
 import sys
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+ANY_INCLUDE = re.compile(r'^\s*#\s*include\s+["<]([^">]+)[">]')
 SOURCES = ('.h', '.cc', '.cu', '.cuh')
 SKIP = {'build', '.git', 'runs', 'shared'}
+
+
+def forbidden_for(root, folder):
+    """Forbidden include prefixes ("-" lines) of the nearest DEPS file of `folder`, upwards."""
+    while True:
+        path = os.path.join(root, folder, 'DEPS')
+        if os.path.exists(path):
+            return [line[1:].strip() for line in open(path) if line.startswith('-')]
+        if not folder:
+            return []
+        folder = os.path.dirname(folder)
 
 
 def rules_for(root, folder, cache={}):
@@ -69,11 +82,18 @@ def main():
         allowed = rules_for(root, folder)
         if allowed is None:
             continue
+        forbidden = forbidden_for(root, folder)
         for name in filenames:
             if not name.endswith(SOURCES):
                 continue
             path = os.path.join(dirpath, name)
             for number, line in enumerate(open(path, errors='replace'), 1):
+                any_include = ANY_INCLUDE.match(line)
+                if any_include and any(any_include.group(1).startswith(f) for f in forbidden):
+                    violations.append('%s:%d: includes %s; %s/DEPS forbids %s' % (
+                        os.path.relpath(path, root), number, any_include.group(1),
+                        folder or '.', ', '.join(forbidden)))
+                    continue
                 m = INCLUDE.match(line)
                 if not m or not os.path.exists(os.path.join(root, m.group(1))):
                     continue  # system, generated (.pb.h) or relative includes

@@ -4,6 +4,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
@@ -48,6 +49,23 @@ Status CheckFlags(torch::Device* device, const dist::Ranks& ranks) {
   return Status::Ok();
 }
 
+// The monitor of this rank: exporter on metrics_port_base + local rank, rank 0's Pushgateway
+// pushes under run = the run directory's name, and its OUTPUT_DIR/history.jsonl.
+monitoring::MonitorOptions MonitorOptionsFor(const proto::ReidConfig& cfg,
+                                             const dist::Ranks& ranks) {
+  monitoring::MonitorOptions o;
+  o.config = cfg.monitoring();
+  o.rank = ranks.rank;
+  o.local_rank = ranks.local_rank;
+  o.world_size = ranks.world_size;
+  std::filesystem::path dir = std::filesystem::absolute(FLAGS_output_dir).lexically_normal();
+  if (dir.filename().empty()) dir = dir.parent_path();  // a trailing slash
+  o.run_name = dir.filename().string();
+  o.history_path = FLAGS_output_dir + "/history.jsonl";
+  o.torch_version = TORCH_VERSION;
+  return o;
+}
+
 int Fail(const Status& s, int rank) {
   // Every rank reaches the same verdict; one message is enough.
   if (rank == 0) std::cerr << "error: reid train: " << s.message() << "\n";
@@ -86,11 +104,17 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
               << (device.is_cuda() ? "cuda" : "cpu") << ", " << at::get_num_threads()
               << " thread(s) per rank, output " << FLAGS_output_dir << std::endl;
   }
+  monitoring::Monitor monitor(MonitorOptionsFor(cfg, ranks));  // an exception finishes it: error
   Trainer trainer(cfg, options, ranks, *comm);
+  trainer.set_monitor(&monitor);
   s = trainer.Setup();
-  if (!s.ok()) return Fail(s, ranks.rank);
-  StatusOr<RunEnd> end = trainer.Run();
-  if (!end.ok()) return Fail(end.status(), ranks.rank);
+  StatusOr<RunEnd> end = s.ok() ? trainer.Run() : StatusOr<RunEnd>(s);
+  if (!end.ok()) {
+    monitor.Finish(monitoring::ExitReason::kError);
+    return Fail(end.status(), ranks.rank);
+  }
+  monitor.Finish(*end == RunEnd::kPreempted ? monitoring::ExitReason::kPreempted
+                                            : monitoring::ExitReason::kFinished);
   if (ranks.rank == 0) {
     if (*end == RunEnd::kPreempted) {
       std::cout << "stopped by a signal after writing a checkpoint; resume with: reid train "

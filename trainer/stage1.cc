@@ -58,6 +58,7 @@ torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, b
     }
   }
   model_->train(was_training);
+  MeterUnreadable(loader.unreadable_count());
   if (*stopped) return {};
   torch::Tensor mine = parts.empty() ? torch::Tensor() : torch::cat(parts);
   if (!mine.defined()) {
@@ -110,6 +111,7 @@ Status Trainer::RunStage1() {
   stage_start_s_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
+  StartMetering(sync);
   stage_steps_done_ = 0;
   stage_steps_total_ = 0;
   for (int e = static_cast<int>(next_epoch_); e <= s1.max_epochs(); ++e) {
@@ -123,6 +125,7 @@ Status Trainer::RunStage1() {
     const int64_t steps = static_cast<int64_t>(batches.size());
     int64_t images = 0;
     for (int64_t step = next_step_; step < steps; ++step) {
+      const StepClock clock = StartStep();
       const std::vector<int64_t> mine =
           data::SplitByRank(batches[step], comm_.rank(), comm_.size());
       torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
@@ -140,6 +143,7 @@ Status Trainer::RunStage1() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(loss, {}, &avg);
       if (!stepped.ok()) return stepped.status();
+      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0);
       images += static_cast<int64_t>(batches[step].size());
       ++stage_steps_done_;
       if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {

@@ -81,12 +81,14 @@ Status Trainer::RunStage2() {
   stage_start_s_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
+  StartMetering(sync);
   stage_steps_done_ = 0;
   stage_steps_total_ = -next_step_;
   for (int e = static_cast<int>(next_epoch_); e <= s2.max_epochs(); ++e) {
     stage_steps_total_ += sampler.StepsPerEpoch(e);
   }
   model_->train();
+  int64_t unreadable_seen = 0;
   for (int epoch = static_cast<int>(next_epoch_); epoch <= s2.max_epochs(); ++epoch) {
     SetLearningRates(*optimizer_, base_lrs_, Stage2LrFactor(s2, epoch));
     const int64_t steps = sampler.StepsPerEpoch(epoch);
@@ -97,7 +99,9 @@ Status Trainer::RunStage2() {
     for (;;) {
       const auto wait_start = std::chrono::steady_clock::now();
       if (!loader.Next(&b)) break;
-      data_wait += Seconds(std::chrono::steady_clock::now() - wait_start);
+      const StepClock clock = StartStep();
+      const double wait = Seconds(clock.start - wait_start);
+      data_wait += wait;
       data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
       torch::Tensor x = t.images.to(options_.device);
       torch::Tensor y = t.pids.to(options_.device);
@@ -124,6 +128,7 @@ Status Trainer::RunStage2() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
       if (!stepped.ok()) return stepped.status();
+      MeterStep(2, epoch, sync, avg, y.size(0), clock, wait);
       ++step;
       ++stage_steps_done_;
       images += y_all.size(0) * (scope == proto::DistConfig::LOCAL ? comm_.size() : 1);
@@ -137,6 +142,8 @@ Status Trainer::RunStage2() {
         return SaveCheckpoint(2, step == steps ? epoch + 1 : epoch, step == steps ? 0 : step);
       }
     }
+    MeterUnreadable(loader.unreadable_count() - unreadable_seen);
+    unreadable_seen = loader.unreadable_count();
     next_step_ = 0;
     next_epoch_ = epoch + 1;
     if (epoch % std::max(1, s2.eval_period()) == 0 || epoch == s2.max_epochs()) {

@@ -3,6 +3,9 @@
 #include "trainer/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#ifdef REID_TORCH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 #include <google/protobuf/text_format.h>
 
 #include <cmath>
@@ -115,6 +118,38 @@ std::string FormatDuration(double s) {
   return buf;
 }
 
+// The CUDA caching allocator's bytes allocated to tensors and reserved from the device; -1 when
+// not on CUDA (or with a CPU-only LibTorch, where c10/cuda does not exist).
+void GpuMemory(const torch::Device& device, double* allocated, double* reserved) {
+  *allocated = *reserved = -1;
+#ifdef REID_TORCH_CUDA
+  if (!device.is_cuda()) return;
+  try {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    *allocated = static_cast<double>(stats.allocated_bytes[0].current);  // [0]: all pools
+    *reserved = static_cast<double>(stats.reserved_bytes[0].current);
+  } catch (const c10::Error& e) {
+    LOG_FIRST_N(WARNING, 1) << "CUDA memory statistics: " << e.what_without_backtrace();
+  }
+#else
+  (void)device;
+#endif
+}
+
+// The `loss` label of each averaged loss component (Step's order: total first).
+monitoring::Losses MetricLosses(int stage, const std::vector<double>& losses) {
+  static const char* const kStage1[] = {"total", "supcon"};
+  static const char* const kStage2[] = {"total", "id", "triplet", "i2t"};
+  monitoring::Losses out;
+  if (losses.empty()) return out;
+  if (stage == 1) {
+    for (const char* name : kStage1) out.emplace_back(name, losses[0]);  // L_i2t + L_t2i only
+  } else {
+    for (size_t i = 0; i < losses.size() && i < 4; ++i) out.emplace_back(kStage2[i], losses[i]);
+  }
+  return out;
+}
+
 }  // namespace
 
 Status PrepareOutputDir(const std::string& dir, const proto::ReidConfig& cfg, int rank) {
@@ -184,6 +219,7 @@ Status Trainer::LoadData() {
     std::vector<std::string> bad;
     err = data::CheckReadable(name, *split, cfg_.data().max_unreadable_fraction(), threads, &bad);
     if (!err.empty()) return Status::InvalidArgument(err);
+    MeterUnreadable(static_cast<int64_t>(bad.size()));
   }
   return Status::Ok();
 }
@@ -363,9 +399,12 @@ StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch:
   std::vector<torch::Tensor> all = {loss.detach().reshape({1})};
   for (const torch::Tensor& p : parts) all.push_back(p.detach().reshape({1}));
   torch::Tensor values = torch::cat(all).to(torch::kCPU, torch::kFloat64);
+  const double reduce_start = NowSeconds();
   if (comm_.size() > 1) comm_.AllReduce(values, dist::ReduceOp::kAvg);
+  loss_allreduce_s_ = NowSeconds() - reduce_start;
   averaged->assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
-  if (!std::isfinite((*averaged)[0])) {  // the same verdict on every rank
+  last_step_nonfinite_ = !std::isfinite((*averaged)[0]);
+  if (last_step_nonfinite_) {  // the same verdict on every rank
     ++skipped_steps_;
     if (++consecutive_skipped_ > kMaxConsecutiveSkipped) {
       return Status::Internal("the loss was not finite in " + std::to_string(consecutive_skipped_) +
@@ -429,7 +468,7 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
   // Every rank's RNG state to rank 0; rank 0 writes; the verdict is broadcast.
   torch::Tensor rng = at::detail::getDefaultCPUGenerator().get_state();
   torch::Tensor rngs = comm_.AllGather(rng.unsqueeze(0));  // (world, S)
-  torch::Tensor ok = torch::zeros({1}, torch::kInt64);
+  torch::Tensor ok = torch::zeros({2}, torch::kInt64);     // written, size in bytes
   std::string message;
   if (ranks_.rank == 0) {
     CheckpointFiles files;
@@ -477,14 +516,22 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
     Status s = store_.Commit(name, meta, files, cfg_.checkpoint().keep_last_n(),
                              cfg_.checkpoint().keep_best());
     if (s.ok()) {
+      int64_t bytes = 0;
+      for (const auto& file : files) bytes += static_cast<int64_t>(file.second.size());
       ok[0] = 1;
+      ok[1] = bytes;
       std::cout << "checkpoint " << store_.dir() << "/" << name << "\n";
     } else {
       message = s.message();
     }
   }
   comm_.Broadcast(ok, 0);
-  if (ok.item<int64_t>() == 1) return Status::Ok();
+  if (ok[0].item<int64_t>() == 1) {
+    if (monitor_ != nullptr) {
+      monitor_->RecordCheckpoint(monitoring::UnixSeconds(), ok[1].item<int64_t>());
+    }
+    return Status::Ok();
+  }
   if (ranks_.rank == 0) std::cerr << "error: " << message << "\n";
   return Status::Internal(ranks_.rank == 0 ? message : "checkpoint write failed on rank 0");
 }
@@ -505,6 +552,9 @@ void Trainer::Evaluate(int epoch, bool* stopped) {
   }
   last_eval_ = *result;
   have_eval_ = true;
+  if (monitor_ != nullptr) {
+    monitor_->RecordEval({2, epoch, global_step_, last_eval_.mAP, last_eval_.cmc});
+  }
   LOG(INFO) << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_);
   if (ranks_.rank != 0) return;
   std::cout << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_) << " | "
@@ -542,6 +592,62 @@ void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, in
                 interval > 0 ? 100.0 * data_wait_s / interval : 0.0, FormatDuration(eta).c_str());
   LOG(INFO) << buf;
   if (ranks_.rank == 0) std::cout << buf << std::endl;
+}
+
+void Trainer::StartMetering(const dist::GradSync& sync) {
+  sync_seen_ = sync.stats();
+  interval_ = MetricsInterval();
+  interval_.start = std::chrono::steady_clock::now();
+}
+
+void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
+                        const std::vector<double>& losses, int64_t images, const StepClock& clock,
+                        double data_wait_s) {
+  if (monitor_ == nullptr) return;
+  const auto now = std::chrono::steady_clock::now();
+  const dist::GradSync::Stats& stats = sync.stats();
+  monitoring::StepStats step;
+  step.stage = stage;
+  step.epoch = epoch;
+  step.images = images;
+  step.step_seconds = std::chrono::duration<double>(now - clock.start).count();
+  step.data_wait_seconds = data_wait_s;
+  step.allreduce_seconds = stats.wait_seconds - sync_seen_.wait_seconds + loss_allreduce_s_;
+  step.other_collective_seconds =
+      std::max(0.0, comm_.wait_seconds() - clock.comm_wait_s - loss_allreduce_s_);
+  step.skipped_nonfinite = last_step_nonfinite_;
+  monitor_->RecordStep(step);
+  interval_.images += images;
+  interval_.data_wait_s += data_wait_s;
+  interval_.comm_s += stats.comm_seconds - sync_seen_.comm_seconds;
+  interval_.comm_bytes += static_cast<double>(stats.steps - sync_seen_.steps) * sync.total_bytes();
+  sync_seen_ = stats;
+  const int every = cfg_.monitoring().log_every_steps() > 0 ? cfg_.monitoring().log_every_steps()
+                    : stage == 1                            ? cfg_.stage1().log_period()
+                                                            : cfg_.stage2().log_period();
+  if (++interval_.steps % std::max(1, every) == 0) MeterInterval(stage, epoch, losses, now);
+}
+
+void Trainer::MeterInterval(int stage, int epoch, const std::vector<double>& losses,
+                            std::chrono::steady_clock::time_point now) {
+  const double seconds = std::chrono::duration<double>(now - interval_.start).count();
+  const int n = comm_.size();
+  monitoring::IntervalStats s;
+  s.stage = stage;
+  s.epoch = epoch;
+  s.step = global_step_;
+  s.losses = MetricLosses(stage, losses);
+  s.learning_rate = CurrentLearningRate(*optimizer_);
+  s.images_per_second = seconds > 0 ? interval_.images * n / seconds : 0.0;  // shards are equal
+  s.data_wait_fraction = seconds > 0 ? std::min(1.0, interval_.data_wait_s / seconds) : 0.0;
+  s.loss_scale = scaler_.enabled() ? scaler_.scale() : 1.0;
+  if (n > 1 && interval_.comm_s > 0) {  // nccl-tests' bus bandwidth of an all-reduce
+    s.bus_bandwidth_bytes_per_second = interval_.comm_bytes * 2.0 * (n - 1) / n / interval_.comm_s;
+  }
+  GpuMemory(options_.device, &s.gpu_allocated_bytes, &s.gpu_reserved_bytes);
+  monitor_->RecordInterval(s);
+  interval_ = MetricsInterval();
+  interval_.start = now;
 }
 
 StatusOr<RunEnd> Trainer::Run() {

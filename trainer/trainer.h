@@ -13,6 +13,7 @@
 #include "base/torch_glog.h"
 #include "data/dataset.h"
 #include "data/sampler.h"
+#include "monitoring/monitor.h"
 #include "proto/checkpoint.pb.h"
 #include "proto/reid_config.pb.h"
 #include "trainer/amp.h"
@@ -49,6 +50,9 @@ class Trainer {
   // Both stages, evaluations and checkpoints. Collective.
   StatusOr<RunEnd> Run();
   const EvalResult& last_eval() const { return last_eval_; }
+  // Where the run reports its metrics (exporter, Pushgateway, history.jsonl); none when null.
+  // Not owned; set before Setup.
+  void set_monitor(monitoring::Monitor* monitor) { monitor_ = monitor; }
 
   // For `reid eval` / `reid extract`: loads the dataset (without the training checks) and the
   // model of `checkpoint` (a checkpoint or a run directory). User errors (no dataset, a damaged
@@ -98,9 +102,33 @@ class Trainer {
   // Evaluation of the current model (collective); writes metrics.json on rank 0. False in
   // *stopped when preempted.
   void Evaluate(int epoch, bool* stopped);
+  // The progress line of a log interval (rank 0).
   void LogProgress(int stage, int epoch, int max_epochs, int64_t step, int64_t steps,
                    const std::vector<double>& losses, const std::vector<const char*>& names,
                    int64_t images, double data_wait_s);
+  // --- metrics of the monitor (trainer.cc)
+  // At the start of a stage's loop: a new metrics interval; `sync`'s statistics as they are.
+  void StartMetering(const dist::GradSync& sync);
+  // When a step starts (its batch in hand): the time and the communicator's wait so far.
+  struct StepClock {
+    std::chrono::steady_clock::time_point start;
+    double comm_wait_s = 0;
+  };
+  StepClock StartStep() const { return {std::chrono::steady_clock::now(), comm_.wait_seconds()}; }
+  // One step: its counters and timings (`images` this rank processed, the time since `clock`,
+  // its data wait; the all-reduce time from `sync`'s statistics since the previous step and
+  // Step()'s loss all-reduce; the other collectives' from the communicator); every
+  // monitoring.log_every_steps steps (0: the stage's log_period) the interval's gauges and
+  // history line from the step's averaged `losses` (Step's order, total first).
+  void MeterStep(int stage, int epoch, const dist::GradSync& sync,
+                 const std::vector<double>& losses, int64_t images, const StepClock& clock,
+                 double data_wait_s);
+  // The end of a metrics interval at `now`: gauges and rank 0's history line.
+  void MeterInterval(int stage, int epoch, const std::vector<double>& losses,
+                     std::chrono::steady_clock::time_point now);
+  void MeterUnreadable(int64_t images) {
+    if (monitor_ != nullptr) monitor_->RecordUnreadable(images);
+  }
 
   proto::ReidConfig cfg_;
   TrainOptions options_;
@@ -132,6 +160,17 @@ class Trainer {
   int64_t stage_steps_done_ = 0, stage_steps_total_ = 0;
   std::chrono::steady_clock::time_point last_log_time_;
   std::string test_stop_at_;
+
+  // Monitoring (StartMetering / MeterStep).
+  monitoring::Monitor* monitor_ = nullptr;
+  double loss_allreduce_s_ = 0;  // Step()'s all-reduce of the loss components
+  bool last_step_nonfinite_ = false;
+  dist::GradSync::Stats sync_seen_;  // the stage's GradSync statistics at the previous step
+  struct MetricsInterval {           // what the current metrics interval accumulated
+    int64_t steps = 0, images = 0;   // images: this rank's
+    double data_wait_s = 0, comm_s = 0, comm_bytes = 0;  // comm: gradient all-reduces
+    std::chrono::steady_clock::time_point start;
+  } interval_;
 };
 
 // The run directory's checks and files before training: creates it, fails (InvalidArgument)

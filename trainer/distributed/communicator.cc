@@ -1,6 +1,8 @@
 // Tensor collectives over the raw backends (see communicator.h).
 #include "trainer/distributed/communicator.h"
 
+#include <chrono>
+
 #include "trainer/distributed/mpi_comm.h"
 #ifdef REID_HAVE_NCCL
 #include "trainer/distributed/nccl_comm.h"
@@ -66,12 +68,20 @@ RawComm& Communicator::For(const torch::Tensor& t) {
   return *host_;
 }
 
+void Communicator::Await(const std::shared_ptr<Work>& work) {
+  const auto start = std::chrono::steady_clock::now();
+  work->Wait();
+  wait_ns_ +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
+}
+
 void Communicator::AllReduce(torch::Tensor& t, ReduceOp op) {
   torch::Tensor wire = ToWire(t);
   if (op == ReduceOp::kAvg && !wire.is_floating_point()) {
     LOG(FATAL) << "all_reduce avg of a " << t.scalar_type() << " tensor; use sum";
   }
-  For(t).AllReduce(wire.data_ptr(), wire.numel(), ToDType(wire.scalar_type()), op)->Wait();
+  Await(For(t).AllReduce(wire.data_ptr(), wire.numel(), ToDType(wire.scalar_type()), op));
   if (!wire.is_same(t)) t.copy_(wire);
 }
 
@@ -83,7 +93,7 @@ std::shared_ptr<Work> Communicator::AllReduceAsync(const torch::Tensor& t, Reduc
 
 void Communicator::Broadcast(torch::Tensor& t, int root) {
   torch::Tensor wire = ToWire(t);
-  For(t).Broadcast(wire.data_ptr(), wire.numel(), ToDType(wire.scalar_type()), root)->Wait();
+  Await(For(t).Broadcast(wire.data_ptr(), wire.numel(), ToDType(wire.scalar_type()), root));
   if (!wire.is_same(t)) t.copy_(wire);
 }
 
@@ -93,9 +103,8 @@ torch::Tensor Communicator::AllGather(const torch::Tensor& t) {
   std::vector<int64_t> shape = t.sizes().vec();
   shape[0] *= size();
   torch::Tensor out = torch::empty(shape, wire.options());
-  For(t)
-      .AllGather(wire.data_ptr(), wire.numel(), out.data_ptr(), ToDType(wire.scalar_type()))
-      ->Wait();
+  Await(
+      For(t).AllGather(wire.data_ptr(), wire.numel(), out.data_ptr(), ToDType(wire.scalar_type())));
   return out.to(t.scalar_type());
 }
 
@@ -105,7 +114,7 @@ torch::Tensor Communicator::AllGatherV(const torch::Tensor& t, std::vector<int64
   // Row counts first, on the host backend.
   torch::Tensor rows = torch::full({size()}, t.size(0), torch::kLong);
   torch::Tensor mine = torch::full({1}, t.size(0), torch::kLong);
-  host_->AllGather(mine.data_ptr(), 1, rows.data_ptr(), DType::kInt64)->Wait();
+  Await(host_->AllGather(mine.data_ptr(), 1, rows.data_ptr(), DType::kInt64));
   int64_t row_elems = 1;
   for (int64_t d = 1; d < t.dim(); ++d) row_elems *= t.size(d);
   std::vector<size_t> counts(size());
@@ -119,12 +128,12 @@ torch::Tensor Communicator::AllGatherV(const torch::Tensor& t, std::vector<int64
   std::vector<int64_t> shape = t.sizes().vec();
   shape[0] = total_rows;
   torch::Tensor out = torch::empty(shape, wire.options());
-  For(t).AllGatherV(wire.data_ptr(), out.data_ptr(), counts, ToDType(wire.scalar_type()))->Wait();
+  Await(For(t).AllGatherV(wire.data_ptr(), out.data_ptr(), counts, ToDType(wire.scalar_type())));
   if (sizes != nullptr) *sizes = row_counts;
   return out.to(t.scalar_type());
 }
 
-void Communicator::Barrier() { host_->Barrier()->Wait(); }
+void Communicator::Barrier() { Await(host_->Barrier()); }
 
 std::unique_ptr<Communicator> MakeCommunicator(const Ranks& ranks,
                                                const reid::proto::DistConfig& config,

@@ -2,6 +2,8 @@
 // tensors in CUDA builds). Any dtype is accepted; those MPI lacks travel as float32/int64 copies.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -34,11 +36,19 @@ class Communicator {
   torch::Tensor AllGatherV(const torch::Tensor& t, std::vector<int64_t>* sizes = nullptr);
   void Barrier();
 
+  // Seconds spent so far waiting for the collectives above to complete (all but
+  // AllReduceAsync, whose caller waits): the time this rank was blocked on the others or on the
+  // network. Differences across a step give its collective time (monitoring).
+  double wait_seconds() const { return wait_ns_.load() * 1e-9; }
+
  private:
   RawComm& For(const torch::Tensor& t);
+  // Waits for `work`, adding the time to wait_ns_.
+  void Await(const std::shared_ptr<Work>& work);
 
   std::shared_ptr<RawComm> host_;
   std::shared_ptr<RawComm> device_;
+  std::atomic<int64_t> wait_ns_{0};  // atomic: autograd's device threads run collectives too
 };
 
 // The job's communicator for `ranks`: world size 1 -> local (no MPI), else MPI on

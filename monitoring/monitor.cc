@@ -1,0 +1,167 @@
+// Monitor: wiring of metrics, exporter, Pushgateway and history file, and its warnings.
+#include "monitoring/monitor.h"
+
+#include <glog/logging.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "base/build_info.h"
+#include "monitoring/exporter.h"
+#include "monitoring/pusher.h"
+
+namespace reid::monitoring {
+namespace {
+
+constexpr double kStuckPushWarningSeconds = 30;
+
+BuildFacts FactsOf(const MonitorOptions& o) {
+  BuildFacts f;
+  f.version = base::Version();
+  f.git_sha = base::GitSha();
+  f.torch = o.torch_version;
+  f.world_size = o.world_size;
+  return f;
+}
+
+}  // namespace
+
+const char* ExitReasonName(ExitReason reason) {
+  switch (reason) {
+    case ExitReason::kFinished:
+      return "finished";
+    case ExitReason::kPreempted:
+      return "preempted";
+    case ExitReason::kError:
+      return "error";
+  }
+  return "error";
+}
+
+double ResidentMemoryBytes() {
+  std::ifstream statm("/proc/self/statm");
+  double size = 0, resident = 0;
+  if (!(statm >> size >> resident)) return 0;
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+
+Monitor::Monitor(const MonitorOptions& options)
+    : options_(options),
+      metrics_(options.rank, FactsOf(options)),
+      start_(std::chrono::steady_clock::now()) {
+  const auto& c = options_.config;
+  metrics_.SetResidentMemory(ResidentMemoryBytes());
+  if (c.metrics_port_base() > 0) {
+    const int port = c.metrics_port_base() + options_.local_rank;
+    auto exporter = Exporter::Start(c.metrics_bind(), port, metrics_.registry());
+    if (exporter.ok()) {
+      exporter_ = std::move(*exporter);
+      exporter_address_ = exporter_->address();
+      LOG(INFO) << "monitoring: rank " << options_.rank << " serves metrics on http://"
+                << exporter_address_ << "/metrics";
+    } else {
+      Warn("rank " + std::to_string(options_.rank) + ": " + exporter.status().message());
+    }
+  }
+  if (options_.rank != 0) return;
+  if (!c.pushgateway_url().empty()) {
+    auto pusher = Pusher::Start(c.pushgateway_url(), c.job(), options_.run_name,
+                                metrics_.registry(), c.push_period_s());
+    if (pusher.ok()) {
+      pusher_ = std::move(*pusher);
+    } else {
+      Warn(pusher.status().message() + "; the run goes on without pushes");
+    }
+  }
+  if (!options_.history_path.empty()) {
+    auto history = HistoryWriter::Open(options_.history_path);
+    if (history.ok()) {
+      history_ = std::move(*history);
+    } else {
+      Warn(history.status().message() + "; the run goes on without a history");
+    }
+  }
+}
+
+Monitor::~Monitor() {
+  if (!finished_) Finish(ExitReason::kError);
+}
+
+void Monitor::Warn(const std::string& message) {
+  LOG(WARNING) << "monitoring: " << message;
+  warnings_.push_back(message);
+}
+
+void Monitor::RecordInterval(const IntervalStats& s) {
+  metrics_.RecordInterval(s);
+  metrics_.SetResidentMemory(ResidentMemoryBytes());
+  last_losses_ = s.losses;
+  if (pusher_ && !warned_stuck_push_ && pusher_->SecondsInPush() > kStuckPushWarningSeconds) {
+    Warn("the Pushgateway at " + pusher_->url() + " has not answered a push for " +
+         std::to_string(static_cast<int>(pusher_->SecondsInPush())) +
+         " s; training goes on, periodic pushes wait meanwhile (warned once)");
+    warned_stuck_push_ = true;
+  }
+  if (!history_) return;
+  proto::HistoryRecord r;
+  r.set_kind(proto::HistoryRecord::STEP);
+  r.set_time(UnixSeconds());
+  r.set_stage(s.stage);
+  r.set_epoch(s.epoch);
+  r.set_step(s.step);
+  for (const auto& [name, value] : s.losses) (*r.mutable_losses())[name] = value;
+  r.set_lr(s.learning_rate);
+  r.set_images_per_s(s.images_per_second);
+  r.set_data_wait_fraction(s.data_wait_fraction);
+  Status st = history_->Append(r);
+  if (!st.ok() && !history_failed_) Warn(st.message() + " (not repeated)");
+  history_failed_ = history_failed_ || !st.ok();
+}
+
+void Monitor::RecordEval(const EvalStats& s) {
+  metrics_.RecordEval(s);
+  have_eval_ = true;
+  last_map_ = s.map;
+  last_rank1_ = s.cmc.empty() ? 0.0 : s.cmc[0];
+  if (!history_) return;
+  proto::HistoryRecord r;
+  r.set_kind(proto::HistoryRecord::EVAL);
+  r.set_time(UnixSeconds());
+  r.set_stage(s.stage);
+  r.set_epoch(s.epoch);
+  r.set_step(s.step);
+  r.set_map(s.map);
+  for (size_t i = 0; i < s.cmc.size() && i < 10; ++i) r.add_cmc(s.cmc[i]);
+  Status st = history_->Append(r);
+  if (!st.ok() && !history_failed_) Warn(st.message() + " (not repeated)");
+  history_failed_ = history_failed_ || !st.ok();
+}
+
+void Monitor::Finish(ExitReason reason) {
+  if (finished_) return;
+  finished_ = true;
+  metrics_.SetResidentMemory(ResidentMemoryBytes());
+  if (options_.rank != 0) return;
+  RunSummary summary;
+  summary.exit_reason = ExitReasonName(reason);
+  summary.duration_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  summary.final_losses = last_losses_;
+  summary.have_eval = have_eval_;
+  summary.map = last_map_;
+  summary.rank1 = last_rank1_;
+  if (reason == ExitReason::kFinished) summary.last_success_unix_seconds = UnixSeconds();
+  metrics_.RecordSummary(summary);
+  if (!pusher_) return;
+  Status s = pusher_->PushAndWait(options_.final_push_timeout);
+  if (s.ok()) {
+    LOG(INFO) << "monitoring: pushed the end-of-run summary (" << summary.exit_reason << ") to "
+              << pusher_->url();
+  } else {
+    Warn(s.message() + "; the end-of-run summary may be lost");
+  }
+  pusher_.reset();  // no periodic pushes after the summary
+}
+
+}  // namespace reid::monitoring

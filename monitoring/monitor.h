@@ -1,0 +1,88 @@
+// Monitor: what one rank of `reid train` reports, behind one small API the trainer feeds with
+// plain values: the rank's Prometheus exporter (monitoring.metrics_bind :
+// monitoring.metrics_port_base + local rank), rank 0's Pushgateway pushes (periodic and the
+// end-of-run summary) and rank 0's OUTPUT_DIR/history.jsonl. Monitoring never stops a run: a
+// port that cannot be bound, a gateway that refuses or does not answer, a history file that
+// cannot be written are warnings.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "monitoring/history.h"
+#include "monitoring/metrics.h"
+#include "proto/reid_config.pb.h"
+
+namespace reid::monitoring {
+
+class Exporter;
+class Pusher;
+
+enum class ExitReason { kFinished, kPreempted, kError };
+const char* ExitReasonName(ExitReason reason);  // "finished", "preempted", "error"
+
+struct MonitorOptions {
+  proto::MonitoringConfig config;
+  int rank = 0, local_rank = 0, world_size = 1;
+  std::string run_name;      // the Pushgateway grouping key's `run` (the run directory's name)
+  std::string history_path;  // rank 0 appends history.jsonl here; "" = none
+  std::string torch_version;
+  // The end-of-run push waits at most this long for the gateway.
+  std::chrono::milliseconds final_push_timeout{3000};
+};
+
+class Monitor {
+ public:
+  // Starts the exporter and (rank 0) the Pushgateway client and history file; each that cannot
+  // start is a warning (see warnings()).
+  explicit Monitor(const MonitorOptions& options);
+  // A run that never reached Finish (an exception) is finished with reason "error".
+  ~Monitor();
+  Monitor(const Monitor&) = delete;
+  Monitor& operator=(const Monitor&) = delete;
+
+  // Every step (cheap: counters, histograms, two gauges).
+  void RecordStep(const StepStats& s) { metrics_.RecordStep(s); }
+  // Every log interval: gauges, resident memory, and rank 0's STEP line of history.jsonl.
+  void RecordInterval(const IntervalStats& s);
+  // Every evaluation: gauges, and rank 0's EVAL line of history.jsonl.
+  void RecordEval(const EvalStats& s);
+  void RecordCheckpoint(double unix_seconds, int64_t bytes) {
+    metrics_.RecordCheckpoint(unix_seconds, bytes);
+  }
+  void RecordUnreadable(int64_t images) { metrics_.RecordUnreadable(images); }
+  // The end of the run: rank 0 records the reid_run_* summary and pushes it (waiting at most
+  // final_push_timeout); periodic pushes stop. The exporter serves until destruction. Once.
+  void Finish(ExitReason reason);
+
+  const Metrics& metrics() const { return metrics_; }
+  // "host:port" of the exporter; "" when off or when it could not start.
+  const std::string& exporter_address() const { return exporter_address_; }
+  // The warnings printed so far (for tests).
+  const std::vector<std::string>& warnings() const { return warnings_; }
+
+ private:
+  void Warn(const std::string& message);
+
+  const MonitorOptions options_;
+  Metrics metrics_;
+  std::unique_ptr<Exporter> exporter_;
+  std::unique_ptr<Pusher> pusher_;
+  std::unique_ptr<HistoryWriter> history_;
+  std::string exporter_address_;
+  std::vector<std::string> warnings_;
+  std::chrono::steady_clock::time_point start_;
+  Losses last_losses_;
+  bool have_eval_ = false;
+  double last_map_ = 0, last_rank1_ = 0;
+  bool finished_ = false;
+  bool history_failed_ = false;
+  bool warned_stuck_push_ = false;
+};
+
+// The resident set size of this process (/proc/self/statm), bytes; 0 when unknown.
+double ResidentMemoryBytes();
+
+}  // namespace reid::monitoring

@@ -1,0 +1,149 @@
+// Monitor: the exporter per rank (local rank offsets the port), rank 0's history file and
+// end-of-run push, and warnings instead of failures.
+#include "monitoring/monitor.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "monitoring/test_http.h"
+
+namespace reid::monitoring {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string TempDir() {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("reid_monitor_test_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+MonitorOptions Options(int rank, int port_base, const std::string& gateway_url = "") {
+  MonitorOptions o;
+  o.rank = rank;
+  o.local_rank = rank;
+  o.world_size = 2;
+  o.run_name = "run-a";
+  o.torch_version = "1.13.1";
+  o.config.set_metrics_port_base(port_base);
+  o.config.set_metrics_bind("127.0.0.1");
+  o.config.set_job("reid_train");
+  o.config.set_pushgateway_url(gateway_url);
+  o.final_push_timeout = std::chrono::milliseconds(1000);
+  return o;
+}
+
+IntervalStats Interval() {
+  IntervalStats s;
+  s.stage = 1;
+  s.step = 5;
+  s.losses = {{"total", 2.0}, {"supcon", 2.0}};
+  s.learning_rate = 1e-3;
+  return s;
+}
+
+int CountLines(const std::string& path) {
+  std::ifstream in(path);
+  int n = 0;
+  for (std::string line; std::getline(in, line);) ++n;
+  return n;
+}
+
+TEST(MonitorTest, ExporterPortIsBasePlusLocalRank) {
+  const int base = testing::FreePort() - 1;  // base + local rank 1 is the free one
+  Monitor m(Options(1, base));
+  ASSERT_EQ(m.exporter_address(), "127.0.0.1:" + std::to_string(base + 1));
+  m.RecordInterval(Interval());
+  const std::string body = testing::HttpGet(base + 1, "/metrics");
+  EXPECT_NE(body.find("reid_loss{loss=\"supcon\",rank=\"1\",stage=\"1\"} 2"), std::string::npos)
+      << body;
+  EXPECT_NE(body.find("reid_process_resident_memory_bytes{rank=\"1\"}"), std::string::npos);
+  EXPECT_TRUE(m.warnings().empty());
+}
+
+TEST(MonitorTest, TakenPortIsAWarningAndTheRunGoesOn) {
+  testing::SilentListener taken;
+  Monitor m(Options(0, taken.port()));
+  EXPECT_EQ(m.exporter_address(), "");
+  ASSERT_EQ(m.warnings().size(), 1u);
+  EXPECT_NE(m.warnings()[0].find(std::to_string(taken.port())), std::string::npos);
+  EXPECT_NE(m.warnings()[0].find("metrics_port_base"), std::string::npos);
+  m.RecordStep(StepStats());  // still records
+  m.Finish(ExitReason::kFinished);
+  EXPECT_NE(m.metrics().ExpositionText().find("reid_run_exit_reason_info{reason=\"finished\"} 1"),
+            std::string::npos);
+}
+
+TEST(MonitorTest, RankZeroWritesHistoryOthersDoNot) {
+  const std::string dir = TempDir();
+  for (int rank : {0, 1}) {
+    MonitorOptions o = Options(rank, 0);
+    o.history_path = dir + "/history" + std::to_string(rank) + ".jsonl";
+    std::filesystem::remove(o.history_path);
+    Monitor m(o);
+    m.RecordInterval(Interval());
+    m.RecordEval({2, 1, 7, 0.5, {0.6, 0.7}});
+    m.RecordInterval(Interval());
+    EXPECT_EQ(CountLines(o.history_path), rank == 0 ? 3 : 0) << "rank " << rank;
+  }
+}
+
+TEST(MonitorTest, FinishPushesTheSummary) {
+  testing::FakePushgateway gateway;
+  {
+    Monitor m(Options(0, 0, "http://127.0.0.1:" + std::to_string(gateway.port())));
+    m.RecordInterval(Interval());
+    m.RecordEval({2, 1, 7, 0.5, {0.6, 0.7}});
+    m.Finish(ExitReason::kPreempted);
+    EXPECT_TRUE(m.warnings().empty());
+  }
+  const auto requests = gateway.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  const std::string& r = requests[0];
+  EXPECT_EQ(r.rfind("POST /metrics/job/reid_train/run/run-a ", 0), 0u) << r;
+  EXPECT_NE(r.find("reid_run_exit_reason_info{reason=\"preempted\"} 1\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("reid_run_final_loss{loss=\"supcon\"} 2\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("reid_run_map_ratio 0.5\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("reid_run_rank1_ratio 0.6"), std::string::npos) << r;
+  EXPECT_NE(r.find("reid_run_duration_seconds "), std::string::npos) << r;
+  EXPECT_EQ(r.find("reid_run_last_success_timestamp_seconds"), std::string::npos) << r;
+  EXPECT_NE(r.find("reid_loss{loss=\"total\",rank=\"0\",stage=\"1\"} 2\n"), std::string::npos);
+}
+
+TEST(MonitorTest, OtherRanksDoNotPush) {
+  testing::FakePushgateway gateway;
+  {
+    Monitor m(Options(1, 0, "http://127.0.0.1:" + std::to_string(gateway.port())));
+    m.Finish(ExitReason::kFinished);
+  }
+  EXPECT_TRUE(gateway.requests().empty());
+}
+
+TEST(MonitorTest, AnUnfinishedRunPushesError) {
+  testing::FakePushgateway gateway;
+  { Monitor m(Options(0, 0, "http://127.0.0.1:" + std::to_string(gateway.port()))); }
+  const auto requests = gateway.requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_NE(requests[0].find("reid_run_exit_reason_info{reason=\"error\"} 1\n"), std::string::npos);
+}
+
+TEST(MonitorTest, BlackholedGatewayCostsAtMostTheTimeout) {
+  testing::SilentListener blackhole;
+  const auto start = Clock::now();
+  {
+    Monitor m(Options(0, 0, "http://127.0.0.1:" + std::to_string(blackhole.port())));
+    m.Finish(ExitReason::kFinished);
+    ASSERT_EQ(m.warnings().size(), 1u);
+    EXPECT_NE(m.warnings()[0].find("did not answer within 1.0 s"), std::string::npos)
+        << m.warnings()[0];
+  }
+  const double s = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_LT(s, 2.0);
+}
+
+}  // namespace
+}  // namespace reid::monitoring
