@@ -14,6 +14,7 @@
 #include "trainer/distributed/communicator.h"
 #include "trainer/distributed/ranks.h"
 #include "trainer/distributed/stop_signal.h"
+#include "trainer/report/report.h"
 #include "trainer/trainer.h"
 
 DECLARE_string(data_root);
@@ -66,6 +67,21 @@ monitoring::MonitorOptions MonitorOptionsFor(const proto::ReidConfig& cfg,
   return o;
 }
 
+// Rank 0's DIR/report.html at the end of every run (finished, preempted or failed once training
+// began); a report that cannot be written is a warning, never the run's failure.
+void WriteReport(const std::string& run_dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(run_dir + "/history.jsonl", ec)) return;  // failed before training
+  report::ReportInfo info;
+  const Status s = report::WriteRunReport(run_dir, &info);
+  if (!s.ok()) {
+    std::cerr << "warning: run report not written: " << s.message() << "\n";
+    return;
+  }
+  for (const std::string& w : info.warnings) LOG(WARNING) << "run report: " << w;
+  std::cout << "report: " << info.path << "\n";
+}
+
 int Fail(const Status& s, int rank) {
   // Every rank reaches the same verdict; one message is enough.
   if (rank == 0) std::cerr << "error: reid train: " << s.message() << "\n";
@@ -111,10 +127,12 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   StatusOr<RunEnd> end = s.ok() ? trainer.Run() : StatusOr<RunEnd>(s);
   if (!end.ok()) {
     monitor.Finish(monitoring::ExitReason::kError);
+    if (ranks.rank == 0) WriteReport(FLAGS_output_dir);
     return Fail(end.status(), ranks.rank);
   }
   monitor.Finish(*end == RunEnd::kPreempted ? monitoring::ExitReason::kPreempted
                                             : monitoring::ExitReason::kFinished);
+  if (ranks.rank == 0) WriteReport(FLAGS_output_dir);
   if (ranks.rank == 0) {
     if (*end == RunEnd::kPreempted) {
       std::cout << "stopped by a signal after writing a checkpoint; resume with: reid train "

@@ -143,7 +143,8 @@ Status Trainer::RunStage1() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(loss, {}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0);
+      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0,
+                step + 1 == steps);
       images += static_cast<int64_t>(batches[step].size());
       ++stage_steps_done_;
       if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {

@@ -128,7 +128,7 @@ Status Trainer::RunStage2() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(2, epoch, sync, avg, y.size(0), clock, wait);
+      MeterStep(2, epoch, sync, avg, y.size(0), clock, wait, step + 1 == steps);
       ++step;
       ++stage_steps_done_;
       images += y_all.size(0) * (scope == proto::DistConfig::LOCAL ? comm_.size() : 1);

@@ -602,7 +602,7 @@ void Trainer::StartMetering(const dist::GradSync& sync) {
 
 void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
                         const std::vector<double>& losses, int64_t images, const StepClock& clock,
-                        double data_wait_s) {
+                        double data_wait_s, bool last_of_epoch) {
   if (monitor_ == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   const dist::GradSync::Stats& stats = sync.stats();
@@ -622,10 +622,13 @@ void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
   interval_.comm_s += stats.comm_seconds - sync_seen_.comm_seconds;
   interval_.comm_bytes += static_cast<double>(stats.steps - sync_seen_.steps) * sync.total_bytes();
   sync_seen_ = stats;
-  const int every = cfg_.monitoring().log_every_steps() > 0 ? cfg_.monitoring().log_every_steps()
-                    : stage == 1                            ? cfg_.stage1().log_period()
-                                                            : cfg_.stage2().log_period();
-  if (++interval_.steps % std::max(1, every) == 0) MeterInterval(stage, epoch, losses, now);
+  const bool own_period = cfg_.monitoring().log_every_steps() > 0;
+  const int every = own_period   ? cfg_.monitoring().log_every_steps()
+                    : stage == 1 ? cfg_.stage1().log_period()
+                                 : cfg_.stage2().log_period();
+  if (++interval_.steps % std::max(1, every) == 0 || (last_of_epoch && !own_period)) {
+    MeterInterval(stage, epoch, losses, now);
+  }
 }
 
 void Trainer::MeterInterval(int stage, int epoch, const std::vector<double>& losses,

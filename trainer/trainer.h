@@ -119,10 +119,11 @@ class Trainer {
   // its data wait; the all-reduce time from `sync`'s statistics since the previous step and
   // Step()'s loss all-reduce; the other collectives' from the communicator); every
   // monitoring.log_every_steps steps (0: the stage's log_period) the interval's gauges and
-  // history line from the step's averaged `losses` (Step's order, total first).
+  // history line from the step's averaged `losses` (Step's order, total first), and at
+  // `last_of_epoch` when the interval follows log_period (as the progress line does).
   void MeterStep(int stage, int epoch, const dist::GradSync& sync,
                  const std::vector<double>& losses, int64_t images, const StepClock& clock,
-                 double data_wait_s);
+                 double data_wait_s, bool last_of_epoch);
   // The end of a metrics interval at `now`: gauges and rank 0's history line.
   void MeterInterval(int stage, int epoch, const std::vector<double>& losses,
                      std::chrono::steady_clock::time_point now);
