@@ -6,8 +6,9 @@
 # the summary under job + run; and history.jsonl. ctest label `service`; exit 77 without
 # Prometheus. Usage: monitoring_prometheus_test.sh PATH/TO/reid MPIEXEC  (from the repo root)
 #
-# PromQL hook (for the dashboard and alert rules): REID_PROMQL_FILE=FILE runs every expression of
-# FILE (one per line; blank lines and lines starting with # are skipped) against this Prometheus
+# PromQL (the dashboard and alert rules): every expression that tests/monitoring_check.py
+# extracts from monitoring/ is run against this Prometheus after the training; REID_PROMQL_FILE=FILE
+# runs those of FILE instead (one per line; blank lines and lines starting with # are skipped) against this Prometheus
 # after the training, and fails for each one that errors or returns no data. An expression is
 # evaluated at the time of the training's last successful scrape (the exporters' series go stale
 # as soon as the processes exit) and, when that gives nothing, at the current time (the series
@@ -109,7 +110,13 @@ echo "     history.jsonl: $steps STEP and $evals EVAL lines"
 check "history" '[[ $steps -ge 6 && $evals -eq 6 ]] && grep -q "\"imagesPerS\":" "$run/history.jsonl" &&
   grep "\"kind\":\"EVAL\"" "$run/history.jsonl" | tail -1 | grep -q "\"cmc\":\[[0-9.e-]*,"'
 
-# The PromQL hook.
+# The PromQL hook: by default every expression of the shipped dashboard and alert rules
+# (tests/monitoring_check.py --promql-out; the CUDA and DCGM panels are left out on a CPU run).
+if [[ -z ${REID_PROMQL_FILE:-} ]]; then
+  REID_PROMQL_FILE=$SVC_DIR/promql.txt
+  "$SVC_PY" tests/monitoring_check.py --promql-out "$REID_PROMQL_FILE" --with=pushgateway . >/dev/null ||
+    check "promql-extract" false
+fi
 if [[ -n ${REID_PROMQL_FILE:-} ]]; then
   # The last time both exporters were scraped successfully.
   t_last=$(prom_query "$prom" 'up{job="reid"}[10m]' | "$SVC_PY" -c '
