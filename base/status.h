@@ -91,7 +91,8 @@ class StatusOr {
 
 // `REID_ASSIGN_OR_RETURN(auto x, Foo());` evaluates `expr` (a StatusOr<T>): returns its Status
 // from the calling function when it is not OK, else moves the value into `lhs` (a declaration or
-// an existing variable).
+// an existing variable). It expands to several statements: use it inside braces, never as the
+// lone body of an unbraced if or loop.
 #define REID_ASSIGN_OR_RETURN(lhs, expr) \
   REID_ASSIGN_OR_RETURN_IMPL_(REID_STATUS_CONCAT_(reid_statusor_, __LINE__), lhs, expr)
 #define REID_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
