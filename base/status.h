@@ -70,7 +70,10 @@ class StatusOr {
     return std::move(*value_);
   }
   T* operator->() { return &value(); }
-  T& operator*() { return value(); }
+  const T* operator->() const { return &value(); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T&& operator*() && { return std::move(*this).value(); }
 
  private:
   Status status_;
@@ -85,3 +88,16 @@ class StatusOr {
     const ::reid::Status reid_status_ = (expr);  \
     if (!reid_status_.ok()) return reid_status_; \
   } while (0)
+
+// `REID_ASSIGN_OR_RETURN(auto x, Foo());` evaluates `expr` (a StatusOr<T>): returns its Status
+// from the calling function when it is not OK, else moves the value into `lhs` (a declaration or
+// an existing variable). It expands to several statements: use it inside braces, never as the
+// lone body of an unbraced if or loop.
+#define REID_ASSIGN_OR_RETURN(lhs, expr) \
+  REID_ASSIGN_OR_RETURN_IMPL_(REID_STATUS_CONCAT_(reid_statusor_, __LINE__), lhs, expr)
+#define REID_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \
+  auto tmp = (expr);                                \
+  if (!tmp.ok()) return tmp.status();               \
+  lhs = std::move(tmp).value()
+#define REID_STATUS_CONCAT_(a, b) REID_STATUS_CONCAT_INNER_(a, b)
+#define REID_STATUS_CONCAT_INNER_(a, b) a##b

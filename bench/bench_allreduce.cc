@@ -128,35 +128,36 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
   VitShaped net;
   reid::dist::NamedTensors params;
   for (const auto& p : net->named_parameters()) params.emplace_back(p.key(), p.value());
-  reid::dist::GradSync sync(comm, params, {});
+  std::unique_ptr<reid::dist::GradSync> sync =
+      reid::dist::GradSync::Create(comm, params, {}).value();
   SyncResult r;
   for (const auto& p : params) r.params += p.second.numel();
-  r.bytes = sync.total_bytes();
-  r.buckets = static_cast<int64_t>(sync.buckets().size());
+  r.bytes = sync->total_bytes();
+  r.buckets = static_cast<int64_t>(sync->buckets().size());
   torch::Tensor x = torch::randn({rows, 768});
   auto step = [&] {
     net->zero_grad(/*set_to_none=*/false);  // fresh 345 MB of gradients per step would page-fault
     net->forward(x).pow(2).mean().backward();
   };
   std::vector<torch::Tensor> flats;  // the same buckets, all-reduced with nothing else running
-  for (const auto& bucket : sync.buckets()) {
+  for (const auto& bucket : sync->buckets()) {
     int64_t numel = 0;
     for (size_t i : bucket) numel += params[i].second.numel();
     flats.push_back(torch::ones({numel}));
   }
   std::vector<double> t =
       BestTimes(steps, {[&] {
-                          sync.set_sync(false);
+                          sync->set_sync(false);
                           step();
                         },
                         [&] {
-                          sync.set_sync(true);
-                          sync.set_overlap(true);
+                          sync->set_sync(true);
+                          sync->set_overlap(true);
                           step();
                         },
                         [&] {
-                          sync.set_sync(true);
-                          sync.set_overlap(false);
+                          sync->set_sync(true);
+                          sync->set_overlap(false);
                           step();
                         },
                         [&] {

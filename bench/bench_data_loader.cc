@@ -122,10 +122,9 @@ int main(int argc, char** argv) {
         reid::data::SynthOptionsFromConfig(reid::proto::DataConfig());  // schema defaults
     so.ids = 64;
     so.images_per_id = 8;
-    reid::data::SynthSummary sum;
-    const std::string err = reid::data::GenerateSynthetic(so, tmp, &sum);
-    if (!err.empty()) {
-      std::cerr << "error: " << err << "\n";
+    const reid::StatusOr<reid::data::SynthSummary> sum = reid::data::GenerateSynthetic(so, tmp);
+    if (!sum.ok()) {
+      std::cerr << "error: " << sum.status().message() << "\n";
       return 1;
     }
     args.dir = tmp + "/bounding_box_train";

@@ -113,14 +113,13 @@ reid::trainer::RankingInput MakeInput(const Scale& s, int64_t dim) {
 }
 
 bool WriteInputs(const reid::trainer::RankingInput& in, const std::string& dir) {
-  std::string error;
   auto meta = [](const std::vector<int64_t>& p, const std::vector<int64_t>& c) {
     return torch::stack({torch::tensor(p), torch::tensor(c)}, 1).contiguous();  // (N, 2)
   };
-  return reid::model::WriteNpy(dir + "/q.npy", in.query, &error) &&
-         reid::model::WriteNpy(dir + "/g.npy", in.gallery, &error) &&
-         reid::model::WriteNpy(dir + "/q_meta.npy", meta(in.q_pids, in.q_cams), &error) &&
-         reid::model::WriteNpy(dir + "/g_meta.npy", meta(in.g_pids, in.g_cams), &error);
+  return reid::model::WriteNpy(dir + "/q.npy", in.query).ok() &&
+         reid::model::WriteNpy(dir + "/g.npy", in.gallery).ok() &&
+         reid::model::WriteNpy(dir + "/q_meta.npy", meta(in.q_pids, in.q_cams)).ok() &&
+         reid::model::WriteNpy(dir + "/g_meta.npy", meta(in.g_pids, in.g_cams)).ok();
 }
 
 // The floor: the bare (Q, G) product, chunked like ours into one reused block.

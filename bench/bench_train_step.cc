@@ -112,9 +112,9 @@ std::vector<std::pair<std::string, torch::Tensor>> Stage2Trainable(reid::model::
 // Best seconds per step of ours (after one warm-up step).
 double RunOurs(const Case& c, const torch::Device& device) {
   torch::manual_seed(0);
-  std::string error;
-  reid::model::ReidModel model = reid::model::BuildReidModel(c.cfg, c.classes, 0, &error);
-  CHECK(model) << error;
+  reid::StatusOr<reid::model::ReidModel> built = reid::model::BuildReidModel(c.cfg, c.classes, 0);
+  CHECK(built.ok()) << built.status().message();
+  reid::model::ReidModel model = *built;
   model->to(device);
   model->train();
   const auto& s2 = c.cfg.stage2();

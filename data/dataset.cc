@@ -37,14 +37,14 @@ std::string Echo(const std::string& line) {
   return line.size() > 120 ? line.substr(0, 120) + "..." : line;
 }
 
-// Opens a list file; "" or why not. A directory opens as an empty stream, so it is refused first.
-std::string OpenList(const fs::path& path, std::ifstream* in, const std::string& what) {
+// Opens a list file. A directory opens as an empty stream, so it is refused first.
+Status OpenList(const fs::path& path, std::ifstream* in, const std::string& what) {
   std::error_code ec;
   if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
-    return path.string() + ": not a regular file (a directory?)";
+    return Status::InvalidArgument(path.string() + ": not a regular file (a directory?)");
   in->open(path);
-  if (!*in) return path.string() + ": missing " + what;
-  return "";
+  if (!*in) return Status::NotFound(path.string() + ": missing " + what);
+  return Status::Ok();
 }
 
 // Paths in list files are relative to the dataset and may not leave it: no absolute path, no
@@ -70,15 +70,15 @@ bool ParseInt(const std::string& s, int* v) {
 }
 
 // Market-1501 / DukeMTMC-reID folder: every *.jpg, pid and camera from `([-\d]+)_c(\d)`.
-std::string ParseFolder(const fs::path& dir, std::vector<Sample>* out) {
-  if (!IsDir(dir)) return dir.string() + ": missing folder";
+Status ParseFolder(const fs::path& dir, std::vector<Sample>* out) {
+  if (!IsDir(dir)) return Status::NotFound(dir.string() + ": missing folder");
   static const std::regex pattern(R"(([-\d]+)_c(\d))");
   std::vector<std::string> files;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     if (e.path().extension() == ".jpg") files.push_back(e.path().string());
   }
-  if (ec) return dir.string() + ": cannot list: " + ec.message();
+  if (ec) return Status::InvalidArgument(dir.string() + ": cannot list: " + ec.message());
   std::sort(files.begin(), files.end());
   for (const std::string& f : files) {
     // The reference searches the whole path; the file name alone gives the same answer for the
@@ -86,20 +86,20 @@ std::string ParseFolder(const fs::path& dir, std::vector<Sample>* out) {
     const std::string name = fs::path(f).filename().string();
     std::smatch m;
     int pid = 0, cam = 0;
-    if (!std::regex_search(name, m, pattern)) {
-      return f + ": file name does not match <pid>_c<camera>";
-    }
+    if (!std::regex_search(name, m, pattern))
+      return Status::InvalidArgument(f + ": file name does not match <pid>_c<camera>");
     if (!ParseInt(m[1], &pid) || !ParseInt(m[2], &cam)) {
-      return f + ": pid " + Echo(m[1]) + " is out of range (-1.." +
-             std::to_string(std::numeric_limits<int>::max()) + ")";
+      return Status::InvalidArgument(f + ": pid " + Echo(m[1]) + " is out of range (-1.." +
+                                     std::to_string(std::numeric_limits<int>::max()) + ")");
     }
     if (pid == -1) continue;  // junk
-    if (pid < 0 || cam < 1)
-      return f + ": bad pid " + std::to_string(pid) + " or camera c" + std::to_string(cam) +
-             " (cameras start at c1)";
+    if (pid < 0 || cam < 1) {
+      return Status::InvalidArgument(f + ": bad pid " + std::to_string(pid) + " or camera c" +
+                                     std::to_string(cam) + " (cameras start at c1)");
+    }
     out->push_back({f, pid, cam - 1});
   }
-  return "";
+  return Status::Ok();
 }
 
 // Relabels train pids to 0..N-1 in ascending pid order.
@@ -112,30 +112,28 @@ void Relabel(Dataset* d) {
   d->num_train_pids = static_cast<int>(pids.size());
 }
 
-std::string LoadMarketLike(const std::string& root, const std::vector<std::string>& names,
-                           const std::string& what, Dataset* d) {
+Status LoadMarketLike(const std::string& root, const std::vector<std::string>& names,
+                      const std::string& what, Dataset* d) {
   d->root = FindRoot(root, names, "bounding_box_train");
   if (d->root.empty()) {
     std::string tried = root + "/bounding_box_train";
     for (const std::string& n : names) tried += ", " + root + "/" + n + "/bounding_box_train";
-    return root + ": no " + what + " folder found (tried " + tried + ")";
+    return Status::NotFound(root + ": no " + what + " folder found (tried " + tried + ")");
   }
   const fs::path r(d->root);
   for (auto [sub, split] :
        {std::pair{"bounding_box_train", &d->train}, std::pair{"query", &d->query},
         std::pair{"bounding_box_test", &d->gallery}}) {
-    std::string err = ParseFolder(r / sub, split);
-    if (!err.empty()) return err;
+    REID_RETURN_IF_ERROR(ParseFolder(r / sub, split));
   }
   Relabel(d);
-  return "";
+  return Status::Ok();
 }
 
 // MSMT17 list file: "<relative path> <pid>" per line; camera = int(rel.split('_')[2]) - 1.
-std::string ParseMsmtList(const fs::path& list, const fs::path& image_dir,
-                          std::vector<Sample>* out) {
+Status ParseMsmtList(const fs::path& list, const fs::path& image_dir, std::vector<Sample>* out) {
   std::ifstream in;
-  if (std::string err = OpenList(list, &in, "list file"); !err.empty()) return err;
+  REID_RETURN_IF_ERROR(OpenList(list, &in, "list file"));
   std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {
@@ -147,56 +145,63 @@ std::string ParseMsmtList(const fs::path& list, const fs::path& image_dir,
     int pid = 0;
     if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos ||
         !ParseInt(line.substr(space + 1), &pid)) {
-      return where + "expected '<relative path> <pid>', got '" + Echo(line) + "'";
+      return Status::InvalidArgument(where + "expected '<relative path> <pid>', got '" +
+                                     Echo(line) + "'");
     }
     const std::string rel = line.substr(0, space);
-    if (!StaysInside(rel))
-      return where + "path '" + Echo(rel) + "' leaves the dataset (absolute or with '..')";
+    if (!StaysInside(rel)) {
+      return Status::InvalidArgument(where + "path '" + Echo(rel) +
+                                     "' leaves the dataset (absolute or with '..')");
+    }
     std::vector<std::string> parts;
     std::stringstream ss(rel);
     for (std::string p; std::getline(ss, p, '_');) parts.push_back(p);
     int cam = 0;
     if (parts.size() < 3 || !ParseInt(parts[2], &cam) || cam < 1) {
-      return where + "no camera (third '_' field, from 1) in '" + Echo(rel) + "'";
+      return Status::InvalidArgument(where + "no camera (third '_' field, from 1) in '" +
+                                     Echo(rel) + "'");
     }
     if (pid == -1) continue;
-    if (pid < 0) return where + "negative pid " + std::to_string(pid);
+    if (pid < 0) return Status::InvalidArgument(where + "negative pid " + std::to_string(pid));
     out->push_back({(image_dir / rel).string(), pid, cam - 1});
   }
-  return "";
+  return Status::Ok();
 }
 
-std::string LoadMsmt17(const std::string& root, Dataset* d) {
+Status LoadMsmt17(const std::string& root, Dataset* d) {
   d->root = FindRoot(root, {"MSMT17", "MSMT17_V1", "MSMT17_V2"}, "list_train.txt");
   if (d->root.empty()) {
-    return root + ": no MSMT17 folder found (tried " + root + ", " + root + "/MSMT17, " + root +
-           "/MSMT17_V1, " + root + "/MSMT17_V2, each holding list_train.txt)";
+    return Status::NotFound(root + ": no MSMT17 folder found (tried " + root + ", " + root +
+                            "/MSMT17, " + root + "/MSMT17_V1, " + root +
+                            "/MSMT17_V2, each holding list_train.txt)");
   }
   const fs::path r(d->root);
   // V1 folders are train/ and test/; V2 names them mask_train_v2/ and mask_test_v2/.
   fs::path train_dir = r / "train", test_dir = r / "test";
   if (!IsDir(train_dir) && IsDir(r / "mask_train_v2")) train_dir = r / "mask_train_v2";
   if (!IsDir(test_dir) && IsDir(r / "mask_test_v2")) test_dir = r / "mask_test_v2";
-  if (!IsDir(train_dir)) return train_dir.string() + ": missing folder (nor mask_train_v2)";
-  if (!IsDir(test_dir)) return test_dir.string() + ": missing folder (nor mask_test_v2)";
+  if (!IsDir(train_dir))
+    return Status::NotFound(train_dir.string() + ": missing folder (nor mask_train_v2)");
+  if (!IsDir(test_dir))
+    return Status::NotFound(test_dir.string() + ": missing folder (nor mask_test_v2)");
   for (auto [list, dir, split] : {std::tuple{"list_train.txt", train_dir, &d->train},
                                   std::tuple{"list_val.txt", train_dir, &d->train},
                                   std::tuple{"list_query.txt", test_dir, &d->query},
                                   std::tuple{"list_gallery.txt", test_dir, &d->gallery}}) {
-    std::string err = ParseMsmtList(r / list, dir, split);
-    if (!err.empty()) return err;
+    REID_RETURN_IF_ERROR(ParseMsmtList(r / list, dir, split));
   }
   // No relabel: the reference asserts the train pids are exactly 0..N-1.
   std::set<int> pids;
   for (const Sample& s : d->train) pids.insert(s.pid);
   if (!pids.empty() &&
       (*pids.begin() != 0 || *pids.rbegin() != static_cast<int>(pids.size()) - 1)) {
-    return (r / "list_train.txt").string() + " + list_val.txt: train pids are not 0.." +
-           std::to_string(pids.size() - 1) + " (found " + std::to_string(*pids.begin()) + ".." +
-           std::to_string(*pids.rbegin()) + ")";
+    return Status::InvalidArgument(
+        (r / "list_train.txt").string() + " + list_val.txt: train pids are not 0.." +
+        std::to_string(pids.size() - 1) + " (found " + std::to_string(*pids.begin()) + ".." +
+        std::to_string(*pids.rbegin()) + ")");
   }
   d->num_train_pids = static_cast<int>(pids.size());
-  return "";
+  return Status::Ok();
 }
 
 // Camera ids index the SIE embedding (one row each): a bound keeps a hostile list from sizing it.
@@ -204,9 +209,9 @@ constexpr int kMaxCameraId = 9999;
 
 // CSV split: "path,pid,camid" per line (camid 0-based, path relative to the CSV's folder and
 // inside it); an optional header line starting with "path".
-std::string ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
+Status ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
   std::ifstream in;
-  if (std::string err = OpenList(csv, &in, "CSV file"); !err.empty()) return err;
+  REID_RETURN_IF_ERROR(OpenList(csv, &in, "CSV file"));
   std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {
@@ -219,30 +224,30 @@ std::string ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
     int pid = 0, cam = 0;
     if (f.size() != 3 || f[0].empty() || !ParseInt(f[1], &pid) || !ParseInt(f[2], &cam) ||
         cam < 0 || cam > kMaxCameraId || pid < -1) {
-      return csv.string() + ":" + std::to_string(line_no) +
-             ": expected 'path,pid,camid' (pid >= -1, 0 <= camid <= " +
-             std::to_string(kMaxCameraId) + "), got '" + Echo(line) + "'";
+      return Status::InvalidArgument(csv.string() + ":" + std::to_string(line_no) +
+                                     ": expected 'path,pid,camid' (pid >= -1, 0 <= camid <= " +
+                                     std::to_string(kMaxCameraId) + "), got '" + Echo(line) + "'");
     }
     if (!StaysInside(f[0])) {
-      return csv.string() + ":" + std::to_string(line_no) + ": path '" + Echo(f[0]) +
-             "' leaves the dataset folder (absolute or with '..')";
+      return Status::InvalidArgument(csv.string() + ":" + std::to_string(line_no) + ": path '" +
+                                     Echo(f[0]) +
+                                     "' leaves the dataset folder (absolute or with '..')");
     }
     if (pid == -1) continue;
     out->push_back({(csv.parent_path() / f[0]).string(), pid, cam});
   }
-  return "";
+  return Status::Ok();
 }
 
-std::string LoadCsv(const std::string& root, Dataset* d) {
+Status LoadCsv(const std::string& root, Dataset* d) {
   d->root = root;
-  if (!IsDir(root)) return root + ": missing folder";
+  if (!IsDir(root)) return Status::NotFound(root + ": missing folder");
   for (auto [name, split] : {std::pair{"train.csv", &d->train}, std::pair{"query.csv", &d->query},
                              std::pair{"gallery.csv", &d->gallery}}) {
-    std::string err = ParseCsv(fs::path(root) / name, split);
-    if (!err.empty()) return err;
+    REID_RETURN_IF_ERROR(ParseCsv(fs::path(root) / name, split));
   }
   Relabel(d);
-  return "";
+  return Status::Ok();
 }
 
 }  // namespace
@@ -264,7 +269,7 @@ bool ParseDatasetKind(const std::string& name, DatasetKind* kind) {
 
 namespace {
 
-std::string LoadSplits(DatasetKind kind, const std::string& root, Dataset* out) {
+Status LoadSplits(DatasetKind kind, const std::string& root, Dataset* out) {
   switch (kind) {
     case DatasetKind::kMarket1501:
       return LoadMarketLike(root, {"Market-1501-v15.09.15", "Market-1501"}, "Market-1501", out);
@@ -276,27 +281,29 @@ std::string LoadSplits(DatasetKind kind, const std::string& root, Dataset* out) 
     case DatasetKind::kCsv:
       return LoadCsv(root, out);
   }
-  return "unknown dataset kind";
+  return Status::InvalidArgument("unknown dataset kind");
 }
 
 }  // namespace
 
-std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out) {
-  *out = Dataset();
-  if (root.empty()) return "no data root given";
-  if (!IsDir(root)) return root + ": missing folder";
-  std::string error = LoadSplits(kind, root, out);
-  if (!error.empty()) return error;
-  for (auto [name, split] : {std::pair{"train", &out->train}, std::pair{"query", &out->query},
-                             std::pair{"gallery", &out->gallery}}) {
-    if (split->empty()) return out->root + ": the " + std::string(name) + " split has no images";
+StatusOr<Dataset> LoadDataset(DatasetKind kind, const std::string& root) {
+  if (root.empty()) return Status::InvalidArgument("no data root given");
+  if (!IsDir(root)) return Status::NotFound(root + ": missing folder");
+  Dataset out;
+  REID_RETURN_IF_ERROR(LoadSplits(kind, root, &out));
+  for (auto [name, split] : {std::pair{"train", &out.train}, std::pair{"query", &out.query},
+                             std::pair{"gallery", &out.gallery}}) {
+    if (split->empty()) {
+      return Status::InvalidArgument(out.root + ": the " + std::string(name) +
+                                     " split has no images");
+    }
   }
   // SIE indexes its embedding by camera id, in training and at test time: size it by the largest
   // id of any split, so gaps in the ids (CSV lists, subsets) stay in range.
-  for (const auto* split : {&out->train, &out->query, &out->gallery}) {
-    for (const Sample& s : *split) out->num_cameras = std::max(out->num_cameras, s.camid + 1);
+  for (const auto* split : {&out.train, &out.query, &out.gallery}) {
+    for (const Sample& s : *split) out.num_cameras = std::max(out.num_cameras, s.camid + 1);
   }
-  return "";
+  return out;
 }
 
 SplitStats ComputeStats(const std::vector<Sample>& split) {

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
+
 namespace reid::data {
 
 struct Sample {
@@ -27,13 +29,14 @@ enum class DatasetKind { kMarket1501, kDukeMtmc, kMsmt17, kCsv };
 bool ParseDatasetKind(const std::string& name, DatasetKind* kind);
 
 // Loads a dataset. `root` may be the dataset folder itself or its parent holding the standard
-// folder name. Returns "" on success, else a message naming the path (and line) at fault.
-std::string LoadDataset(DatasetKind kind, const std::string& root, Dataset* out);
+// folder name. NotFound when a folder or list is missing, InvalidArgument when a list or file
+// name is malformed or a split is empty; the message names the path (and line) at fault.
+StatusOr<Dataset> LoadDataset(DatasetKind kind, const std::string& root);
 
 struct SplitStats {
   int ids = 0;
   int images = 0;
-  int cameras = 0;
+  int cameras = 0;  // distinct camera ids in the split (Dataset::num_cameras sizes SIE instead)
 };
 SplitStats ComputeStats(const std::vector<Sample>& split);
 

@@ -14,23 +14,17 @@ constexpr int64_t kMaxJpegPixels = int64_t{1} << 26;  // 8192 x 8192
 
 }  // namespace
 
-bool ReadFileBytes(const std::string& path, std::vector<uint8_t>* bytes, std::string* error) {
+StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) {
-    *error = path + ": cannot open";
-    return false;
-  }
-  bytes->clear();
+  if (!f) return Status::NotFound(path + ": cannot open");
+  std::vector<uint8_t> bytes;
   uint8_t chunk[1 << 16];
   size_t n;
   while ((n = std::fread(chunk, 1, sizeof(chunk), f.get())) > 0) {
-    bytes->insert(bytes->end(), chunk, chunk + n);
+    bytes.insert(bytes.end(), chunk, chunk + n);
   }
-  if (std::ferror(f.get())) {
-    *error = path + ": read error";
-    return false;
-  }
-  return true;
+  if (std::ferror(f.get())) return Status::DataLoss(path + ": read error");
+  return bytes;
 }
 
 JpegDecoder::JpegDecoder() : handle_(tjInitDecompress()) {}
@@ -38,27 +32,18 @@ JpegDecoder::~JpegDecoder() {
   if (handle_) tjDestroy(handle_);
 }
 
-bool JpegDecoder::Decode(const uint8_t* data, size_t size, int min_height, int min_width,
-                         Image* out, std::string* error) {
-  if (handle_ == nullptr) {
-    *error = "cannot create a TurboJPEG decoder";
-    return false;
-  }
-  if (size == 0) {
-    *error = "empty file";
-    return false;
-  }
+StatusOr<Image> JpegDecoder::Decode(const uint8_t* data, size_t size, int min_height,
+                                    int min_width) {
+  if (handle_ == nullptr) return Status::Internal("cannot create a TurboJPEG decoder");
+  if (size == 0) return Status::DataLoss("empty file");
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
-  if (tjDecompressHeader3(handle_, data, size, &width, &height, &subsamp, &colorspace) != 0) {
-    *error = std::string("not a JPEG: ") + tjGetErrorStr2(handle_);
-    return false;
-  }
+  if (tjDecompressHeader3(handle_, data, size, &width, &height, &subsamp, &colorspace) != 0)
+    return Status::DataLoss(std::string("not a JPEG: ") + tjGetErrorStr2(handle_));
   // The header's size is the file's claim: a 200-byte JPEG may declare 65535 x 65535. Person
   // crops are far smaller; refuse before allocating (and zero-filling) gigabytes.
   if (width <= 0 || height <= 0 || int64_t{width} * height > kMaxJpegPixels) {
-    *error = "image of " + std::to_string(width) + "x" + std::to_string(height) +
-             " pixels (at most " + std::to_string(kMaxJpegPixels) + ")";
-    return false;
+    return Status::DataLoss("image of " + std::to_string(width) + "x" + std::to_string(height) +
+                            " pixels (at most " + std::to_string(kMaxJpegPixels) + ")");
   }
   int out_w = width, out_h = height;
   if (min_height > 0 && min_width > 0) {
@@ -74,34 +59,30 @@ bool JpegDecoder::Decode(const uint8_t* data, size_t size, int min_height, int m
       }
     }
   }
-  out->Resize(out_h, out_w);
+  Image out;
+  out.Resize(out_h, out_w);
   // Warnings (e.g. a truncated file, which libjpeg pads with grey) count as failures.
-  if (tjDecompress2(handle_, data, size, out->pixels.data(), out_w, 0, out_h, TJPF_RGB,
+  if (tjDecompress2(handle_, data, size, out.pixels.data(), out_w, 0, out_h, TJPF_RGB,
                     TJFLAG_STOPONWARNING) != 0) {
-    *error = std::string("cannot decode: ") + tjGetErrorStr2(handle_);
-    return false;
+    return Status::DataLoss(std::string("cannot decode: ") + tjGetErrorStr2(handle_));
   }
-  return true;
+  return out;
 }
 
-bool EncodeJpeg(const Image& image, int quality, std::vector<uint8_t>* out, std::string* error) {
+StatusOr<std::vector<uint8_t>> EncodeJpeg(const Image& image, int quality) {
   tjhandle h = tjInitCompress();
-  if (h == nullptr) {
-    *error = "cannot create a TurboJPEG encoder";
-    return false;
-  }
+  if (h == nullptr) return Status::Internal("cannot create a TurboJPEG encoder");
   unsigned char* buf = nullptr;
   unsigned long size = 0;
   const int rc = tjCompress2(h, image.pixels.data(), image.width, 0, image.height, TJPF_RGB, &buf,
                              &size, TJSAMP_420, quality, 0);
-  if (rc != 0) {
-    *error = std::string("cannot encode: ") + tjGetErrorStr2(h);
-  } else {
-    out->assign(buf, buf + size);
-  }
+  StatusOr<std::vector<uint8_t>> result =
+      rc == 0 ? StatusOr<std::vector<uint8_t>>(std::vector<uint8_t>(buf, buf + size))
+              : StatusOr<std::vector<uint8_t>>(
+                    Status::Internal(std::string("cannot encode: ") + tjGetErrorStr2(h)));
   tjFree(buf);
   tjDestroy(h);
-  return rc == 0;
+  return result;
 }
 
 }  // namespace reid::data

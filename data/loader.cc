@@ -150,18 +150,18 @@ bool Loader::LoadResized(int64_t index, JpegDecoder* decoder, std::shared_ptr<co
       return true;
     }
   }
-  std::vector<uint8_t> bytes;
-  std::string error;
-  Image decoded;
   const int min_h = transform_.dct_scaling ? transform_.height : 0;
   const int min_w = transform_.dct_scaling ? transform_.width : 0;
-  if (!ReadFileBytes((*samples_)[index].path, &bytes, &error) ||
-      !decoder->Decode(bytes.data(), bytes.size(), min_h, min_w, &decoded, &error)) {
-    MarkBad(index, error);
+  const StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes((*samples_)[index].path);
+  const StatusOr<Image> decoded = bytes.ok()
+                                      ? decoder->Decode(bytes->data(), bytes->size(), min_h, min_w)
+                                      : StatusOr<Image>(bytes.status());
+  if (!decoded.ok()) {
+    MarkBad(index, decoded.status().message());
     return false;
   }
   auto resized = std::make_shared<Image>();
-  ResizeForPipeline(decoded, transform_, resized.get());
+  ResizeForPipeline(*decoded, transform_, resized.get());
   *image = resized;
   if (options_.cache_budget_bytes > 0) {
     // Two workers can miss on the same index (PK batches repeat images of small identities):
@@ -203,19 +203,16 @@ void Loader::LoadSample(int64_t index, int64_t key, int64_t epoch, JpegDecoder* 
   TransformToTensor(*image, transform_, options_.seed, epoch, key, out);
 }
 
-std::string CheckReadable(const std::string& split_name, const std::vector<Sample>& split,
-                          double max_fraction, int threads, std::vector<std::string>* bad_paths) {
+Status CheckReadable(const std::string& split_name, const std::vector<Sample>& split,
+                     double max_fraction, int threads, std::vector<std::string>* bad_paths) {
   std::vector<char> bad(split.size(), 0);
   std::atomic<size_t> next{0};
   auto work = [&] {
     JpegDecoder decoder;
-    std::vector<uint8_t> bytes;
-    Image img;
-    std::string error;
     for (size_t i; (i = next++) < split.size();) {
       // 1x1 minimum: the smallest DCT scale (1/8) still decodes every entropy-coded block.
-      bad[i] = !ReadFileBytes(split[i].path, &bytes, &error) ||
-               !decoder.Decode(bytes.data(), bytes.size(), 1, 1, &img, &error);
+      const StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes(split[i].path);
+      bad[i] = !bytes.ok() || !decoder.Decode(bytes->data(), bytes->size(), 1, 1).ok();
     }
   };
   std::vector<std::thread> pool;
@@ -225,7 +222,7 @@ std::string CheckReadable(const std::string& split_name, const std::vector<Sampl
   for (size_t i = 0; i < split.size(); ++i) {
     if (bad[i]) bad_paths->push_back(split[i].path);
   }
-  if (split.empty() || bad_paths->size() <= max_fraction * split.size()) return "";
+  if (split.empty() || bad_paths->size() <= max_fraction * split.size()) return Status::Ok();
   std::ostringstream msg_stream;
   msg_stream << split_name << ": " << bad_paths->size() << " of " << split.size()
              << " images cannot be decoded (more than " << max_fraction * 100 << "%); first ones:";
@@ -233,7 +230,7 @@ std::string CheckReadable(const std::string& split_name, const std::vector<Sampl
   for (size_t i = 0; i < std::min<size_t>(10, bad_paths->size()); ++i) {
     msg += "\n  " + (*bad_paths)[i];
   }
-  return msg;
+  return Status::InvalidArgument(msg);
 }
 
 }  // namespace reid::data

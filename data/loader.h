@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/status.h"
 #include "data/dataset.h"
 #include "data/image.h"
 #include "data/jpeg.h"
@@ -109,9 +110,9 @@ class Loader {
 };
 
 // Pre-training check: decodes every image of `split` (at the smallest DCT scale, quickly) with
-// `threads` threads. Returns "" when at most `max_fraction` of it is unreadable, else an error
+// `threads` threads. OK when at most `max_fraction` of it is unreadable, else InvalidArgument
 // naming the split, the count and the first bad paths. *bad_paths gets every bad path.
-std::string CheckReadable(const std::string& split_name, const std::vector<Sample>& split,
-                          double max_fraction, int threads, std::vector<std::string>* bad_paths);
+Status CheckReadable(const std::string& split_name, const std::vector<Sample>& split,
+                     double max_fraction, int threads, std::vector<std::string>* bad_paths);
 
 }  // namespace reid::data

@@ -23,10 +23,10 @@ TEST(LoaderAsan, ShutdownRestartAndCorruptFilesAreClean) {
   so.ids = 8;
   so.cameras = 3;
   so.images_per_id = 6;
-  SynthSummary sum;
-  ASSERT_EQ(GenerateSynthetic(so, dir, &sum), "");
-  Dataset d;
-  ASSERT_EQ(LoadDataset(DatasetKind::kMarket1501, dir, &d), "");
+  ASSERT_TRUE(GenerateSynthetic(so, dir).ok());
+  StatusOr<Dataset> loaded = LoadDataset(DatasetKind::kMarket1501, dir);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  const Dataset& d = *loaded;
   std::ofstream(d.train[3].path).close();  // one empty file
   std::vector<int> labels;
   for (const Sample& s : d.train) labels.push_back(s.pid);
@@ -65,7 +65,7 @@ TEST(LoaderAsan, ShutdownRestartAndCorruptFilesAreClean) {
   }
   EXPECT_GT(batches, 0);
   std::vector<std::string> bad;
-  EXPECT_NE(CheckReadable("train", d.train, 0.01, 2, &bad), "");
+  EXPECT_FALSE(CheckReadable("train", d.train, 0.01, 2, &bad).ok());
   EXPECT_EQ(bad.size(), 1u);
   fs::remove_all(dir);
 }

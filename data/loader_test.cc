@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/status_test_util.h"
 #include "data/batch_tensor.h"
 #include "data/dataset.h"
 #include "data/jpeg.h"
@@ -28,10 +29,10 @@ class LoaderTest : public ::testing::Test {
     opt.ids = 8;
     opt.cameras = 3;
     opt.images_per_id = 6;
-    SynthSummary s;
-    ASSERT_EQ(GenerateSynthetic(opt, *dir_, &s), "");
-    dataset_ = new Dataset();
-    ASSERT_EQ(LoadDataset(DatasetKind::kMarket1501, *dir_, dataset_), "");
+    ASSERT_OK(GenerateSynthetic(opt, *dir_));
+    StatusOr<Dataset> loaded = LoadDataset(DatasetKind::kMarket1501, *dir_);
+    ASSERT_OK(loaded);
+    dataset_ = new Dataset(*std::move(loaded));
   }
   static void TearDownTestSuite() {
     fs::remove_all(*dir_);
@@ -87,12 +88,12 @@ TEST_F(LoaderTest, BatchesInPlanOrderMatchTheTransform) {
     }
     // Check one sample per batch against the pipeline run by hand.
     const Sample& s = dataset_->train[plans[i].indices[1]];
-    std::vector<uint8_t> bytes;
-    std::string err;
-    Image img, resized;
-    ASSERT_TRUE(ReadFileBytes(s.path, &bytes, &err));
-    ASSERT_TRUE(decoder.Decode(bytes.data(), bytes.size(), 64, 32, &img, &err));
-    ResizeForPipeline(img, Train(), &resized);
+    StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes(s.path);
+    ASSERT_OK(bytes);
+    StatusOr<Image> img = decoder.Decode(bytes->data(), bytes->size(), 64, 32);
+    ASSERT_OK(img);
+    Image resized;
+    ResizeForPipeline(*img, Train(), &resized);
     std::vector<float> want(per);
     TransformToTensor(resized, Train(), lo.seed, 0, plans[i].keys[1], want.data());
     EXPECT_EQ(std::vector<float>(batches[i].images.data + per, batches[i].images.data + 2 * per),
@@ -134,23 +135,24 @@ TEST_F(LoaderTest, CorruptFilesAreReplacedBySameIdentityAndCounted) {
   const std::string text = (bad_dir / "text.jpg").string();
   std::ofstream(empty).close();
   {
-    std::vector<uint8_t> bytes;
-    std::string err;
-    ASSERT_TRUE(ReadFileBytes(split[0].path, &bytes, &err));
+    StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes(split[0].path);
+    ASSERT_OK(bytes);
     std::ofstream(truncated, std::ios::binary)
-        .write(reinterpret_cast<const char*>(bytes.data()), bytes.size() / 2);
+        .write(reinterpret_cast<const char*>(bytes->data()), bytes->size() / 2);
   }
   std::ofstream(text) << "not a jpeg";
   split[0].path = empty;
   split[7].path = truncated;
   split[13].path = text;
   std::vector<std::string> bad;
-  const std::string err = CheckReadable("train", split, 0.01, 2, &bad);
+  const Status unreadable = CheckReadable("train", split, 0.01, 2, &bad);
   EXPECT_EQ(bad.size(), 3u);
+  EXPECT_EQ(unreadable.exit_code(), 2);
+  const std::string& err = unreadable.message();
   EXPECT_NE(err.find("train: 3 of 48 images cannot be decoded"), std::string::npos) << err;
   EXPECT_NE(err.find(empty), std::string::npos);
-  EXPECT_EQ(CheckReadable("train", split, 0.1, 2, &bad), "");
-  EXPECT_EQ(CheckReadable("train", dataset_->train, 0.0, 2, &bad), "");
+  EXPECT_OK(CheckReadable("train", split, 0.1, 2, &bad));
+  EXPECT_OK(CheckReadable("train", dataset_->train, 0.0, 2, &bad));
 
   std::vector<BatchPlan> plans(1);
   for (int64_t i : {0, 7, 13, 1}) {

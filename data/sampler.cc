@@ -32,10 +32,13 @@ PkSampler::PkSampler(std::vector<int> labels, int ids_per_batch, int num_instanc
   }
 }
 
-std::string PkSampler::Validate(int world_size) const {
+Status PkSampler::Validate(int world_size) const {
   int64_t ids = 0;
   for (const auto& v : by_label_) ids += !v.empty();
-  if (world_size < 1) return "world size " + std::to_string(world_size) + ": must be at least 1";
+  if (world_size < 1) {
+    return Status::InvalidArgument("world size " + std::to_string(world_size) +
+                                   ": must be at least 1");
+  }
   if (p_ % world_size != 0) {
     // Each rank takes whole identities: the global batch has to grow with the world (the recipe
     // of docs/scaling.md: the smallest fitting P, K kept, lr scaled with the global batch).
@@ -52,13 +55,13 @@ std::string PkSampler::Validate(int world_size) const {
       msg += ": the " + std::to_string(ids) + " training identities allow at most " +
              std::to_string(ids) + " ranks (docs/scaling.md)";
     }
-    return msg;
+    return Status::InvalidArgument(msg);
   }
   if (ids < p_) {
-    return "stage2.ids_per_batch = " + std::to_string(p_) + " exceeds the " +
-           std::to_string(ids) + " training identities";
+    return Status::InvalidArgument("stage2.ids_per_batch = " + std::to_string(p_) +
+                                   " exceeds the " + std::to_string(ids) + " training identities");
   }
-  return "";
+  return Status::Ok();
 }
 
 std::vector<std::vector<int64_t>> PkSampler::GlobalBatches(int64_t epoch) const {
@@ -106,7 +109,8 @@ std::vector<std::vector<int64_t>> PkSampler::GlobalBatches(int64_t epoch) const 
 
 std::vector<BatchPlan> PkSampler::RankBatches(int64_t epoch, int rank, int world_size,
                                               int64_t start_step) const {
-  CHECK(Validate(world_size).empty()) << Validate(world_size);
+  const Status valid = Validate(world_size);
+  CHECK(valid.ok()) << valid.message();
   CHECK(rank >= 0 && rank < world_size) << "rank " << rank << " of " << world_size;
   const std::vector<std::vector<int64_t>> global = GlobalBatches(epoch);
   const int64_t per_rank = static_cast<int64_t>(p_ / world_size) * k_;

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
+
 namespace reid::data {
 
 // One step's worth of samples for one rank.
@@ -24,8 +26,9 @@ class PkSampler {
   // labels[i] = train label of sample i (0..N-1). P = ids per global batch, K = images per id.
   PkSampler(std::vector<int> labels, int ids_per_batch, int num_instances, uint64_t seed);
 
-  // "" if (P, K, world) can be used with these labels, else the reason (names the values).
-  std::string Validate(int world_size) const;
+  // OK if (P, K, world) can be used with these labels, else InvalidArgument naming the values
+  // (and, for a world size that does not divide P, the config that fits).
+  Status Validate(int world_size) const;
 
   // Every global batch of `epoch` (P * K indices each; ids in blocks of K).
   std::vector<std::vector<int64_t>> GlobalBatches(int64_t epoch) const;

@@ -60,7 +60,7 @@ TEST(PkSampler, RanksTakeWholeIdentitiesOfTheSameGlobalBatch) {
   const std::vector<int> labels = Labels();
   for (int world = 1; world <= 4; ++world) {
     PkSampler reference(labels, 12, 4, 99);  // P = 12: whole ids for W = 1..4
-    ASSERT_EQ(reference.Validate(world), "") << world;
+    ASSERT_TRUE(reference.Validate(world).ok()) << world;
     const auto global = reference.GlobalBatches(2);
     std::vector<std::vector<BatchPlan>> per_rank;
     for (int r = 0; r < world; ++r) {
@@ -109,15 +109,18 @@ TEST(PkSampler, ResumeEqualsUninterrupted) {
 
 TEST(PkSampler, ValidateNamesTheProblem) {
   PkSampler s(Labels(), 6, 4, 1);
-  EXPECT_NE(s.Validate(4).find("multiple of the world size"), std::string::npos);
+  const Status on4 = s.Validate(4);
+  EXPECT_EQ(on4.exit_code(), 2);  // a user error, before any collective
+  EXPECT_NE(on4.message().find("multiple of the world size"), std::string::npos);
   // The recipe: the smallest fitting P (8 for 6 on 4 ranks), K kept, lr scaled.
-  EXPECT_NE(s.Validate(4).find("stage2 { ids_per_batch: 8 ims_per_batch: 32 }"), std::string::npos)
-      << s.Validate(4);
-  EXPECT_NE(s.Validate(4).find("scale base_lr by 8/6"), std::string::npos);
+  EXPECT_NE(on4.message().find("stage2 { ids_per_batch: 8 ims_per_batch: 32 }"), std::string::npos)
+      << on4.message();
+  EXPECT_NE(on4.message().find("scale base_lr by 8/6"), std::string::npos);
   // More ranks than identities: no P fits.
-  EXPECT_NE(s.Validate(64).find("allow at most 40 ranks"), std::string::npos) << s.Validate(64);
+  const Status on64 = s.Validate(64);
+  EXPECT_NE(on64.message().find("allow at most 40 ranks"), std::string::npos) << on64.message();
   PkSampler too_many(Labels(), 64, 4, 1);
-  EXPECT_NE(too_many.Validate(1).find("exceeds the 40"), std::string::npos);
+  EXPECT_NE(too_many.Validate(1).message().find("exceeds the 40"), std::string::npos);
 }
 
 TEST(Stage1, PermutationSplitByRank) {

@@ -211,13 +211,15 @@ Image RenderPerson(const SynthOptions& opt, int pid, int cam, int n) {
   return Expose(canvas, camera, noise, &rng);
 }
 
-std::string ValidateSynthOptions(const SynthOptions& opt) {
+Status ValidateSynthOptions(const SynthOptions& opt) {
   // The user-facing rules and messages are proto/config.cc's (data.synthetic); this only guards
   // the generator's own preconditions for callers that bypass the config.
   const bool ok = opt.ids >= 2 && opt.ids <= 4999 && opt.cameras >= 2 && opt.cameras <= 9 &&
                   opt.images_per_id >= 2 && opt.images_per_id <= 1000 && opt.height >= 32 &&
                   opt.width >= 16 && opt.height <= 4096 && opt.width <= 4096;
-  return ok ? "" : "synthetic options out of range (see data.synthetic in reid_config.proto)";
+  if (ok) return Status::Ok();
+  return Status::InvalidArgument(
+      "synthetic options out of range (see data.synthetic in reid_config.proto)");
 }
 
 namespace {
@@ -261,36 +263,33 @@ std::vector<Job> PlanJobs(const SynthOptions& opt, const fs::path& out, SynthSum
 
 }  // namespace
 
-std::string GenerateSynthetic(const SynthOptions& opt, const std::string& out_dir,
-                              SynthSummary* summary) {
-  std::string err = ValidateSynthOptions(opt);
-  if (!err.empty()) return err;
-  *summary = SynthSummary();
+StatusOr<SynthSummary> GenerateSynthetic(const SynthOptions& opt, const std::string& out_dir) {
+  REID_RETURN_IF_ERROR(ValidateSynthOptions(opt));
+  SynthSummary summary;
   const fs::path out(out_dir);
   std::error_code ec;
   for (const char* dir : {"bounding_box_train", "query", "bounding_box_test"}) {
     fs::create_directories(out / dir, ec);
-    if (ec) return (out / dir).string() + ": cannot create: " + ec.message();
+    if (ec) return Status::Internal((out / dir).string() + ": cannot create: " + ec.message());
   }
-  const std::vector<Job> jobs = PlanJobs(opt, out, summary);
+  const std::vector<Job> jobs = PlanJobs(opt, out, &summary);
   std::atomic<size_t> next{0};
   std::mutex err_mu;
+  Status first_error;  // guarded by err_mu
   auto work = [&] {
-    std::vector<uint8_t> bytes;
-    std::string e;
     for (size_t i; (i = next++) < jobs.size();) {
       const Job& j = jobs[i];
       const Image img = RenderPerson(opt, j.render_pid, j.cam, j.n);
-      bool ok = EncodeJpeg(img, 90, &bytes, &e);
-      if (ok) {
+      StatusOr<std::vector<uint8_t>> bytes = EncodeJpeg(img, 90);
+      Status s = bytes.status();
+      if (s.ok()) {
         std::ofstream f(j.path, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-        ok = static_cast<bool>(f);
-        if (!ok) e = "cannot write";
+        f.write(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+        if (!f) s = Status::Internal("cannot write");
       }
-      if (!ok) {
+      if (!s.ok()) {
         std::lock_guard<std::mutex> lock(err_mu);
-        if (err.empty()) err = j.path + ": " + e;
+        if (first_error.ok()) first_error = s.Annotate(j.path);
         next = jobs.size();
       }
     }
@@ -298,7 +297,8 @@ std::string GenerateSynthetic(const SynthOptions& opt, const std::string& out_di
   std::vector<std::thread> pool;
   for (int t = 0; t < std::max(1, opt.threads); ++t) pool.emplace_back(work);
   for (std::thread& t : pool) t.join();
-  return err;
+  if (!first_error.ok()) return first_error;
+  return summary;
 }
 
 }  // namespace reid::data

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 
+#include "base/status.h"
 #include "data/image.h"
 
 namespace reid::data {
@@ -26,15 +27,18 @@ struct SynthSummary {
   int64_t train_images = 0, query_images = 0, gallery_images = 0, distractors = 0, junk = 0;
 };
 
-// "" if the options meet the generator's preconditions (the config validation is what users see).
-std::string ValidateSynthOptions(const SynthOptions& opt);
+// OK if the options meet the generator's preconditions, else InvalidArgument (the config
+// validation in proto/config.cc is what users see).
+Status ValidateSynthOptions(const SynthOptions& opt);
 
-// Writes out_dir/{bounding_box_train,query,bounding_box_test}/<pid>_c<cam>s1_<n>_00.jpg.
+// Writes out_dir/{bounding_box_train,query,bounding_box_test}/<pid>_c<cam>s1_<n>_00.jpg, with
+// <cam> = 1..C in the names (one digit, as Market-1501's) for the 0-based cameras 0..C-1.
 // Train uses pids 1..ids, test pids ids+1..2*ids; each test identity has one query image (on
 // camera (id mod C)) and images_per_id - 1 gallery images on other cameras first; the gallery
-// also holds ids/2 distractors (pid 0) and a few junk images (pid -1). Returns "" or an error.
-std::string GenerateSynthetic(const SynthOptions& opt, const std::string& out_dir,
-                              SynthSummary* summary);
+// also holds ids/2 distractors (pid 0) and a few junk images (pid -1). Returns what it wrote, or
+// InvalidArgument for options out of range and Internal when a folder or file cannot be written
+// (the message names it).
+StatusOr<SynthSummary> GenerateSynthetic(const SynthOptions& opt, const std::string& out_dir);
 
 // One rendered image of identity `pid` seen by camera `cam` (0-based), variant `n` (exposed for
 // tests).

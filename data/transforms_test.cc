@@ -1,86 +1,25 @@
-// JPEG decoding, PIL-exact resizing and the train/test transforms, against PIL/torchvision
-// outputs written by testdata/make_golden.py. Tolerances: decode exact (0 levels); resize at most
-// 1 uint8 level per value (observed: 0); test pipeline at most one level after normalisation,
-// 1/127.5 (observed: 0).
+// PIL-exact resizing and the train/test transforms, against PIL/torchvision outputs written by
+// testdata/make_golden.py (JPEG decoding is jpeg_test.cc's). Tolerances: resize at most 1 uint8
+// level per value (observed: 0); test pipeline at most one level after normalisation, 1/127.5
+// (observed: 0).
 #include "data/transforms.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <string>
 #include <vector>
 
-#include "data/jpeg.h"
-#include "data/options.h"
+#include "data/test_util.h"
 
 namespace reid::data {
 namespace {
 
-const std::string kDir = "data/testdata/";
-
-std::vector<uint8_t> ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  EXPECT_TRUE(f.good()) << path;
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
-}
-
-Image DecodeFile(const std::string& name, int min_h = 0, int min_w = 0) {
-  JpegDecoder decoder;
-  const std::vector<uint8_t> bytes = ReadAll(kDir + name);
-  Image img;
-  std::string error;
-  EXPECT_TRUE(decoder.Decode(bytes.data(), bytes.size(), min_h, min_w, &img, &error)) << error;
-  return img;
-}
-
-int MaxDiff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  int m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::abs(a[i] - b[i]));
-  return m;
-}
-
-TEST(Jpeg, DecodeMatchesPil) {
-  for (const char* name : {"a", "b", "c", "d"}) {
-    const Image img = DecodeFile(std::string(name) + ".jpg");
-    EXPECT_EQ(MaxDiff(img.pixels, ReadAll(kDir + name + "_decoded.rgb")), 0) << name;
-  }
-}
-
-TEST(Jpeg, DctScalingPicksTheSmallestSufficientScale) {
-  const Image full = DecodeFile("b.jpg");            // 90 x 200
-  const Image scaled = DecodeFile("b.jpg", 32, 64);  // 3/8 -> 34 x 75
-  EXPECT_EQ(full.height, 90);
-  EXPECT_GE(scaled.height, 32);
-  EXPECT_GE(scaled.width, 64);
-  EXPECT_LT(scaled.width, 100);
-  Image a, b;
-  ResizePil(full, 32, 64, Interpolation::kBicubic, &a);
-  ResizePil(scaled, 32, 64, Interpolation::kBicubic, &b);
-  double mean = 0;
-  for (size_t i = 0; i < a.pixels.size(); ++i) mean += std::abs(a.pixels[i] - b.pixels[i]);
-  EXPECT_LT(mean / a.pixels.size(), 6.0) << "DCT-scaled decode drifts from the full decode";
-  // A source smaller than the target is never scaled.
-  EXPECT_EQ(DecodeFile("a.jpg", 256, 128).height, 128);
-}
-
-TEST(Jpeg, CorruptDataFailsWithAMessage) {
-  JpegDecoder decoder;
-  Image img;
-  std::string error;
-  std::vector<uint8_t> bytes = ReadAll(kDir + "a.jpg");
-  EXPECT_FALSE(decoder.Decode(bytes.data(), 0, 0, 0, &img, &error));
-  EXPECT_NE(error, "");
-  const std::vector<uint8_t> text = {'h', 'e', 'l', 'l', 'o'};
-  EXPECT_FALSE(decoder.Decode(text.data(), text.size(), 0, 0, &img, &error));
-  bytes.resize(bytes.size() / 2);  // truncated
-  error.clear();
-  EXPECT_FALSE(decoder.Decode(bytes.data(), bytes.size(), 0, 0, &img, &error));
-  EXPECT_NE(error, "");
-}
+using testing::DecodeFile;
+using testing::MaxDiff;
+using testing::ReadAll;
+const std::string& kDir = testing::kTestDataDir;
 
 TEST(Resize, MatchesPil) {
   struct Case {
@@ -219,28 +158,6 @@ TEST(Transforms, ErasedPixelsAreStandardNormalNoiseAndDeterministic) {
   const double mean = sum / count, var = sq / count - mean * mean;
   EXPECT_NEAR(mean, 0.0, 0.1);
   EXPECT_NEAR(var, 1.0, 0.1);
-}
-
-TEST(Options, FromConfigUseTheSchemaValues) {
-  proto::ReidConfig cfg;
-  cfg.mutable_input()->mutable_size_test()->set_height(384);
-  cfg.mutable_data()->set_cache_budget_mb(3);
-  cfg.mutable_data()->set_dataset(proto::DataConfig::SYNTHETIC);
-  const TransformOptions train = TransformOptionsFromConfig(cfg.input(), true);
-  const TransformOptions test = TransformOptionsFromConfig(cfg.input(), false);
-  EXPECT_TRUE(train.train);
-  EXPECT_EQ(train.height, 256);
-  EXPECT_EQ(train.width, 128);
-  EXPECT_EQ(train.padding, 10);
-  EXPECT_FLOAT_EQ(train.erasing_prob, 0.5f);
-  EXPECT_FLOAT_EQ(train.mean[2], 0.5f);
-  EXPECT_FALSE(test.train);
-  EXPECT_EQ(test.height, 384);
-  EXPECT_EQ(LoaderOptionsFromConfig(cfg).cache_budget_bytes, 3 << 20);
-  EXPECT_EQ(LoaderOptionsFromConfig(cfg).seed, 1234u);
-  EXPECT_EQ(DatasetKindFromConfig(cfg.data()), DatasetKind::kMarket1501);
-  EXPECT_EQ(SynthOptionsFromConfig(cfg.data()).ids, 64);
-  EXPECT_EQ(SynthOptionsFromConfig(cfg.data()).width, 64);
 }
 
 }  // namespace

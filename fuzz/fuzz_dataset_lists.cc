@@ -45,17 +45,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Write(csv / "train.csv", part[0]);
   Write(csv / "query.csv", part[1]);
   Write(csv / "gallery.csv", part[2]);
-  reid::data::Dataset d;
-  const std::string err = reid::data::LoadDataset(reid::data::DatasetKind::kCsv, csv.string(), &d);
-  if (err.empty()) {
-    for (const auto& s : d.train)
+  const reid::StatusOr<reid::data::Dataset> d =
+      reid::data::LoadDataset(reid::data::DatasetKind::kCsv, csv.string());
+  if (d.ok()) {
+    for (const auto& s : d->train)
       if (s.path.find("/../") != std::string::npos || s.pid < 0) __builtin_trap();
   }
-  if (err.size() > 4096) __builtin_trap();  // echoed lines are capped
+  if (d.status().message().size() > 4096) __builtin_trap();  // echoed lines are capped
   Write(msmt / "list_train.txt", part[0]);
   Write(msmt / "list_val.txt", part[3]);
   Write(msmt / "list_query.txt", part[1]);
   Write(msmt / "list_gallery.txt", part[2]);
-  reid::data::LoadDataset(reid::data::DatasetKind::kMsmt17, Dir().string(), &d);
+  reid::data::LoadDataset(reid::data::DatasetKind::kMsmt17, Dir().string());
   return 0;
 }

@@ -10,16 +10,15 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static reid::data::JpegDecoder decoder;
-  reid::data::Image image;
-  std::string error;
-  if (!decoder.Decode(data, size, 64, 32, &image, &error)) return 0;
+  const reid::StatusOr<reid::data::Image> image = decoder.Decode(data, size, 64, 32);
+  if (!image.ok()) return 0;
   reid::data::TransformOptions opt;
   opt.height = 64;
   opt.width = 32;
   opt.padding = 4;
   opt.train = size % 2 == 0;
   reid::data::Image resized;
-  reid::data::ResizeForPipeline(image, opt, &resized);
+  reid::data::ResizeForPipeline(*image, opt, &resized);
   std::vector<float> out(3 * 64 * 32);
   reid::data::TransformToTensor(resized, opt, 7, 0, static_cast<int64_t>(size), out.data());
   return 0;

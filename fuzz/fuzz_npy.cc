@@ -14,11 +14,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (f == nullptr) return 0;
   std::fwrite(data, 1, size, f);
   std::fclose(f);
-  torch::Tensor t;
-  std::string error;
-  if (reid::model::ReadNpy(path, &t, &error)) {
+  const reid::StatusOr<torch::Tensor> t = reid::model::ReadNpy(path);
+  if (t.ok()) {
     // A tensor read from the file holds no more bytes than the file.
-    if (static_cast<size_t>(t.numel()) * t.element_size() > size * 2) __builtin_trap();
+    if (static_cast<size_t>(t->numel()) * t->element_size() > size * 2) __builtin_trap();
   }
   return 0;
 }

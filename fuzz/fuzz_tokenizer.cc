@@ -8,18 +8,14 @@
 #include "trainer/model/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const auto* tokenizer = [] {
-    std::string error;
-    return reid::model::Tokenizer::Create("", &error).release();
-  }();
+  static const auto* tokenizer = reid::model::Tokenizer::Create("").value().release();
   const std::string text(reinterpret_cast<const char*>(data), size);
-  std::vector<int64_t> ids;
-  std::string error;
   const bool truncate = size > 0 && (data[0] & 1);
-  if (tokenizer->Tokenize(text, 77, truncate, &ids, &error)) {
-    if (ids.size() > 77 || ids.front() != tokenizer->sot() || ids.back() != tokenizer->eot())
+  const reid::StatusOr<std::vector<int64_t>> ids = tokenizer->Tokenize(text, 77, truncate);
+  if (ids.ok()) {
+    if (ids->size() > 77 || ids->front() != tokenizer->sot() || ids->back() != tokenizer->eot())
       __builtin_trap();  // the contract of Tokenize
-    for (int64_t id : ids)
+    for (int64_t id : *ids)
       if (id < 0 || id >= tokenizer->vocab_size()) __builtin_trap();
   }
   return 0;

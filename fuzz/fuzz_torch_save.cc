@@ -22,8 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     writer.writeRecord("data/1", storage, 64);
   }  // the destructor writes the version record and the zip's directory
   std::istringstream in(zip);
-  reid::model::StateDict sd;
-  std::string error;
-  reid::model::ReadTorchSaveZip(&in, &sd, &error);
+  reid::model::ReadTorchSaveZip(&in);
   return 0;
 }

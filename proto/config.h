@@ -10,7 +10,9 @@
 namespace reid::config {
 
 // Every problem found while loading, as printable lines ("FIELD = VALUE: why" or
-// "FILE:LINE:COL: parser message (in: source line)"). Empty means the config is usable.
+// "FILE:LINE:COL: parser message (in: source line)"). Empty means the config is usable. A report
+// rather than a Status (base/status.h) because user errors in a config are collected, all of
+// them, and printed together; trainer/config_flags.cc turns it into one message and exit 2.
 using Problems = std::vector<std::string>;
 
 // Sets every unset singular field of `msg` (recursively) to its schema default, so that printing
@@ -20,11 +22,6 @@ void MaterializeDefaults(google::protobuf::Message* msg);
 // Merges `src` into `dst` like MergeFrom, except that a repeated field present in `src` replaces
 // the list in `dst` instead of appending to it.
 void MergeReplacingRepeated(const google::protobuf::Message& src, google::protobuf::Message* dst);
-
-// Parses text-format `text` (from `source`, a path or "--set") into a fresh `out`. Unknown fields
-// and wrong types are problems naming the source, line and column. Returns true on success.
-bool ParseConfigText(const std::string& text, const std::string& source, proto::ReidConfig* out,
-                     Problems* problems);
 
 // Fills empty repeated fields that have documented defaults (pixel mean/std, stage-2 steps).
 void FillListDefaults(proto::ReidConfig* cfg);
@@ -43,8 +40,5 @@ Problems LoadFromText(const std::string& config_text, const std::string& source,
 
 // Text format of `cfg`, as written to the run directory and printed by `reid print-config`.
 std::string ToText(const proto::ReidConfig& cfg);
-
-// Reads a whole file; returns false and a problem naming the path when it cannot.
-bool ReadFile(const std::string& path, std::string* contents, Problems* problems);
 
 }  // namespace reid::config

@@ -94,7 +94,8 @@ std::vector<double> Train(
   GradSyncOptions options;
   options.first_bucket_mb = 1000.0 / (1 << 20);  // several buckets even for this small model
   options.bucket_cap_mb = 3000.0 / (1 << 20);
-  GradSync sync(comm, params, buffers, options);
+  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, buffers, options);
+  EXPECT_TRUE(sync.ok()) << sync.status().message();
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   const int64_t rows = kBatch / comm.size();
   std::vector<double> losses;

@@ -1,6 +1,7 @@
 // GradSync under mpirun: after backward every rank holds the average of the per-rank gradients
 // (computed serially here from every rank's data), with several buckets, a float64 parameter,
-// no-sync accumulation, a parameter unused on one rank, and parameters broadcast from rank 0.
+// no-sync accumulation, a parameter unused on one rank, and parameters broadcast from rank 0; a
+// model that differs between ranks is an error on every rank.
 #include <gtest/gtest.h>
 
 #include "trainer/distributed/grad_sync.h"
@@ -69,7 +70,9 @@ void CheckAveraged(int micro_steps) {
   options.first_bucket_mb = 600.0 / (1 << 20);
   options.bucket_cap_mb = 4000.0 / (1 << 20);
   options.overlap = micro_steps == 1;  // the other test launches all buckets after backward
-  GradSync sync(comm, Params(net), {}, options);
+  StatusOr<std::unique_ptr<GradSync>> created = GradSync::Create(comm, Params(net), {}, options);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  GradSync& sync = **created;
   ASSERT_GE(sync.buckets().size(), 4u);
   auto p = net->parameters(), q = ref->parameters();
   for (size_t i = 0; i < p.size(); ++i) ASSERT_TRUE(p[i].equal(q[i])) << "broadcast " << i;
@@ -104,6 +107,24 @@ void CheckAveraged(int micro_steps) {
 TEST(GradSyncMpiTest, GradientIsAverageOfPerRankGradients) { CheckAveraged(1); }
 
 TEST(GradSyncMpiTest, NoSyncAccumulationThenSync) { CheckAveraged(3); }
+
+TEST(GradSyncMpiTest, ModelMismatchIsAClearErrorOnEveryRank) {
+  Communicator comm(MakeMpiComm(MPI_COMM_WORLD, {}));
+  torch::Tensor a = torch::zeros({4, 4}), b = torch::zeros({comm.rank() == 1 ? 5 : 4});
+  NamedTensors params = {{"fc.weight", a}, {"fc.bias", b}};
+  const Status s = VerifyAcrossRanks(comm, params, "trainable parameters");
+  ASSERT_FALSE(s.ok()) << "no error on rank " << comm.rank();
+  EXPECT_NE(s.message().find("fc.bias"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("rank 1"), std::string::npos) << s.message();
+  EXPECT_NE(s.message().find("[5]"), std::string::npos) << s.message();
+  a.requires_grad_(true);
+  b.requires_grad_(true);
+  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, {});
+  ASSERT_FALSE(sync.ok()) << "GradSync::Create on rank " << comm.rank();
+  EXPECT_EQ(sync.status().message(), s.message());
+  NamedTensors same = {{"fc.weight", a}};
+  EXPECT_TRUE(VerifyAcrossRanks(comm, same, "trainable parameters").ok());
+}
 
 }  // namespace
 }  // namespace reid::dist

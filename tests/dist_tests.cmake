@@ -24,6 +24,7 @@ endfunction()
 reid_dist_mpi_test(dist_collectives_test)
 reid_dist_mpi_test(dist_grad_sync_test)
 reid_dist_mpi_test(dist_equivalence_test)
+reid_dist_mpi_test(dist_stop_signal_test)
 
 add_executable(dist_failure_helper dist_failure_helper.cc)
 target_link_libraries(dist_failure_helper PRIVATE reid_dist_core)

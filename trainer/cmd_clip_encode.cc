@@ -48,30 +48,27 @@ bool ParseSize(const std::string& s, int64_t* h, int64_t* w) {
   return side(s.substr(0, x), h) && side(s.substr(x + 1), w);
 }
 
-// True when `dir` is a directory or can be made as one (its parent is a directory); says why not.
-bool CheckOutDir(const std::string& dir, std::string* why) {
+// OK when `dir` is a directory or can be made as one (its parent is a directory); else why not.
+Status CheckOutDir(const std::string& dir) {
   struct stat st;
   if (stat(dir.c_str(), &st) == 0) {
-    if (S_ISDIR(st.st_mode)) return true;
-    *why = "exists and is not a directory";
-    return false;
+    if (S_ISDIR(st.st_mode)) return Status::Ok();
+    return Status::InvalidArgument("exists and is not a directory");
   }
   const size_t slash = dir.find_last_of('/');
   const std::string parent = slash == std::string::npos ? "." : dir.substr(0, slash + 1);
-  if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    *why = "its parent folder '" + parent + "' does not exist";
-    return false;
-  }
-  return true;
+  if (stat(parent.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+    return Status::NotFound("its parent folder '" + parent + "' does not exist");
+  return Status::Ok();
 }
 
 int EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
-  torch::Tensor images;
-  std::string error;
-  if (!model::ReadNpy(FLAGS_images_npy, &images, &error)) {
-    std::cerr << "error: --images_npy: " << error << "\n";
+  StatusOr<torch::Tensor> read = model::ReadNpy(FLAGS_images_npy);
+  if (!read.ok()) {
+    std::cerr << "error: --images_npy: " << read.status().message() << "\n";
     return kExitUsage;
   }
+  const torch::Tensor images = *read;
   const auto& v = clip.visual->shape();
   if (images.dim() != 4 || images.size(1) != 3 || images.scalar_type() != torch::kFloat) {
     std::cerr << "error: --images_npy " << FLAGS_images_npy << ": want float32 (N, 3, H, W), got "
@@ -91,9 +88,10 @@ int EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
               << " patch grid (set --image_size)\n";
     return kExitUsage;
   }
-  torch::Tensor features = clip.EncodeImage(images);  // (N, E)
-  if (!model::WriteNpy(out_dir + "/image_features.npy", features, &error)) {
-    std::cerr << "error: " << error << "\n";
+  torch::Tensor features = clip.EncodeImage(images);  // (N, D)
+  const Status written = model::WriteNpy(out_dir + "/image_features.npy", features);
+  if (!written.ok()) {
+    std::cerr << "error: " << written.message() << "\n";
     return kExitFailure;
   }
   std::cout << "image_features.npy " << features.sizes() << "\n";
@@ -101,12 +99,12 @@ int EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
 }
 
 int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
-  std::string error;
-  auto tokenizer = model::Tokenizer::Create(FLAGS_bpe_vocab, &error);
-  if (!tokenizer) {
-    std::cerr << "error: --bpe_vocab: " << error << "\n";
+  StatusOr<std::unique_ptr<model::Tokenizer>> created = model::Tokenizer::Create(FLAGS_bpe_vocab);
+  if (!created.ok()) {
+    std::cerr << "error: --bpe_vocab: " << created.status().message() << "\n";
     return kExitUsage;
   }
+  const model::Tokenizer* tokenizer = created->get();
   const auto& t = clip.shape().text;
   if (tokenizer->vocab_size() != t.vocab_size) {
     std::cerr << "error: --bpe_vocab gives " << tokenizer->vocab_size()
@@ -119,24 +117,25 @@ int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
     return kExitUsage;
   }
   std::vector<torch::Tensor> rows;
-  std::vector<int64_t> ids;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
-    if (!tokenizer->Tokenize(line, t.context_length, false, &ids, &error)) {
-      std::cerr << "error: --texts_file " << FLAGS_texts_file << " line " << n << ": " << error
-                << "\n";
+    StatusOr<std::vector<int64_t>> ids = tokenizer->Tokenize(line, t.context_length, false);
+    if (!ids.ok()) {
+      std::cerr << "error: --texts_file " << FLAGS_texts_file << " line " << n << ": "
+                << ids.status().message() << "\n";
       return kExitUsage;
     }
-    ids.resize(t.context_length, 0);
-    rows.push_back(torch::tensor(ids, torch::kLong));
+    ids->resize(t.context_length, 0);
+    rows.push_back(torch::tensor(*ids, torch::kLong));
   }
   if (rows.empty()) {
     std::cerr << "error: --texts_file " << FLAGS_texts_file << " has no lines\n";
     return kExitUsage;
   }
-  torch::Tensor features = clip.EncodeText(torch::stack(rows));  // (N, E)
-  if (!model::WriteNpy(out_dir + "/text_features.npy", features, &error)) {
-    std::cerr << "error: " << error << "\n";
+  torch::Tensor features = clip.EncodeText(torch::stack(rows));  // (N, D)
+  const Status written = model::WriteNpy(out_dir + "/text_features.npy", features);
+  if (!written.ok()) {
+    std::cerr << "error: " << written.message() << "\n";
     return kExitFailure;
   }
   std::cout << "text_features.npy " << features.sizes() << "\n";
@@ -159,16 +158,17 @@ int RunClipEncode(int /*argc*/, char** /*argv*/,
               << "': want HxW with sides 1.." << kMaxImageSide << ", e.g. 256x128\n";
     return kExitUsage;
   }
-  std::string error;
-  if (!CheckOutDir(FLAGS_out_dir, &error)) {
-    std::cerr << "error: --out_dir '" << FLAGS_out_dir << "' " << error << "\n";
+  const Status out_dir = CheckOutDir(FLAGS_out_dir);
+  if (!out_dir.ok()) {
+    std::cerr << "error: --out_dir '" << FLAGS_out_dir << "' " << out_dir.message() << "\n";
     return kExitUsage;
   }
-  model::Clip clip = model::LoadClip(FLAGS_weights, &error);
-  if (!clip) {
-    std::cerr << "error: --weights: " << error << "\n";
+  StatusOr<model::Clip> loaded = model::LoadClip(FLAGS_weights);
+  if (!loaded.ok()) {
+    std::cerr << "error: --weights: " << loaded.status().message() << "\n";
     return kExitUsage;
   }
+  model::Clip clip = *loaded;
   torch::NoGradGuard no_grad;
   if (h > 0) {
     const auto& v = clip->visual->shape();

@@ -27,12 +27,12 @@ int RunDatasetStats(int /*argc*/, char** /*argv*/,
     std::cerr << "error: --data_root is required\n";
     return kExitUsage;
   }
-  data::Dataset d;
-  const std::string err = data::LoadDataset(kind, FLAGS_data_root, &d);
-  if (!err.empty()) {
-    std::cerr << "error: " << err << "\n";
+  const StatusOr<data::Dataset> loaded = data::LoadDataset(kind, FLAGS_data_root);
+  if (!loaded.ok()) {
+    std::cerr << "error: " << loaded.status().message() << "\n";
     return kExitUsage;
   }
+  const data::Dataset& d = *loaded;
   if (FLAGS_json) {
     std::cout << data::StatsJson(d) << "\n";
   } else {

@@ -65,12 +65,12 @@ int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   data::SynthOptions opt = data::SynthOptionsFromConfig(cfg.data());
   opt.threads = std::max(1u, std::thread::hardware_concurrency());
   const auto start = std::chrono::steady_clock::now();
-  data::SynthSummary s;
-  const std::string err = data::GenerateSynthetic(opt, FLAGS_out, &s);
-  if (!err.empty()) {
-    std::cerr << "error: " << err << "\n";
-    return kExitFailure;
+  const StatusOr<data::SynthSummary> written = data::GenerateSynthetic(opt, FLAGS_out);
+  if (!written.ok()) {
+    std::cerr << "error: " << written.status().message() << "\n";
+    return written.status().exit_code();
   }
+  const data::SynthSummary& s = *written;
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t total = s.train_images + s.query_images + s.gallery_images + s.distractors + s.junk;

@@ -23,20 +23,21 @@ int RunTokenize(int /*argc*/, char** /*argv*/, const std::vector<std::string>& /
     std::cerr << "error: --context_length = " << FLAGS_context_length << ": must be at least 2\n";
     return kExitUsage;
   }
-  std::string error;
-  auto tokenizer = model::Tokenizer::Create(FLAGS_bpe_vocab, &error);
-  if (!tokenizer) {
-    std::cerr << "error: --bpe_vocab: " << error << "\n";
+  StatusOr<std::unique_ptr<model::Tokenizer>> tokenizer = model::Tokenizer::Create(FLAGS_bpe_vocab);
+  if (!tokenizer.ok()) {
+    std::cerr << "error: --bpe_vocab: " << tokenizer.status().message() << "\n";
     return kExitUsage;
   }
   std::string line;
-  std::vector<int64_t> ids;
   for (int64_t n = 1; std::getline(std::cin, line); ++n) {
-    if (!tokenizer->Tokenize(line, FLAGS_context_length, FLAGS_truncate, &ids, &error)) {
-      std::cerr << "error: stdin line " << n << ": " << error << " (use --truncate)\n";
+    StatusOr<std::vector<int64_t>> ids =
+        (*tokenizer)->Tokenize(line, FLAGS_context_length, FLAGS_truncate);
+    if (!ids.ok()) {
+      std::cerr << "error: stdin line " << n << ": " << ids.status().message()
+                << " (use --truncate)\n";
       return kExitUsage;
     }
-    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? " " : "") << ids[i];
+    for (size_t i = 0; i < ids->size(); ++i) std::cout << (i ? " " : "") << (*ids)[i];
     std::cout << "\n";
   }
   return kExitOk;

@@ -94,7 +94,8 @@ Status Trainer::RunStage1() {
 
   dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
   sync_options.overlap = false;  // tiny parameter set; a rank's share may be small at the end
-  dist::GradSync sync(comm_, Parameters(), Buffers(), sync_options);
+  REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync,
+                        dist::GradSync::Create(comm_, Parameters(), Buffers(), sync_options));
   ParamGroup group;
   for (auto& p : model_->named_parameters()) {
     if (p.value().requires_grad()) group.params.push_back(p.value());

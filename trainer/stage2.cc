@@ -62,7 +62,8 @@ Status Trainer::RunStage2() {
                       data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
   dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
   const dist::NamedTensors params = Parameters();
-  dist::GradSync sync(comm_, params, Buffers(), sync_options);
+  REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync,
+                        dist::GradSync::Create(comm_, params, Buffers(), sync_options));
   dist::NamedTensors trainable;
   for (const auto& [name, p] : params) {
     if (p.requires_grad()) trainable.emplace_back(name, p);

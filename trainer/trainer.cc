@@ -195,17 +195,17 @@ Status Trainer::LoadData() {
     root = options_.output_dir + "/data";
     if (ranks_.rank == 0 && !fs::exists(root + "/.complete")) {
       data::SynthOptions opt = data::SynthOptionsFromConfig(cfg_.data());
-      data::SynthSummary summary;
-      const std::string err = data::GenerateSynthetic(opt, root, &summary);
-      if (!err.empty()) return Status::Internal("synthetic dataset: " + err);
+      const StatusOr<data::SynthSummary> written = data::GenerateSynthetic(opt, root);
+      if (!written.ok())
+        return Status::Internal("synthetic dataset: " + written.status().message());
       std::ofstream(root + "/.complete") << "done\n";
       std::cout << "generated the synthetic dataset (data.synthetic) in " << root << "\n";
     }
     comm_.Barrier();
   }
   if (root.empty()) return Status::InvalidArgument("no dataset: set data.root or --data_root");
-  std::string err = data::LoadDataset(data::DatasetKindFromConfig(cfg_.data()), root, &dataset_);
-  if (!err.empty()) return Status::InvalidArgument(err);
+  REID_ASSIGN_OR_RETURN(dataset_,
+                        data::LoadDataset(data::DatasetKindFromConfig(cfg_.data()), root));
   if (dataset_.train.empty() || dataset_.query.empty() || dataset_.gallery.empty()) {
     return Status::InvalidArgument(root + ": a split is empty (train " +
                                    std::to_string(dataset_.train.size()) + ", query " +
@@ -217,8 +217,8 @@ Status Trainer::LoadData() {
                              {"query", &dataset_.query},
                              {"gallery", &dataset_.gallery}}) {
     std::vector<std::string> bad;
-    err = data::CheckReadable(name, *split, cfg_.data().max_unreadable_fraction(), threads, &bad);
-    if (!err.empty()) return Status::InvalidArgument(err);
+    REID_RETURN_IF_ERROR(
+        data::CheckReadable(name, *split, cfg_.data().max_unreadable_fraction(), threads, &bad));
     MeterUnreadable(static_cast<int64_t>(bad.size()));
   }
   return Status::Ok();
@@ -226,9 +226,8 @@ Status Trainer::LoadData() {
 
 Status Trainer::BuildModel() {
   torch::manual_seed(cfg_.seed());
-  std::string error;
-  model_ = model::BuildReidModel(cfg_, dataset_.num_train_pids, dataset_.num_cameras, &error);
-  if (!model_) return Status::InvalidArgument(error);
+  REID_ASSIGN_OR_RETURN(model_,
+                        model::BuildReidModel(cfg_, dataset_.num_train_pids, dataset_.num_cameras));
   model_->to(options_.device);
   return Status::Ok();
 }
@@ -260,10 +259,8 @@ Status Trainer::Setup() {
   std::vector<int> labels;
   for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
   const auto& s2 = cfg_.stage2();
-  const std::string err =
-      data::PkSampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed())
-          .Validate(ranks_.world_size);
-  if (!err.empty()) return Status::InvalidArgument(err);
+  REID_RETURN_IF_ERROR(data::PkSampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed())
+                           .Validate(ranks_.world_size));
   REID_RETURN_IF_ERROR(BuildModel());
   stage_ = options_.start_stage;
 

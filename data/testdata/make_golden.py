@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Writes the JPEG fixtures and the PIL/torchvision reference outputs of transforms_test.cc.
+"""Writes the JPEG fixtures and the PIL/torchvision reference outputs of jpeg_test.cc and
+transforms_test.cc.
 
 Run from the project root with Debian's Python: /usr/bin/python3 data/testdata/make_golden.py
 Outputs (raw, row-major): <name>.jpg; <name>_decoded.rgb (H, W, 3) uint8 = PIL open + convert RGB;

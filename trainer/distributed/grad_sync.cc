@@ -7,7 +7,6 @@
 #include <chrono>
 #include <map>
 #include <sstream>
-#include <stdexcept>
 #include <unordered_set>
 
 namespace reid::dist {
@@ -32,7 +31,7 @@ GradSyncOptions GradSyncOptions::FromConfig(const reid::proto::DistConfig& confi
   return options;
 }
 
-void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what) {
+Status VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what) {
   std::string mine;
   for (const auto& [name, t] : tensors) mine += Describe(name, t) + "\n";
   torch::Tensor bytes =
@@ -60,26 +59,38 @@ void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const st
     std::ostringstream msg;
     msg << what << " differ between ranks: entry " << line << " is '" << la << "' on rank 0 but '"
         << lb << "' on rank " << r << " (every rank must build the same model and stage)";
-    throw std::runtime_error(msg.str());
+    return Status::Internal(msg.str());
   }
+  return Status::Ok();
 }
 
-GradSync::GradSync(Communicator& comm, const NamedTensors& params, const NamedTensors& buffers,
-                   GradSyncOptions options)
-    : comm_(comm), overlap_(options.overlap) {
+StatusOr<std::unique_ptr<GradSync>> GradSync::Create(Communicator& comm, const NamedTensors& params,
+                                                     const NamedTensors& buffers,
+                                                     GradSyncOptions options) {
+  std::unique_ptr<GradSync> sync(new GradSync(comm, params, options.overlap));
+  const NamedTensors trainable = sync->Trainable();
+  REID_RETURN_IF_ERROR(VerifyAcrossRanks(comm, trainable, "trainable parameters"));
+  REID_RETURN_IF_ERROR(VerifyAcrossRanks(comm, buffers, "buffers"));
+  if (options.broadcast_at_start) sync->BroadcastFromRoot(trainable, buffers);
+  sync->BuildBuckets(options);
+  sync->RegisterHooks();
+  return sync;
+}
+
+GradSync::GradSync(Communicator& comm, const NamedTensors& params, bool overlap)
+    : comm_(comm), overlap_(overlap) {
   std::unordered_set<const void*> seen;
-  NamedTensors trainable;
   for (const auto& [name, p] : params) {
     if (!p.requires_grad() || !seen.insert(p.unsafeGetTensorImpl()).second) continue;
-    trainable.emplace_back(name, p);
     params_.push_back(p);
     names_.push_back(name);
   }
-  VerifyAcrossRanks(comm_, trainable, "trainable parameters");
-  VerifyAcrossRanks(comm_, buffers, "buffers");
-  if (options.broadcast_at_start) BroadcastFromRoot(trainable, buffers);
-  BuildBuckets(options);
-  RegisterHooks();
+}
+
+NamedTensors GradSync::Trainable() const {
+  NamedTensors trainable;
+  for (size_t i = 0; i < params_.size(); ++i) trainable.emplace_back(names_[i], params_[i]);
+  return trainable;
 }
 
 GradSync::~GradSync() {

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "base/status.h"
 #include "trainer/distributed/bucket_assignment.h"
 #include "trainer/distributed/communicator.h"
 
@@ -34,18 +35,19 @@ struct GradSyncOptions {
   static GradSyncOptions FromConfig(const reid::proto::DistConfig& config);
 };
 
-// Throws std::runtime_error, on every rank alike, when the named tensors (names, dtypes, shapes)
-// differ between ranks; the message names the first difference and the ranks involved.
-// Collective.
-void VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what);
+// OK when the named tensors (names, dtypes, shapes) are the same on every rank; else Internal, on
+// every rank alike, naming the first difference and the ranks involved. Collective.
+Status VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const std::string& what);
 
 class GradSync {
  public:
   // `params`: the model's named parameters; only those with requires_grad take part (the
   // trainable set of the current stage: build one GradSync per stage). `buffers` (BN running
-  // stats) are checked and broadcast with the parameters. Collective.
-  GradSync(Communicator& comm, const NamedTensors& params, const NamedTensors& buffers,
-           GradSyncOptions options = {});
+  // stats) are checked and broadcast with the parameters. Collective. Internal, on every rank
+  // alike, when the ranks' trainable parameters or buffers differ (VerifyAcrossRanks).
+  static StatusOr<std::unique_ptr<GradSync>> Create(Communicator& comm, const NamedTensors& params,
+                                                    const NamedTensors& buffers,
+                                                    GradSyncOptions options = {});
   ~GradSync();
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;
@@ -73,6 +75,9 @@ class GradSync {
   int64_t total_bytes() const { return total_bytes_; }
 
  private:
+  // Keeps the trainable parameters of `params`; Create() checks and starts it.
+  GradSync(Communicator& comm, const NamedTensors& params, bool overlap);
+  NamedTensors Trainable() const;
   void BroadcastFromRoot(const NamedTensors& params, const NamedTensors& buffers);
   void BuildBuckets(const GradSyncOptions& options);
   void RegisterHooks();

@@ -105,9 +105,7 @@ Status WriteMetaCsv(const std::string& path, const std::vector<MetaRow>& rows) {
 
 StatusOr<torch::Tensor> ReadFeatures(const std::string& path, int64_t rows,
                                      const std::string& meta_name) {
-  torch::Tensor t;
-  std::string error;
-  if (!model::ReadNpy(path, &t, &error)) return Status::InvalidArgument(error);
+  REID_ASSIGN_OR_RETURN(torch::Tensor t, model::ReadNpy(path));
   if (t.dim() != 2 || t.size(1) < 1) {
     return Status::InvalidArgument(path + ": expected a 2-D (N, D) features array, got shape " +
                                    c10::str(t.sizes()));
@@ -131,11 +129,8 @@ StatusOr<torch::Tensor> ReadFeatures(const std::string& path, int64_t rows,
 }
 
 Status WriteFeatures(const std::string& path, const torch::Tensor& features) {
-  std::string error;
   const std::string tmp = path + ".tmp";
-  if (!model::WriteNpy(tmp, features.to(torch::kFloat32).contiguous(), &error)) {
-    return Status::InvalidArgument(error);
-  }
+  REID_RETURN_IF_ERROR(model::WriteNpy(tmp, features.to(torch::kFloat32).contiguous()));
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return Status::Internal(path + ": rename failed");
   return Status::Ok();

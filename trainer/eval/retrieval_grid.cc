@@ -55,15 +55,16 @@ void Text(data::Image* img, int y0, int x0, const std::string& s) {
 // Decodes and resizes one image into its cell; false when it cannot be read.
 bool DrawImage(const std::string& path, data::JpegDecoder* decoder, data::Image* canvas, int y0,
                int x0) {
-  std::vector<uint8_t> bytes;
-  std::string error;
-  data::Image decoded, resized;
-  if (!data::ReadFileBytes(path, &bytes, &error) ||
-      !decoder->Decode(bytes.data(), bytes.size(), kCellHeight, kCellWidth, &decoded, &error)) {
+  const StatusOr<std::vector<uint8_t>> bytes = data::ReadFileBytes(path);
+  const StatusOr<data::Image> decoded =
+      bytes.ok() ? decoder->Decode(bytes->data(), bytes->size(), kCellHeight, kCellWidth)
+                 : StatusOr<data::Image>(bytes.status());
+  if (!decoded.ok()) {
     Fill(canvas, y0, x0, kCellHeight, kCellWidth, kGrey);
     return false;
   }
-  data::ResizePil(decoded, kCellHeight, kCellWidth, data::Interpolation::kBilinear, &resized);
+  data::Image resized;
+  data::ResizePil(*decoded, kCellHeight, kCellWidth, data::Interpolation::kBilinear, &resized);
   for (int y = 0; y < kCellHeight; ++y) {
     std::copy(resized.row(y), resized.row(y) + 3 * kCellWidth, canvas->row(y0 + y) + 3 * x0);
   }
@@ -100,12 +101,11 @@ Status WriteRetrievalGrid(const std::vector<GridRow>& rows, const std::string& o
     }
   }
   if (unreadable != nullptr) *unreadable = bad;
-  std::vector<uint8_t> jpeg;
-  std::string error;
-  if (!data::EncodeJpeg(canvas, 92, &jpeg, &error))
-    return Status::Internal(out_path + ": " + error);
+  const StatusOr<std::vector<uint8_t>> jpeg = data::EncodeJpeg(canvas, 92);
+  if (!jpeg.ok()) return jpeg.status().Annotate(out_path);
   std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(jpeg.data()), static_cast<std::streamsize>(jpeg.size()));
+  out.write(reinterpret_cast<const char*>(jpeg->data()),
+            static_cast<std::streamsize>(jpeg->size()));
   if (!out.good()) return Status::InvalidArgument(out_path + ": cannot write");
   return Status::Ok();
 }

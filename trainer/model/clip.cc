@@ -27,7 +27,7 @@ MultiheadAttentionImpl::MultiheadAttentionImpl(int64_t width, int64_t heads) : h
 
 torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
   const int64_t b = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads_;
-  // (B, L, 3W) -> 3 x (B, H, L, hd)
+  // (B, L, 3W) -> 3 x (B, heads, L, hd), hd = W / heads
   auto qkv = F::linear(x, in_proj_weight, in_proj_bias).view({b, l, 3, heads_, hd});
   qkv = qkv.permute({2, 0, 3, 1, 4});
   torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
@@ -37,9 +37,9 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torc
       q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
 #else
   q = q * (1.0 / std::sqrt(static_cast<double>(hd)));
-  auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, H, L, L)
+  auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, heads, L, L)
   if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
-  out = torch::matmul(torch::softmax(scores, -1), v);  // (B, H, L, hd)
+  out = torch::matmul(torch::softmax(scores, -1), v);  // (B, heads, L, hd)
 #endif
   out = out.transpose(1, 2).reshape({b, l, w});
   return out_proj(out);
@@ -152,7 +152,7 @@ VisionOutputs VisionTransformerImpl::forward(const torch::Tensor& x, const torch
       << "image " << x.size(2) << "x" << x.size(3) << " gives a " << gh << "x" << gw
       << " patch grid but the positional embedding is " << shape_.grid_h << "x" << shape_.grid_w;
   const int64_t b = x.size(0);
-  auto t = conv1(x).flatten(2).transpose(1, 2);  // (B, gh*gw, W)
+  auto t = conv1(x).flatten(2).transpose(1, 2);  // (B, N, W)
   auto cls = class_embedding.to(t.scalar_type()).expand({b, 1, shape_.width});
   if (cv_emb.defined()) cls = cls + cv_emb.unsqueeze(1);  // SIE: CLS only, before pos-embed
   t = torch::cat({cls, t}, 1) + positional_embedding.to(t.scalar_type());  // (B, L, W)
@@ -182,7 +182,7 @@ torch::Tensor TextForward(Transformer& transformer, torch::nn::LayerNorm& ln_fin
   auto h = transformer(x + pos.to(x.scalar_type()), mask.to(x.options()));
   h = LayerNormFp32(ln_final, h);
   auto rows = torch::arange(h.size(0), eot.options().dtype(torch::kLong));
-  return torch::matmul(h.index({rows, eot.to(torch::kLong)}), projection);  // (B, E)
+  return torch::matmul(h.index({rows, eot.to(torch::kLong)}), projection);  // (B, D)
 }
 
 }  // namespace

@@ -1,6 +1,15 @@
 // OpenAI CLIP's encoders as torch::nn modules with CLIP's parameter names: the ViT image encoder
 // (with CLIP-ReID's stride, h x w grid, SIE input and three outputs) and the causal text
-// transformer. Shapes: B batch, L tokens, W transformer width, E joint embedding width.
+// transformer.
+//
+// Shape letters of the tensor comments in clip.h, prompt.h and reid_model.h (and their .cc):
+//   B  batch (images, or their texts)      C  classes (training identities)
+//   M  texts compared with the B images    L  tokens: a text's context length, or the ViT's 1 + N
+//   N  patches (grid_h x grid_w)           n  learnable context tokens of a prompt
+//   W  a transformer's width (768 vision, 512 text; W_text where both occur)
+//   D  joint embedding width (512, CLIP's output_dim)   H  hidden width (g, common space)
+// Image sizes are spelled out, (B, 3, height, width); capitals outside parentheses (I, T, M, O)
+// are the paper's matrices, not shapes.
 #pragma once
 
 #include <cstdint>
@@ -68,20 +77,20 @@ struct VisionShape {
 struct VisionOutputs {
   torch::Tensor cls_last;  // (B, W): output of block layers-2 (index 10 of 12), no LayerNorm
   torch::Tensor cls;       // (B, W): ln_post of the CLS token
-  torch::Tensor cls_proj;  // (B, E): ln_post(CLS) @ proj = CLIP's encode_image
+  torch::Tensor cls_proj;  // (B, D): ln_post(CLS) @ proj = CLIP's encode_image
 };
 
 // Image size (h, w) -> patch grid: (h - patch) / stride + 1 per side (floored as CLIP-ReID).
 std::pair<int64_t, int64_t> PatchGrid(int64_t h, int64_t w, int64_t patch, int64_t stride);
 
 // CLIP-ReID's resize_pos_embed: CLS row kept, grid rows resized bilinearly (align_corners false).
-torch::Tensor ResizePositionalEmbedding(const torch::Tensor& posemb,  // (1 + gh * gw, W)
+torch::Tensor ResizePositionalEmbedding(const torch::Tensor& posemb,  // (1 + N, W)
                                         int64_t old_h, int64_t old_w, int64_t new_h, int64_t new_w);
 
 class VisionTransformerImpl : public torch::nn::Module {
  public:
   explicit VisionTransformerImpl(const VisionShape& shape);
-  // x (B, 3, H, W) with H, W giving the positional grid; cv_emb (B, W) added to CLS or undefined.
+  // x (B, 3, height, width) giving the positional grid; cv_emb (B, W) added to CLS or undefined.
   VisionOutputs forward(const torch::Tensor& x, const torch::Tensor& cv_emb = {});
   // Resizes the positional embedding in place to a new grid.
   void ResizeGrid(int64_t grid_h, int64_t grid_w);
@@ -107,7 +116,7 @@ struct TextShape {
 class TextEncoderImpl : public torch::nn::Module {
  public:
   explicit TextEncoderImpl(const TextShape& shape);
-  // prompts (B, L, W) token embeddings; eot (B) int64 positions of the end token -> (B, E).
+  // prompts (B, L, W) token embeddings; eot (B) int64 positions of the end token -> (B, D).
   torch::Tensor forward(const torch::Tensor& prompts, const torch::Tensor& eot);
 
   torch::Tensor positional_embedding, text_projection;
@@ -130,8 +139,8 @@ struct ClipShape {
 class ClipImpl : public torch::nn::Module {
  public:
   explicit ClipImpl(const ClipShape& shape);
-  torch::Tensor EncodeImage(const torch::Tensor& images);  // (B, 3, H, W) -> (B, E)
-  torch::Tensor EncodeText(const torch::Tensor& tokens);   // (B, L) int64 -> (B, E)
+  torch::Tensor EncodeImage(const torch::Tensor& images);  // (B, 3, height, width) -> (B, D)
+  torch::Tensor EncodeText(const torch::Tensor& tokens);   // (B, L) int64 -> (B, D)
   const ClipShape& shape() const { return shape_; }
 
   VisionTransformer visual{nullptr};

@@ -63,28 +63,18 @@ bool ParseShape(const std::string& text, std::vector<int64_t>* shape, int64_t* n
 
 }  // namespace
 
-bool ReadNpy(const std::string& path, torch::Tensor* out, std::string* error) {
-  auto fail = [&](const std::string& what) {
-    *error = "'" + path + "': " + what;
-    return false;
-  };
+StatusOr<torch::Tensor> ReadNpy(const std::string& path) {
+  auto fail = [&](const std::string& what) { return Status::DataLoss("'" + path + "': " + what); };
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    *error = "cannot open .npy file '" + path + "'";
-    return false;
-  }
-  if (!S_ISREG(st.st_mode)) return fail("not a regular file (a directory?)");
+  if (stat(path.c_str(), &st) != 0) return Status::NotFound("cannot open .npy file '" + path + "'");
+  if (!S_ISREG(st.st_mode))
+    return Status::InvalidArgument("'" + path + "': not a regular file (a directory?)");
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = "cannot open .npy file '" + path + "'";
-    return false;
-  }
+  if (!in) return Status::NotFound("cannot open .npy file '" + path + "'");
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   unsigned char magic[8];
-  if (!in.read(reinterpret_cast<char*>(magic), 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) {
-    *error = "'" + path + "' is not a .npy file (bad magic)";
-    return false;
-  }
+  if (!in.read(reinterpret_cast<char*>(magic), 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
+    return Status::InvalidArgument("'" + path + "' is not a .npy file (bad magic)");
   if (magic[6] < 1 || magic[6] > 3)
     return fail("unsupported .npy format version " + std::to_string(magic[6]));
   const int len_size = magic[6] == 1 ? 2 : 4;
@@ -134,11 +124,10 @@ bool ReadNpy(const std::string& path, torch::Tensor* out, std::string* error) {
   torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(type));
   if (have > 0 && !in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(have)))
     return fail("read error");
-  *out = type == torch::kDouble ? t.to(torch::kFloat) : t;
-  return true;
+  return type == torch::kDouble ? t.to(torch::kFloat) : t;
 }
 
-bool WriteNpy(const std::string& path, const torch::Tensor& tensor, std::string* error) {
+Status WriteNpy(const std::string& path, const torch::Tensor& tensor) {
   torch::Tensor t = tensor.detach().to(torch::kCPU).contiguous();
   CHECK(t.scalar_type() == torch::kFloat || t.scalar_type() == torch::kLong)
       << "WriteNpy supports float32 and int64, got " << t.scalar_type();
@@ -153,6 +142,7 @@ bool WriteNpy(const std::string& path, const torch::Tensor& tensor, std::string*
   header.append((64 - total % 64) % 64, ' ');
   header.push_back('\n');
   std::ofstream out(path, std::ios::binary);
+  if (!out) return Status::InvalidArgument("cannot write .npy file '" + path + "'");
   const uint16_t len = static_cast<uint16_t>(header.size());
   const char len_bytes[2] = {static_cast<char>(len & 0xFF), static_cast<char>(len >> 8)};
   out.write("\x93NUMPY\x01\x00", 8);
@@ -160,11 +150,8 @@ bool WriteNpy(const std::string& path, const torch::Tensor& tensor, std::string*
   out << header;
   out.write(static_cast<const char*>(t.data_ptr()),
             static_cast<std::streamsize>(t.numel() * t.element_size()));
-  if (!out) {
-    *error = "cannot write .npy file '" + path + "'";
-    return false;
-  }
-  return true;
+  if (!out.flush()) return Status::Internal("cannot write .npy file '" + path + "'");
+  return Status::Ok();
 }
 
 }  // namespace reid::model

@@ -4,15 +4,17 @@
 
 #include <string>
 
+#include "base/status.h"
 #include "base/torch_glog.h"
 
 namespace reid::model {
 
-// Reads `path` into a CPU tensor (float64 becomes float32). False with *error naming the file
-// when it is not a C-order .npy of a supported dtype.
-bool ReadNpy(const std::string& path, torch::Tensor* out, std::string* error);
+// Reads `path` into a CPU tensor (float64 becomes float32). NotFound when it cannot be opened,
+// InvalidArgument or DataLoss (naming the file) when it is not a C-order .npy of a supported dtype.
+StatusOr<torch::Tensor> ReadNpy(const std::string& path);
 
-// Writes a float32 or int64 tensor. False with *error when the file cannot be written.
-bool WriteNpy(const std::string& path, const torch::Tensor& t, std::string* error);
+// Writes a float32 or int64 tensor. InvalidArgument when the file cannot be created, Internal
+// when writing it fails.
+Status WriteNpy(const std::string& path, const torch::Tensor& t);
 
 }  // namespace reid::model

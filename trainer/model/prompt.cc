@@ -5,43 +5,43 @@
 
 namespace reid::model {
 
-bool BuildPromptTemplate(const Tokenizer& tokenizer, const std::string& text, int64_t n_ctx,
-                         int64_t context_length, PromptTemplate* out, std::string* error) {
+StatusOr<PromptTemplate> BuildPromptTemplate(const Tokenizer& tokenizer, const std::string& text,
+                                             int64_t n_ctx, int64_t context_length) {
   const std::string kCtx = "{ctx}";
   const size_t at = text.find(kCtx);
   if (at == std::string::npos || text.find(kCtx, at + 1) != std::string::npos) {
-    *error = "prompt.template = \"" + text + "\": needs exactly one {ctx} placeholder";
-    return false;
+    return Status::InvalidArgument("prompt.template = \"" + text +
+                                   "\": needs exactly one {ctx} placeholder");
   }
-  if (n_ctx < 1) {
-    *error = "prompt.n_ctx = " + std::to_string(n_ctx) + ": must be at least 1";
-    return false;
-  }
+  if (n_ctx < 1)
+    return Status::InvalidArgument("prompt.n_ctx = " + std::to_string(n_ctx) +
+                                   ": must be at least 1");
   std::string words;
   for (int64_t i = 0; i < n_ctx; ++i) words += i ? " X" : "X";
-  std::vector<int64_t> full, prefix;
   const std::string expanded = text.substr(0, at) + words + text.substr(at + kCtx.size());
-  if (!tokenizer.Tokenize(expanded, context_length, false, &full, error) ||
-      !tokenizer.Tokenize(text.substr(0, at), context_length, false, &prefix, error)) {
-    *error =
-        "prompt.template = \"" + text + "\" with n_ctx " + std::to_string(n_ctx) + ": " + *error;
-    return false;
+  StatusOr<std::vector<int64_t>> full = tokenizer.Tokenize(expanded, context_length, false);
+  StatusOr<std::vector<int64_t>> prefix =
+      full.ok() ? tokenizer.Tokenize(text.substr(0, at), context_length, false) : full;
+  if (!prefix.ok()) {
+    return prefix.status().Annotate("prompt.template = \"" + text + "\" with n_ctx " +
+                                    std::to_string(n_ctx));
   }
   const int64_t x_id = tokenizer.Encode("x").at(0);
-  const int64_t start = static_cast<int64_t>(prefix.size()) - 1;  // sot + prefix words
-  bool ok = start + n_ctx < static_cast<int64_t>(full.size());
-  for (int64_t i = 0; ok && i < start; ++i) ok = full[i] == prefix[i];
-  for (int64_t i = 0; ok && i < n_ctx; ++i) ok = full[start + i] == x_id;
+  const int64_t start = static_cast<int64_t>(prefix->size()) - 1;  // sot + prefix words
+  bool ok = start + n_ctx < static_cast<int64_t>(full->size());
+  for (int64_t i = 0; ok && i < start; ++i) ok = (*full)[i] == (*prefix)[i];
+  for (int64_t i = 0; ok && i < n_ctx; ++i) ok = (*full)[start + i] == x_id;
   if (!ok) {
-    *error = "prompt.template = \"" + text + "\": {ctx} must stand as separate words";
-    return false;
+    return Status::InvalidArgument("prompt.template = \"" + text +
+                                   "\": {ctx} must stand as separate words");
   }
-  out->n_ctx = n_ctx;
-  out->ctx_start = start;
-  out->eot = static_cast<int64_t>(full.size()) - 1;
-  out->tokens = full;
-  out->tokens.resize(context_length, 0);
-  return true;
+  PromptTemplate out;
+  out.n_ctx = n_ctx;
+  out.ctx_start = start;
+  out.eot = static_cast<int64_t>(full->size()) - 1;
+  out.tokens = *full;
+  out.tokens.resize(context_length, 0);
+  return out;
 }
 
 PromptLearnerImpl::PromptLearnerImpl(const PromptTemplate& tmpl, const torch::Tensor& embedding,
@@ -93,16 +93,16 @@ CrossModalAttentionImpl::CrossModalAttentionImpl(int64_t embed_dim, int64_t num_
 torch::Tensor CrossModalAttentionImpl::forward(const torch::Tensor& image,
                                                const torch::Tensor& text) {
   auto a_i = image_attn(image.unsqueeze(0)).squeeze(0);  // (B, D): attention over the set
-  auto a_t = text_attn(text.unsqueeze(0)).squeeze(0);    // (K, D)
+  auto a_t = text_attn(text.unsqueeze(0)).squeeze(0);    // (M, D)
   auto p_i = w_i(a_i);                                   // (B, H)
-  auto p_t = w_t(a_t);                                   // (K, H)
-  auto s = torch::softmax(torch::matmul(p_i, p_t.t()) * scale_, -1);  // (B, K)
+  auto p_t = w_t(a_t);                                   // (M, H)
+  auto s = torch::softmax(torch::matmul(p_i, p_t.t()) * scale_, -1);  // (B, M)
   return w_o(torch::matmul(s, p_t) + p_i);                            // (B, D)
 }
 
 torch::Tensor CrossModalAttentionImpl::Logits(const torch::Tensor& image,
                                               const torch::Tensor& text) {
-  return torch::matmul(forward(image, text), text.t());  // (B, K)
+  return torch::matmul(forward(image, text), text.t());  // (B, M)
 }
 
 }  // namespace reid::model

@@ -1,12 +1,13 @@
 // The text-side modules of the improved CLIP-ReID: the prompt learner (n class-specific context
 // tokens in a template), the context adjustment network g (paper 2.2) and the cross-modal
-// attention (paper 2.3, eq. 1). Shapes: B images, K texts, C classes, n context tokens, L context
-// length, W text width, D joint embedding width, H common space width.
+// attention (paper 2.3, eq. 1). Shape letters as defined in clip.h (here W is the text
+// transformer's width).
 #pragma once
 
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "base/torch_glog.h"
 #include "trainer/model/clip.h"
 #include "trainer/model/tokenizer.h"
@@ -22,10 +23,10 @@ struct PromptTemplate {
   int64_t eot = 0;  // position of the end token (argmax of the ids)
 };
 
-// False with *error (naming the template) when the template has no or several "{ctx}", when the
+// InvalidArgument (naming the template) when the template has no or several "{ctx}", when the
 // placeholder does not stand as separate words, or when the prompt exceeds context_length.
-bool BuildPromptTemplate(const Tokenizer& tokenizer, const std::string& text, int64_t n_ctx,
-                         int64_t context_length, PromptTemplate* out, std::string* error);
+StatusOr<PromptTemplate> BuildPromptTemplate(const Tokenizer& tokenizer, const std::string& text,
+                                             int64_t n_ctx, int64_t context_length);
 
 // CLIP-ReID's PromptLearner: cls_ctx (C, n, W) ~ N(0, std); token_prefix / token_suffix buffers
 // from the token embedding of the template.
@@ -55,7 +56,7 @@ class ContextAdjustImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ContextAdjust);
 
-// Eq. 1 over a set of image features I (B, D) and text features T (K, D):
+// Eq. 1 over a set of image features I (B, D) and text features T (M, D):
 // A_i = SelfAttn(I), A_t = SelfAttn(T), P_i = W_i A_i, P_t = W_t A_t,
 // S = softmax(P_i P_t^T / sqrt(D)) (no scale when literal_unscaled), O = W_o (S P_t + P_i) + b_o.
 class CrossModalAttentionImpl : public torch::nn::Module {
@@ -63,7 +64,7 @@ class CrossModalAttentionImpl : public torch::nn::Module {
   CrossModalAttentionImpl(int64_t embed_dim, int64_t num_heads, int64_t hidden_dim,
                           bool literal_unscaled);
   torch::Tensor forward(const torch::Tensor& image, const torch::Tensor& text);  // -> O (B, D)
-  // logits = O T^T (B, K).
+  // logits = O T^T (B, M).
   torch::Tensor Logits(const torch::Tensor& image, const torch::Tensor& text);
 
   MultiheadAttention image_attn{nullptr}, text_attn{nullptr};

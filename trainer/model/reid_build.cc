@@ -46,16 +46,14 @@ void ApplyConfigHeads(const proto::ModelConfig& m, ClipShape* s) {
 
 // The shape of a ReID state dict (image_encoder.*, text_encoder.*); heads from the config when
 // the widths agree with it, else width / 64.
-bool InferReidShape(const StateDict& sd, const proto::ModelConfig& m, ClipShape* s,
-                    std::string* error) {
+StatusOr<ClipShape> InferReidShape(const StateDict& sd, const proto::ModelConfig& m) {
   for (const char* k : {"image_encoder.conv1.weight", "image_encoder.proj",
                         "text_encoder.positional_embedding", "text_encoder.text_projection"}) {
-    if (!sd.count(k)) {
-      *error = std::string("ReID state dict without key '") + k + "'";
-      return false;
-    }
+    if (!sd.count(k))
+      return Status::InvalidArgument(std::string("ReID state dict without key '") + k + "'");
   }
-  *s = ConfigClipShape(m);
+  ClipShape shape = ConfigClipShape(m);
+  ClipShape* s = &shape;
   const auto& conv = sd.at("image_encoder.conv1.weight");
   s->vision.width = conv.size(0);
   s->vision.patch = s->vision.stride = conv.size(-1);
@@ -67,33 +65,33 @@ bool InferReidShape(const StateDict& sd, const proto::ModelConfig& m, ClipShape*
   s->text.layers = LayerCount(sd, "text_encoder.transformer.resblocks.");
   s->text.output_dim = sd.at("text_encoder.text_projection").size(1);
   ApplyConfigHeads(m, s);
-  return true;
+  return shape;
 }
 
 }  // namespace
 
-ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int64_t num_cameras,
-                         std::string* error) {
+StatusOr<ReidModel> BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes,
+                                   int64_t num_cameras) {
   const auto& m = cfg.model();
-  auto tokenizer = Tokenizer::Create(m.bpe_vocab(), error);
-  if (!tokenizer) return nullptr;
+  REID_ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer,
+                        Tokenizer::Create(m.bpe_vocab()));
   StateDict sd;
   ClipShape clip_shape = ConfigClipShape(m);
   WeightsKind kind = WeightsKind::kNone;
   if (!m.weights().empty()) {
-    if (!ReadStateDict(m.weights(), &sd, error)) return nullptr;
+    REID_ASSIGN_OR_RETURN(sd, ReadStateDict(m.weights()));
     if (sd.count("visual.proj")) {
       kind = WeightsKind::kOpenAiClip;
-      if (!InferClipShape(sd, &clip_shape, error)) return nullptr;
+      REID_ASSIGN_OR_RETURN(clip_shape, InferClipShape(sd));
       ApplyConfigHeads(m, &clip_shape);
     } else if (sd.count("image_encoder.proj")) {
       kind = WeightsKind::kReid;
-      if (!InferReidShape(sd, m, &clip_shape, error)) return nullptr;
+      REID_ASSIGN_OR_RETURN(clip_shape, InferReidShape(sd, m));
     } else {
-      *error = "model.weights = '" + m.weights() +
-               "': neither OpenAI CLIP (no key visual.proj) nor a ReID model (no key "
-               "image_encoder.proj)";
-      return nullptr;
+      return Status::InvalidArgument(
+          "model.weights = '" + m.weights() +
+          "': neither OpenAI CLIP (no key visual.proj) nor a ReID model (no key "
+          "image_encoder.proj)");
     }
   }
   ReidShape shape;
@@ -106,20 +104,19 @@ ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int6
                 shape.vision.patch, shape.vision.stride);
   shape.text = clip_shape.text;
   if (kind != WeightsKind::kReid && tokenizer->vocab_size() != shape.text.vocab_size) {
-    *error = "model.bpe_vocab gives " + std::to_string(tokenizer->vocab_size()) +
-             " token ids but the text encoder has " + std::to_string(shape.text.vocab_size) +
-             " (model.vocab_size or the weights)";
-    return nullptr;
+    return Status::InvalidArgument(
+        "model.bpe_vocab gives " + std::to_string(tokenizer->vocab_size()) +
+        " token ids but the text encoder has " + std::to_string(shape.text.vocab_size) +
+        " (model.vocab_size or the weights)");
   }
-  PromptTemplate tmpl;
-  if (!BuildPromptTemplate(*tokenizer, cfg.prompt().template_(), cfg.prompt().n_ctx(),
-                           shape.text.context_length, &tmpl, error))
-    return nullptr;
+  REID_ASSIGN_OR_RETURN(const PromptTemplate tmpl,
+                        BuildPromptTemplate(*tokenizer, cfg.prompt().template_(),
+                                            cfg.prompt().n_ctx(), shape.text.context_length));
   torch::NoGradGuard no_grad;
   if (kind == WeightsKind::kReid) {
-    auto blank = torch::zeros({1, shape.text.context_length, shape.text.width});
+    auto blank = torch::zeros({1, shape.text.context_length, shape.text.width});  // (1, L, W_text)
     ReidModel model(cfg, shape, tmpl, blank);
-    if (!LoadStateDict(*model, sd, m.weights(), error)) return nullptr;
+    REID_RETURN_IF_ERROR(LoadStateDict(*model, sd, m.weights()));
     return model;
   }
   if (kind == WeightsKind::kNone) {  // random init: positional embedding at the training grid
@@ -128,10 +125,10 @@ ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int6
   }
   clip_shape.vision.stride = shape.vision.stride;
   Clip clip(clip_shape);
-  if (kind == WeightsKind::kOpenAiClip &&
-      !LoadStateDict(*clip, sd, m.weights(), error,
-                     {"input_resolution", "context_length", "vocab_size"}))
-    return nullptr;
+  if (kind == WeightsKind::kOpenAiClip) {
+    REID_RETURN_IF_ERROR(LoadStateDict(*clip, sd, m.weights(),
+                                       {"input_resolution", "context_length", "vocab_size"}));
+  }
   auto ids = torch::tensor(tmpl.tokens, torch::kLong).unsqueeze(0);
   ReidModel model(cfg, shape, tmpl, clip->token_embedding(ids));
   model->LoadFromClip(*clip);

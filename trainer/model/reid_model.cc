@@ -84,7 +84,7 @@ torch::Tensor ReidModelImpl::InferenceFeature(const torch::Tensor& images,
                                               const torch::Tensor& cams) {
   VisionOutputs v = EncodeImage(images, cams);
   if (neck_after_) return torch::cat({bottleneck(v.cls), bottleneck_proj(v.cls_proj)}, 1);
-  return torch::cat({v.cls, v.cls_proj}, 1);  // (B, W + E)
+  return torch::cat({v.cls, v.cls_proj}, 1);  // (B, W + D)
 }
 
 torch::Tensor ReidModelImpl::EncodeText(const torch::Tensor& labels,
@@ -101,7 +101,7 @@ torch::Tensor ReidModelImpl::EncodeText(const torch::Tensor& labels,
 torch::Tensor ReidModelImpl::ImageTextLogits(const torch::Tensor& image_proj,
                                              const torch::Tensor& text) {
   if (has_cross_attention()) return cross_attention->Logits(image_proj, text);
-  return torch::matmul(image_proj, text.t());  // (B, K)
+  return torch::matmul(image_proj, text.t());  // (B, M)
 }
 
 void ReidModelImpl::LoadFromClip(ClipImpl& clip) {
@@ -111,8 +111,8 @@ void ReidModelImpl::LoadFromClip(ClipImpl& clip) {
   vis["positional_embedding"] =
       ResizePositionalEmbedding(vis["positional_embedding"], from.grid_h, from.grid_w,
                                 shape_.vision.grid_h, shape_.vision.grid_w);
-  std::string error;
-  CHECK(LoadStateDict(*image_encoder, vis, "CLIP visual", &error)) << error;
+  const Status vis_loaded = LoadStateDict(*image_encoder, vis, "CLIP visual");
+  CHECK(vis_loaded.ok()) << vis_loaded.message();
   StateDict text;
   for (const auto& [k, v] : ModuleStateDict(clip)) {
     if (k.rfind("transformer.", 0) == 0 || k.rfind("ln_final.", 0) == 0 ||
@@ -120,7 +120,8 @@ void ReidModelImpl::LoadFromClip(ClipImpl& clip) {
       text[k] = v;
     }
   }
-  CHECK(LoadStateDict(*text_encoder, text, "CLIP text", &error)) << error;
+  const Status text_loaded = LoadStateDict(*text_encoder, text, "CLIP text");
+  CHECK(text_loaded.ok()) << text_loaded.message();
   auto ids = torch::tensor(tmpl_.tokens, torch::kLong).unsqueeze(0);
   auto emb = clip.token_embedding(ids);  // (1, L, W_text)
   prompt_learner->token_prefix.copy_(emb.slice(1, 0, tmpl_.ctx_start));

@@ -1,12 +1,13 @@
 // The ReID model of CLIP-ReID plus the paper's modules: image encoder (with SIE), text encoder,
 // prompt learner, optional context adjustment network and cross-modal attention, BN necks and
 // bias-free classifiers. Built from proto::ReidConfig with CLIP weights, a ReID checkpoint or
-// random init. Shapes: B images, C classes, W vision width (768), E joint width (512), K texts.
+// random init. Shape letters as defined in clip.h (here W is the vision transformer's width).
 #pragma once
 
 #include <memory>
 #include <string>
 
+#include "base/status.h"
 #include "base/torch_glog.h"
 #include "proto/reid_config.pb.h"
 #include "trainer/model/clip.h"
@@ -24,7 +25,7 @@ struct ReidShape {
 
 struct ReidTrainOutputs {
   torch::Tensor score, score_proj;           // (B, C) from classifier / classifier_proj
-  torch::Tensor feat_last, feat, feat_proj;  // (B, W), (B, W), (B, E): the triplet features
+  torch::Tensor feat_last, feat, feat_proj;  // (B, W), (B, W), (B, D): the triplet features
 };
 
 class ReidModelImpl : public torch::nn::Module {
@@ -36,12 +37,13 @@ class ReidModelImpl : public torch::nn::Module {
   VisionOutputs EncodeImage(const torch::Tensor& images, const torch::Tensor& cams = {});
   // Stage 2 forward: classifier scores and features (BN necks in the module's mode).
   ReidTrainOutputs ForwardTrain(const torch::Tensor& images, const torch::Tensor& cams = {});
-  // Inference feature (B, W + E): concat before the BN necks (1280-d for ViT-B/16), or after
+  // Inference feature (B, W + D): concat before the BN necks (1280-d for ViT-B/16), or after
   // them with model.neck_feat AFTER. Not normalised.
   torch::Tensor InferenceFeature(const torch::Tensor& images, const torch::Tensor& cams = {});
-  // Text features (B, E) of the prompts of `labels`; image_features (B, E) feed g when it is on.
+  // Text features (B, D) of the prompts of `labels`; image_features (B, D) feed g when it is on.
   torch::Tensor EncodeText(const torch::Tensor& labels, const torch::Tensor& image_features = {});
-  // Image-text logits (B, K): through the cross-modal attention when on, else I T^T.
+  // Image-text logits (B, M) of image_proj (B, D) and text (M, D): through the cross-modal
+  // attention when on, else I T^T.
   torch::Tensor ImageTextLogits(const torch::Tensor& image_proj, const torch::Tensor& text);
   // Copies CLIP's weights (image encoder with the grid resized; text encoder; prompt embeddings).
   void LoadFromClip(ClipImpl& clip);
@@ -55,7 +57,7 @@ class ReidModelImpl : public torch::nn::Module {
   PromptLearner prompt_learner{nullptr};
   torch::nn::BatchNorm1d bottleneck{nullptr}, bottleneck_proj{nullptr};
   torch::nn::Linear classifier{nullptr}, classifier_proj{nullptr};
-  torch::Tensor cv_embed;  // (cameras, W) when SIE is on
+  torch::Tensor cv_embed;  // (num_cameras, W) when SIE is on: one row per camera id
   ContextAdjust context_adjust{nullptr};
   CrossModalAttention cross_attention{nullptr};
 
@@ -71,8 +73,9 @@ TORCH_MODULE(ReidModel);
 // positional embedding resized to the training grid, stride from the config), a ReID state dict
 // of this model or CLIP-ReID (loaded by name, all keys checked), or empty (random init at the
 // training grid with the config's shape). Attention heads come from the config when its widths
-// equal the checkpoint's, else width / 64. Returns null with *error on a user error.
-ReidModel BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes, int64_t num_cameras,
-                         std::string* error);
+// equal the checkpoint's, else width / 64. A user error (bad weights, vocabulary or prompt) is a
+// Status naming the config field or file.
+StatusOr<ReidModel> BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes,
+                                   int64_t num_cameras);
 
 }  // namespace reid::model

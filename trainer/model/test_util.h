@@ -16,10 +16,9 @@ inline double RelativeError(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 inline torch::Tensor LoadNpyOrDie(const std::string& path) {
-  torch::Tensor t;
-  std::string error;
-  CHECK(ReadNpy(path, &t, &error)) << error;
-  return t;
+  StatusOr<torch::Tensor> t = ReadNpy(path);
+  CHECK(t.ok()) << t.status().message();
+  return *t;
 }
 
 // The tiny CLIP fixtures (checkpoints in both formats, inputs, golden outputs), committed in

@@ -94,25 +94,24 @@ char32_t ToLower(char32_t c) {
 }
 
 // Reads a gzip (or plain) text file whole.
-bool ReadMaybeGzip(const std::string& path, std::string* out, std::string* error) {
+StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) {
-    *error = "cannot open BPE merges file '" + path + "'";
-    return false;
-  }
+  if (f == nullptr) return Status::NotFound("cannot open BPE merges file '" + path + "'");
+  std::string out;
   char buf[1 << 16];
   int n = 0;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out->append(buf, n);
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
   // gzread returns 0 at a truncated stream's end too: only gzerror tells (Z_BUF_ERROR).
   int zerr = Z_OK;
   const char* why = gzerror(f, &zerr);
   const bool ok = n == 0 && (zerr == Z_OK || zerr == Z_STREAM_END);
-  if (!ok) {
-    *error = "cannot read BPE merges file '" + path + "': " + (why ? why : "read error") +
-             " (truncated or corrupt gzip?)";
-  }
+  const std::string reason = why ? why : "read error";  // owned by f: copied before gzclose
   gzclose(f);
-  return ok;
+  if (!ok) {
+    return Status::DataLoss("cannot read BPE merges file '" + path + "': " + reason +
+                            " (truncated or corrupt gzip?)");
+  }
+  return out;
 }
 
 }  // namespace
@@ -131,12 +130,11 @@ struct Tokenizer::Regexes {
 Tokenizer::Tokenizer() : re_(std::make_unique<Regexes>()) {}
 Tokenizer::~Tokenizer() = default;
 
-std::unique_ptr<Tokenizer> Tokenizer::Create(const std::string& merges_path, std::string* error) {
+StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::Create(const std::string& merges_path) {
   std::unique_ptr<Tokenizer> t(new Tokenizer());
   std::vector<std::pair<std::string, std::string>> merges;
   if (!merges_path.empty()) {
-    std::string text;
-    if (!ReadMaybeGzip(merges_path, &text, error)) return nullptr;
+    REID_ASSIGN_OR_RETURN(const std::string text, ReadMaybeGzip(merges_path));
     std::istringstream in(text);
     std::string line;
     std::getline(in, line);  // the version header
@@ -144,16 +142,14 @@ std::unique_ptr<Tokenizer> Tokenizer::Create(const std::string& merges_path, std
       std::istringstream fields(line);
       std::string a, b, extra;
       if (!(fields >> a >> b) || (fields >> extra)) {
-        *error = "BPE merges file '" + merges_path + "' line " + std::to_string(merges.size() + 2) +
-                 ": expected two symbols, got '" + line + "'";
-        return nullptr;
+        return Status::DataLoss("BPE merges file '" + merges_path + "' line " +
+                                std::to_string(merges.size() + 2) +
+                                ": expected two symbols, got '" + line + "'");
       }
       merges.emplace_back(a, b);
     }
-    if (merges.empty()) {
-      *error = "BPE merges file '" + merges_path + "' has no merges";
-      return nullptr;
-    }
+    if (merges.empty())
+      return Status::DataLoss("BPE merges file '" + merges_path + "' has no merges");
   }
   t->BuildVocab(merges);
   int code = 0;
@@ -276,24 +272,23 @@ std::vector<int64_t> Tokenizer::EncodeUpTo(const std::string& text, size_t max_i
   return ids;
 }
 
-bool Tokenizer::Tokenize(const std::string& text, int64_t context_length, bool truncate,
-                         std::vector<int64_t>* ids, std::string* error) const {
-  ids->clear();
-  ids->push_back(sot_);
+StatusOr<std::vector<int64_t>> Tokenizer::Tokenize(const std::string& text, int64_t context_length,
+                                                   bool truncate) const {
+  std::vector<int64_t> ids = {sot_};
   // One id past the context is enough to know the text does not fit.
   const size_t room = static_cast<size_t>(std::max<int64_t>(context_length, 1));
-  for (int64_t id : EncodeUpTo(text, room)) ids->push_back(id);
-  ids->push_back(eot_);
-  if (static_cast<int64_t>(ids->size()) > context_length) {
+  for (int64_t id : EncodeUpTo(text, room)) ids.push_back(id);
+  ids.push_back(eot_);
+  if (static_cast<int64_t>(ids.size()) > context_length) {
     if (!truncate) {
-      *error = "text has more than context length " + std::to_string(context_length) +
-               " tokens: '" + text.substr(0, 60) + "'";
-      return false;
+      return Status::InvalidArgument("text has more than context length " +
+                                     std::to_string(context_length) + " tokens: '" +
+                                     text.substr(0, 60) + "'");
     }
-    ids->resize(context_length);
-    ids->back() = eot_;
+    ids.resize(context_length);
+    ids.back() = eot_;
   }
-  return true;
+  return ids;
 }
 
 std::string CleanText(const std::string& text) {

@@ -8,23 +8,25 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/status.h"
+
 namespace reid::model {
 
 class Tokenizer {
  public:
   // Reads CLIP's merges file (gzip or plain text, e.g. bpe_simple_vocab_16e6.txt.gz; 49,408 ids).
   // An empty path gives the byte-level fallback: 512 byte symbols + 2 specials (514 ids).
-  // Returns null and sets *error (naming the file) when the file cannot be read or parsed.
-  static std::unique_ptr<Tokenizer> Create(const std::string& merges_path, std::string* error);
+  // NotFound (naming the file) when it cannot be opened, DataLoss when it cannot be read or parsed.
+  static StatusOr<std::unique_ptr<Tokenizer>> Create(const std::string& merges_path);
   ~Tokenizer();
 
   // Cleaned, pre-tokenised and BPE-encoded ids of `text`, without start/end tokens.
   std::vector<int64_t> Encode(const std::string& text) const;
 
-  // [sot] + Encode(text) + [eot]. Longer than context_length: an error unless `truncate`, which
-  // cuts to context_length and makes the last id eot. No padding.
-  bool Tokenize(const std::string& text, int64_t context_length, bool truncate,
-                std::vector<int64_t>* ids, std::string* error) const;
+  // [sot] + Encode(text) + [eot]. Longer than context_length: InvalidArgument unless `truncate`,
+  // which cuts to context_length and makes the last id eot. No padding.
+  StatusOr<std::vector<int64_t>> Tokenize(const std::string& text, int64_t context_length,
+                                          bool truncate) const;
 
   int64_t sot() const { return sot_; }
   int64_t eot() const { return eot_; }

@@ -55,9 +55,9 @@ TEST(Tokenizer, MatchesOpenAiOnSharedCases) {
   if (!cases || !std::ifstream(merges)) {
     GTEST_SKIP() << "no " << kSharedDir << "tokenizer_cases.tsv or merges file beside it";
   }
-  std::string error;
-  auto tok = Tokenizer::Create(merges, &error);
-  ASSERT_TRUE(tok) << error;
+  StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create(merges);
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  const Tokenizer* tok = created->get();
   EXPECT_EQ(tok->vocab_size(), 49408);
   int checked = 0;
   for (std::string line; std::getline(cases, line);) {
@@ -65,20 +65,21 @@ TEST(Tokenizer, MatchesOpenAiOnSharedCases) {
     const size_t tab = line.find('\t');
     ASSERT_NE(tab, std::string::npos) << line;
     const std::string text = JsonString(line.substr(0, tab));
-    std::vector<int64_t> want, got;
+    std::vector<int64_t> want;
     std::istringstream ids(line.substr(tab + 1));
     for (int64_t id; ids >> id;) want.push_back(id);
-    ASSERT_TRUE(tok->Tokenize(text, 1 << 20, false, &got, &error)) << error;
-    EXPECT_EQ(got, want) << "text: " << text;
+    StatusOr<std::vector<int64_t>> got = tok->Tokenize(text, 1 << 20, false);
+    ASSERT_TRUE(got.ok()) << got.status().message();
+    EXPECT_EQ(*got, want) << "text: " << text;
     ++checked;
   }
   EXPECT_GT(checked, 10);
 }
 
 TEST(Tokenizer, ByteLevelFallbackHas514Ids) {
-  std::string error;
-  auto tok = Tokenizer::Create("", &error);
-  ASSERT_TRUE(tok) << error;
+  StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("");
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  const Tokenizer* tok = created->get();
   EXPECT_EQ(tok->vocab_size(), 514);
   EXPECT_EQ(tok->sot(), 512);
   EXPECT_EQ(tok->eot(), 513);
@@ -88,9 +89,9 @@ TEST(Tokenizer, ByteLevelFallbackHas514Ids) {
 }
 
 TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacters) {
-  std::string error;
-  auto tok = Tokenizer::Create("", &error);
-  ASSERT_TRUE(tok) << error;
+  StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("");
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  const Tokenizer* tok = created->get();
   // A UTF-8-encoded surrogate, an overlong NUL and a lead byte past U+10FFFF: each byte becomes
   // U+FFFD (as Python's errors="replace"), and the text after them is still tokenized.
   const std::string fffd = "\xEF\xBF\xBD";
@@ -105,15 +106,19 @@ TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacters) {
 }
 
 TEST(Tokenizer, TruncatesToContextWithEndToken) {
-  std::string error;
-  auto tok = Tokenizer::Create("", &error);
-  std::vector<int64_t> ids;
-  EXPECT_FALSE(tok->Tokenize("a b c d e f", 5, false, &ids, &error));
-  EXPECT_NE(error.find("more than context length 5"), std::string::npos) << error;
-  ASSERT_TRUE(tok->Tokenize("a b c d e f", 5, true, &ids, &error));
-  EXPECT_EQ(ids.size(), 5u);
-  EXPECT_EQ(ids.front(), 512);
-  EXPECT_EQ(ids.back(), 513);
+  StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("");
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  const Tokenizer* tok = created->get();
+  StatusOr<std::vector<int64_t>> ids = tok->Tokenize("a b c d e f", 5, false);
+  ASSERT_FALSE(ids.ok());
+  EXPECT_EQ(ids.status().exit_code(), 2);
+  EXPECT_NE(ids.status().message().find("more than context length 5"), std::string::npos)
+      << ids.status().message();
+  ids = tok->Tokenize("a b c d e f", 5, true);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(ids->size(), 5u);
+  EXPECT_EQ(ids->front(), 512);
+  EXPECT_EQ(ids->back(), 513);
 }
 
 TEST(Tokenizer, CleaningUnescapesCollapsesAndLowers) {
@@ -181,10 +186,10 @@ TEST(Tokenizer, HeapBpeMatchesPythonsMergeOrder) {
     ranks[merges[r]] = static_cast<int>(r);
   }
   out.close();
-  std::string error;
-  auto tok = Tokenizer::Create(path, &error);
+  StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create(path);
   std::remove(path);
-  ASSERT_TRUE(tok) << error;
+  ASSERT_TRUE(created.ok()) << created.status().message();
+  const Tokenizer* tok = created->get();
   // Ids: byte symbols in bytes_to_unicode order ('a' = 64, 'a</w>' = 256 + 64), merges 512 + rank.
   auto id_of = [&](const std::string& sym) -> int64_t {
     for (size_t r = 0; r < merges.size(); ++r)
@@ -204,17 +209,18 @@ TEST(Tokenizer, HeapBpeMatchesPythonsMergeOrder) {
   const auto start = std::chrono::steady_clock::now();
   std::string big;
   for (int i = 0; i < 1000000; ++i) big.push_back("abc"[rng() % 3]);
-  std::vector<int64_t> ids;
-  ASSERT_TRUE(tok->Tokenize(big, 77, /*truncate=*/true, &ids, &error));
-  EXPECT_EQ(ids.size(), 77u);
+  StatusOr<std::vector<int64_t>> ids = tok->Tokenize(big, 77, /*truncate=*/true);
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(ids->size(), 77u);
   EXPECT_FALSE(tok->Encode(big).empty());
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
 }
 
 TEST(Tokenizer, MissingMergesFileIsAnError) {
-  std::string error;
-  EXPECT_FALSE(Tokenizer::Create("/nonexistent/bpe.txt.gz", &error));
-  EXPECT_NE(error.find("/nonexistent/bpe.txt.gz"), std::string::npos);
+  StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("/nonexistent/bpe.txt.gz");
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.status().exit_code(), 2);
+  EXPECT_NE(created.status().message().find("/nonexistent/bpe.txt.gz"), std::string::npos);
 }
 
 }  // namespace

@@ -14,12 +14,9 @@
 
 namespace reid::model {
 
-bool CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<int64_t>& sizes,
-                      const std::vector<int64_t>& strides, std::string* why) {
-  auto fail = [&](const std::string& text) {
-    *why = text;
-    return false;
-  };
+Status CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<int64_t>& sizes,
+                        const std::vector<int64_t>& strides) {
+  auto fail = [](const std::string& text) { return Status::DataLoss(text); };
   if (sizes.size() != strides.size())
     return fail("has " + std::to_string(sizes.size()) + " sizes but " +
                 std::to_string(strides.size()) + " strides");
@@ -33,7 +30,7 @@ bool CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<i
     if (__builtin_mul_overflow(numel, sizes[d], &numel))
       return fail("has more elements than a 64-bit count holds");
   }
-  if (numel == 0) return true;
+  if (numel == 0) return Status::Ok();
   for (size_t d = 0; d < sizes.size(); ++d) {
     int64_t reach = 0;
     if (__builtin_mul_overflow(sizes[d] - 1, strides[d], &reach) ||
@@ -43,7 +40,7 @@ bool CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<i
   if (last >= storage_numel)
     return fail("(offset " + std::to_string(offset) + ") reads element " + std::to_string(last) +
                 " of a storage of " + std::to_string(storage_numel) + " elements");
-  return true;
+  return Status::Ok();
 }
 
 namespace {
@@ -239,9 +236,8 @@ Obj Machine::Reduce(const Obj& callable, const Obj& args) {
     const std::vector<int64_t> sizes = IntTuple(args->items[2], "size");
     const std::vector<int64_t> strides = IntTuple(args->items[3], "stride");
     const int64_t offset = args->items[1]->i;
-    std::string why;
-    if (!CheckStridedView(bytes / item, offset, sizes, strides, &why))
-      throw std::runtime_error("tensor view " + why);
+    const Status view = CheckStridedView(bytes / item, offset, sizes, strides);
+    if (!view.ok()) throw std::runtime_error("tensor view " + view.message());
     tensor_bytes_ += static_cast<uint64_t>(c10::multiply_integers(sizes)) * item;
     if (tensor_bytes_ > 4 * storage_bytes_ + (uint64_t{16} << 20))
       throw std::runtime_error("tensors hold more than 4 times the bytes of their storages");
@@ -432,7 +428,7 @@ Obj Machine::Run() {
 
 namespace {
 
-bool ReadFromZip(caffe2::serialize::PyTorchStreamReader& zip, StateDict* out, std::string* error) {
+StatusOr<StateDict> ReadFromZip(caffe2::serialize::PyTorchStreamReader& zip) {
   auto [ptr, size] = zip.getRecord("data.pkl");
   Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
   Obj top = machine.Run();
@@ -442,50 +438,44 @@ bool ReadFromZip(caffe2::serialize::PyTorchStreamReader& zip, StateDict* out, st
       break;
     }
   }
-  if (top->kind != PyObj::kDict) {
-    *error = "the pickled object is not a dict of tensors";
-    return false;
-  }
+  if (top->kind != PyObj::kDict)
+    return Status::DataLoss("the pickled object is not a dict of tensors");
+  StateDict out;
   for (size_t k = 0; k + 1 < top->items.size(); k += 2) {
     const Obj& key = top->items[k];
     const Obj& value = top->items[k + 1];
-    if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) (*out)[key->s] = value->tensor;
+    if (key->kind == PyObj::kStr && value->kind == PyObj::kTensor) out[key->s] = value->tensor;
   }
-  return true;
+  return out;
 }
 
 // Runs `read` and turns every exception (the zip reader throws c10::Error, ours
-// std::runtime_error, allocations std::bad_alloc) into *error.
+// std::runtime_error, allocations std::bad_alloc) into a DataLoss status: LibTorch's boundary.
 template <typename F>
-bool Guarded(F read, std::string* error) {
+StatusOr<StateDict> Guarded(F read) {
   try {
     return read();
   } catch (const c10::Error& e) {
-    *error = e.what_without_backtrace();
+    return Status::DataLoss(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    *error = e.what();
+    return Status::DataLoss(e.what());
   }
-  return false;
 }
 
 }  // namespace
 
-bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error) {
-  return Guarded(
-      [&] {
-        caffe2::serialize::PyTorchStreamReader zip(path);
-        return ReadFromZip(zip, out, error);
-      },
-      error);
+StatusOr<StateDict> ReadTorchSaveZip(const std::string& path) {
+  return Guarded([&] {
+    caffe2::serialize::PyTorchStreamReader zip(path);
+    return ReadFromZip(zip);
+  });
 }
 
-bool ReadTorchSaveZip(std::istream* in, StateDict* out, std::string* error) {
-  return Guarded(
-      [&] {
-        caffe2::serialize::PyTorchStreamReader zip(in);
-        return ReadFromZip(zip, out, error);
-      },
-      error);
+StatusOr<StateDict> ReadTorchSaveZip(std::istream* in) {
+  return Guarded([&] {
+    caffe2::serialize::PyTorchStreamReader zip(in);
+    return ReadFromZip(zip);
+  });
 }
 
 }  // namespace reid::model

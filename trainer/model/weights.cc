@@ -34,29 +34,29 @@ std::string OneLine(std::string text) {
 }
 
 // Which records the zip holds decides the reader: TorchScript archives have constants.pkl (and
-// code/), torch.save zips only data.pkl and data/. "" when it is not a PyTorch zip at all.
-std::string ZipKind(const std::string& path, std::string* why) {
+// code/), torch.save zips only data.pkl and data/. An error saying why when it is not a PyTorch
+// zip at all (LibTorch's exceptions converted here).
+StatusOr<std::string> ZipKind(const std::string& path) {
   try {
     caffe2::serialize::PyTorchStreamReader zip(path);
-    if (zip.hasRecord("constants.pkl")) return "torchscript";
-    if (zip.hasRecord("data.pkl")) return "torch.save";
-    *why = "a zip without data.pkl";
+    if (zip.hasRecord("constants.pkl")) return std::string("torchscript");
+    if (zip.hasRecord("data.pkl")) return std::string("torch.save");
+    return Status::InvalidArgument("a zip without data.pkl");
   } catch (const c10::Error& e) {
-    *why = e.what_without_backtrace();
+    return Status::InvalidArgument(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    *why = e.what();
+    return Status::InvalidArgument(e.what());
   }
-  return "";
 }
 
 // LibTorch's TorchScript loader is not hardened against malformed archives: 3 of 60 mutated
 // archives in tests/hostile_test.sh crash it (SIGSEGV). So it first runs in a forked child; only
-// when the child survives does this process load the archive itself. False with *why when the
+// when the child survives does this process load the archive itself. An error saying why when the
 // child died from a signal or took longer than two minutes.
-bool ProbeTorchScriptInChild(const std::string& path, std::string* why) {
+Status ProbeTorchScriptInChild(const std::string& path) {
   std::fflush(nullptr);
   const pid_t pid = fork();
-  if (pid < 0) return true;  // cannot fork: load unprobed
+  if (pid < 0) return Status::Ok();  // cannot fork: load unprobed
   if (pid == 0) {
     const int null_fd = open("/dev/null", O_WRONLY);
     if (null_fd >= 0) dup2(null_fd, STDERR_FILENO);  // the parent reports
@@ -76,40 +76,38 @@ bool ProbeTorchScriptInChild(const std::string& path, std::string* why) {
     if (waited_ms > 120000) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);
-      *why = "LibTorch's TorchScript loader did not finish within two minutes";
-      return false;
+      return Status::DataLoss("LibTorch's TorchScript loader did not finish within two minutes");
     }
     usleep(10000);
   }
   if (WIFSIGNALED(status)) {
-    *why = "LibTorch's TorchScript loader crashed on it (signal " +
-           std::to_string(WTERMSIG(status)) + ")";
-    return false;
+    return Status::DataLoss("LibTorch's TorchScript loader crashed on it (signal " +
+                            std::to_string(WTERMSIG(status)) + ")");
   }
-  return true;
+  return Status::Ok();
 }
 
 // LibTorch's loader throws more than c10::Error on malformed archives (std::out_of_range, ...):
-// every exception here is the file's fault and is reported as such.
-bool ReadTorchScript(const std::string& path, StateDict* out, std::string* why) {
+// every exception here is the file's fault and is converted to a DataLoss status.
+StatusOr<StateDict> ReadTorchScript(const std::string& path) {
   try {
     torch::jit::Module m = torch::jit::load(path, torch::kCPU);
-    for (const auto& p : m.named_parameters(/*recurse=*/true)) Put(p.name, p.value, out);
-    for (const auto& b : m.named_buffers(/*recurse=*/true)) Put(b.name, b.value, out);
-    return true;
+    StateDict out;
+    for (const auto& p : m.named_parameters(/*recurse=*/true)) Put(p.name, p.value, &out);
+    for (const auto& b : m.named_buffers(/*recurse=*/true)) Put(b.name, b.value, &out);
+    return out;
   } catch (const c10::Error& e) {
-    *why = e.what_without_backtrace();
+    return Status::DataLoss(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    *why = e.what();
+    return Status::DataLoss(e.what());
   }
-  return false;
 }
 
-bool ReadPickledDict(const std::string& path, StateDict* out, std::string* why) {
-  StateDict raw;
-  if (!ReadTorchSaveZip(path, &raw, why)) return false;
-  for (const auto& [k, v] : raw) Put(k, v, out);
-  return true;
+StatusOr<StateDict> ReadPickledDict(const std::string& path) {
+  REID_ASSIGN_OR_RETURN(const StateDict raw, ReadTorchSaveZip(path));
+  StateDict out;
+  for (const auto& [k, v] : raw) Put(k, v, &out);
+  return out;
 }
 
 // Size `dim` of sd[key], which must have `rank` dimensions, all non-empty; else 1 and the key is
@@ -135,47 +133,46 @@ int64_t CountLayers(const StateDict& sd, const std::string& prefix) {
 
 }  // namespace
 
-bool ReadStateDict(const std::string& path, StateDict* out, std::string* error) {
-  out->clear();
+StatusOr<StateDict> ReadStateDict(const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || !std::ifstream(path).good()) {
-    *error = "cannot open weights file '" + path + "' (not a readable regular file)";
-    return false;
+    return Status::NotFound("cannot open weights file '" + path +
+                            "' (not a readable regular file)");
   }
-  std::string why;
-  const std::string kind = ZipKind(path, &why);
-  if (kind.empty()) {
-    *error = "weights file '" + path +
-             "' is neither a TorchScript archive nor a torch.save zip of a state dict (" +
-             OneLine(why) + ")";
-    return false;
+  const StatusOr<std::string> zip_kind = ZipKind(path);
+  if (!zip_kind.ok()) {
+    return Status::InvalidArgument(
+        "weights file '" + path +
+        "' is neither a TorchScript archive nor a torch.save zip of a state dict (" +
+        OneLine(zip_kind.status().message()) + ")");
   }
+  const std::string& kind = *zip_kind;
   if (kind == "torchscript") {
     const char* allow = std::getenv("REID_TORCHSCRIPT");
     if (allow != nullptr && std::string(allow) == "0") {
-      *error = "weights file '" + path +
-               "' is a TorchScript archive and REID_TORCHSCRIPT=0 forbids loading those "
-               "(convert it to a torch.save state dict)";
-      return false;
+      return Status::InvalidArgument(
+          "weights file '" + path +
+          "' is a TorchScript archive and REID_TORCHSCRIPT=0 forbids loading those "
+          "(convert it to a torch.save state dict)");
     }
-    if (!ProbeTorchScriptInChild(path, &why)) {
-      *error = "weights file '" + path + "': bad torchscript archive: " + why;
-      return false;
+    const Status probed = ProbeTorchScriptInChild(path);
+    if (!probed.ok()) {
+      return Status::DataLoss("weights file '" + path +
+                              "': bad torchscript archive: " + probed.message());
     }
   }
-  if (kind == "torchscript" ? ReadTorchScript(path, out, &why) : ReadPickledDict(path, out, &why))
-    return true;
-  out->clear();
-  *error = "weights file '" + path + "': bad " + kind + " archive: " + OneLine(why);
-  return false;
+  StatusOr<StateDict> read = kind == "torchscript" ? ReadTorchScript(path) : ReadPickledDict(path);
+  if (read.ok()) return read;
+  return Status::DataLoss("weights file '" + path + "': bad " + kind +
+                          " archive: " + OneLine(read.status().message()));
 }
 
-bool InferClipShape(const StateDict& sd, ClipShape* s, std::string* error) {
-  if (!sd.count("visual.proj")) {
-    *error = "not an OpenAI CLIP ViT state dict: no key 'visual.proj'";
-    return false;
-  }
+StatusOr<ClipShape> InferClipShape(const StateDict& sd) {
+  if (!sd.count("visual.proj"))
+    return Status::InvalidArgument("not an OpenAI CLIP ViT state dict: no key 'visual.proj'");
   std::string missing;
+  ClipShape shape;
+  ClipShape* s = &shape;
   VisionShape& v = s->vision;
   v.width = Dim(sd, "visual.conv1.weight", 4, 0, &missing);
   v.patch = Dim(sd, "visual.conv1.weight", 4, 3, &missing);
@@ -197,11 +194,11 @@ bool InferClipShape(const StateDict& sd, ClipShape* s, std::string* error) {
   t.layers = CountLayers(sd, "transformer.resblocks.");
   if (!missing.empty() || v.layers < 2 || t.layers < 1 || v.grid_h * v.grid_w + 1 != rows ||
       v.width % v.heads != 0 || t.width % t.heads != 0) {
-    *error = "cannot infer the CLIP shape: missing or malformed keys:" + missing +
-             " (vision layers " + std::to_string(v.layers) + ", text layers " +
-             std::to_string(t.layers) + ", positional rows " + std::to_string(rows) + ", widths " +
-             std::to_string(v.width) + "/" + std::to_string(t.width) + ")";
-    return false;
+    return Status::InvalidArgument(
+        "cannot infer the CLIP shape: missing or malformed keys:" + missing + " (vision layers " +
+        std::to_string(v.layers) + ", text layers " + std::to_string(t.layers) +
+        ", positional rows " + std::to_string(rows) + ", widths " + std::to_string(v.width) + "/" +
+        std::to_string(t.width) + ")");
   }
   // Building the model allocates what the shape implies; a few small keys must not make it
   // allocate gigabytes: the transformer blocks alone (12 w^2 per layer) must fit in what the file
@@ -211,12 +208,12 @@ bool InferClipShape(const StateDict& sd, ClipShape* s, std::string* error) {
   const double implied = 12.0 * (static_cast<double>(v.width) * v.width * v.layers +
                                  static_cast<double>(t.width) * t.width * t.layers);
   if (implied > 2 * stored + 1e6) {
-    *error = "cannot infer the CLIP shape: the keys describe transformers of " +
-             std::to_string(static_cast<int64_t>(implied)) + " weights but hold only " +
-             std::to_string(static_cast<int64_t>(stored));
-    return false;
+    return Status::InvalidArgument(
+        "cannot infer the CLIP shape: the keys describe transformers of " +
+        std::to_string(static_cast<int64_t>(implied)) + " weights but hold only " +
+        std::to_string(static_cast<int64_t>(stored)));
   }
-  return true;
+  return shape;
 }
 
 StateDict ModuleStateDict(const torch::nn::Module& module) {
@@ -226,8 +223,8 @@ StateDict ModuleStateDict(const torch::nn::Module& module) {
   return sd;
 }
 
-bool LoadStateDict(torch::nn::Module& module, const StateDict& sd, const std::string& source,
-                   std::string* error, const std::set<std::string>& ignore) {
+Status LoadStateDict(torch::nn::Module& module, const StateDict& sd, const std::string& source,
+                     const std::set<std::string>& ignore) {
   StateDict own = ModuleStateDict(module);
   std::vector<std::string> unknown, missing, shape;
   for (const auto& [k, v] : sd) {
@@ -251,28 +248,23 @@ bool LoadStateDict(torch::nn::Module& module, const StateDict& sd, const std::st
     for (const auto& k : unknown) os << "\n  unknown key: " << k;
     for (const auto& k : missing) os << "\n  missing key: " << k;
     for (const auto& k : shape) os << "\n  shape mismatch: " << k;
-    *error = os.str();
-    return false;
+    return Status::InvalidArgument(os.str());
   }
   torch::NoGradGuard no_grad;
   for (auto& [k, v] : own) {
     if (ignore.count(k)) continue;
     v.copy_(sd.at(k));
   }
-  return true;
+  return Status::Ok();
 }
 
-Clip LoadClip(const std::string& path, std::string* error) {
-  StateDict sd;
-  ClipShape shape;
-  if (!ReadStateDict(path, &sd, error)) return nullptr;
-  if (!InferClipShape(sd, &shape, error)) {
-    *error = "weights '" + path + "': " + *error;
-    return nullptr;
-  }
-  Clip clip(shape);
-  if (!LoadStateDict(*clip, sd, path, error, {"input_resolution", "context_length", "vocab_size"}))
-    return nullptr;
+StatusOr<Clip> LoadClip(const std::string& path) {
+  REID_ASSIGN_OR_RETURN(const StateDict sd, ReadStateDict(path));
+  StatusOr<ClipShape> shape = InferClipShape(sd);
+  if (!shape.ok()) return shape.status().Annotate("weights '" + path + "'");
+  Clip clip(*shape);
+  REID_RETURN_IF_ERROR(
+      LoadStateDict(*clip, sd, path, {"input_resolution", "context_length", "vocab_size"}));
   clip->eval();
   return clip;
 }

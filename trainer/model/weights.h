@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "base/torch_glog.h"
 #include "trainer/model/clip.h"
 
@@ -17,13 +18,14 @@ using StateDict = std::map<std::string, torch::Tensor>;
 
 // Reads `path` as a TorchScript archive (parameters and buffers) or, failing that, as a torch.save
 // zip of a dict of tensors. Strips leading "module." prefixes; floating tensors become fp32.
-// Returns false with *error naming the file when it is neither.
-bool ReadStateDict(const std::string& path, StateDict* out, std::string* error);
+// An error naming the file when it is neither (NotFound when it cannot be opened).
+StatusOr<StateDict> ReadStateDict(const std::string& path);
 
 // Reads a torch.save zip whose object is a dict of tensors (or {"state_dict": dict}), as stored.
-bool ReadTorchSaveZip(const std::string& path, StateDict* out, std::string* error);
+// DataLoss with the reader's message (not naming the file) when it is not one.
+StatusOr<StateDict> ReadTorchSaveZip(const std::string& path);
 // The same from a stream holding the zip (the fuzz target reads from memory).
-bool ReadTorchSaveZip(std::istream* in, StateDict* out, std::string* error);
+StatusOr<StateDict> ReadTorchSaveZip(std::istream* in);
 
 // Limits of the torch.save reader (the file is untrusted): objects in the pickle, nesting of its
 // containers and dimensions of a tensor.
@@ -31,25 +33,25 @@ inline constexpr size_t kMaxPickleObjects = size_t{1} << 22;
 inline constexpr int kMaxPickleDepth = 256;
 inline constexpr size_t kMaxTensorDims = 64;
 
-// True when a view of `sizes` and `strides` (elements, all >= 0) starting at element `offset`
-// lies inside a storage of `storage_numel` elements; computed without overflow. Else false with
-// *why saying what is out of bounds (e.g. "(offset 9) reads element 24 of a storage of 4
-// elements").
-bool CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<int64_t>& sizes,
-                      const std::vector<int64_t>& strides, std::string* why);
+// OK when a view of `sizes` and `strides` (elements, all >= 0) starting at element `offset` lies
+// inside a storage of `storage_numel` elements; computed without overflow. Else DataLoss saying
+// what is out of bounds (e.g. "(offset 9) reads element 24 of a storage of 4 elements").
+Status CheckStridedView(int64_t storage_numel, int64_t offset, const std::vector<int64_t>& sizes,
+                        const std::vector<int64_t>& strides);
 
 // OpenAI's build_model: infers the CLIP shape from an OpenAI-format state dict (visual.*,
-// transformer.*, ...). Heads are width / 64 as in build_model.
-bool InferClipShape(const StateDict& sd, ClipShape* shape, std::string* error);
+// transformer.*, ...). Heads are width / 64 as in build_model. InvalidArgument when keys are
+// missing or malformed.
+StatusOr<ClipShape> InferClipShape(const StateDict& sd);
 
 // Copies `sd` into the parameters and buffers of `module` by name. Every unknown, missing and
-// mis-shaped key is listed in one error naming `source`; keys in `ignore` are skipped.
-bool LoadStateDict(torch::nn::Module& module, const StateDict& sd, const std::string& source,
-                   std::string* error, const std::set<std::string>& ignore = {});
+// mis-shaped key is listed in one InvalidArgument naming `source`; keys in `ignore` are skipped.
+// Nothing is copied unless every key fits.
+Status LoadStateDict(torch::nn::Module& module, const StateDict& sd, const std::string& source,
+                     const std::set<std::string>& ignore = {});
 
 // Reads an OpenAI-format checkpoint and builds CLIP from it (shape inferred, all keys checked).
-// Returns null with *error on failure.
-Clip LoadClip(const std::string& path, std::string* error);
+StatusOr<Clip> LoadClip(const std::string& path);
 
 // The name -> tensor map of a module's parameters and buffers (what LoadStateDict accepts).
 StateDict ModuleStateDict(const torch::nn::Module& module);
