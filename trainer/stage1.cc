@@ -112,7 +112,7 @@ Status Trainer::RunStage1() {
   stage_start_s_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
-  StartMetering(sync);
+  StartMetering(*sync);
   stage_steps_done_ = 0;
   stage_steps_total_ = 0;
   for (int e = static_cast<int>(next_epoch_); e <= s1.max_epochs(); ++e) {
@@ -144,7 +144,7 @@ Status Trainer::RunStage1() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(loss, {}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(1, epoch, sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0,
+      MeterStep(1, epoch, *sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0,
                 step + 1 == steps);
       images += static_cast<int64_t>(batches[step].size());
       ++stage_steps_done_;

@@ -82,7 +82,7 @@ Status Trainer::RunStage2() {
   stage_start_s_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   last_log_time_ = std::chrono::steady_clock::now();
-  StartMetering(sync);
+  StartMetering(*sync);
   stage_steps_done_ = 0;
   stage_steps_total_ = -next_step_;
   for (int e = static_cast<int>(next_epoch_); e <= s2.max_epochs(); ++e) {
@@ -129,7 +129,7 @@ Status Trainer::RunStage2() {
       std::vector<double> avg;
       StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
       if (!stepped.ok()) return stepped.status();
-      MeterStep(2, epoch, sync, avg, y.size(0), clock, wait, step + 1 == steps);
+      MeterStep(2, epoch, *sync, avg, y.size(0), clock, wait, step + 1 == steps);
       ++step;
       ++stage_steps_done_;
       images += y_all.size(0) * (scope == proto::DistConfig::LOCAL ? comm_.size() : 1);
