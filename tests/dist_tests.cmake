@@ -3,10 +3,15 @@
 if(NOT REID_BUILD_TESTS OR NOT TARGET reid_dist)
   return()
 endif()
-set(REID_MPI_ENV
-  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-  OMPI_MCA_hwloc_base_binding_policy=none OMPI_MCA_btl=self,vader,tcp OMPI_MCA_pml=ob1
-  OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo OMPI_MCA_odls_base_sigkill_timeout=0)
+# The variables that scripts/mpi_env.sh exports (its "export NAME=VALUE" lines), read from the
+# script itself so that the tests and the shell scripts cannot drift apart.
+file(STRINGS ${CMAKE_SOURCE_DIR}/scripts/mpi_env.sh REID_MPI_ENV_LINES REGEX "^export [A-Za-z0-9_]+=")
+set(REID_MPI_ENV)
+foreach(line IN LISTS REID_MPI_ENV_LINES)
+  string(REGEX REPLACE "^export ([A-Za-z0-9_]+=[^ \t#]*).*$" "\\1" assignment "${line}")
+  list(APPEND REID_MPI_ENV "${assignment}")
+endforeach()
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/scripts/mpi_env.sh)
 
 function(reid_dist_mpi_test name)
   add_executable(${name} ${name}.cc dist_mpi_main.cc)
