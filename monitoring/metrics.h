@@ -40,7 +40,7 @@ struct StepStats {
 struct IntervalStats {
   int stage = 1;
   int epoch = 1;
-  int64_t step = 0;                            // optimiser steps of the run so far
+  int64_t step = 0;                            // optimiser steps of this stage so far
   Losses losses;                               // averaged over ranks
   double learning_rate = 0;                    // first parameter group
   double images_per_second = 0;                // over all ranks
@@ -55,7 +55,7 @@ struct IntervalStats {
 struct EvalStats {
   int stage = 2;
   int epoch = 0;
-  int64_t step = 0;         // optimiser steps of the run so far
+  int64_t step = 0;         // optimiser steps of this stage so far
   double map = 0;           // [0, 1]
   std::vector<double> cmc;  // CMC at ranks 1.., [0, 1]
 };
