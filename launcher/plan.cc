@@ -131,6 +131,35 @@ std::vector<std::string> WithResumeAuto(std::vector<std::string> command) {
   return command;
 }
 
+namespace {
+
+// The value of flag `name` ("--name=V", "-name=V", or "--name V"); empty when absent. The last
+// occurrence wins, as in gflags.
+std::string FlagValue(const std::vector<std::string>& command, const std::string& name) {
+  std::string value;
+  for (size_t i = 1; i < command.size(); ++i) {
+    for (const std::string& dash : {std::string("--"), std::string("-")}) {
+      const std::string& a = command[i];
+      if (StartsWith(a, dash + name + "=")) value = a.substr(dash.size() + name.size() + 1);
+      if (a == dash + name && i + 1 < command.size()) value = command[i + 1];
+    }
+  }
+  return value;
+}
+
+}  // namespace
+
+std::vector<std::string> RestartCommand(const std::vector<std::string>& command,
+                                        const std::function<bool(const std::string&)>& file_exists) {
+  const std::string resume = FlagValue(command, "resume");
+  const std::string output_dir = FlagValue(command, "output_dir");
+  if (!resume.empty() && resume != "auto" && !output_dir.empty() &&
+      !file_exists(output_dir + "/checkpoints/index.txtpb")) {
+    return command;
+  }
+  return WithResumeAuto(command);
+}
+
 std::vector<std::pair<std::string, std::string>> DefaultJobEnv(const EnvLookup& env) {
   std::vector<std::pair<std::string, std::string>> set;
   if (env("NCCL_DEBUG") == nullptr) set.emplace_back("NCCL_DEBUG", "WARN");
@@ -175,8 +204,12 @@ std::vector<std::string> SrunArgv(const LaunchPlan& plan, const std::vector<std:
 }
 
 std::vector<std::string> AttemptArgv(const LaunchPlan& plan, int attempt) {
+  auto exists = [](const std::string& path) {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0;
+  };
   const std::vector<std::string> command =
-      attempt == 0 ? plan.command : WithResumeAuto(plan.command);
+      attempt == 0 ? plan.command : RestartCommand(plan.command, exists);
   return plan.backend == Backend::kSrun ? SrunArgv(plan, command) : MpirunArgv(plan, command);
 }
 

@@ -46,6 +46,14 @@ std::vector<std::string> ExportedEnvNames(const std::vector<std::string>& env_na
 // wins in gflags, so an earlier --resume=PATH is overridden: restarts take the newest checkpoint).
 std::vector<std::string> WithResumeAuto(std::vector<std::string> command);
 
+// The command of a restart: WithResumeAuto, except when the command names a checkpoint
+// (--resume=PATH) and its --output_dir has no checkpoint of its own yet (no
+// DIR/checkpoints/index.txtpb, as `reid train` writes it; `file_exists` tells): then the
+// command as it was, so that a job that failed before its first checkpoint starts from PATH
+// again instead of from scratch.
+std::vector<std::string> RestartCommand(const std::vector<std::string>& command,
+                                        const std::function<bool(const std::string&)>& file_exists);
+
 struct LaunchPlan {
   Backend backend = Backend::kMpirun;  // never kAuto
   std::string launcher;                // resolved path of mpirun or srun

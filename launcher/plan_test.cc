@@ -85,6 +85,20 @@ TEST(PlanTest, ResumeAutoAppendedOnce) {
             (Args{"reid", "train", "--resume=/ck/s1-5", "--resume=auto"}));
 }
 
+TEST(PlanTest, RestartKeepsAnExplicitCheckpointUntilTheRunHasItsOwn) {
+  const Args cmd = {"reid", "train", "--output_dir=d", "--resume=/ck/s1-5", "--start_stage=2"};
+  auto none = [](const std::string&) { return false; };
+  auto index = [](const std::string& p) { return p == "d/checkpoints/index.txtpb"; };
+  EXPECT_EQ(RestartCommand(cmd, none), cmd);  // failed before its first checkpoint: PATH again
+  EXPECT_EQ(RestartCommand(cmd, index), WithResumeAuto(cmd));
+  const Args split = {"reid", "train", "--output_dir", "d", "--resume", "/ck/s1-5"};
+  EXPECT_EQ(RestartCommand(split, none), split);
+  const Args fresh = {"reid", "train", "--output_dir=d"};
+  EXPECT_EQ(RestartCommand(fresh, none), WithResumeAuto(fresh));
+  EXPECT_EQ(RestartCommand({"reid", "train", "--output_dir=d", "--resume=auto"}, none),
+            (Args{"reid", "train", "--output_dir=d", "--resume=auto"}));
+}
+
 LaunchPlan TwoRankPlan() {
   LaunchPlan p;
   p.launcher = "/usr/bin/mpirun";
