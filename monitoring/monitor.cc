@@ -93,6 +93,22 @@ void Monitor::Warn(const std::string& message) {
   warnings_.push_back(message);
 }
 
+namespace {
+
+// A history line's common fields: kind, wall time now, and the training position.
+proto::HistoryRecord HistoryRecordAt(proto::HistoryRecord::Kind kind, int stage, int epoch,
+                                     int64_t step) {
+  proto::HistoryRecord r;
+  r.set_kind(kind);
+  r.set_time(UnixSeconds());
+  r.set_stage(stage);
+  r.set_epoch(epoch);
+  r.set_step(step);
+  return r;
+}
+
+}  // namespace
+
 void Monitor::RecordInterval(const IntervalStats& s) {
   metrics_.RecordInterval(s);
   metrics_.SetResidentMemory(ResidentMemoryBytes());
@@ -104,19 +120,12 @@ void Monitor::RecordInterval(const IntervalStats& s) {
     warned_stuck_push_ = true;
   }
   if (!history_) return;
-  proto::HistoryRecord r;
-  r.set_kind(proto::HistoryRecord::STEP);
-  r.set_time(UnixSeconds());
-  r.set_stage(s.stage);
-  r.set_epoch(s.epoch);
-  r.set_step(s.step);
+  proto::HistoryRecord r = HistoryRecordAt(proto::HistoryRecord::STEP, s.stage, s.epoch, s.step);
   for (const auto& [name, value] : s.losses) (*r.mutable_losses())[name] = value;
   r.set_lr(s.learning_rate);
   r.set_images_per_s(s.images_per_second);
   r.set_data_wait_fraction(s.data_wait_fraction);
-  Status st = history_->Append(r);
-  if (!st.ok() && !history_failed_) Warn(st.message() + " (not repeated)");
-  history_failed_ = history_failed_ || !st.ok();
+  AppendHistory(r);
 }
 
 void Monitor::RecordEval(const EvalStats& s) {
@@ -125,15 +134,14 @@ void Monitor::RecordEval(const EvalStats& s) {
   last_map_ = s.map;
   last_rank1_ = s.cmc.empty() ? 0.0 : s.cmc[0];
   if (!history_) return;
-  proto::HistoryRecord r;
-  r.set_kind(proto::HistoryRecord::EVAL);
-  r.set_time(UnixSeconds());
-  r.set_stage(s.stage);
-  r.set_epoch(s.epoch);
-  r.set_step(s.step);
+  proto::HistoryRecord r = HistoryRecordAt(proto::HistoryRecord::EVAL, s.stage, s.epoch, s.step);
   r.set_map(s.map);
   for (size_t i = 0; i < s.cmc.size() && i < 10; ++i) r.add_cmc(s.cmc[i]);
-  Status st = history_->Append(r);
+  AppendHistory(r);
+}
+
+void Monitor::AppendHistory(const proto::HistoryRecord& r) {
+  const Status st = history_->Append(r);
   if (!st.ok() && !history_failed_) Warn(st.message() + " (not repeated)");
   history_failed_ = history_failed_ || !st.ok();
 }

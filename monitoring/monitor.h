@@ -65,6 +65,8 @@ class Monitor {
 
  private:
   void Warn(const std::string& message);
+  // Appends to history.jsonl; the first failure is a warning, later ones are silent.
+  void AppendHistory(const proto::HistoryRecord& r);
 
   const MonitorOptions options_;
   Metrics metrics_;

@@ -10,16 +10,10 @@
 
 #include "base/status_test_util.h"
 #include "trainer/distributed/comm.h"
+#include "trainer/distributed/test_util.h"
 
 namespace reid::dist {
 namespace {
-
-void ExpectClose(const torch::Tensor& a, const torch::Tensor& b, double tol, const char* what) {
-  ASSERT_EQ(a.sizes(), b.sizes()) << what;
-  double err = (a - b).abs().max().item<double>();
-  double scale = b.abs().max().item<double>() + 1e-12;
-  EXPECT_LE(err / scale, tol) << what << ": max abs error " << err << " scale " << scale;
-}
 
 TEST(GradSyncTest, OneRankKeepsGradientsAndAccumulates) {
   torch::manual_seed(1);
