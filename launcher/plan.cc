@@ -51,11 +51,18 @@ int EnvInt(const EnvLookup& env, const char* name, int fallback) {
 }  // namespace
 
 StatusOr<int> ReadHostfileNodes(const std::string& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound("--hostfile=" + path + ": cannot be read");
-  std::stringstream text;
-  text << in.rdbuf();
-  return CountHostfileNodes(text.str(), path);
+  // Bounded: a hostfile is a line per node, and /dev/zero or a wrong file must not hang us.
+  std::string text(kMaxHostfileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxHostfileBytes) {
+    return Status::InvalidArgument("--hostfile=" + path + ": larger than " +
+                                   std::to_string(kMaxHostfileBytes) +
+                                   " bytes; a hostfile names one node per line");
+  }
+  return CountHostfileNodes(text, path);
 }
 
 int CountVisibleGpus(const EnvLookup& env, const std::vector<std::string>& dev_entries) {

@@ -30,7 +30,9 @@ StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus);
 // duplicates counted once. InvalidArgument (naming `path`) when there are none.
 StatusOr<int> CountHostfileNodes(const std::string& text, const std::string& path);
 
-// CountHostfileNodes of the file at `path`; NotFound when it cannot be read.
+// CountHostfileNodes of the file at `path`; NotFound when it cannot be read, InvalidArgument
+// when it is larger than kMaxHostfileBytes.
+constexpr size_t kMaxHostfileBytes = 1 << 20;
 StatusOr<int> ReadHostfileNodes(const std::string& path);
 
 // kMpirun or kSrun: --launcher, else srun inside a SLURM allocation (SLURM_JOB_ID set) unless a

@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include <map>
 
 namespace reid::launcher {
@@ -118,6 +120,21 @@ TEST(PlanTest, MpirunCommandPerAttempt) {
   const Args second = AttemptArgv(p, 1);
   EXPECT_EQ(second.back(), "--resume=auto");
   EXPECT_EQ(AttemptArgv(p, 2), second);
+}
+
+TEST(PlanTest, HostfileReadIsBounded) {
+  const std::string big = ::testing::TempDir() + "/big_hostfile";
+  {
+    std::ofstream out(big);
+    out << "node1\n" << std::string(kMaxHostfileBytes, '#');
+  }
+  const StatusOr<int> nodes = ReadHostfileNodes(big);
+  ASSERT_FALSE(nodes.ok());
+  EXPECT_NE(nodes.status().message().find("larger than 1048576 bytes"), std::string::npos)
+      << nodes.status().message();
+  EXPECT_FALSE(ReadHostfileNodes("/dev/zero").ok());  // endless: refused, not read to the end
+  EXPECT_EQ(ReadHostfileNodes("/nonexistent/hosts").status().message(),
+            "--hostfile=/nonexistent/hosts: cannot be read");
 }
 
 TEST(PlanTest, MpirunWithHostfile) {
