@@ -50,10 +50,12 @@ a, b = np.load('$tmp/gallery.npy'), np.load('$tmp/gallery2.npy')
 assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), np.abs(a - b).max()
 assert open('$tmp/gallery.csv').read() == open('$tmp/gallery2.csv').read()
 print('same', a.shape, np.abs(a - b).max())"
-"$reid" extract "${cfg[@]}" --set='eval { flip_feature: true }' --checkpoint="$tmp/run" \
-  --split=gallery --out="$tmp/flip" >/dev/null 2>&1
+for flip in true false; do  # the tiny config turns it on; both settings explicit here
+  "$reid" extract "${cfg[@]}" --set="eval { flip_feature: $flip }" --checkpoint="$tmp/run" \
+    --split=gallery --out="$tmp/flip_$flip" >/dev/null 2>&1
+done
 expect "flip-feature-differs" 0 "^differs" -- bash -c \
-  "cmp -s $tmp/gallery.npy $tmp/flip.npy || echo differs"
+  "cmp -s $tmp/flip_false.npy $tmp/flip_true.npy || echo differs"
 expect "grid-of-real-images" 0 "retrieval grid: .*grid.jpg \(2 queries\)$" -- "$reid" eval \
   "${cfg[@]}" --checkpoint="$tmp/run" --visualize=2 --visualize_out="$tmp/grid.jpg"
 expect "checkpoint-of-another-model" 2 "checkpoint.*model.pt" -- "$reid" eval "${cfg[@]}" \
