@@ -44,6 +44,11 @@ def main():
         b"0000/0000_000_01_0303morning_0008_0.jpg 0\n\0"
         b"0003/0003_001_13_0303noon_0101_2.jpg 3\n\0"
         b"0000/0000_010_15_0303afternoon_0581_1.jpg 0\r\n")
+    # reid-launch's hostfile: nodes with slots, comments and repeats, and one naming no node.
+    put("fuzz_hostfile", "two_nodes", b"node1 slots=8\nnode2 slots=8\n")
+    put("fuzz_hostfile", "comments_repeats",
+        b"# cluster\nnode1 slots=4 # first\n\n  node1\nnode3\tslots=2\r\n")
+    put("fuzz_hostfile", "no_node", b"#only a comment\n\n   \n")
     # JPEG: the decoder fixtures.
     for path in sorted(glob.glob("data/testdata/*.jpg")):
         put("fuzz_jpeg", os.path.basename(path), open(path, "rb").read())
