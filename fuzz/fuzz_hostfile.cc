@@ -12,15 +12,18 @@
 
 namespace {
 
-const std::string& Path() {
-  static const std::string path = [] {
-    char tmpl[] = "/tmp/fuzz_hostfile_XXXXXX";
-    const int fd = mkstemp(tmpl);
+char g_path[] = "/tmp/fuzz_hostfile_XXXXXX";
+
+const char* Path() {  // one temporary file per process, removed at exit
+  static const bool made = [] {
+    const int fd = mkstemp(g_path);
     if (fd < 0) std::abort();
     close(fd);
-    return std::string(tmpl);
+    std::atexit([] { unlink(g_path); });
+    return true;
   }();
-  return path;
+  (void)made;
+  return g_path;
 }
 
 }  // namespace
