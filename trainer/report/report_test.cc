@@ -11,14 +11,12 @@
 #include <fstream>
 #include <sstream>
 
+#include "trainer/report/test_util.h"
+
 namespace reid::report {
 namespace {
 
-int Count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
+using ::reid::report::testing::Count;
 
 class ReportTest : public ::testing::Test {
  protected:

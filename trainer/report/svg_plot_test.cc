@@ -6,14 +6,12 @@
 #include <cmath>
 #include <regex>
 
+#include "trainer/report/test_util.h"
+
 namespace reid::report {
 namespace {
 
-int Count(const std::string& text, const std::string& what) {
-  int n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
-}
+using ::reid::report::testing::Count;
 
 // Every number in the SVG's coordinate attributes is finite (no nan/inf made it through).
 void ExpectFiniteCoordinates(const std::string& svg) {
