@@ -1,30 +1,34 @@
-// libjpeg-turbo decoding (with DCT-domain downscaling) and encoding.
+// libjpeg-turbo decoding (with DCT-domain downscaling) and encoding; PNG goes to data/png.cc.
 #include "data/jpeg.h"
 
 #include <turbojpeg.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
 
+#include "base/file_util.h"
+#include "data/png.h"
+
 namespace reid::data {
 namespace {
 
-constexpr int64_t kMaxJpegPixels = int64_t{1} << 26;  // 8192 x 8192
+// "ff d8 00 10": the first bytes of data that is neither JPEG nor PNG, for its message.
+std::string FirstBytes(const uint8_t* data, size_t size) {
+  std::string out;
+  char hex[4];
+  for (size_t i = 0; i < std::min<size_t>(size, 4); ++i) {
+    std::snprintf(hex, sizeof(hex), i ? " %02x" : "%02x", data[i]);
+    out += hex;
+  }
+  return out;
+}
 
 }  // namespace
 
 StatusOr<std::vector<uint8_t>> ReadFileBytes(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) return Status::NotFound(path + ": cannot open");
-  std::vector<uint8_t> bytes;
-  uint8_t chunk[1 << 16];
-  size_t n;
-  while ((n = std::fread(chunk, 1, sizeof(chunk), f.get())) > 0) {
-    bytes.insert(bytes.end(), chunk, chunk + n);
-  }
-  if (std::ferror(f.get())) return Status::DataLoss(path + ": read error");
-  return bytes;
+  return base::ReadRegularFileBytes(path, kMaxImageBytes, "an image");
 }
 
 JpegDecoder::JpegDecoder() : handle_(tjInitDecompress()) {}
@@ -36,14 +40,20 @@ StatusOr<Image> JpegDecoder::Decode(const uint8_t* data, size_t size, int min_he
                                     int min_width) {
   if (handle_ == nullptr) return Status::Internal("cannot create a TurboJPEG decoder");
   if (size == 0) return Status::DataLoss("empty file");
+  if (IsPng(data, size)) return DecodePng(data, size, kMaxImagePixels);
+  // Every JPEG starts with the SOI marker (ff d8).
+  if (size < 2 || data[0] != 0xff || data[1] != 0xd8) {
+    return Status::DataLoss("not a JPEG or PNG image (it starts with " + FirstBytes(data, size) +
+                            ")");
+  }
   int width = 0, height = 0, subsamp = 0, colorspace = 0;
   if (tjDecompressHeader3(handle_, data, size, &width, &height, &subsamp, &colorspace) != 0)
     return Status::DataLoss(std::string("not a JPEG: ") + tjGetErrorStr2(handle_));
   // The header's size is the file's claim: a 200-byte JPEG may declare 65535 x 65535. Person
   // crops are far smaller; refuse before allocating (and zero-filling) gigabytes.
-  if (width <= 0 || height <= 0 || int64_t{width} * height > kMaxJpegPixels) {
+  if (width <= 0 || height <= 0 || int64_t{width} * height > kMaxImagePixels) {
     return Status::DataLoss("image of " + std::to_string(width) + "x" + std::to_string(height) +
-                            " pixels (at most " + std::to_string(kMaxJpegPixels) + ")");
+                            " pixels (at most " + std::to_string(kMaxImagePixels) + ")");
   }
   int out_w = width, out_h = height;
   if (min_height > 0 && min_width > 0) {

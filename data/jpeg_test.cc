@@ -3,8 +3,10 @@
 #include "data/jpeg.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -52,7 +54,11 @@ TEST(Jpeg, CorruptDataFailsWithAMessage) {
   const std::vector<uint8_t> text = {'h', 'e', 'l', 'l', 'o'};
   img = decoder.Decode(text.data(), text.size(), 0, 0);
   ASSERT_FALSE(img.ok());
-  EXPECT_EQ(img.status().message().rfind("not a JPEG: ", 0), 0u) << img.status().message();
+  EXPECT_EQ(img.status().message(), "not a JPEG or PNG image (it starts with 68 65 6c 6c)");
+  const std::vector<uint8_t> soi_only = {0xff, 0xd8, 'h', 'i'};  // SOI, then no JPEG
+  img = decoder.Decode(soi_only.data(), soi_only.size(), 0, 0);
+  ASSERT_FALSE(img.ok());
+  EXPECT_EQ(img.status().code(), Status::Code::kDataLoss) << img.status().message();
   bytes.resize(bytes.size() / 2);  // truncated
   img = decoder.Decode(bytes.data(), bytes.size(), 0, 0);
   ASSERT_FALSE(img.ok());
@@ -67,8 +73,24 @@ TEST(Jpeg, ReadFileBytesReadsWholeFilesAndNamesMissingOnes) {
   EXPECT_EQ(*bytes, ReadAll(path));
   bytes = ReadFileBytes(kTestDataDir + "missing.jpg");
   ASSERT_FALSE(bytes.ok());
-  EXPECT_EQ(bytes.status().message(), kTestDataDir + "missing.jpg: cannot open");
+  EXPECT_EQ(bytes.status().message(),
+            kTestDataDir + "missing.jpg: cannot open (No such file or directory)");
   EXPECT_EQ(bytes.status().code(), Status::Code::kNotFound);
+  // Images are bounded: a (sparse) file of kMaxImageBytes + 1 is refused from its size.
+  char tmpl[] = "/tmp/reid_jpeg_test_XXXXXX";
+  const int fd = mkstemp(tmpl);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(ftruncate(fd, static_cast<off_t>(kMaxImageBytes) + 1), 0);
+  close(fd);
+  bytes = ReadFileBytes(tmpl);
+  std::remove(tmpl);
+  ASSERT_FALSE(bytes.ok());
+  EXPECT_EQ(bytes.status().message(),
+            std::string(tmpl) + ": 67 MB is more than the 64 MiB limit for an image");
+  // Not a regular file (base/file_util_test.cc has the FIFO and the links).
+  bytes = ReadFileBytes("/dev/zero");
+  ASSERT_FALSE(bytes.ok());
+  EXPECT_EQ(bytes.status().message(), "/dev/zero: not a regular file (a character device)");
 }
 
 TEST(Jpeg, EncodeRoundTripsWithinJpegLoss) {

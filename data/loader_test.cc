@@ -3,8 +3,10 @@
 #include "data/loader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +15,7 @@
 #include "data/dataset.h"
 #include "data/jpeg.h"
 #include "data/options.h"
+#include "data/png.h"
 #include "data/synth.h"
 
 namespace fs = std::filesystem;
@@ -183,6 +186,63 @@ TEST_F(LoaderTest, CorruptFilesAreReplacedBySameIdentityAndCounted) {
     }
     EXPECT_TRUE(found) << "sample " << index;
   }
+}
+
+TEST_F(LoaderTest, FifosAndDeviceLinksNamedLikeImagesAreUnreadableAtOnce) {
+  // A FIFO that nobody writes would block a reader forever; a link to /dev/zero would read
+  // until memory runs out. Both must be counted as unreadable images, quickly.
+  const fs::path bad_dir = fs::path(*dir_) / "special";
+  fs::create_directories(bad_dir);
+  const std::string fifo = (bad_dir / "0001_c1s1_000001_00.jpg").string();
+  const std::string zero = (bad_dir / "0001_c1s1_000002_00.jpg").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  fs::create_symlink("/dev/zero", zero);
+  std::vector<Sample> split = dataset_->train;
+  split[0].path = fifo;
+  split[1].path = zero;
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<std::string> bad;
+  EXPECT_FALSE(CheckReadable("train", split, 0.01, 2, &bad).ok());
+  EXPECT_EQ(bad, (std::vector<std::string>{fifo, zero}));
+  std::vector<BatchPlan> plans(1);
+  plans[0].indices = {0, 1, 2};
+  TransformOptions test;
+  test.height = 64;
+  test.width = 32;
+  Loader loader(&split, test, LoaderOptions());
+  ASSERT_EQ(RunEpoch(&loader, plans, 0).size(), 1u);
+  EXPECT_EQ(loader.unreadable_count(), 2);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
+}
+
+TEST_F(LoaderTest, PngImagesLoadLikeTheirJpegs) {
+  // A PNG of a decoded training JPEG gives the JPEG's exact pixels through the loader.
+  std::vector<Sample> split = dataset_->train;
+  StatusOr<std::vector<uint8_t>> jpeg = ReadFileBytes(split[3].path);
+  ASSERT_OK(jpeg);
+  JpegDecoder decoder;
+  StatusOr<Image> pixels = decoder.Decode(jpeg->data(), jpeg->size(), 0, 0);
+  ASSERT_OK(pixels);
+  const std::string png = *dir_ + "/as_png.png";
+  StatusOr<std::vector<uint8_t>> png_bytes = EncodePng(*pixels);
+  ASSERT_OK(png_bytes);
+  std::ofstream(png, std::ios::binary)
+      .write(reinterpret_cast<const char*>(png_bytes->data()), png_bytes->size());
+  split[4].path = png;
+  std::vector<BatchPlan> plans(1);
+  plans[0].indices = {3, 4};
+  TransformOptions test;
+  test.height = 64;
+  test.width = 32;
+  test.dct_scaling = false;  // PNG has no scaled decoding: both at full size
+  Loader loader(&split, test, LoaderOptions());
+  const auto batches = RunEpoch(&loader, plans, 0);
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(loader.unreadable_count(), 0);
+  const size_t per = 3 * 64 * 32;
+  EXPECT_TRUE(std::equal(batches[0].images.data, batches[0].images.data + per,
+                         batches[0].images.data + per))
+      << "the PNG's sample differs from its JPEG's";
 }
 
 TEST_F(LoaderTest, ShutdownAndRestartMidEpoch) {

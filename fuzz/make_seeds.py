@@ -7,6 +7,7 @@ import glob
 import io
 import os
 import shutil
+import struct
 import sys
 import zipfile
 import zlib
@@ -49,9 +50,28 @@ def main():
     put("fuzz_hostfile", "comments_repeats",
         b"# cluster\nnode1 slots=4 # first\n\n  node1\nnode3\tslots=2\r\n")
     put("fuzz_hostfile", "no_node", b"#only a comment\n\n   \n")
-    # JPEG: the decoder fixtures.
+    # JPEG: the decoder fixtures, and one PNG (the decoder's dispatch on the signature).
     for path in sorted(glob.glob("data/testdata/*.jpg")):
         put("fuzz_jpeg", os.path.basename(path), open(path, "rb").read())
+    put("fuzz_jpeg", "rgb8.png", _png(7, 5, 8, 2))
+    # PNG: every colour type and bit depth, interlaced or not, palettes with tRNS, a text chunk,
+    # and a truncated file.
+    for depth in (1, 2, 4, 8, 16):
+        put("fuzz_png", f"gray{depth}.png", _png(9, 7, depth, 0))
+    for depth in (1, 2, 4, 8):
+        put("fuzz_png", f"palette{depth}_trns.png", _png(10, 6, depth, 3, trns=True))
+    for ctype, name in ((2, "rgb"), (4, "gray_alpha"), (6, "rgba")):
+        for depth in (8, 16):
+            put("fuzz_png", f"{name}{depth}.png", _png(11, 5, depth, ctype))
+    put("fuzz_png", "rgb8_adam7.png", _png(13, 11, 8, 2, interlace=True))
+    put("fuzz_png", "gray1_adam7.png", _png(17, 9, 1, 0, interlace=True))
+    put("fuzz_png", "palette4_adam7.png", _png(9, 9, 4, 3, interlace=True, trns=True))
+    put("fuzz_png", "rgba16_adam7_text.png", _png(6, 10, 16, 6, interlace=True, text=True))
+    put("fuzz_png", "truncated.png", _png(16, 16, 8, 2)[:-40])
+    # Image lists of `reid embed`: paths, comments, blank and CRLF lines, a byte-order mark.
+    put("fuzz_image_list", "list", b"# crops\nimgs/a.jpg\n\n/abs/b.png\nsub/c d.jpeg\n")
+    put("fuzz_image_list", "crlf_bom", b"\xef\xbb\xbfa.jpg\r\n\r\n  \t\r\n#x\r\nb.JPG")
+    put("fuzz_image_list", "comments_only", b"# nothing\n\n")
     # .npy: small valid arrays of each dtype, and the crafted headers of the hostile test.
     for dtype in ("<f4", "<f8", "<i4", "<i8"):
         buf = io.BytesIO()
@@ -96,6 +116,55 @@ def main():
     put("fuzz_history", "metrics_json",
         '{"mAP":0.75,"cmc":[0.85,0.9,0.92],"num_valid_queries":64,"num_query":64,'
         '"num_gallery":320,"stage":2,"epoch":12}\n')
+
+
+def _png(width, height, depth, ctype, interlace=False, trns=False, text=False):
+    """A PNG of deterministic samples, written with zlib and struct only (Adam7 when
+    `interlace`): colour type `ctype` (0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA)."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ctype]
+    colours = min(1 << depth, 6)
+    top = colours if ctype == 3 else 1 << depth
+
+    def sample(x, y, c):
+        return (x * 37 + y * 101 + c * 59 + x * y) % top
+
+    def scanline(xs, y):
+        vals = [sample(x, y, c) for x in xs for c in range(channels)]
+        if depth == 16:
+            return b"".join(struct.pack(">H", v) for v in vals)
+        if depth == 8:
+            return bytes(vals)
+        per, out = 8 // depth, bytearray()
+        for i in range(0, len(vals), per):
+            b = 0
+            for k, v in enumerate(vals[i:i + per]):
+                b |= v << (8 - depth * (k + 1))
+            out.append(b)
+        return bytes(out)
+
+    passes = ([(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
+               (1, 0, 2, 2), (0, 1, 1, 2)] if interlace else [(0, 0, 1, 1)])
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        xs = list(range(x0, width, dx))
+        if not xs:
+            continue
+        for y in range(y0, height, dy):
+            raw += b"\0" + scanline(xs, y)  # filter type None
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
+        ">IIBBBBB", width, height, depth, ctype, 0, 0, 1 if interlace else 0))
+    if ctype == 3:
+        out += chunk(b"PLTE", bytes((40 * i) % 256 for i in range(3 * colours)))
+        if trns:
+            out += chunk(b"tRNS", bytes([0, 128][:colours]))
+    if text:
+        out += chunk(b"tEXt", b"Comment\0seed")
+    return out + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def _history_seed():

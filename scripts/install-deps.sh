@@ -12,6 +12,8 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   # config and checkpoint metadata
   libprotobuf-dev protobuf-compiler
+  # ONNX export: ONNX's generated ModelProto classes and its C++ checker
+  libonnx-dev
   # flags, logging, tests
   libgflags-dev libgoogle-glog-dev libgtest-dev libgmock-dev
   # metrics: the exporter library, and the real servers the service tests run (ctest -L service)
@@ -22,6 +24,8 @@ PACKAGES=(
   chromium
   # JPEG decoding
   libturbojpeg0-dev libjpeg62-turbo-dev
+  # PNG decoding (person crops for `reid embed`, PNG datasets): data/png.cc
+  libpng-dev
   # tokenizer: Unicode letter/number classes
   libpcre2-dev
   zlib1g-dev

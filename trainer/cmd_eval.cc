@@ -13,12 +13,13 @@
 
 #include "trainer/commands.h"
 #include "trainer/config_flags.h"
-#include "trainer/distributed/communicator.h"
-#include "trainer/distributed/ranks.h"
 #include "trainer/eval/eval_run.h"
 #include "trainer/eval/features_io.h"
 #include "trainer/eval/retrieval_grid.h"
-#include "trainer/trainer.h"
+#include "trainer/cmd_common.h"
+#include "trainer/distributed/stop_signal.h"
+#include "data/options.h"
+#include "data/loader.h"
 
 DECLARE_string(data_root);
 DECLARE_string(out);
@@ -41,25 +42,6 @@ namespace {
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-struct Job {  // the process's ranks and communicator, finalized on exit
-  dist::Ranks ranks;
-  std::unique_ptr<dist::Communicator> comm;
-  Job(const proto::ReidConfig& cfg) : ranks(dist::InitRanks()) {
-    at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks,
-                                             std::thread::hardware_concurrency()));
-    comm = dist::MakeCommunicator(ranks, cfg.dist(), -1);
-  }
-  ~Job() {
-    comm.reset();
-    dist::FinalizeRanks();
-  }
-};
-
-int Fail(const char* cmd, const Status& s, int rank) {
-  if (rank == 0) std::cerr << "error: reid " << cmd << ": " << s.message() << "\n";
-  return s.exit_code();
 }
 
 std::vector<data::Sample> ToSamples(const std::vector<MetaRow>& rows) {
@@ -176,76 +158,158 @@ int EvalFeatureFiles(const proto::ReidConfig& cfg, Job& job, bool rerank) {
   return s.ok() ? kExitOk : Fail("eval", s, rank);
 }
 
-int EvalCheckpoint(const proto::ReidConfig& cfg, Job& job, bool rerank) {
+// The query and gallery of the (possibly other) dataset that `cfg.data` names, checked readable.
+StatusOr<data::Dataset> LoadTestSplits(const proto::ReidConfig& cfg) {
+  const std::string& root = cfg.data().root();
+  if (root.empty()) {
+    return Status::InvalidArgument("no dataset: pass --data_root (and --dataset for another "
+                                   "layout than the checkpoint's)");
+  }
+  REID_ASSIGN_OR_RETURN(data::Dataset d,
+                        data::LoadDataset(data::DatasetKindFromConfig(cfg.data()), root));
+  if (d.query.empty() || d.gallery.empty()) {
+    return Status::InvalidArgument(root + ": the query or gallery split is empty");
+  }
+  const int threads = std::max(1, cfg.data().num_workers());
+  for (auto [name, split] : {std::pair{"query", &d.query}, {"gallery", &d.gallery}}) {
+    std::vector<std::string> bad;
+    REID_RETURN_IF_ERROR(
+        data::CheckReadable(name, *split, cfg.data().max_unreadable_fraction(), threads, &bad));
+  }
+  return d;
+}
+
+// With SIE every camera id of `split` must have a row of cv_embed.
+Status CheckCameras(const InferenceModel& model, const std::vector<data::Sample>& split,
+                    const std::string& what) {
+  if (model->num_cameras() == 0) return Status::Ok();
+  for (const data::Sample& s : split) {
+    if (s.camid < 0 || s.camid >= model->num_cameras()) {
+      return Status::InvalidArgument(
+          what + ": camera " + std::to_string(s.camid) + " of " + s.path + " but the model's "
+          "camera embedding (SIE) has " + std::to_string(model->num_cameras()) + " cameras");
+    }
+  }
+  return Status::Ok();
+}
+
+// A checkpoint's model with its device, ready for feature extraction on this job.
+struct LoadedModel {
+  InferenceCheckpoint checkpoint;
+  InferenceModel model{nullptr};
+  torch::Device device = torch::kCPU;
+};
+
+StatusOr<LoadedModel> LoadModel(InferenceCheckpoint c, const Job& job) {
+  LoadedModel m;
+  REID_ASSIGN_OR_RETURN(m.device, DeviceFromFlag(job.ranks));
+  REID_ASSIGN_OR_RETURN(m.model,
+                        BuildInferenceModel(c.tensors, c.config, c.path + "/model.pt"));
+  m.model->to(m.device);
+  if (job.ranks.rank == 0) {
+    std::cout << "model of " << c.path << " (stage " << c.meta.stage() << ", epoch "
+              << c.meta.epoch() << ", feature " << m.model->feature_dim() << "-d)\n";
+  }
+  m.checkpoint = std::move(c);
+  m.checkpoint.tensors.clear();
+  return m;
+}
+
+// Features of `split`, sharded over the job's ranks; NotFound-free: Internal when a signal
+// stopped it.
+StatusOr<torch::Tensor> Features(LoadedModel& m, Job& job, const std::vector<data::Sample>& split) {
+  auto stop = [&](int64_t) { return dist::StopRequestedOnAnyRank(job.comm->host()); };
+  torch::Tensor f =
+      ExtractInferenceFeatures(m.model, m.checkpoint.config, split,
+                               m.checkpoint.config.eval().flip_feature(), job.comm.get(), m.device,
+                               stop);
+  if (!f.defined()) return Status::Internal("stopped by a signal");
+  return f;
+}
+
+int EvalCheckpoint(InferenceCheckpoint c, Job& job, bool rerank) {
   const int rank = job.ranks.rank;
-  TrainOptions options;
-  options.data_root = FLAGS_data_root;
-  Trainer trainer(cfg, options, job.ranks, *job.comm);
-  Status s = trainer.SetupInference(FLAGS_checkpoint);
+  StatusOr<data::Dataset> d = LoadTestSplits(c.config);
+  if (!d.ok()) return Fail("eval", d.status(), rank);
+  StatusOr<LoadedModel> m = LoadModel(std::move(c), job);
+  Status s = m.ok() ? CheckCameras(m->model, d->query, "query") : m.status();
+  if (s.ok()) s = CheckCameras(m->model, d->gallery, "gallery");
   if (!s.ok()) return Fail("eval", s, rank);
+  const proto::ReidConfig& cfg = m->checkpoint.config;
   const double start = Now();
-  const torch::Tensor qf = trainer.InferenceFeatures(trainer.dataset().query);
-  const torch::Tensor gf = trainer.InferenceFeatures(trainer.dataset().gallery);
-  if (!qf.defined() || !gf.defined())
-    return Fail("eval", Status::Internal("stopped by a signal"), rank);
+  StatusOr<torch::Tensor> qf = Features(*m, job, d->query);
+  StatusOr<torch::Tensor> gf = qf.ok() ? Features(*m, job, d->gallery) : qf.status();
+  if (!gf.ok()) return Fail("eval", gf.status(), rank);
   if (rank == 0) std::cout << "extracted features in " << Now() - start << " s\n";
-  StatusOr<std::unique_ptr<TopRequest>> grid = GridRequest(qf.size(0));
+  StatusOr<std::unique_ptr<TopRequest>> grid = GridRequest(qf->size(0));
   if (!grid.ok()) return Fail("eval", grid.status(), rank);
   const double ranking_start = Now();
-  const data::Dataset& d = trainer.dataset();
-  StatusOr<EvalResult> r = RunEvaluation(MakeRankingInput(cfg.eval(), qf, gf, d.query, d.gallery),
+  StatusOr<EvalResult> r = RunEvaluation(MakeRankingInput(cfg.eval(), *qf, *gf, d->query, d->gallery),
                                          cfg.eval(), rerank, job.comm.get(), grid->get());
   if (!r.ok()) return Fail("eval", r.status(), rank);
   s = Report(*r, rerank, Now() - ranking_start, rank);
-  if (s.ok() && *grid && rank == 0) s = WriteGrid(**grid, d.query, d.gallery);
+  if (s.ok() && *grid && rank == 0) s = WriteGrid(**grid, d->query, d->gallery);
   return s.ok() ? kExitOk : Fail("eval", s, rank);
 }
 
 }  // namespace
 
 int RunEval(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
-  proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
   const bool file_mode = !FLAGS_query_features.empty() || !FLAGS_gallery_features.empty() ||
                          !FLAGS_query_meta.empty() || !FLAGS_gallery_meta.empty();
   if (file_mode == !FLAGS_checkpoint.empty()) {
-    std::cerr << "error: reid eval: give either --checkpoint (with --config) or --query_features, "
-                 "--gallery_features, --query_meta and --gallery_meta\n";
+    std::cerr << "error: reid eval: give either --checkpoint (optionally with --config, --set, "
+                 "--dataset, --data_root) or --query_features, --gallery_features, --query_meta "
+                 "and --gallery_meta\n";
     return kExitUsage;
   }
-  const bool rerank = FLAGS_rerank || cfg.eval().rerank();
-  Job job(cfg);
-  return file_mode ? EvalFeatureFiles(cfg, job, rerank) : EvalCheckpoint(cfg, job, rerank);
+  if (file_mode) {
+    proto::ReidConfig cfg;
+    if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
+    Job job(cfg);
+    return EvalFeatureFiles(cfg, job, FLAGS_rerank || cfg.eval().rerank());
+  }
+  StatusOr<InferenceCheckpoint> c = OpenCheckpointFromFlags(set_overrides);
+  if (!c.ok()) return Fail("eval", c.status());
+  const bool rerank = FLAGS_rerank || c->config.eval().rerank();
+  dist::InstallStopSignalHandlers();
+  Job job(c->config);
+  return EvalCheckpoint(std::move(*c), job, rerank);
 }
 
 int RunExtract(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
-  proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
   if (FLAGS_checkpoint.empty() || FLAGS_out.empty() ||
       (FLAGS_split != "query" && FLAGS_split != "gallery" && FLAGS_split != "train")) {
     std::cerr << "error: reid extract: needs --checkpoint, --out=PREFIX and "
                  "--split=query|gallery|train\n";
     return kExitUsage;
   }
+  StatusOr<InferenceCheckpoint> c = OpenCheckpointFromFlags(set_overrides);
+  if (!c.ok()) return Fail("extract", c.status());
+  const proto::ReidConfig cfg = c->config;
+  if (cfg.data().root().empty()) {
+    return Fail("extract", Status::InvalidArgument("no dataset: pass --data_root"));
+  }
+  StatusOr<data::Dataset> d = data::LoadDataset(data::DatasetKindFromConfig(cfg.data()),
+                                                cfg.data().root());
+  if (!d.ok()) return Fail("extract", d.status());
+  dist::InstallStopSignalHandlers();
   Job job(cfg);
   const int rank = job.ranks.rank;
-  TrainOptions options;
-  options.data_root = FLAGS_data_root;
-  Trainer trainer(cfg, options, job.ranks, *job.comm);
-  Status s = trainer.SetupInference(FLAGS_checkpoint);
-  if (!s.ok()) return Fail("extract", s, rank);
-  const data::Dataset& d = trainer.dataset();
   const std::vector<data::Sample>& split =
-      FLAGS_split == "query" ? d.query : (FLAGS_split == "gallery" ? d.gallery : d.train);
-  const torch::Tensor f = trainer.InferenceFeatures(split);
-  if (!f.defined()) return Fail("extract", Status::Internal("stopped by a signal"), rank);
+      FLAGS_split == "query" ? d->query : (FLAGS_split == "gallery" ? d->gallery : d->train);
+  StatusOr<LoadedModel> m = LoadModel(std::move(*c), job);
+  Status s = m.ok() ? CheckCameras(m->model, split, FLAGS_split) : m.status();
+  if (!s.ok()) return Fail("extract", s, rank);
+  StatusOr<torch::Tensor> f = Features(*m, job, split);
+  if (!f.ok()) return Fail("extract", f.status(), rank);
   if (rank != 0) return kExitOk;
   std::vector<MetaRow> rows;
   for (const data::Sample& x : split) rows.push_back({x.path, x.pid, x.camid});
-  s = WriteFeatures(FLAGS_out + ".npy", f);
+  s = WriteFeatures(FLAGS_out + ".npy", *f);
   if (s.ok()) s = WriteMetaCsv(FLAGS_out + ".csv", rows);
   if (!s.ok()) return Fail("extract", s, rank);
-  std::cout << "wrote " << FLAGS_out << ".npy (" << f.size(0) << " x " << f.size(1) << ") and "
+  std::cout << "wrote " << FLAGS_out << ".npy (" << f->size(0) << " x " << f->size(1) << ") and "
             << FLAGS_out << ".csv\n";
   return kExitOk;
 }

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "base/init.h"
+#include "trainer/cmd_common.h"
 #include "trainer/commands.h"
 #include "trainer/config_flags.h"
 #include "trainer/distributed/communicator.h"
@@ -35,18 +36,9 @@ Status CheckFlags(torch::Device* device, const dist::Ranks& ranks) {
                                    ": must be 1 or 2");
   }
   if (FLAGS_output_dir.empty()) return Status::InvalidArgument("--output_dir is required");
-  const bool cuda = torch::cuda::is_available();
-  if (FLAGS_device == "cuda") {
-    if (!cuda)
-      return Status::InvalidArgument("--device=cuda: no CUDA device (or a CPU-only LibTorch)");
-  } else if (FLAGS_device != "cpu" && !FLAGS_device.empty()) {
-    return Status::InvalidArgument("--device=" + FLAGS_device + ": expected cpu or cuda");
-  }
-  *device = torch::kCPU;
-  if (FLAGS_device == "cuda" || (FLAGS_device.empty() && cuda)) {
-    *device = torch::Device(torch::kCUDA,
-                            ranks.local_rank % std::max<int>(1, torch::cuda::device_count()));
-  }
+  StatusOr<torch::Device> d = DeviceFromFlag(ranks);
+  if (!d.ok()) return d.status();
+  *device = *d;
   return Status::Ok();
 }
 

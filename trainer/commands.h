@@ -16,6 +16,9 @@ inline constexpr int kExitUsage = 2;
 
 int RunCkpt(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunClipEncode(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunEmbed(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunExport(int argc, char** argv, const std::vector<std::string>& set_overrides);
+int RunImport(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunDatasetStats(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunEval(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunExtract(int argc, char** argv, const std::vector<std::string>& set_overrides);

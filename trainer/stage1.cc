@@ -5,11 +5,11 @@
 // evaluation shares.
 #include <iostream>
 
-#include "data/batch_tensor.h"
 #include "data/loader.h"
 #include "data/options.h"
 #include "trainer/distributed/global_batch.h"
 #include "trainer/distributed/grad_sync.h"
+#include "trainer/eval/inference_model.h"
 #include "trainer/losses.h"
 #include "trainer/schedule.h"
 #include "trainer/trainer.h"
@@ -19,55 +19,27 @@ namespace reid::trainer {
 torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, bool stage1_image,
                                        bool* stopped) {
   *stopped = false;
-  torch::NoGradGuard no_grad;
   const bool was_training = model_->is_training();
-  model_->eval();
-  const int64_t n = static_cast<int64_t>(split.size());
-  const int batch = cfg_.data().test_batch_size();
-  const auto& size = cfg_.input().size_test();
-  data::Loader loader(&split, data::TransformOptionsFromConfig(cfg_.input(), false),
-                      data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
-  std::vector<data::BatchPlan> plans = data::InferencePlans(n, comm_.rank(), comm_.size(), batch);
-  // Every rank runs as many stop checks as the largest shard has batches (collectives match).
-  int64_t max_shard = 0;
-  for (int64_t c : data::InferenceShardCounts(n, comm_.size())) max_shard = std::max(max_shard, c);
-  const int64_t rounds = (max_shard + batch - 1) / batch;
-  loader.StartEpoch(0, plans);
-  std::vector<torch::Tensor> parts;
-  data::Batch b;
-  for (int64_t r = 0; r < rounds; ++r) {
-    if (r < static_cast<int64_t>(plans.size()) && loader.Next(&b)) {
-      data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
-      torch::Tensor images = t.images.to(options_.device);
-      torch::Tensor f;
-      if (stage1_image) {
-        f = model_->image_encoder(images).cls_proj;  // CLIP's encode_image, no SIE (reference)
-      } else {
-        torch::Tensor cams;
-        if (model_->cv_embed.defined()) cams = t.camids.to(options_.device);
-        f = model_->InferenceFeature(images, cams);
-        if (cfg_.eval().flip_feature()) {  // fast-reid's flip test: mean with the mirror's
-          f = (f + model_->InferenceFeature(images.flip({3}), cams)) / 2;
-        }
-      }
-      parts.push_back(f.to(torch::kCPU, torch::kFloat32));
-    }
-    if (StopRequested(stage_, -1, r)) {
-      *stopped = true;
-      break;
-    }
+  auto stop = [&](int64_t round) { return StopRequested(stage_, -1, round); };
+  int64_t unreadable = 0;
+  torch::Tensor f;
+  if (stage1_image) {  // CLIP's encode_image of the frozen encoder, no SIE (reference)
+    model_->eval();
+    auto encode = [&](const torch::Tensor& images, const torch::Tensor&) {
+      return model_->image_encoder(images).cls_proj;  // (B, D)
+    };
+    f = ExtractBatchedFeatures(encode, model_->shape().vision.output_dim, cfg_, split, &comm_,
+                               options_.device, stop, &unreadable);
+  } else {
+    InferenceModel view(model_->image_encoder, model_->bottleneck, model_->bottleneck_proj,
+                        model_->cv_embed, model_->sie_coe(), model_->neck_after());
+    f = ExtractInferenceFeatures(view, cfg_, split, cfg_.eval().flip_feature(), &comm_,
+                                 options_.device, stop, &unreadable);
   }
   model_->train(was_training);
-  MeterUnreadable(loader.unreadable_count());
-  if (*stopped) return {};
-  torch::Tensor mine = parts.empty() ? torch::Tensor() : torch::cat(parts);
-  if (!mine.defined()) {
-    const int64_t d = stage1_image
-                          ? model_->shape().vision.output_dim
-                          : model_->shape().vision.width + model_->shape().vision.output_dim;
-    mine = torch::zeros({0, d});
-  }
-  return comm_.size() > 1 ? comm_.AllGatherV(mine) : mine;  // (N, D) in split order
+  MeterUnreadable(unreadable);
+  *stopped = !f.defined();
+  return f;
 }
 
 torch::Tensor Trainer::ClassCenters(const torch::Tensor& features,

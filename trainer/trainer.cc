@@ -232,28 +232,6 @@ Status Trainer::BuildModel() {
   return Status::Ok();
 }
 
-Status Trainer::SetupInference(const std::string& checkpoint) {
-  REID_RETURN_IF_ERROR(LoadData());
-  REID_RETURN_IF_ERROR(BuildModel());
-  StatusOr<std::string> path = ResolveCheckpoint(checkpoint);
-  if (!path.ok()) return path.status().Annotate("--checkpoint");
-  proto::CheckpointMeta meta;
-  REID_RETURN_IF_ERROR(VerifyCheckpoint(*path, &meta).Annotate("--checkpoint"));
-  REID_RETURN_IF_ERROR(RestoreModel(*path, meta).Annotate("--checkpoint"));
-  pending_optimizer_.clear();
-  if (ranks_.rank == 0) {
-    std::cout << "model of " << *path << " (stage " << meta.stage() << ", epoch " << meta.epoch()
-              << ")\n";
-  }
-  return Status::Ok();
-}
-
-torch::Tensor Trainer::InferenceFeatures(const std::vector<data::Sample>& split) {
-  bool stopped = false;
-  torch::Tensor f = ExtractFeatures(split, false, &stopped);
-  return stopped ? torch::Tensor() : f;
-}
-
 Status Trainer::Setup() {
   REID_RETURN_IF_ERROR(LoadData());
   std::vector<int> labels;

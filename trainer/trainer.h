@@ -54,14 +54,6 @@ class Trainer {
   // Not owned; set before Setup.
   void set_monitor(monitoring::Monitor* monitor) { monitor_ = monitor; }
 
-  // For `reid eval` / `reid extract`: loads the dataset (without the training checks) and the
-  // model of `checkpoint` (a checkpoint or a run directory). User errors (no dataset, a damaged
-  // checkpoint, one of another model) come back as a Status before any collective.
-  Status SetupInference(const std::string& checkpoint);
-  // The inference features (eval.flip_feature applied) of `split`, (N, D) in split order on every
-  // rank: extraction sharded over ranks, then all-gathered. Collective; undefined when stopped
-  // by a signal.
-  torch::Tensor InferenceFeatures(const std::vector<data::Sample>& split);
   const data::Dataset& dataset() const { return dataset_; }
 
  private:

@@ -51,6 +51,8 @@ class ReidModelImpl : public torch::nn::Module {
   const ReidShape& shape() const { return shape_; }
   bool has_context_adjust() const { return !context_adjust.is_empty(); }
   bool has_cross_attention() const { return !cross_attention.is_empty(); }
+  double sie_coe() const { return sie_coe_; }     // SIE scale (0 without SIE)
+  bool neck_after() const { return neck_after_; }  // inference feature after the BN necks
 
   VisionTransformer image_encoder{nullptr};
   TextEncoder text_encoder{nullptr};
