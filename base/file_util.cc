@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <filesystem>
@@ -118,6 +119,39 @@ Status ReadAll(const std::string& path, int fd, uint64_t size, Container* out) {
   return Status::Ok();
 }
 
+// A read-only stream buffer over a descriptor it owns.
+class FdReadBuffer : public std::streambuf {
+ public:
+  explicit FdReadBuffer(int fd) : fd_(fd) {}
+  ~FdReadBuffer() override { close(fd_); }
+  FdReadBuffer(const FdReadBuffer&) = delete;
+  FdReadBuffer& operator=(const FdReadBuffer&) = delete;
+
+ protected:
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    ssize_t n;
+    do {
+      n = read(fd_, buffer_, sizeof(buffer_));
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0) return traits_type::eof();  // an I/O error ends the stream as a short file
+    setg(buffer_, buffer_, buffer_ + n);
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  int fd_;
+  char buffer_[1 << 16];
+};
+
+class FdReadStream : public std::istream {
+ public:
+  explicit FdReadStream(int fd) : std::istream(nullptr), buffer_(fd) { rdbuf(&buffer_); }
+
+ private:
+  FdReadBuffer buffer_;
+};
+
 template <typename Container>
 StatusOr<Container> ReadBounded(const std::string& path, uint64_t max_bytes,
                                 const std::string& what) {
@@ -147,6 +181,69 @@ Status CheckRegularFile(const std::string& path, uint64_t max_bytes, const std::
   uint64_t size = 0;
   REID_RETURN_IF_ERROR(OpenChecked(path, max_bytes, what, &raw, &size));
   close(raw);
+  return Status::Ok();
+}
+
+StatusOr<int> OpenRegularFile(const std::string& path, uint64_t max_bytes, const std::string& what,
+                              uint64_t* size) {
+  int fd = -1;
+  uint64_t bytes = 0;
+  REID_RETURN_IF_ERROR(OpenChecked(path, max_bytes, what, &fd, &bytes));
+  if (size != nullptr) *size = bytes;
+  return fd;
+}
+
+StatusOr<std::unique_ptr<std::istream>> OpenRegularFileStream(const std::string& path,
+                                                              uint64_t max_bytes,
+                                                              const std::string& what,
+                                                              uint64_t* size) {
+  REID_ASSIGN_OR_RETURN(const int fd, OpenRegularFile(path, max_bytes, what, size));
+  return std::unique_ptr<std::istream>(new FdReadStream(fd));
+}
+
+Status CheckOutputFile(const std::string& path) {
+  if (path.empty()) return Status::InvalidArgument("an empty output path");
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    if (!S_ISREG(st.st_mode)) {
+      return Status::InvalidArgument(path + ": exists and is not a regular file (" +
+                                     KindOf(st.st_mode) + ")");
+    }
+    return Status::Ok();
+  }
+  const std::filesystem::path target(path);
+  const std::filesystem::path folder =
+      target.has_parent_path() ? target.parent_path() : std::filesystem::path(".");
+  std::error_code ec;
+  if (!std::filesystem::is_directory(folder, ec)) {
+    return Status::InvalidArgument(path + ": folder " + folder.string() + " does not exist");
+  }
+  return Status::Ok();
+}
+
+Status ReadRegularFileInChunks(const std::string& path, uint64_t max_bytes, const std::string& what,
+                               size_t chunk_bytes,
+                               const std::function<Status(const char* data, size_t n)>& consume) {
+  int raw = -1;
+  uint64_t size = 0;
+  REID_RETURN_IF_ERROR(OpenChecked(path, max_bytes, what, &raw, &size));
+  Fd fd(raw);
+  std::vector<char> buffer(std::max<size_t>(chunk_bytes, 1));
+  uint64_t got = 0;
+  for (;;) {  // up to the size fstat gave, then one read more to notice a file that grew
+    const size_t want = got < size ? static_cast<size_t>(std::min<uint64_t>(size - got, buffer.size()))
+                                   : 1;
+    const ssize_t n = read(fd.get(), buffer.data(), want);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::DataLoss(path + ": read error (" + std::strerror(errno) + ")");
+    }
+    if (n == 0) break;
+    got += static_cast<uint64_t>(n);
+    if (got > size) break;
+    REID_RETURN_IF_ERROR(consume(buffer.data(), static_cast<size_t>(n)));
+  }
+  if (got != size) return Status::DataLoss(path + ": changed size while being read");
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -120,6 +121,85 @@ TEST_F(FileUtilTest, NoticesAFileThatChangesSizeWhileRead) {
   const Status s = ReadRegularFile("/proc/self/status", 1 << 20).status();
   EXPECT_EQ(s.code(), Status::Code::kDataLoss);
   EXPECT_EQ(s.message(), "/proc/self/status: changed size while being read");
+}
+
+TEST_F(FileUtilTest, ReadsInBoundedChunks) {
+  std::string content(10'000, '\0');
+  for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>(i * 7);
+  const std::string path = Write("big.bin", content);
+  std::string seen;
+  size_t largest = 0, calls = 0;
+  ASSERT_OK(ReadRegularFileInChunks(path, 10'000, "", 4096, [&](const char* data, size_t n) {
+    seen.append(data, n);
+    largest = std::max(largest, n);
+    ++calls;
+    return Status::Ok();
+  }));
+  EXPECT_EQ(seen, content);
+  EXPECT_EQ(largest, 4096u);
+  EXPECT_EQ(calls, 3u);
+  // The consumer's error stops the read; the checks of ReadRegularFile come first.
+  calls = 0;
+  Status s = ReadRegularFileInChunks(path, 10'000, "", 4096, [&](const char*, size_t) {
+    ++calls;
+    return Status::DataLoss("stop");
+  });
+  EXPECT_EQ(s.message(), "stop");
+  EXPECT_EQ(calls, 1u);
+  auto never = [](const char*, size_t) -> Status {
+    ADD_FAILURE() << "read a file that should be refused";
+    return Status::Ok();
+  };
+  ExpectInvalid(ReadRegularFileInChunks(path, 9'999, "a checkpoint file", 4096, never),
+                path + ": 10 kB is more than the 9999 bytes limit for a checkpoint file");
+  ExpectInvalid(ReadRegularFileInChunks("/dev/zero", 1 << 20, "", 4096, never),
+                "/dev/zero: not a regular file (a character device)");
+  const std::string fifo = (dir_ / "fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  ExpectInvalid(ReadRegularFileInChunks(fifo, 1 << 20, "", 4096, never),
+                fifo + ": not a regular file (a FIFO)");
+}
+
+TEST_F(FileUtilTest, OpensRegularFilesAsDescriptorsAndStreams) {
+  const std::string path = Write("lines.txt", "one\ntwo\n");
+  uint64_t size = 0;
+  StatusOr<int> fd = OpenRegularFile(path, 100, "", &size);
+  ASSERT_OK(fd);
+  EXPECT_EQ(size, 8u);
+  char buf[16];
+  EXPECT_EQ(read(*fd, buf, sizeof(buf)), 8);
+  close(*fd);
+  StatusOr<std::unique_ptr<std::istream>> in = OpenRegularFileStream(path, 100, "", &size);
+  ASSERT_OK(in);
+  std::string a, b, c;
+  EXPECT_TRUE(std::getline(**in, a) && std::getline(**in, b));
+  EXPECT_FALSE(std::getline(**in, c));
+  EXPECT_EQ(a + b, "onetwo");
+  // The checks of ReadRegularFile: nothing that blocks or never ends is opened for reading.
+  const std::string fifo = (dir_ / "fifo").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  ExpectInvalid(OpenRegularFileStream(fifo, 100).status(), fifo + ": not a regular file (a FIFO)");
+  ExpectInvalid(OpenRegularFile("/dev/zero", 100).status(),
+                "/dev/zero: not a regular file (a character device)");
+  ExpectInvalid(OpenRegularFileStream(path, 7, "a list").status(),
+                path + ": 8 bytes is more than the 7 bytes limit for a list");
+  EXPECT_EQ(OpenRegularFile((dir_ / "missing").string(), 100).status().code(),
+            Status::Code::kNotFound);
+}
+
+TEST_F(FileUtilTest, OutputFilesMayBeAbsentOrRegular) {
+  ASSERT_OK(CheckOutputFile((dir_ / "new.json").string()));
+  ASSERT_OK(CheckOutputFile(Write("old.json", "{}")));
+  const std::string fifo = (dir_ / "fifo.json").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  ExpectInvalid(CheckOutputFile(fifo), fifo + ": exists and is not a regular file (a FIFO)");
+  ExpectInvalid(CheckOutputFile(dir_.string()),
+                dir_.string() + ": exists and is not a regular file (a directory)");
+  ExpectInvalid(CheckOutputFile("/dev/null"),
+                "/dev/null: exists and is not a regular file (a character device)");
+  const std::string orphan = (dir_ / "no" / "such" / "x.json").string();
+  ExpectInvalid(CheckOutputFile(orphan),
+                orphan + ": folder " + (dir_ / "no" / "such").string() + " does not exist");
 }
 
 TEST(FormatBytes, SizesAndLimits) {

@@ -3,9 +3,43 @@
 
 #include <glog/logging.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
 #include <filesystem>
+#include <new>
+#include <string>
 
 namespace reid::base {
+namespace {
+
+const char* g_program = "";
+
+[[noreturn]] void OnTerminate() {
+  std::string what = "std::terminate called without an active exception";
+  if (const std::exception_ptr error = std::current_exception()) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::bad_alloc&) {
+      what = "out of memory (std::bad_alloc)";
+    } catch (const std::exception& e) {
+      what = e.what();  // LibTorch's c10::Error too; its backtrace follows the first line
+    } catch (...) {
+      what = "an exception of unknown type";
+    }
+  }
+  what = what.substr(0, what.find('\n'));
+  std::fprintf(stderr, "error: %s: %s\n", g_program, what.c_str());
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
+}  // namespace
+
+void InstallTerminateHandler(const char* program) {
+  g_program = program;
+  std::set_terminate(OnTerminate);
+}
 
 void GlobalInit(const char* argv0) {
   static bool done = false;

@@ -9,6 +9,12 @@ namespace reid::base {
 // prints a stack trace on SIGSEGV/SIGABRT. Flags are parsed by the caller (see trainer/main.cc).
 void GlobalInit(const char* argv0);
 
+// Makes std::terminate print "error: PROGRAM: WHAT" (the first line of the exception's what(),
+// or why there is none) to stderr and exit with status 1, instead of aborting (SIGABRT, a core,
+// glog's stack trace): an exception that escapes a thread, or a noexcept function, is then one
+// line and a failure status like one that reaches main. `program` must outlive the process.
+void InstallTerminateHandler(const char* program);
+
 // Sends this rank's log to `run_dir`/logs/rank<rank>.log (all severities); stderr keeps
 // warnings and errors (rank 0 prints progress lines on stdout itself). Creates the folder. Returns the log path.
 std::string SetupRunLogging(const std::string& run_dir, int rank);

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
+#include <thread>
 
 #include "base/build_info.h"
 
@@ -29,6 +31,29 @@ TEST(SetupRunLogging, WritesRankFileInRunDirectory) {
   EXPECT_NE(text.str().find("hello from the test"), std::string::npos);
   EXPECT_NE(text.str().find("a warning"), std::string::npos);
   std::filesystem::remove_all(dir);
+}
+
+// An exception that escapes a thread ends the process with one line and status 1, not SIGABRT.
+TEST(TerminateHandlerDeathTest, EscapedExceptionIsOneLineAndStatus1) {
+  EXPECT_EXIT(
+      {
+        InstallTerminateHandler("reid train");
+        std::thread([] { throw std::runtime_error("cannot allocate\nException raised from x"); })
+            .join();
+      },
+      testing::ExitedWithCode(1), "^error: reid train: cannot allocate\n$");
+  EXPECT_EXIT(
+      {
+        InstallTerminateHandler("reid eval");
+        std::thread([] { throw std::bad_alloc(); }).join();
+      },
+      testing::ExitedWithCode(1), "error: reid eval: out of memory \\(std::bad_alloc\\)");
+  EXPECT_EXIT(
+      {
+        InstallTerminateHandler("reid x");
+        std::terminate();
+      },
+      testing::ExitedWithCode(1), "error: reid x: std::terminate called without an active");
 }
 
 TEST(BuildInfo, VersionAndShaAreFilled) {

@@ -46,8 +46,8 @@ struct Args {
   bool json = false, flip = false;
   std::string models = "tiny,vitb16", device = "cpu", keep;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  int workers = 0;   // 0: = threads
-  int images = 0;    // 0: per model
+  int workers = 0;  // 0: = threads
+  int images = 0;   // 0: per model
   int passes = 2;
   int source_h = 128, source_w = 64;
 };
@@ -95,8 +95,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     std::cerr << "error: --device=cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return false;
   }
-  return a->threads > 0 && a->workers > 0 && a->images >= 0 && a->passes > 0 &&
-         a->source_h >= 16 && a->source_w >= 16 && a->source_h <= 4096 && a->source_w <= 4096;
+  return a->threads > 0 && a->workers > 0 && a->images >= 0 && a->passes > 0 && a->source_h >= 16 &&
+         a->source_w >= 16 && a->source_h <= 4096 && a->source_w <= 4096;
 }
 
 double Now() {
@@ -120,8 +120,8 @@ bool MakeCase(const std::string& name, const Args& args, Case* c) {
   std::string file;
   std::vector<std::string> overrides;
   // Test-time batching and decode threads as the reference's val loader gets them.
-  const std::string data = "data { num_workers: " + std::to_string(args.workers) +
-                           " test_batch_size: 64 }";
+  const std::string data =
+      "data { num_workers: " + std::to_string(args.workers) + " test_batch_size: 64 }";
   if (name == "tiny") {
     file = "configs/synthetic_tiny.textproto";  // 64x32, width 128, 2 blocks
     overrides = {data};
@@ -129,8 +129,9 @@ bool MakeCase(const std::string& name, const Args& args, Case* c) {
   } else if (name == "vitb16") {
     // ViT-B/16 (the schema's default vision shape) at CLIP-ReID's Market-1501 size 256x128.
     file = "configs/market1501_improved.textproto";
-    overrides = {data, "input { size_train { height: 256 width: 128 } size_test { height: 256 "
-                       "width: 128 } } model { vocab_size: 514 }"};
+    overrides = {data,
+                 "input { size_train { height: 256 width: 128 } size_test { height: 256 "
+                 "width: 128 } } model { vocab_size: 514 }"};
     c->images = args.images > 0 ? args.images : (args.device == "cuda" ? 512 : 64);
   } else {
     std::cerr << "error: --model=" << name << ": must be tiny or vitb16\n";
@@ -148,13 +149,13 @@ reid::trainer::InferenceModel MakeModel(const Case& c) {
   reid::model::VisionShape v;
   v.width = m.vision_width();
   v.layers = m.vision_layers();
-  v.heads = m.vision_heads();
+  v.heads = m.vision_heads() > 0 ? m.vision_heads() : std::max<int64_t>(1, v.width / 64);
   v.patch = m.vision_patch_size();
   v.stride = m.stride_size();
   v.output_dim = m.embed_dim();
   const auto& size = c.cfg.input().size_test();
-  std::tie(v.grid_h, v.grid_w) = reid::model::PatchGrid(size.height(), size.width(), v.patch,
-                                                        v.stride);
+  std::tie(v.grid_h, v.grid_w) =
+      reid::model::PatchGrid(size.height(), size.width(), v.patch, v.stride);
   torch::manual_seed(11);
   reid::trainer::InferenceModel model(v, 0, m.sie_coe(),
                                       m.neck_feat() == reid::proto::ModelConfig::AFTER);
@@ -177,16 +178,15 @@ std::vector<std::pair<std::string, torch::Tensor>> StateDict(reid::trainer::Infe
 }
 
 // The reference's JSON output: {"seconds": best s per pass, "images": N, ...}; 0 on failure.
-double RunReference(const Case& c, const Args& args, const std::string& weights,
+double RunReference(const Case& c, const Args& args, int64_t heads, const std::string& weights,
                     const std::string& list, const std::string& features) {
   const auto& in = c.cfg.input();
   std::ostringstream cmd;
   const char* python = std::getenv("REID_PYTHON");
   cmd << (python ? python : "/usr/bin/python3") << " bench/ref_embed.py --weights=" << weights
-      << " --images=" << list << " --out=" << features
-      << " --height=" << in.size_test().height() << " --width=" << in.size_test().width()
-      << " --stride=" << c.cfg.model().stride_size() << " --heads=" << c.cfg.model().vision_heads()
-      << " --neck="
+      << " --images=" << list << " --out=" << features << " --height=" << in.size_test().height()
+      << " --width=" << in.size_test().width() << " --stride=" << c.cfg.model().stride_size()
+      << " --heads=" << heads << " --neck="
       << (c.cfg.model().neck_feat() == reid::proto::ModelConfig::AFTER ? "after" : "before")
       << " --mean " << in.pixel_mean(0) << " " << in.pixel_mean(1) << " " << in.pixel_mean(2)
       << " --std " << in.pixel_std(0) << " " << in.pixel_std(1) << " " << in.pixel_std(2)
@@ -221,8 +221,8 @@ double RunOurs(reid::trainer::InferenceModel& model, const reid::proto::ReidConf
   double best = 1e30;
   for (int p = 0; p < args.passes; ++p) {
     const double start = Now();
-    torch::Tensor f = reid::trainer::ExtractInferenceFeatures(model, cfg, samples, args.flip,
-                                                              nullptr, device);
+    torch::Tensor f =
+        reid::trainer::ExtractInferenceFeatures(model, cfg, samples, args.flip, nullptr, device);
     if (device.is_cuda()) torch::cuda::synchronize();
     best = std::min(best, Now() - start);
   }
@@ -300,7 +300,7 @@ int main(int argc, char** argv) {
     // time).
     c.ours_s = RunOurs(model, exact, samples, args, device, &ours);
     const std::string ref_features = dir + "/" + c.name + "_ref.npy";
-    c.ref_s = RunReference(c, args, weights, list, ref_features);
+    c.ref_s = RunReference(c, args, model->vision().heads, weights, list, ref_features);
     if (c.ref_s <= 0) {
       std::cerr << "error: the Python reference failed for " << c.name
                 << " (run from the project root with Debian's python3-torch)\n";
@@ -325,42 +325,47 @@ int main(int argc, char** argv) {
   double ratio = 1e30;
   for (const Case& c : cases) ratio = std::min(ratio, c.ref_s / c.ours_s);
   if (args.json) {
-    std::printf("{\"benchmark\":\"embed\",\"device\":\"%s\",\"threads\":%d,\"workers\":%d,"
-                "\"source\":\"%dx%d\",\"flip\":%s,\"passes\":%d,\"cases\":[",
-                args.device.c_str(), args.threads, args.workers, args.source_h, args.source_w,
-                args.flip ? "true" : "false", args.passes);
+    std::printf(
+        "{\"benchmark\":\"embed\",\"device\":\"%s\",\"threads\":%d,\"workers\":%d,"
+        "\"source\":\"%dx%d\",\"flip\":%s,\"passes\":%d,\"cases\":[",
+        args.device.c_str(), args.threads, args.workers, args.source_h, args.source_w,
+        args.flip ? "true" : "false", args.passes);
     for (size_t i = 0; i < cases.size(); ++i) {
       const Case& c = cases[i];
       const auto& t = c.cfg.input().size_test();
-      std::printf("%s{\"model\":\"%s\",\"input\":\"%dx%d\",\"images\":%d,"
-                  "\"ours_images_per_s\":%.2f,\"reference_images_per_s\":%.2f,\"ratio\":%.3f,"
-                  "\"max_rel_diff\":%.3g,\"dct_scaled\":%s,\"ours_dct_images_per_s\":%.2f,"
-                  "\"dct_rel_diff\":%.3g}",
-                  i ? "," : "", c.name.c_str(), t.height(), t.width(), c.images,
-                  c.images / c.ours_s, c.images / c.ref_s, c.ref_s / c.ours_s, c.max_rel_diff,
-                  c.dct_scaled ? "true" : "false", c.dct_scaled ? c.images / c.ours_dct_s : 0.0,
-                  c.dct_rel_diff);
+      std::printf(
+          "%s{\"model\":\"%s\",\"input\":\"%dx%d\",\"images\":%d,"
+          "\"ours_images_per_s\":%.2f,\"reference_images_per_s\":%.2f,\"ratio\":%.3f,"
+          "\"max_rel_diff\":%.3g,\"dct_scaled\":%s,\"ours_dct_images_per_s\":%.2f,"
+          "\"dct_rel_diff\":%.3g}",
+          i ? "," : "", c.name.c_str(), t.height(), t.width(), c.images, c.images / c.ours_s,
+          c.images / c.ref_s, c.ref_s / c.ours_s, c.max_rel_diff, c.dct_scaled ? "true" : "false",
+          c.dct_scaled ? c.images / c.ours_dct_s : 0.0, c.dct_rel_diff);
     }
-    std::printf("],\"reference\":\"bench/ref_embed.py (PIL + torchvision + DataLoader + "
-                "tests/clipreid_model.py)\",\"ratio\":%.3f}\n",
-                ratio);
+    std::printf(
+        "],\"reference\":\"bench/ref_embed.py (PIL + torchvision + DataLoader + "
+        "tests/clipreid_model.py)\",\"ratio\":%.3f}\n",
+        ratio);
     return 0;
   }
-  std::printf("embedding %dx%d JPEG crops on %s, %d threads, %d decode workers%s (best of %d "
-              "passes)\n",
-              args.source_h, args.source_w, args.device.c_str(), args.threads, args.workers,
-              args.flip ? ", flip" : "", args.passes);
+  std::printf(
+      "embedding %dx%d JPEG crops on %s, %d threads, %d decode workers%s (best of %d "
+      "passes)\n",
+      args.source_h, args.source_w, args.device.c_str(), args.threads, args.workers,
+      args.flip ? ", flip" : "", args.passes);
   for (const Case& c : cases) {
     const auto& t = c.cfg.input().size_test();
-    std::printf("  %-7s %3dx%-3d %4d images  ours %8.2f images/s  reference %8.2f images/s  "
-                "ratio %.2f  max rel diff %.2g",
-                c.name.c_str(), t.height(), t.width(), c.images, c.images / c.ours_s,
-                c.images / c.ref_s, c.ref_s / c.ours_s, c.max_rel_diff);
+    std::printf(
+        "  %-7s %3dx%-3d %4d images  ours %8.2f images/s  reference %8.2f images/s  "
+        "ratio %.2f  max rel diff %.2g",
+        c.name.c_str(), t.height(), t.width(), c.images, c.images / c.ours_s, c.images / c.ref_s,
+        c.ref_s / c.ours_s, c.max_rel_diff);
     std::printf("\n");
     if (c.dct_scaled) {
-      std::printf("          with libjpeg's DCT-scaled decoding (the config's default; less "
-                  "work): ours %8.2f images/s, max rel diff %.2g\n",
-                  c.images / c.ours_dct_s, c.dct_rel_diff);
+      std::printf(
+          "          with libjpeg's DCT-scaled decoding (the config's default; less "
+          "work): ours %8.2f images/s, max rel diff %.2g\n",
+          c.images / c.ours_dct_s, c.dct_rel_diff);
     }
   }
   std::printf("ratio (ours / reference images/s, the lowest; > 1 = ours faster): %.2f\n", ratio);

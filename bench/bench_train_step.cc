@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
   if (!MakeCase("tiny", "configs/synthetic_tiny.textproto", {}, 96, 10 * args.iters, &cases[0]) ||
       !MakeCase("vit_b16", "configs/market1501_improved.textproto",
                 {"input { size_train { height: 256 width: 128 } size_test { height: 256 width: "
-                 "128 } } model { vocab_size: 514 }",
+                 "128 } } model { vocab_size: 514 weights: '' bpe_vocab: '' }",
                  "stage2 { ids_per_batch: " + vit_ids +
                      " ims_per_batch: " + std::to_string(4 * std::stoi(vit_ids)) + " }"},
                 751, args.iters, &cases[1])) {

@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "base/file_util.h"
+
 namespace fs = std::filesystem;
 
 namespace reid::data {
@@ -32,18 +34,25 @@ std::string FindRoot(const std::string& root, const std::vector<std::string>& ca
   return "";
 }
 
+// A list file's size limit: MSMT17's largest list is 1.6 MB.
+constexpr uint64_t kMaxListBytes = uint64_t{256} << 20;
+
 // A list line as echoed in an error: at most 120 characters.
 std::string Echo(const std::string& line) {
   return line.size() > 120 ? line.substr(0, 120) + "..." : line;
 }
 
-// Opens a list file. A directory opens as an empty stream, so it is refused first.
-Status OpenList(const fs::path& path, std::ifstream* in, const std::string& what) {
-  std::error_code ec;
-  if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
-    return Status::InvalidArgument(path.string() + ": not a regular file (a directory?)");
-  in->open(path);
-  if (!*in) return Status::NotFound(path.string() + ": missing " + what);
+// A list file read whole through the bounded regular-file reader: a directory would read as an
+// empty list and a FIFO would block, so both are refused before anything is read.
+Status ReadList(const fs::path& path, std::istringstream* in, const std::string& what) {
+  StatusOr<std::string> text = base::ReadRegularFile(path.string(), kMaxListBytes, "a " + what);
+  if (!text.ok()) {
+    if (text.status().code() == Status::Code::kNotFound) {
+      return Status::NotFound(path.string() + ": missing " + what);
+    }
+    return text.status();  // "PATH: not a regular file (a FIFO)", "PATH: 300 MB is more than ..."
+  }
+  in->str(std::move(*text));
   return Status::Ok();
 }
 
@@ -132,8 +141,8 @@ Status LoadMarketLike(const std::string& root, const std::vector<std::string>& n
 
 // MSMT17 list file: "<relative path> <pid>" per line; camera = int(rel.split('_')[2]) - 1.
 Status ParseMsmtList(const fs::path& list, const fs::path& image_dir, std::vector<Sample>* out) {
-  std::ifstream in;
-  REID_RETURN_IF_ERROR(OpenList(list, &in, "list file"));
+  std::istringstream in;
+  REID_RETURN_IF_ERROR(ReadList(list, &in, "list file"));
   std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {
@@ -210,8 +219,8 @@ constexpr int kMaxCameraId = 9999;
 // CSV split: "path,pid,camid" per line (camid 0-based, path relative to the CSV's folder and
 // inside it); an optional header line starting with "path".
 Status ParseCsv(const fs::path& csv, std::vector<Sample>* out) {
-  std::ifstream in;
-  REID_RETURN_IF_ERROR(OpenList(csv, &in, "CSV file"));
+  std::istringstream in;
+  REID_RETURN_IF_ERROR(ReadList(csv, &in, "CSV file"));
   std::string line;
   int line_no = 0;
   while (std::getline(in, line)) {

@@ -3,6 +3,7 @@
 #include "data/dataset.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -191,6 +192,39 @@ TEST_F(DatasetTest, HostileListsAreErrors) {
   Touch(m + "bounding_box_test/0001_c2s1_001051_00.jpg");
   const std::string err = Load(DatasetKind::kMarket1501, R(), &d).message();
   EXPECT_NE(err.find("pid 99999999999 is out of range"), std::string::npos) << err;
+}
+
+// List files that are FIFOs (a read blocked forever before) or devices are refused by name
+// before anything is read; a FIFO named like an image is listed (its reading is the loader's
+// business: an unreadable image, counted).
+TEST_F(DatasetTest, ListsMustBeRegularFiles) {
+  Touch("query.csv", "q.jpg,1,1\n");
+  Touch("gallery.csv", "g.jpg,1,0\n");
+  ASSERT_EQ(mkfifo(R("train.csv").c_str(), 0600), 0);
+  Dataset d;
+  Status s = Load(DatasetKind::kCsv, R(), &d);
+  EXPECT_EQ(s.exit_code(), 2);
+  EXPECT_EQ(s.message(), R("train.csv") + ": not a regular file (a FIFO)");
+  fs::remove(root_ / "train.csv");
+  fs::create_symlink("/dev/zero", root_ / "train.csv");
+  EXPECT_EQ(Load(DatasetKind::kCsv, R(), &d).message(),
+            R("train.csv") + ": not a regular file (a character device)");
+  const std::string m = "MSMT17/";
+  Touch(m + "train/0000/0000_000_01_0303morning_0015_0.jpg");
+  Touch(m + "test/0000/0000_000_01_0303morning_0008_0.jpg");
+  Touch(m + "list_train.txt", "0000/0000_000_01_0303morning_0015_0.jpg 0\n");
+  Touch(m + "list_val.txt", "");
+  Touch(m + "list_gallery.txt", "0000/0000_000_01_0303morning_0008_0.jpg 0\n");
+  ASSERT_EQ(mkfifo(R(m + "list_query.txt").c_str(), 0600), 0);
+  EXPECT_EQ(Load(DatasetKind::kMsmt17, R(), &d).message(),
+            R(m + "list_query.txt") + ": not a regular file (a FIFO)");
+  const std::string k = "Market-1501/";
+  Touch(k + "bounding_box_train/0002_c1s1_000451_03.jpg");
+  Touch(k + "query/0001_c1s1_001051_00.jpg");
+  Touch(k + "bounding_box_test/0001_c2s1_001051_00.jpg");
+  ASSERT_EQ(mkfifo(R(k + "bounding_box_train/0001_c1s1_000001_00.jpg").c_str(), 0600), 0);
+  ASSERT_OK(Load(DatasetKind::kMarket1501, R(k), &d));
+  EXPECT_EQ(d.train.size(), 2u);
 }
 
 // Writes `images` empty files named like Market-1501 (`0002_c1s1_000451_03.jpg`) or

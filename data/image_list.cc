@@ -50,8 +50,8 @@ class Walker {
     {
       std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), &closedir);
       if (!d) {
-        return Status::InvalidArgument(dir + ": cannot read the folder (" +
-                                       std::strerror(errno) + ")");
+        return Status::InvalidArgument(dir + ": cannot read the folder (" + std::strerror(errno) +
+                                       ")");
       }
       errno = 0;
       while (const dirent* e = readdir(d.get())) {
@@ -65,8 +65,8 @@ class Walker {
         errno = 0;
       }
       if (errno != 0) {
-        return Status::InvalidArgument(dir + ": cannot read the folder (" +
-                                       std::strerror(errno) + ")");
+        return Status::InvalidArgument(dir + ": cannot read the folder (" + std::strerror(errno) +
+                                       ")");
       }
     }
     // readdir's order depends on the file system: sorted, the walk (and which of two links to one
@@ -116,8 +116,7 @@ StatusOr<std::vector<std::string>> ParseImageList(const std::string& text,
     const std::string where = source + ":" + std::to_string(line_no);
     if (len > kMaxImageListLine) {
       return Status::InvalidArgument(where + ": line of " + std::to_string(len) +
-                                     " bytes (at most " + std::to_string(kMaxImageListLine) +
-                                     ")");
+                                     " bytes (at most " + std::to_string(kMaxImageListLine) + ")");
     }
     const std::string line = text.substr(begin, len);
     begin = end + 1;
@@ -126,8 +125,8 @@ StatusOr<std::vector<std::string>> ParseImageList(const std::string& text,
     }
     if (line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
     if (static_cast<int64_t>(paths.size()) >= kMaxImageListEntries) {
-      return Status::InvalidArgument(where + ": more than " +
-                                     std::to_string(kMaxImageListEntries) + " image paths");
+      return Status::InvalidArgument(where + ": more than " + std::to_string(kMaxImageListEntries) +
+                                     " image paths");
     }
     if (line[0] == '/' || base_dir.empty()) {
       paths.push_back(line);

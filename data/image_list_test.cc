@@ -49,14 +49,14 @@ TEST_F(ImageListTest, FoldersAreWalkedInPathOrder) {
   Touch("notes.txt");
   Touch("image.jpg.txt");
   Touch("jpg");
-  Touch(".hidden.jpg");     // hidden: skipped
-  Touch("._a.png");         // a macOS resource fork: skipped
-  Touch(".git/e.jpg");      // inside a hidden folder: skipped
-  Touch("dir.jpg/f.png");   // a folder named like an image is walked, not listed
-  ASSERT_EQ(mkfifo((dir_ + "/fifo.jpg").c_str(), 0600), 0);  // kept: the caller reports it
+  Touch(".hidden.jpg");    // hidden: skipped
+  Touch("._a.png");        // a macOS resource fork: skipped
+  Touch(".git/e.jpg");     // inside a hidden folder: skipped
+  Touch("dir.jpg/f.png");  // a folder named like an image is walked, not listed
+  ASSERT_EQ(mkfifo((dir_ + "/fifo.jpg").c_str(), 0600), 0);         // kept: the caller reports it
   fs::create_symlink(dir_ + "/missing.png", dir_ + "/broken.png");  // kept too
-  const Paths want = {dir_ + "/a.b/c.jpeg", dir_ + "/a.png",        dir_ + "/a/z.Jpeg",
-                      dir_ + "/b.JPG",      dir_ + "/broken.png",   dir_ + "/dir.jpg/f.png",
+  const Paths want = {dir_ + "/a.b/c.jpeg", dir_ + "/a.png",         dir_ + "/a/z.Jpeg",
+                      dir_ + "/b.JPG",      dir_ + "/broken.png",    dir_ + "/dir.jpg/f.png",
                       dir_ + "/fifo.jpg",   dir_ + "/sub/deep/d.jpg"};
   StatusOr<Paths> got = ListImages(dir_);
   ASSERT_OK(got);
@@ -69,8 +69,8 @@ TEST_F(ImageListTest, FoldersAreWalkedInPathOrder) {
 
 TEST_F(ImageListTest, LinkedFoldersAreVisitedOnceAndLoopsEnd) {
   Touch("real/a.jpg");
-  fs::create_symlink(dir_, dir_ + "/real/up");           // a loop back to the top
-  fs::create_symlink(dir_ + "/real", dir_ + "/zlink");   // a second way into real/
+  fs::create_symlink(dir_, dir_ + "/real/up");                     // a loop back to the top
+  fs::create_symlink(dir_ + "/real", dir_ + "/zlink");             // a second way into real/
   fs::create_symlink(dir_ + "/real/a.jpg", dir_ + "/linked.jpg");  // a link to a file: kept
   StatusOr<Paths> got = ListImages(dir_);
   ASSERT_OK(got);

@@ -58,6 +58,7 @@ void Loader::StartEpoch(int64_t epoch, std::vector<BatchPlan> plans) {
   std::unique_lock<std::mutex> lock(mu_);
   ++generation_;  // samples in flight for the old epoch are dropped when they finish
   done_cv_.wait(lock, [this] { return in_flight_ == 0; });
+  if (error_) std::rethrow_exception(error_);
   epoch_ = epoch;
   plans_ = std::move(plans);
   claim_batch_ = claim_pos_ = consumed_ = 0;
@@ -71,6 +72,7 @@ bool Loader::Next(Batch* batch) {
   if (consumed_ >= plans_.size()) return false;
   Slot& slot = slots_[consumed_ % slots_.size()];
   done_cv_.wait(lock, [&] { return stop_ || (claim_batch_ > consumed_ && slot.remaining == 0); });
+  if (error_) std::rethrow_exception(error_);  // a worker's exception, in the consumer's thread
   if (stop_) return false;
   *batch = std::move(slot.batch);
   slot = Slot();
@@ -106,7 +108,14 @@ void Loader::WorkerLoop() {
     const size_t b = claim_batch_, j = claim_pos_;
     const BatchPlan& plan = plans_[b];
     Slot& slot = slots_[b % slots_.size()];
-    if (j == 0) SetUpSlot(plan, sample_floats, &slot);
+    if (j == 0) {
+      try {  // allocates the batch: a pinned tensor may throw c10::Error, the heap bad_alloc
+        SetUpSlot(plan, sample_floats, &slot);
+      } catch (...) {
+        Fail(std::current_exception());
+        return;
+      }
+    }
     if (plan.indices.empty()) {  // an empty batch (e.g. a rank's share of a tiny last batch)
       ++claim_batch_;
       done_cv_.notify_all();
@@ -122,12 +131,28 @@ void Loader::WorkerLoop() {
     float* out = slot.batch.images.data + j * sample_floats;
     ++in_flight_;
     lock.unlock();
-    LoadSample(index, key, epoch, &decoder, out);
+    std::exception_ptr error;
+    try {
+      LoadSample(index, key, epoch, &decoder, out);
+    } catch (...) {
+      error = std::current_exception();
+    }
     lock.lock();
     --in_flight_;
+    if (error) {
+      Fail(error);
+      return;
+    }
     if (generation == generation_ && --slot.remaining == 0) done_cv_.notify_all();
     if (in_flight_ == 0) done_cv_.notify_all();
   }
+}
+
+void Loader::Fail(std::exception_ptr error) {
+  if (!error_) error_ = std::move(error);
+  stop_ = true;
+  done_cv_.notify_all();
+  work_cv_.notify_all();
 }
 
 void Loader::MarkBad(int64_t index, const std::string& error) {
@@ -207,17 +232,26 @@ Status CheckReadable(const std::string& split_name, const std::vector<Sample>& s
                      double max_fraction, int threads, std::vector<std::string>* bad_paths) {
   std::vector<char> bad(split.size(), 0);
   std::atomic<size_t> next{0};
+  std::mutex error_mu;
+  std::exception_ptr error;  // the first exception of a thread, rethrown here after the join
   auto work = [&] {
-    JpegDecoder decoder;
-    for (size_t i; (i = next++) < split.size();) {
-      // 1x1 minimum: the smallest DCT scale (1/8) still decodes every entropy-coded block.
-      const StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes(split[i].path);
-      bad[i] = !bytes.ok() || !decoder.Decode(bytes->data(), bytes->size(), 1, 1).ok();
+    try {
+      JpegDecoder decoder;
+      for (size_t i; (i = next++) < split.size();) {
+        // 1x1 minimum: the smallest DCT scale (1/8) still decodes every entropy-coded block.
+        const StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes(split[i].path);
+        bad[i] = !bytes.ok() || !decoder.Decode(bytes->data(), bytes->size(), 1, 1).ok();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
+      next = split.size();
     }
   };
   std::vector<std::thread> pool;
   for (int t = 0; t < std::max(1, threads); ++t) pool.emplace_back(work);
   for (std::thread& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
   bad_paths->clear();
   for (size_t i = 0; i < split.size(); ++i) {
     if (bad[i]) bad_paths->push_back(split[i].path);

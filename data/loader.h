@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -66,7 +67,9 @@ class Loader {
 
   // Starts (or restarts) an epoch over `plans`; a running epoch is abandoned.
   void StartEpoch(int64_t epoch, std::vector<BatchPlan> plans);
-  // Next batch in plan order; false at the end of the epoch.
+  // Next batch in plan order; false at the end of the epoch. An exception of a decode thread
+  // (an allocation that failed) stops the loader and is rethrown here, in the caller's thread,
+  // and by StartEpoch from then on.
   bool Next(Batch* batch);
 
   int64_t unreadable_count() const { return unreadable_.load(); }  // distinct bad files seen
@@ -84,6 +87,8 @@ class Loader {
   void LoadSample(int64_t index, int64_t key, int64_t epoch, JpegDecoder* decoder, float* out);
   bool LoadResized(int64_t index, JpegDecoder* decoder, std::shared_ptr<const Image>* image);
   void MarkBad(int64_t index, const std::string& error);
+  // Records a worker's exception (the first one) and stops every thread; mu_ held.
+  void Fail(std::exception_ptr error);
 
   const std::vector<Sample>* samples_;
   TransformOptions transform_;
@@ -101,6 +106,7 @@ class Loader {
   size_t claim_batch_ = 0, claim_pos_ = 0, consumed_ = 0;
   int in_flight_ = 0;
   std::vector<Slot> slots_;  // ring of prefetch_batches
+  std::exception_ptr error_;  // a worker's exception, rethrown by Next and StartEpoch
   std::vector<std::thread> workers_;
 
   std::mutex cache_mu_;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <stdexcept>
 #include <fstream>
 
 #include "base/status_test_util.h"
@@ -289,6 +290,41 @@ TEST_F(LoaderTest, ShutdownAndRestartMidEpoch) {
     }
     EXPECT_FALSE(loader.Next(&b));
   }
+}
+
+// An exception in a decode thread (here the batch allocation, as a pinned tensor too large for
+// memory throws) reaches the consumer's thread from Next, and StartEpoch after it: before, it
+// escaped the std::thread and aborted the process (SIGABRT).
+TEST_F(LoaderTest, WorkerExceptionsReachTheConsumer) {
+  std::vector<BatchPlan> plans(4);
+  for (int b = 0; b < 4; ++b) {
+    plans[b].step = b;
+    plans[b].indices = {b, b + 1};
+  }
+  int calls = 0;
+  BufferAllocator failing = [&calls](size_t n) {
+    if (++calls >= 2) throw std::runtime_error("cannot allocate " + std::to_string(n) + " floats");
+    return HeapBuffer(n);
+  };
+  for (int workers : {1, 3}) {
+    calls = 0;
+    LoaderOptions lo;
+    lo.num_workers = workers;
+    lo.prefetch_batches = 1;
+    Loader loader(&dataset_->train, Train(), lo, failing);
+    loader.StartEpoch(0, plans);
+    Batch b;
+    bool threw = false;
+    try {
+      while (loader.Next(&b)) {
+      }
+    } catch (const std::runtime_error& e) {
+      threw = true;
+      EXPECT_EQ(std::string(e.what()), "cannot allocate 12288 floats");
+    }
+    EXPECT_TRUE(threw) << workers << " worker(s)";
+    EXPECT_THROW(loader.StartEpoch(1, plans), std::runtime_error);
+  }  // the destructor still joins every thread
 }
 
 TEST_F(LoaderTest, TorchBatchesWrapTheLoaderBuffers) {

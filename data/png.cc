@@ -153,8 +153,8 @@ StatusOr<Image> DecodePng(const uint8_t* data, size_t size, int64_t max_pixels) 
     return Status::DataLoss(std::string("cannot decode PNG: ") + src.error);
   }
   if (channels != 3 || row_bytes != size_t{width} * 3) {
-    return Status::Internal("PNG transforms gave " + std::to_string(channels) +
-                            " channels and " + std::to_string(row_bytes) + " bytes per row");
+    return Status::Internal("PNG transforms gave " + std::to_string(channels) + " channels and " +
+                            std::to_string(row_bytes) + " bytes per row");
   }
   Image out;
   out.Resize(static_cast<int>(height), static_cast<int>(width));
@@ -167,7 +167,8 @@ StatusOr<Image> DecodePng(const uint8_t* data, size_t size, int64_t max_pixels) 
 }
 
 StatusOr<std::vector<uint8_t>> EncodePng(const Image& image) {
-  if (image.height <= 0 || image.width <= 0) return Status::Internal("cannot encode an empty image");
+  if (image.height <= 0 || image.width <= 0)
+    return Status::Internal("cannot encode an empty image");
   Source err{nullptr, 0, 0, {}};  // only its error message is used
   png_structp png =
       png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, ErrorCallback, WarningCallback);
@@ -175,7 +176,8 @@ StatusOr<std::vector<uint8_t>> EncodePng(const Image& image) {
   std::vector<png_bytep> rows(image.height);
   for (int y = 0; y < image.height; ++y) rows[y] = const_cast<png_bytep>(image.row(y));
   std::vector<uint8_t> out;
-  const bool ok = info != nullptr && WriteRows(png, info, image.width, image.height, rows.data(), &out);
+  const bool ok =
+      info != nullptr && WriteRows(png, info, image.width, image.height, rows.data(), &out);
   png_destroy_write_struct(png ? &png : nullptr, info ? &info : nullptr);
   if (!ok) return Status::Internal(std::string("cannot encode PNG: ") + err.error);
   return out;

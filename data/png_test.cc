@@ -23,7 +23,7 @@ namespace {
 struct PngSpec {
   int width = 0, height = 0, color_type = PNG_COLOR_TYPE_RGB, bit_depth = 8;
   bool interlaced = false;
-  std::vector<int> samples;   // row-major, channels per pixel
+  std::vector<int> samples;      // row-major, channels per pixel
   std::vector<uint8_t> palette;  // RGB triples
   std::vector<uint8_t> trans;    // palette alphas (tRNS)
   bool trans_colour = false;     // a tRNS colour (gray or RGB): the first pixel's
@@ -183,9 +183,9 @@ TEST(Png, EveryColourTypeAndDepthDecodesToRgb) {
       PngSpec s = Random(10, 6, PNG_COLOR_TYPE_PALETTE, depth, colours);
       s.interlaced = interlaced;
       for (int i = 0; i < colours; ++i) {
-        s.palette.insert(s.palette.end(), {static_cast<uint8_t>(40 * i),
-                                           static_cast<uint8_t>(255 - 30 * i),
-                                           static_cast<uint8_t>(7 * i + 1)});
+        s.palette.insert(s.palette.end(),
+                         {static_cast<uint8_t>(40 * i), static_cast<uint8_t>(255 - 30 * i),
+                          static_cast<uint8_t>(7 * i + 1)});
       }
       ExpectDecodes(s, "palette " + std::to_string(depth) + mode);
       // Transparent palette entries: their colour, alpha dropped.
@@ -229,8 +229,8 @@ TEST(Png, TruncatedFilesFailWithAMessage) {
 // Offset of the first chunk of `type` in a PNG (its length field), or npos.
 size_t FindChunk(const std::vector<uint8_t>& png, const char* type) {
   for (size_t pos = 8; pos + 8 <= png.size();) {
-    const uint32_t len = (uint32_t{png[pos]} << 24) | (png[pos + 1] << 16) | (png[pos + 2] << 8) |
-                         png[pos + 3];
+    const uint32_t len =
+        (uint32_t{png[pos]} << 24) | (png[pos + 1] << 16) | (png[pos + 2] << 8) | png[pos + 3];
     if (std::memcmp(&png[pos + 4], type, 4) == 0) return pos;
     pos += 12 + static_cast<size_t>(len);
   }
@@ -248,8 +248,8 @@ TEST(Png, CorruptDataAndBadCrcsFail) {
   std::vector<uint8_t> png = WritePng(Random(32, 32, PNG_COLOR_TYPE_RGB, 8));
   const size_t idat = FindChunk(png, "IDAT");
   ASSERT_NE(idat, std::string::npos);
-  const uint32_t idat_len = (uint32_t{png[idat]} << 24) | (png[idat + 1] << 16) |
-                            (png[idat + 2] << 8) | png[idat + 3];
+  const uint32_t idat_len =
+      (uint32_t{png[idat]} << 24) | (png[idat + 1] << 16) | (png[idat + 2] << 8) | png[idat + 3];
   std::vector<uint8_t> bad_crc = png;
   bad_crc[idat + 8 + idat_len] ^= 0x55;  // the chunk's CRC field
   StatusOr<Image> img = DecodePng(bad_crc.data(), bad_crc.size(), kMaxImagePixels);

@@ -1,6 +1,7 @@
 // Fuzzes the checkpoint reader (trainer/checkpoint.h): the input is split at the first NUL into
 // meta.pb and the content of a file "model.pt" of a checkpoint directory; VerifyCheckpoint checks
-// meta against the files (names, sizes, CRC-32) and ReadCheckpointFile reads what it lists.
+// meta against the files (names, sizes, CRC-32), ReadCheckpointFile reads what it lists and
+// DeserializeTensors parses model.pt (a torch.save zip, our bounded reader).
 #include <unistd.h>
 
 #include <cstddef>
@@ -26,6 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       << (nul == std::string::npos ? "" : input.substr(nul + 1));
   reid::proto::CheckpointMeta meta;
   if (!reid::trainer::VerifyCheckpoint(dir.string(), &meta).ok()) return 0;
-  for (const auto& f : meta.files()) reid::trainer::ReadCheckpointFile(dir.string(), meta, f.path());
+  for (const auto& f : meta.files()) {
+    const auto bytes = reid::trainer::ReadCheckpointFile(dir.string(), meta, f.path());
+    if (bytes.ok() && f.path() == "model.pt") reid::trainer::DeserializeTensors(*bytes, "model.pt");
+  }
   return 0;
 }

@@ -100,13 +100,32 @@ def main():
     put("fuzz_torch_save", "state_dict", make_hostile.pickle_bytes(sd))
     put("fuzz_torch_save", "nested", make_hostile.pickle_bytes({"state_dict": sd, "x": [1.5]}))
     shutil.rmtree(tmp)
-    # Checkpoint: meta.pb (format_version 1, one FileEntry for model.pt) \0 model.pt's bytes.
-    content = b"tensor bytes"
-    entry = (b"\x0a" + _varint(8) + b"model.pt" + b"\x10" + _varint(len(content)) + b"\x18" +
-             _varint(zlib.crc32(content)))
-    meta = _tag(FORMAT_VERSION_FIELD, 0) + _varint(1) + _tag(9, 2) + _varint(len(entry)) + entry
-    put("fuzz_checkpoint", "valid", meta + b"\0" + content)
-    put("fuzz_checkpoint", "bad_crc", meta + b"\0" + content[::-1])
+    # Checkpoint: meta.pb (format_version 2, stage 2, sampler epoch 1, one FileEntry for model.pt)
+    # \0 model.pt's bytes: a torch.save zip of one tensor. No varint of meta.pb is 0 (a NUL ends
+    # it). Variants: a flipped byte, format 1, model.pt listed twice, a zip record claiming
+    # 0xe5000017 bytes.
+    buf = io.BytesIO()
+    make_hostile.write_zip(buf, make_hostile.pickle_bytes(collections.OrderedDict(
+        [("w", make_hostile.TensorRef(make_hostile.StorageRef("0", 4), 0, [2, 2], [2, 1]))])),
+        {"0": np.arange(4, dtype=np.float32).tobytes()})
+    content = buf.getvalue()
+
+    def meta_for(data, version=2, entries=1):
+        entry = (b"\x0a" + _varint(8) + b"model.pt" + b"\x10" + _varint(len(data)) + b"\x18" +
+                 _varint(zlib.crc32(data)))
+        sampler = _tag(2, 0) + _varint(1)
+        return (_tag(FORMAT_VERSION_FIELD, 0) + _varint(version) + _tag(2, 0) + _varint(2) +
+                _tag(6, 2) + _varint(len(sampler)) + sampler +
+                (_tag(9, 2) + _varint(len(entry)) + entry) * entries)
+
+    put("fuzz_checkpoint", "valid", meta_for(content) + b"\0" + content)
+    flipped = content[:40] + bytes([content[40] ^ 1]) + content[41:]
+    put("fuzz_checkpoint", "bad_crc", meta_for(content) + b"\0" + flipped)
+    put("fuzz_checkpoint", "format1", meta_for(content, version=1) + b"\0" + content)
+    put("fuzz_checkpoint", "listed_twice", meta_for(content, entries=2) + b"\0" + content)
+    cd = content.index(b"PK\x01\x02", content.index(b"archive/data/0"))
+    huge = content[:cd + 24] + struct.pack("<I", 0xE5000017) + content[cd + 28:]
+    put("fuzz_checkpoint", "zip_record_huge", meta_for(huge) + b"\0" + huge)
     # Run report: history.jsonl of both stages with evaluations, hostile values, a metrics.json.
     put("fuzz_history", "both_stages", _history_seed())
     put("fuzz_history", "hostile",

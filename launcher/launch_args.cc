@@ -8,14 +8,16 @@
 namespace reid::launcher {
 
 const char kLaunchUsage[] =
-    "usage: reid-launch [--nproc_per_node=N] [--hostfile=F] [--max_restarts=R]\n"
-    "                   [--restart_delay_s=S] [--mpirun=PATH] [--srun=PATH]\n"
+    "usage: reid-launch [--nproc_per_node=N] [--oversubscribe] [--hostfile=F]\n"
+    "                   [--max_restarts=R] [--restart_delay_s=S] [--mpirun=PATH] [--srun=PATH]\n"
     "                   [--launcher=auto|mpirun|srun] -- reid train --config=... "
     "--output_dir=...\n"
-    "Starts N trainers per node (default: one per visible GPU, 1 without GPUs) through mpirun,\n"
-    "or through srun inside a SLURM allocation; forwards SIGINT, SIGTERM and SIGUSR1; restarts\n"
-    "the whole job with --resume=auto after a failure, up to R times; exits with the job's "
-    "status.\n";
+    "Starts N trainers per node (default: one per visible GPU, 1 without GPUs; at most the GPUs,\n"
+    "or the usable cores without GPUs, unless --oversubscribe) through mpirun, or through srun\n"
+    "inside a SLURM allocation; forwards SIGINT, SIGTERM and SIGUSR1; restarts the whole job\n"
+    "with --resume=auto after a failure, up to R times, waiting S s and then twice as long after\n"
+    "each further failure in a row (at most 300 s; a run of 10 min resets it); a job that exits\n"
+    "2 (a user error) is not restarted; exits with the job's status.\n";
 
 namespace {
 
@@ -39,6 +41,9 @@ Status ApplyFlag(const std::string& flag, const std::string& value, LaunchArgs* 
   if (flag == "nproc_per_node") {
     REID_RETURN_IF_ERROR(ParseInt(flag, value, &a->nproc_per_node));
     if (a->nproc_per_node == 0) return BadValue(flag, value, "must be at least 1");
+  } else if (flag == "oversubscribe") {
+    if (value != "true" && value != "false") return BadValue(flag, value, "expected true or false");
+    a->oversubscribe = value == "true";
   } else if (flag == "max_restarts") {
     REID_RETURN_IF_ERROR(ParseInt(flag, value, &a->max_restarts));
   } else if (flag == "restart_delay_s") {
@@ -93,6 +98,8 @@ StatusOr<LaunchArgs> ParseLaunchArgs(const std::vector<std::string>& args) {
     if (eq != std::string::npos) {
       value = flag.substr(eq + 1);
       flag.resize(eq);
+    } else if (flag == "oversubscribe") {  // a switch: the bare flag means true
+      value = "true";
     } else if (i + 1 < args.size() && args[i + 1] != "--") {
       value = args[++i];
     } else {

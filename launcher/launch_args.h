@@ -14,6 +14,7 @@ enum class Backend { kAuto, kMpirun, kSrun };
 
 struct LaunchArgs {
   int nproc_per_node = 0;      // ranks per node; 0 = one per visible GPU (1 without GPUs)
+  bool oversubscribe = false;  // allow more ranks per node than GPUs (or cores without GPUs)
   std::string hostfile;        // Open MPI hostfile (one node per line); empty = this node only
   int max_restarts = 0;        // whole-job restarts after a failure
   double restart_delay_s = 5;  // wait before each restart

@@ -32,6 +32,17 @@ TEST(LaunchArgsTest, DefaultsAndCommandWithoutDoubleDash) {
   EXPECT_EQ(a->command, (Args{"reid", "train", "--output_dir=x"}));
 }
 
+TEST(LaunchArgsTest, OversubscribeIsASwitch) {
+  EXPECT_FALSE(ParseLaunchArgs({"--", "x"})->oversubscribe);
+  StatusOr<LaunchArgs> a = ParseLaunchArgs({"--oversubscribe", "reid", "train"});
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  EXPECT_TRUE(a->oversubscribe);
+  EXPECT_EQ(a->command, (Args{"reid", "train"}));  // the next argument is not its value
+  EXPECT_FALSE(ParseLaunchArgs({"--oversubscribe=false", "--", "x"})->oversubscribe);
+  EXPECT_EQ(ParseLaunchArgs({"--oversubscribe=2", "--", "x"}).status().message(),
+            "--oversubscribe=2: expected true or false");
+}
+
 TEST(LaunchArgsTest, LauncherChoice) {
   EXPECT_EQ(ParseLaunchArgs({"--launcher=srun", "--", "x"})->backend, Backend::kSrun);
   EXPECT_EQ(ParseLaunchArgs({"--launcher=mpirun", "--", "x"})->backend, Backend::kMpirun);

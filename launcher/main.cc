@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
   reid::StatusOr<LaunchPlan> plan = MakeLaunchPlan(*args);
   if (!plan.ok()) {
     std::cerr << "error: reid-launch: " << plan.status().message() << "\n";
-    return 2;
+    return plan.status().exit_code();  // 2 for a user error, 1 for a fault of the system
   }
   std::cerr << "reid-launch: " << plan->procs_per_node << " rank(s) per node on " << plan->nodes
             << " node(s) through " << (plan->backend == Backend::kSrun ? "srun" : "mpirun")

@@ -1,14 +1,20 @@
 // reid-launch's plan: rank count, backend and per-attempt command lines (see plan.h).
 #include "launcher/plan.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <set>
 #include <sstream>
+
+#include "base/file_util.h"
 
 namespace reid::launcher {
 namespace {
@@ -48,21 +54,72 @@ int EnvInt(const EnvLookup& env, const char* name, int fallback) {
   return n > 0 ? n : fallback;
 }
 
+// A word of a hostfile as echoed in an error: at most 40 bytes, non-printable ones as \xNN.
+std::string Shown(const std::string& word) {
+  std::string out;
+  for (size_t i = 0; i < word.size() && i < 40; ++i) {
+    const unsigned char c = static_cast<unsigned char>(word[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char hex[8];
+      std::snprintf(hex, sizeof(hex), "\\x%02x", c);
+      out += hex;
+    }
+  }
+  return word.size() > 40 ? out + "..." : out;
+}
+
+bool IsRfc1123Name(const std::string& name) {
+  if (name.empty() || name.size() > 253) return false;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = name.find('.', start);
+    const size_t end = dot == std::string::npos ? name.size() : dot;
+    const size_t len = end - start;
+    if (len < 1 || len > 63 || name[start] == '-' || name[end - 1] == '-') return false;
+    for (size_t i = start; i < end; ++i) {
+      const char c = name[i];
+      const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-';
+      if (!ok) return false;
+    }
+    if (dot == std::string::npos) return true;
+    start = dot + 1;
+  }
+}
+
+// A host of the grammar in plan.h: an IPv6 address (it has a ':'), an IPv4 address (only digits
+// and dots), else an RFC 1123 name.
+bool IsHost(const std::string& host) {
+  unsigned char addr[sizeof(struct in6_addr)];
+  if (host.find(':') != std::string::npos) return inet_pton(AF_INET6, host.c_str(), addr) == 1;
+  if (host.find_first_not_of("0123456789.") == std::string::npos) {
+    return inet_pton(AF_INET, host.c_str(), addr) == 1;
+  }
+  return IsRfc1123Name(host);
+}
+
+// "slots=N" or "max_slots=N" with N in 1..1000000 (digits only).
+bool IsSlotsField(const std::string& word) {
+  const size_t eq = word.find('=');
+  if (eq == std::string::npos) return false;
+  const std::string key = word.substr(0, eq), n = word.substr(eq + 1);
+  if (key != "slots" && key != "max_slots") return false;
+  if (n.empty() || n.size() > 7 || n.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  const long v = std::strtol(n.c_str(), nullptr, 10);
+  return v >= 1 && v <= 1000000;
+}
+
 }  // namespace
 
 StatusOr<int> ReadHostfileNodes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound("--hostfile=" + path + ": cannot be read");
-  // Bounded: a hostfile is a line per node, and /dev/zero or a wrong file must not hang us.
-  std::string text(kMaxHostfileBytes + 1, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<size_t>(in.gcount()));
-  if (text.size() > kMaxHostfileBytes) {
-    return Status::InvalidArgument("--hostfile=" + path + ": larger than " +
-                                   std::to_string(kMaxHostfileBytes) +
-                                   " bytes; a hostfile names one node per line");
-  }
-  return CountHostfileNodes(text, path);
+  // Bounded, and only a regular file: /dev/zero, a FIFO or a wrong file must not hang us.
+  StatusOr<std::string> text = base::ReadRegularFile(path, kMaxHostfileBytes, "a hostfile");
+  if (!text.ok()) return text.status().Annotate("--hostfile");
+  return CountHostfileNodes(*text, path);
 }
 
 int CountVisibleGpus(const EnvLookup& env, const std::vector<std::string>& dev_entries) {
@@ -83,13 +140,28 @@ int CountVisibleGpus(const EnvLookup& env, const std::vector<std::string>& dev_e
   return count;
 }
 
-StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus) {
+int UsableCores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  const long online = sysconf(_SC_NPROCESSORS_ONLN);
+  return online > 0 ? static_cast<int>(online) : 1;
+}
+
+StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus, int usable_cores) {
   if (args.nproc_per_node == 0) return visible_gpus > 0 ? visible_gpus : 1;
+  if (args.oversubscribe) return args.nproc_per_node;
   if (visible_gpus > 0 && args.nproc_per_node > visible_gpus) {
     return Status::InvalidArgument("--nproc_per_node=" + std::to_string(args.nproc_per_node) +
                                    ": only " + std::to_string(visible_gpus) +
                                    " GPU(s) visible here (CUDA_VISIBLE_DEVICES or " +
-                                   "/dev/nvidiaN); one rank per GPU");
+                                   "/dev/nvidiaN); one rank per GPU, or --oversubscribe");
+  }
+  if (visible_gpus == 0 && args.nproc_per_node > usable_cores) {
+    return Status::InvalidArgument("--nproc_per_node=" + std::to_string(args.nproc_per_node) +
+                                   ": no GPU visible and only " + std::to_string(usable_cores) +
+                                   " core(s) usable here; at most one CPU rank per core, or " +
+                                   "--oversubscribe");
   }
   return args.nproc_per_node;
 }
@@ -98,11 +170,34 @@ StatusOr<int> CountHostfileNodes(const std::string& text, const std::string& pat
   std::set<std::string> hosts;
   std::stringstream in(text);
   std::string line;
+  int64_t number = 0;
   while (std::getline(in, line)) {
+    ++number;
     line = line.substr(0, line.find('#'));
-    std::stringstream words(line);
-    std::string host;
-    if (words >> host) hosts.insert(host);  // "node1 slots=8": the first word names the node
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    std::vector<std::string> words;
+    size_t pos = 0;
+    while (pos < line.size()) {  // words are separated by spaces and tabs only
+      const size_t start = line.find_first_not_of(" \t", pos);
+      if (start == std::string::npos) break;
+      const size_t end = std::min(line.find_first_of(" \t", start), line.size());
+      words.push_back(line.substr(start, end - start));
+      pos = end;
+    }
+    if (words.empty()) continue;
+    const std::string where = "--hostfile=" + path + ":" + std::to_string(number) + ": ";
+    if (!IsHost(words[0])) {
+      return Status::InvalidArgument(where + "'" + Shown(words[0]) +
+                                     "' is not a host name (RFC 1123), IPv4 or IPv6 address");
+    }
+    for (size_t i = 1; i < words.size(); ++i) {
+      if (!IsSlotsField(words[i])) {
+        return Status::InvalidArgument(where + "'" + Shown(words[i]) +
+                                       "' after the host: expected slots=N or max_slots=N "
+                                       "(N in 1..1000000) or a # comment");
+      }
+    }
+    hosts.insert(words[0]);
   }
   if (hosts.empty()) return Status::InvalidArgument("--hostfile=" + path + ": names no node");
   return static_cast<int>(hosts.size());
@@ -269,7 +364,8 @@ StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchArgs& args) {
               : "install Open MPI (Debian package openmpi-bin)") +
         " or name the binary with " + (srun ? "--srun=PATH" : "--mpirun=PATH"));
   }
-  StatusOr<int> n = ProcsPerNode(args, CountVisibleGpus(env, ListDirectory("/dev")));
+  StatusOr<int> n =
+      ProcsPerNode(args, CountVisibleGpus(env, ListDirectory("/dev")), UsableCores());
   if (!n.ok()) return n.status();
   plan.procs_per_node = *n;
   if (srun) {

@@ -21,17 +21,27 @@ using EnvLookup = std::function<const char*(const char*)>;
 // character devices among `dev_entries` (names in /dev). MIG slices count as their parent GPU.
 int CountVisibleGpus(const EnvLookup& env, const std::vector<std::string>& dev_entries);
 
-// Ranks per node: --nproc_per_node, or one per visible GPU, 1 without GPUs. With GPUs, more ranks
-// than GPUs is an error (two ranks would share a device); without any, N CPU ranks are allowed
-// (the trainer's MPI CPU backend).
-StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus);
+// Cores this process may run on (its CPU affinity mask; the online cores when that is unknown).
+int UsableCores();
 
-// Nodes named by an Open MPI hostfile's text: non-empty lines after '#' comments are stripped,
-// duplicates counted once. InvalidArgument (naming `path`) when there are none.
+// Ranks per node: --nproc_per_node, or one per visible GPU, 1 without GPUs. More ranks than GPUs
+// (two ranks would share a device), or without GPUs more CPU ranks than `usable_cores` (ranks
+// would share cores, and a mistyped --nproc_per_node=1000000 would fork a million trainers), is
+// InvalidArgument unless --oversubscribe. The cores of this node stand for every node's.
+StatusOr<int> ProcsPerNode(const LaunchArgs& args, int visible_gpus, int usable_cores);
+
+// Nodes named by an Open MPI hostfile's text, duplicates counted once. Grammar, per line:
+//   [HOST [slots=N] [max_slots=N]] [# comment]
+// HOST is an RFC 1123 host name (dot-separated labels of 1-63 letters, digits and '-', not
+// starting or ending with '-'; 253 characters in all), an IPv4 address (a name of digits and dots
+// must be one) or an IPv6 address; N is 1..1000000; blank lines and comments are skipped, CR LF
+// line ends accepted. InvalidArgument naming `path`, the first bad line and its bad word
+// (non-printable bytes shown as \xNN), or when no line names a node.
 StatusOr<int> CountHostfileNodes(const std::string& text, const std::string& path);
 
-// CountHostfileNodes of the file at `path`; NotFound when it cannot be read, InvalidArgument
-// when it is larger than kMaxHostfileBytes.
+// CountHostfileNodes of the file at `path`, read with base::ReadRegularFile: only a regular file
+// (a FIFO, a device or a directory is refused before anything is read: opened O_NONBLOCK and
+// checked with fstat) of at most kMaxHostfileBytes. Errors name --hostfile and the path.
 constexpr size_t kMaxHostfileBytes = 1 << 20;
 StatusOr<int> ReadHostfileNodes(const std::string& path);
 
@@ -97,9 +107,10 @@ std::string FindExecutable(const std::string& name, const char* path_env);
 // A command line for logs: arguments quoted for a POSIX shell where needed.
 std::string ShellJoin(const std::vector<std::string>& argv);
 
-// Everything above applied to this process: its environment, /dev, PATH and the hostfile.
-// Exit-2 errors: mpirun (or srun) missing, too many ranks for the GPUs, command not found,
-// unreadable or empty hostfile.
+// Everything above applied to this process: its environment, /dev, PATH, the cores it may use
+// and the hostfile. Exit-2 errors: mpirun (or srun) missing, too many ranks for the GPUs or cores,
+// command not found, a hostfile that is missing, not a regular file, too large, empty or not in
+// the grammar above.
 StatusOr<LaunchPlan> MakeLaunchPlan(const LaunchArgs& args);
 
 }  // namespace reid::launcher

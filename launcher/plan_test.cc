@@ -3,9 +3,10 @@
 #include "launcher/plan.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
-
 #include <map>
 
 namespace reid::launcher {
@@ -35,17 +36,26 @@ TEST(PlanTest, CountsGpuDevicesOrCudaVisibleDevices) {
 
 TEST(PlanTest, ProcsPerNode) {
   LaunchArgs a;
-  EXPECT_EQ(*ProcsPerNode(a, 8), 8);  // default: one per GPU
-  EXPECT_EQ(*ProcsPerNode(a, 0), 1);  // none: one CPU rank
+  EXPECT_EQ(*ProcsPerNode(a, 8, 64), 8);  // default: one per GPU
+  EXPECT_EQ(*ProcsPerNode(a, 0, 64), 1);  // none: one CPU rank
   a.nproc_per_node = 4;
-  EXPECT_EQ(*ProcsPerNode(a, 8), 4);
-  EXPECT_EQ(*ProcsPerNode(a, 0), 4);  // CPU ranks (MPI CPU backend) are allowed
+  EXPECT_EQ(*ProcsPerNode(a, 8, 2), 4);  // with GPUs the cores do not bound it
+  EXPECT_EQ(*ProcsPerNode(a, 0, 4), 4);  // CPU ranks (MPI CPU backend), one per core
   a.nproc_per_node = 9;
-  StatusOr<int> too_many = ProcsPerNode(a, 8);
+  StatusOr<int> too_many = ProcsPerNode(a, 8, 64);
   ASSERT_FALSE(too_many.ok());
   EXPECT_EQ(too_many.status().exit_code(), 2);
   EXPECT_NE(too_many.status().message().find("--nproc_per_node=9: only 8 GPU(s) visible"),
             std::string::npos);
+  a.nproc_per_node = 1000000;  // a typo must not fork a million trainers
+  EXPECT_EQ(ProcsPerNode(a, 0, 2).status().message(),
+            "--nproc_per_node=1000000: no GPU visible and only 2 core(s) usable here; at most one "
+            "CPU rank per core, or --oversubscribe");
+  a.oversubscribe = true;  // the explicit override
+  EXPECT_EQ(*ProcsPerNode(a, 0, 2), 1000000);
+  a.nproc_per_node = 9;
+  EXPECT_EQ(*ProcsPerNode(a, 8, 64), 9);
+  EXPECT_GE(UsableCores(), 1);
 }
 
 TEST(PlanTest, HostfileNodes) {
@@ -53,6 +63,40 @@ TEST(PlanTest, HostfileNodes) {
   EXPECT_EQ(*CountHostfileNodes("localhost", "h"), 1);
   EXPECT_EQ(CountHostfileNodes("# nothing\n\n", "hosts.txt").status().message(),
             "--hostfile=hosts.txt: names no node");
+  // The grammar: RFC 1123 names, IPv4 and IPv6 addresses, slots / max_slots, comments, CR LF.
+  EXPECT_EQ(*CountHostfileNodes("gpu-01.cluster.example.org slots=4 max_slots=8 # rack 1\r\n"
+                                "10.0.0.2\tslots=4\n"
+                                "fe80::1\n"
+                                "  2001:db8::7   # v6\n"
+                                "N0DE-9\n",
+                                "h"),
+            5);
+  auto error = [](const std::string& text) {
+    const StatusOr<int> n = CountHostfileNodes(text, "h");
+    EXPECT_FALSE(n.ok()) << text;
+    EXPECT_EQ(n.status().exit_code(), 2);
+    return n.status().message();
+  };
+  EXPECT_EQ(error("node1\n-node2\n"),
+            "--hostfile=h:2: '-node2' is not a host name (RFC 1123), IPv4 or IPv6 address");
+  EXPECT_EQ(error("node_1\n"),
+            "--hostfile=h:1: 'node_1' is not a host name (RFC 1123), IPv4 or IPv6 address");
+  EXPECT_NE(error("a..b\n").find("'a..b' is not a host name"), std::string::npos);
+  EXPECT_NE(error(std::string(64, 'a') + "\n").find("is not a host name"), std::string::npos);
+  EXPECT_EQ(*CountHostfileNodes(std::string(63, 'a'), "h"), 1);
+  EXPECT_NE(error("999.1.2.3\n").find("'999.1.2.3' is not a host name"), std::string::npos);
+  EXPECT_NE(error("fe80::g1\n").find("'fe80::g1'"), std::string::npos);
+  EXPECT_EQ(error("node1 slots=0\n"),
+            "--hostfile=h:1: 'slots=0' after the host: expected slots=N or max_slots=N (N in "
+            "1..1000000) or a # comment");
+  EXPECT_NE(error("node1 slots=8 extra\n").find("'extra' after the host"), std::string::npos);
+  EXPECT_NE(error("node1 cpus=8\n").find("'cpus=8'"), std::string::npos);
+  // Binary bytes (a wrong file) are refused at the first line, shown escaped and cut.
+  EXPECT_EQ(error(std::string("\x89PNG\x01\x02\n", 7)),
+            "--hostfile=h:1: '\\x89PNG\\x01\\x02' is not a host name (RFC 1123), IPv4 or IPv6 "
+            "address");
+  EXPECT_NE(error(std::string(200, '\xff')).find("...'"), std::string::npos);
+  EXPECT_NE(error(std::string("node\0one\n", 9)).find("'node\\x00one'"), std::string::npos);
 }
 
 TEST(PlanTest, BackendFollowsSlurmAllocation) {
@@ -122,7 +166,7 @@ TEST(PlanTest, MpirunCommandPerAttempt) {
   EXPECT_EQ(AttemptArgv(p, 2), second);
 }
 
-TEST(PlanTest, HostfileReadIsBounded) {
+TEST(PlanTest, HostfileReadIsBoundedToRegularFiles) {
   const std::string big = ::testing::TempDir() + "/big_hostfile";
   {
     std::ofstream out(big);
@@ -130,11 +174,23 @@ TEST(PlanTest, HostfileReadIsBounded) {
   }
   const StatusOr<int> nodes = ReadHostfileNodes(big);
   ASSERT_FALSE(nodes.ok());
-  EXPECT_NE(nodes.status().message().find("larger than 1048576 bytes"), std::string::npos)
-      << nodes.status().message();
-  EXPECT_FALSE(ReadHostfileNodes("/dev/zero").ok());  // endless: refused, not read to the end
+  EXPECT_EQ(nodes.status().message(),
+            "--hostfile: " + big + ": 1.0 MB is more than the 1 MiB limit for a hostfile");
+  // Endless or blocking files are refused before a byte is read.
+  EXPECT_EQ(ReadHostfileNodes("/dev/zero").status().message(),
+            "--hostfile: /dev/zero: not a regular file (a character device)");
+  const std::string fifo = ::testing::TempDir() + "/fifo_hostfile";
+  unlink(fifo.c_str());
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(ReadHostfileNodes(fifo).status().message(),
+            "--hostfile: " + fifo + ": not a regular file (a FIFO)");
+  unlink(fifo.c_str());
   EXPECT_EQ(ReadHostfileNodes("/nonexistent/hosts").status().message(),
-            "--hostfile=/nonexistent/hosts: cannot be read");
+            "--hostfile: /nonexistent/hosts: cannot open (No such file or directory)");
+  EXPECT_EQ(ReadHostfileNodes("/nonexistent/hosts").status().exit_code(), 2);
+  const std::string good = ::testing::TempDir() + "/good_hostfile";
+  std::ofstream(good) << "node1 slots=2\nnode2 slots=2\n";
+  EXPECT_EQ(*ReadHostfileNodes(good), 2);
 }
 
 TEST(PlanTest, MpirunWithHostfile) {

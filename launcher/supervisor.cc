@@ -5,11 +5,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <string>
 
 #include "launcher/plan.h"
 
@@ -81,8 +83,16 @@ bool SleepUnlessStopped(double seconds) {
   return g_stop_signal == 0;
 }
 
-// Logs how attempt `attempt` ended; true when the job is to be restarted.
-bool ShouldRestart(int status, int attempt, const SuperviseOptions& options, std::ostream& log) {
+double MonotonicSeconds() {
+  timespec now = {};
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+// Logs how attempt `attempt` ended; true when the job is to be restarted. `failures_in_a_row`
+// counts this failure (see RestartDelay).
+bool ShouldRestart(int status, int attempt, int failures_in_a_row,
+                   const SuperviseOptions& options, std::ostream& log) {
   if (g_stop_signal != 0) {
     log << "reid-launch: job ended with exit status " << status << " after "
         << strsignal(g_stop_signal) << " was forwarded"
@@ -91,15 +101,26 @@ bool ShouldRestart(int status, int attempt, const SuperviseOptions& options, std
     return false;
   }
   if (status == 0) return false;
+  if (status == kUserErrorStatus) {
+    log << "reid-launch: job exited with status 2 (a user error: bad flag, config, path or "
+        << "data; see its message above) on attempt " << attempt + 1
+        << "; a restart would fail the same way: not restarting" << std::endl;
+    return false;
+  }
   if (attempt >= options.max_restarts) {
     log << "reid-launch: job failed with exit status " << status << " on attempt " << attempt + 1
         << "; no restarts left (--max_restarts=" << options.max_restarts << ")" << std::endl;
     return false;
   }
+  const double delay = RestartDelay(options, failures_in_a_row);
   log << "reid-launch: job failed with exit status " << status << " on attempt " << attempt + 1
-      << "; restart " << attempt + 1 << "/" << options.max_restarts << " in "
-      << options.restart_delay_s << " s with --resume=auto" << std::endl;
-  if (!SleepUnlessStopped(options.restart_delay_s)) {
+      << "; restart " << attempt + 1 << "/" << options.max_restarts << " in " << delay
+      << " s with --resume=auto"
+      << (failures_in_a_row > 1 ? " (failure " + std::to_string(failures_in_a_row) +
+                                      " in a row: back-off)"
+                                : std::string())
+      << std::endl;
+  if (!SleepUnlessStopped(delay)) {
     log << "reid-launch: " << strsignal(g_stop_signal) << " during the restart delay; "
         << "not restarting" << std::endl;
     return false;
@@ -108,6 +129,14 @@ bool ShouldRestart(int status, int attempt, const SuperviseOptions& options, std
 }
 
 }  // namespace
+
+double RestartDelay(const SuperviseOptions& options, int failures_in_a_row) {
+  if (failures_in_a_row <= 1) return options.restart_delay_s;
+  const double cap = std::max(options.backoff_cap_s, options.restart_delay_s);
+  double delay = std::max(options.restart_delay_s, options.min_backoff_s);
+  for (int i = 1; i < failures_in_a_row && delay < cap; ++i) delay *= 2;
+  return std::min(delay, cap);
+}
 
 int ExitStatusOf(int wait_status) {
   if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
@@ -119,17 +148,22 @@ int Supervise(const AttemptCommand& command, const SuperviseOptions& options, st
   g_stop_signal = 0;
   g_term_count = 0;
   InstallHandlers();
+  int failures_in_a_row = 0;
   for (int attempt = 0;; ++attempt) {
     const std::vector<std::string> argv = command(attempt);
     log << "reid-launch: attempt " << attempt + 1 << "/" << options.max_restarts + 1 << ": "
         << ShellJoin(argv) << std::endl;
+    const double started = MonotonicSeconds();
     const pid_t pid = Start(argv, options);
     if (pid < 0) {
       log << "reid-launch: fork failed: " << std::strerror(errno) << std::endl;
       return 1;
     }
     const int status = WaitFor(pid);
-    if (!ShouldRestart(status, attempt, options, log)) return status;
+    // A run long enough to have been healthy starts the back-off again.
+    failures_in_a_row =
+        MonotonicSeconds() - started >= options.healthy_run_s ? 1 : failures_in_a_row + 1;
+    if (!ShouldRestart(status, attempt, failures_in_a_row, options, log)) return status;
   }
 }
 

@@ -3,13 +3,14 @@
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
 #include <sstream>
+
+#include "base/file_util.h"
 
 namespace reid::config {
 namespace {
@@ -22,6 +23,11 @@ constexpr int64_t kMaxLayers = 256;
 constexpr int64_t kMaxBatch = 1 << 20;
 constexpr int64_t kMaxEpochs = 100000;
 constexpr size_t kMaxProblems = 50;
+// Every float and double: finite, and no larger than this in magnitude (the largest real value,
+// dist.timeout_s, is at most 1e7). Fields with a meaning get tighter ranges below.
+constexpr double kMaxFloatMagnitude = 1e9;
+// Learning rates (1/step): SGD on a ViT runs at 1e-2 at most; 10 leaves room and refuses 1e300.
+constexpr double kMaxLearningRate = 10;
 constexpr size_t kMaxEchoedChars = 120;
 constexpr uint64_t kMaxConfigBytes = uint64_t{16} << 20;
 
@@ -96,6 +102,16 @@ class Checker {
   void Probability(double v, const std::string& path) {
     Require(v >= 0 && v <= 1, path, v, "must be in [0, 1]");
   }
+  // lo < v <= hi (open_low) or lo <= v <= hi, for the floats whose absurd values validated before
+  // and then failed the run (a learning rate of 1e300 overflowed the optimiser).
+  void InRangeF(double v, double lo, double hi, bool open_low, const std::string& path,
+                const std::string& what) {
+    if (!std::isfinite(v)) return;  // RequireFinite names it
+    std::ostringstream range;
+    range << (open_low ? "(" : "[") << lo << ", " << hi << "]";
+    Require((open_low ? v > lo : v >= lo) && v <= hi, path, v,
+            "must be in " + range.str() + (what.empty() ? "" : " (" + what + ")"));
+  }
   // lo <= v <= hi, in 64 bits (callers pass sums and products of int32 fields widened first).
   void InRange(int64_t v, int64_t lo, int64_t hi, const std::string& path) {
     Require(v >= lo && v <= hi, path, v,
@@ -123,6 +139,8 @@ void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
     if (!f->is_repeated()) {
       const double v = is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f);
       c.Require(std::isfinite(v), path, v, "must be a finite number");
+      c.Require(!std::isfinite(v) || std::fabs(v) <= kMaxFloatMagnitude, path, v,
+                "must be at most 1e9 in magnitude");
       continue;
     }
     for (int i = 0; i < refl->FieldSize(msg, f); ++i) {
@@ -130,6 +148,8 @@ void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
           is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i);
       c.Require(std::isfinite(v), path + "[" + std::to_string(i) + "]", v,
                 "must be a finite number");
+      c.Require(!std::isfinite(v) || std::fabs(v) <= kMaxFloatMagnitude,
+                path + "[" + std::to_string(i) + "]", v, "must be at most 1e9 in magnitude");
     }
   }
 }
@@ -214,7 +234,10 @@ void ValidateInput(const proto::ReidConfig& cfg, Checker& c) {
   c.Require(in.pixel_std_size() == 3, "input.pixel_std", in.pixel_std_size(),
             "needs exactly 3 values (R, G, B)");
   for (int i = 0; i < in.pixel_std_size(); ++i) {
-    c.Positive(in.pixel_std(i), "input.pixel_std[" + std::to_string(i) + "]");
+    c.InRangeF(in.pixel_std(i), 0, 10, true, "input.pixel_std[" + std::to_string(i) + "]", "");
+  }
+  for (int i = 0; i < in.pixel_mean_size(); ++i) {
+    c.InRangeF(in.pixel_mean(i), 0, 1, false, "input.pixel_mean[" + std::to_string(i) + "]", "");
   }
 }
 
@@ -241,7 +264,8 @@ void ValidateModel(const proto::ReidConfig& cfg, Checker& c) {
             "must be >= 514 (256 bytes x 2 + start + end)");
   c.InRange(m.vocab_size(), 514, 1 << 20, "model.vocab_size");
   c.InRange(m.context_length(), 3, 4096, "model.context_length");
-  c.Positive(m.classifier_init_std(), "model.classifier_init_std");
+  c.InRangeF(m.classifier_init_std(), 0, 10, true, "model.classifier_init_std", "");
+  c.InRangeF(m.sie_coe(), 0, 1000, false, "model.sie_coe", "");
   c.InRange(m.pretrain_image_size(), 1, kMaxImageSide, "model.pretrain_image_size");
 }
 
@@ -257,7 +281,7 @@ void ValidatePrompt(const proto::ReidConfig& cfg, Checker& c) {
   c.Require(int64_t{p.n_ctx()} + 2 < cfg.model().context_length(), "prompt.n_ctx", p.n_ctx(),
             "with start and end tokens must fit model.context_length " +
                 std::to_string(cfg.model().context_length()));
-  c.Positive(p.ctx_init_std(), "prompt.ctx_init_std");
+  c.InRangeF(p.ctx_init_std(), 0, 10, true, "prompt.ctx_init_std", "");
 }
 
 void ValidateModules(const proto::ReidConfig& cfg, Checker& c) {
@@ -274,10 +298,12 @@ void ValidateModules(const proto::ReidConfig& cfg, Checker& c) {
 
 void ValidateStage1(const proto::ReidConfig& cfg, Checker& c) {
   const auto& s = cfg.stage1();
-  c.Positive(s.base_lr(), "stage1.base_lr");
-  c.NonNegative(s.weight_decay(), "stage1.weight_decay");
-  c.NonNegative(s.warmup_lr_init(), "stage1.warmup_lr_init");
-  c.NonNegative(s.lr_min(), "stage1.lr_min");
+  c.InRangeF(s.base_lr(), 0, kMaxLearningRate, true, "stage1.base_lr", "a learning rate");
+  c.InRangeF(s.weight_decay(), 0, 1, false, "stage1.weight_decay", "");
+  c.InRangeF(s.momentum(), 0, 1, false, "stage1.momentum", "");
+  c.InRangeF(s.warmup_lr_init(), 0, kMaxLearningRate, false, "stage1.warmup_lr_init",
+             "a learning rate");
+  c.InRangeF(s.lr_min(), 0, kMaxLearningRate, false, "stage1.lr_min", "a learning rate");
   c.Require(s.base_lr() <= 0 || s.lr_min() <= s.base_lr(), "stage1.lr_min", s.lr_min(),
             "must be <= stage1.base_lr");
   c.InRange(s.max_epochs(), 1, kMaxEpochs, "stage1.max_epochs");
@@ -287,15 +313,20 @@ void ValidateStage1(const proto::ReidConfig& cfg, Checker& c) {
   c.InRange(s.ims_per_batch(), 1, kMaxBatch, "stage1.ims_per_batch");
   c.Positive(s.log_period(), "stage1.log_period");
   c.Positive(s.checkpoint_period(), "stage1.checkpoint_period");
-  c.Positive(s.temperature(), "stage1.temperature");
+  c.InRangeF(s.temperature(), 0, 1000, true, "stage1.temperature", "");
 }
 
 void ValidateStage2(const proto::ReidConfig& cfg, Checker& c) {
   const auto& s = cfg.stage2();
-  c.Positive(s.base_lr(), "stage2.base_lr");
-  c.Positive(s.bias_lr_factor(), "stage2.bias_lr_factor");
-  c.NonNegative(s.weight_decay(), "stage2.weight_decay");
-  c.NonNegative(s.weight_decay_bias(), "stage2.weight_decay_bias");
+  c.InRangeF(s.base_lr(), 0, kMaxLearningRate, true, "stage2.base_lr", "a learning rate");
+  c.InRangeF(s.bias_lr_factor(), 0, 100, true, "stage2.bias_lr_factor", "");
+  c.Require(!std::isfinite(s.base_lr()) || !std::isfinite(s.bias_lr_factor()) ||
+                s.base_lr() * s.bias_lr_factor() <= kMaxLearningRate,
+            "stage2.bias_lr_factor", s.bias_lr_factor(),
+            "times stage2.base_lr must be at most 10 (the biases' learning rate)");
+  c.InRangeF(s.weight_decay(), 0, 1, false, "stage2.weight_decay", "");
+  c.InRangeF(s.weight_decay_bias(), 0, 1, false, "stage2.weight_decay_bias", "");
+  c.InRangeF(s.momentum(), 0, 1, false, "stage2.momentum", "");
   c.InRange(s.max_epochs(), 1, kMaxEpochs, "stage2.max_epochs");
   c.NonNegative(s.warmup_epochs(), "stage2.warmup_epochs");
   c.Require(s.warmup_factor() > 0 && s.warmup_factor() <= 1, "stage2.warmup_factor",
@@ -326,12 +357,12 @@ void ValidateStage2(const proto::ReidConfig& cfg, Checker& c) {
 
 void ValidateLossEvalDist(const proto::ReidConfig& cfg, Checker& c) {
   const auto& l = cfg.loss();
-  c.NonNegative(l.id_weight(), "loss.id_weight");
-  c.NonNegative(l.triplet_weight(), "loss.triplet_weight");
-  c.NonNegative(l.i2t_weight(), "loss.i2t_weight");
+  c.InRangeF(l.id_weight(), 0, 1000, false, "loss.id_weight", "");
+  c.InRangeF(l.triplet_weight(), 0, 1000, false, "loss.triplet_weight", "");
+  c.InRangeF(l.i2t_weight(), 0, 1000, false, "loss.i2t_weight", "");
   c.Require(l.label_smoothing() >= 0 && l.label_smoothing() < 1, "loss.label_smoothing",
             l.label_smoothing(), "must be in [0, 1)");
-  c.NonNegative(l.triplet_margin(), "loss.triplet_margin");
+  c.InRangeF(l.triplet_margin(), 0, 100, false, "loss.triplet_margin", "");
   const auto& e = cfg.eval();
   c.InRange(e.max_rank(), 1, 1 << 20, "eval.max_rank");
   c.InRange(e.rerank_k1(), 1, 100000, "eval.rerank_k1");
@@ -475,26 +506,15 @@ Problems Validate(const proto::ReidConfig& cfg) {
 
 namespace {
 
-// Reads a whole file; returns false and a problem naming the path when it cannot.
+// Reads a whole config file through the bounded regular-file reader (a FIFO would block, a
+// directory read as an empty config); returns false and a problem naming the path when it cannot.
 bool ReadFile(const std::string& path, std::string* contents, Problems* problems) {
-  struct stat st;
-  if (stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    problems->push_back(path + ": not a regular file (a directory?)");
+  StatusOr<std::string> text = base::ReadRegularFile(path, kMaxConfigBytes, "a config file");
+  if (!text.ok()) {
+    problems->push_back(text.status().message());  // "PATH: not a regular file (a FIFO)", ...
     return false;
   }
-  if (stat(path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
-    problems->push_back(path + ": config file of " + std::to_string(st.st_size) +
-                        " bytes (at most " + std::to_string(kMaxConfigBytes) + ")");
-    return false;
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    problems->push_back(path + ": cannot open config file");
-    return false;
-  }
-  std::ostringstream buf;
-  buf << in.rdbuf();
-  *contents = buf.str();
+  *contents = std::move(*text);
   return true;
 }
 

@@ -33,7 +33,7 @@ TEST(Config, EveryShippedConfigLoadsAndValidates) {
     EXPECT_TRUE(problems.empty()) << entry.path() << "\n" << Joined(problems);
     ++count;
   }
-  EXPECT_EQ(count, 7) << "expected 3 datasets x 2 variants + synthetic_tiny";
+  EXPECT_EQ(count, 8) << "expected 3 datasets x 2 variants + market1501_3090 + synthetic_tiny";
 }
 
 TEST(Config, DefaultsAreTheClipReidBaseline) {
@@ -41,6 +41,11 @@ TEST(Config, DefaultsAreTheClipReidBaseline) {
   ASSERT_TRUE(Load("", {}, &defaults).empty());
   ASSERT_TRUE(Load("configs/market1501_clipreid.textproto", {}, &baseline).empty());
   baseline.set_name(defaults.name());
+  // The file names where CLIP's weights and merges file are; the schema has no default paths.
+  EXPECT_EQ(baseline.model().weights(), "pretrained/ViT-B-16.pt");
+  EXPECT_EQ(baseline.model().bpe_vocab(), "pretrained/bpe_simple_vocab_16e6.txt.gz");
+  baseline.mutable_model()->set_weights("");
+  baseline.mutable_model()->set_bpe_vocab("");
   EXPECT_EQ(ToText(defaults), ToText(baseline));
   EXPECT_EQ(defaults.stage2().steps_size(), 2);
   EXPECT_NE(ToText(defaults).find("max_epochs: 60"), std::string::npos) << "defaults are printed";
@@ -100,7 +105,8 @@ TEST(Config, EveryValidationProblemIsListed) {
       "prompt { template: \"A photo of a person.\" }\n"
       "eval { rerank_lambda: 1.5 }\n",
       "many.textproto", {}, &cfg);
-  EXPECT_TRUE(HasProblem(problems, {"stage1.base_lr = 0", "> 0"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"stage1.base_lr = 0", "must be in (0, 10]"}))
+      << Joined(problems);
   EXPECT_TRUE(HasProblem(problems, {"stage2.ims_per_batch = 60", "16 * 4"})) << Joined(problems);
   EXPECT_TRUE(HasProblem(problems, {"input.size_train.height = 250", "vision_patch_size"}))
       << Joined(problems);
@@ -108,6 +114,44 @@ TEST(Config, EveryValidationProblemIsListed) {
   EXPECT_TRUE(HasProblem(problems, {"eval.rerank_lambda = 1.5"})) << Joined(problems);
   EXPECT_TRUE(HasProblem(problems, {"input.size_test = 256x128", "250x128"})) << Joined(problems);
   EXPECT_EQ(problems.size(), 6u) << Joined(problems);
+}
+
+// Finite but absurd floats validated before and then failed the run: a learning rate of 1e300
+// overflowed the optimiser (exit 1). Each is named with its value and range; a non-finite value
+// is named once, as not finite.
+TEST(Config, AbsurdFloatsAreRefusedWithTheirField) {
+  proto::ReidConfig cfg;
+  const Problems problems = LoadFromText(
+      "stage1 { base_lr: 1e300 momentum: 1.5 temperature: 0 }\n"
+      "stage2 { base_lr: 1e-3 bias_lr_factor: 50000 weight_decay: -1 }\n"
+      "loss { triplet_weight: 1e5 }\n"
+      "model { sie_coe: 1e30 }\n"
+      "input { pixel_mean: [2, 0.5, 0.5] pixel_std: [0, 0.5, 0.5] }\n"
+      "dist { bucket_cap_mb: 1e20 }\n",
+      "absurd.textproto", {}, &cfg);
+  for (const std::pair<std::string, std::string>& want :
+       std::vector<std::pair<std::string, std::string>>{
+           {"stage1.base_lr = 1e+300", "must be in (0, 10] (a learning rate)"},
+           {"stage1.momentum = 1.5", "[0, 1]"},
+           {"stage1.temperature = 0", "(0, 1000]"},
+           {"stage2.bias_lr_factor = 50000", "(0, 100]"},
+           {"stage2.weight_decay = -1", "[0, 1]"},
+           {"loss.triplet_weight = 100000", "[0, 1000]"},
+           {"model.sie_coe = 1e+30", "at most 1e9 in magnitude"},
+           {"input.pixel_mean[0] = 2", "[0, 1]"},
+           {"input.pixel_std[0] = 0", "(0, 10]"},
+           {"dist.bucket_cap_mb = 1e+20", "at most 1e9 in magnitude"}}) {
+    EXPECT_TRUE(HasProblem(problems, {want.first, want.second}))
+        << want.first << "\n" << Joined(problems);
+  }
+  const Problems inf = LoadFromText("stage2 { base_lr: inf }", "inf.textproto", {}, &cfg);
+  ASSERT_EQ(inf.size(), 1u) << Joined(inf);
+  EXPECT_EQ(inf[0], "stage2.base_lr = inf: must be a finite number");
+  // The product that sets the biases' learning rate is bounded too.
+  const Problems bias =
+      LoadFromText("stage2 { base_lr: 1 bias_lr_factor: 20 }", "b.textproto", {}, &cfg);
+  EXPECT_TRUE(HasProblem(bias, {"stage2.bias_lr_factor = 20", "times stage2.base_lr"}))
+      << Joined(bias);
 }
 
 TEST(Config, OverlappingStrideFloorsTheGridLikeClipReid) {

@@ -17,14 +17,18 @@ if [[ -f "$PKG" ]] && grep -q "\"version\": \"$VERSION\"" "$PKG"; then
   exit 0
 fi
 if ! command -v npm >/dev/null 2>&1; then
-  echo "install-onnxruntime: npm not found; the ONNX Runtime test (trainer_onnx_runtime_test) will be skipped"
+  echo "install-onnxruntime: npm not found; the ONNX Runtime test" \
+    "(trainer_onnx_runtime_test) will be skipped"
   exit 0
 fi
 echo "install-onnxruntime: installing onnxruntime-node $VERSION into $PREFIX"
 mkdir -p "$PREFIX"
-if ! npm install --ignore-scripts --no-audit --no-fund --no-save --loglevel=error \
-    --prefix "$PREFIX" "onnxruntime-node@$VERSION" >/dev/null; then
-  echo "install-onnxruntime: npm install failed; the ONNX Runtime test will be skipped"
+# Few retries: offline, the test is skipped rather than CI waiting minutes for the registry.
+if ! log=$(npm install --ignore-scripts --no-audit --no-fund --no-save --loglevel=error \
+    --fetch-retries=1 --fetch-retry-mintimeout=2000 --fetch-retry-maxtimeout=10000 \
+    --prefix "$PREFIX" "onnxruntime-node@$VERSION" 2>&1); then
+  echo "install-onnxruntime: npm install failed ($(grep -m1 -o 'npm error .*' <<<"$log" || true));" \
+    "the ONNX Runtime test will be skipped"
   exit 0
 fi
 echo "install-onnxruntime: done"

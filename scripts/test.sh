@@ -3,8 +3,7 @@
 # Usage: scripts/test.sh [extra ctest args]   Build folder: $BUILD_DIR (default build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/install-deps.sh
-bash scripts/install-onnxruntime.sh  # ONNX Runtime for the ONNX export test (optional)
+bash scripts/install-deps.sh --test  # the runtime set, the tests' servers and tools, ONNX Runtime
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release

@@ -2,7 +2,7 @@
 # `reid eval --checkpoint` and `reid extract` on a tiny trained model: eval reproduces the
 # training's final metrics.json; extract's files evaluated in feature-file mode give the same
 # result; extraction on 2 ranks writes the same rows and features (to float rounding);
-# flip-averaged features differ from the plain ones; a checkpoint of another model and a missing
+# flip-averaged features differ from the plain ones; a --set that changes the model and a missing
 # checkpoint exit 2 with one clear line.
 # Usage: eval_checkpoint_test.sh PATH/TO/reid MPIEXEC   (run from the repository root)
 set -u
@@ -58,7 +58,8 @@ expect "flip-feature-differs" 0 "^differs" -- bash -c \
   "cmp -s $tmp/flip_false.npy $tmp/flip_true.npy || echo differs"
 expect "grid-of-real-images" 0 "retrieval grid: .*grid.jpg \(2 queries\)$" -- "$reid" eval \
   "${cfg[@]}" --checkpoint="$tmp/run" --visualize=2 --visualize_out="$tmp/grid.jpg"
-expect "checkpoint-of-another-model" 2 "checkpoint.*model.pt" -- "$reid" eval "${cfg[@]}" \
+# The checkpoint's own config gives the model: a --set that changes it is refused.
+expect "set-cannot-change-the-model" 2 "--set changes model" -- "$reid" eval "${cfg[@]}" \
   --set='model { vision_layers: 3 }' --checkpoint="$tmp/run"
 expect "missing-checkpoint" 2 "--checkpoint" -- "$reid" eval "${cfg[@]}" --checkpoint="$tmp/nothing"
 expect "both-modes" 2 "either --checkpoint" -- "$reid" eval "${cfg[@]}" --checkpoint="$tmp/run" \

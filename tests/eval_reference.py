@@ -7,8 +7,10 @@ Writes, per case, OUT_DIR/CASE/{q.npy,g.npy,q.csv,g.csv,args,expected.json}: fea
 extra `reid eval` arguments (one per line) and the reference's result. Needs numpy and torch.
 The functions below are transcribed from the reference as they are (numpy and torch, float16 V
 and Jaccard, numpy's argsort); only the deprecated addmm_(1, -2, ...) call is spelled with
-keywords, and prints are dropped.
+keywords, and prints are dropped. The tied cases (tied_cases) run them with a stable argsort:
+see StableArgsort.
 """
+import contextlib
 import json
 import os
 import sys
@@ -153,7 +155,23 @@ def identity_features(rng, pids, cams, centers, spread):
     return f.astype(np.float32)
 
 
-def write_case(out, name, qf, gf, q, g, max_rank=50, feat_norm=True, rerank=None):
+class StableArgsort:
+    """Runs the reference with numpy's argsort made stable. numpy's default (introsort) orders
+    equal values arbitrarily: np.argsort(np.zeros(17)) starts 0, 14, 13, ..., so under exact ties
+    the reference's ranking is an accident of the sort. `reid eval` ranks ties by index, which is
+    what a stable argsort gives; without ties the two argsorts agree, so only the tied cases use
+    this. The transcribed functions are unchanged: np.argsort is swapped while they run."""
+
+    def __enter__(self):
+        self.argsort = np.argsort
+        np.argsort = lambda a, axis=-1, kind=None, order=None: self.argsort(
+            a, axis=axis, kind="stable", order=order)
+
+    def __exit__(self, *exc):
+        np.argsort = self.argsort
+
+
+def write_case(out, name, qf, gf, q, g, max_rank=50, feat_norm=True, rerank=None, stable=False):
     d = os.path.join(out, name)
     os.makedirs(d, exist_ok=True)
     np.save(os.path.join(d, "q.npy"), np.ascontiguousarray(qf))
@@ -171,9 +189,12 @@ def write_case(out, name, qf, gf, q, g, max_rank=50, feat_norm=True, rerank=None
             f.write("--set=%s\n" % s)
         if rerank:
             f.write("--rerank\n")
-    cmc, mAP, valid = compute(torch.from_numpy(qf), torch.from_numpy(gf), np.asarray(q[0]),
-                              np.asarray(g[0]), np.asarray(q[1]), np.asarray(g[1]), max_rank,
-                              feat_norm, rerank)
+    with StableArgsort() if stable else contextlib.nullcontext():
+        with np.errstate(invalid="ignore"):  # the reference's 0/0 under all-equal distances
+            cmc, mAP, valid = compute(torch.from_numpy(qf), torch.from_numpy(gf), np.asarray(q[0]),
+                                      np.asarray(g[0]), np.asarray(q[1]), np.asarray(g[1]),
+                                      max_rank, feat_norm, rerank)
+    assert 0 <= mAP <= 1, (name, mAP)
     with open(os.path.join(d, "expected.json"), "w") as f:
         json.dump({"mAP": float(mAP), "cmc": [float(c) for c in cmc], "num_valid_queries": valid,
                    "num_query": len(qf), "num_gallery": len(gf), "rerank": bool(rerank)}, f)
@@ -193,6 +214,38 @@ def random_case(rng, nq, ng, dim, ids, cams, spread, distractors=0, unmatched=0,
     qf = identity_features(rng, np.minimum(q_pids, ids), q_cams, centers, spread)
     gf = identity_features(rng, g_pids, g_cams, centers, spread)
     return qf, gf, (q_pids.tolist(), q_cams.tolist()), (g_pids.tolist(), g_cams.tolist())
+
+
+def tied_cases(out, rng):
+    """Exact ties, run with a stable argsort (see StableArgsort). All features identical: every
+    distance is 0, the re-ranking's scaling by the row maximum is 0/0 in the reference (NaN rows,
+    which rank in index order when sorted stably) and gave `reid eval --rerank` an mAP of 300%.
+    A few duplicated rows, with integer features and no normalisation so that every distance
+    is exact in both implementations: duplicates tie with each other everywhere."""
+    nq, ng = 30, 120
+    q_pids, g_pids = rng.integers(1, 16, nq), rng.integers(1, 16, ng)
+    q_cams, g_cams = rng.integers(0, 3, nq), rng.integers(0, 3, ng)
+    meta = ((q_pids.tolist(), q_cams.tolist()), (g_pids.tolist(), g_cams.tolist()))
+    # One vector everywhere. A one-hot row stays exact through the normalisation, so every
+    # distance is exactly 0 in both implementations; so is an all-zero row (a dead model's
+    # output). A random row leaves float rounding in the distances (equal for all pairs here).
+    one_hot = np.zeros(32, np.float32)
+    one_hot[3] = 2
+    for tag, f in (("", one_hot), ("_zero", np.zeros(32, np.float32)),
+                   ("_random", rng.standard_normal(32).astype(np.float32))):
+        same_q, same_g = np.tile(f, (nq, 1)), np.tile(f, (ng, 1))
+        write_case(out, "tied_identical" + tag, same_q, same_g, *meta, stable=True)
+        write_case(out, "rerank_tied_identical" + tag, same_q, same_g, *meta,
+                   rerank=(20, 6, 0.3), stable=True)
+        write_case(out, "rerank_tied_identical%s_k2_1" % tag, same_q, same_g, *meta,
+                   rerank=(7, 1, 0.3), stable=True)
+    qf = rng.integers(-3, 4, (nq, 12)).astype(np.float32)
+    gf = rng.integers(-3, 4, (ng, 12)).astype(np.float32)
+    gf[10:16] = gf[0]  # six copies of one gallery row
+    gf[40:43] = qf[2]  # three gallery rows equal to a query
+    qf[5] = qf[4]      # two equal queries
+    write_case(out, "rerank_tied_duplicates", qf, gf, *meta, feat_norm=False,
+               rerank=(20, 6, 0.3), stable=True)
 
 
 def test_vector(out):
@@ -231,6 +284,7 @@ def main():
                *random_case(rng, 50, 260, 24, 20, 5, 1.0, distractors=80, unmatched=5),
                rerank=(11, 3, 0.5))
     write_case(out, "rerank_k2_1", *random_case(rng, 30, 150, 16, 15, 3, 1.1), rerank=(5, 1, 0.3))
+    tied_cases(out, np.random.default_rng(7))
 
 
 if __name__ == "__main__":

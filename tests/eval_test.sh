@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `reid eval` in feature-file mode against the reference's eval_func and re_ranking
-# (tests/eval_reference.py: mAP/CMC to 1e-6, re-ranked to 1e-3), identical results for 1 and 4
+# (tests/eval_reference.py: mAP/CMC to 1e-6, re-ranked to 1e-3; also under exact ties: all
+# features identical, duplicated rows; mAP and CMC in [0, 1]), identical results for 1 and 4
 # threads and for 1 and 2 ranks, and every bad input exits 2 with one line naming the file.
 # Usage: eval_test.sh PATH/TO/reid MPIEXEC   (run from the repository root)
 set -u
@@ -28,6 +29,7 @@ got, want, tol = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), flo
 for k in ("num_valid_queries", "num_query", "num_gallery", "rerank"):
     assert got[k] == want[k], (k, got[k], want[k])
 assert len(got["cmc"]) == len(want["cmc"]), (len(got["cmc"]), len(want["cmc"]))
+assert 0 <= got["mAP"] <= 1 and all(0 <= c <= 1 for c in got["cmc"]), got["mAP"]
 diff = max([abs(got["mAP"] - want["mAP"])] + [abs(a - b) for a, b in zip(got["cmc"], want["cmc"])])
 print("     max |diff| %.2e (mAP %.6f vs %.6f)" % (diff, got["mAP"], want["mAP"]))
 assert diff <= tol, diff

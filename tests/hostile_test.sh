@@ -108,7 +108,7 @@ npy npy_overflow_product "bad shape"
 npy npy_shape_junk "bad shape \(1,3,3a2,32\)"
 npy npy_truncated "needs 12288 bytes of data but the file holds 100"
 npy npy_no_shape "bad shape"
-hostile npy-is-dir 30 "'$tmp/fx': not a regular file" -- "$reid" clip-encode \
+hostile npy-is-dir 30 "$tmp/fx'?: not a regular file" -- "$reid" clip-encode \
   --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx" --out_dir="$tmp/enc"
 
 # 4. Tokenizer: linear time on a 1 MB line and a 1 MB word (45 s and > 60 s before).

@@ -4,9 +4,12 @@
 // `camids` from an int64 .npy when the model has SIE, the `features` output written as a float32
 // .npy. Used by trainer_onnx_runtime_test to compare ONNX Runtime with LibTorch.
 //
-// Usage: node tests/onnx_runtime_check.js [--ort-dir DIR] MODEL.onnx IMAGES.npy OUT.npy [CAMIDS.npy]
-//   --ort-dir: the npm prefix holding node_modules/onnxruntime-node (default: build-tools/ort of
-//   this repository, where scripts/install-onnxruntime.sh puts it).
+// Usage: node tests/onnx_runtime_check.js [--ort-dir DIR] MODEL.onnx IMAGES.npy OUT.npy
+//          [CAMIDS.npy]
+//   --ort-dir: the npm prefix holding node_modules/onnxruntime-node. Without it: build-tools/ort
+//   of this repository (where scripts/install-onnxruntime.sh puts it), else node's own module
+//   search (NODE_PATH).
+// CAMIDS.npy is ignored when the model has no `camids` input.
 // Exit status: 0 done; 77 onnxruntime-node cannot be loaded (the caller skips); 1 any other error.
 'use strict';
 
@@ -34,7 +37,8 @@ function readNpy(file) {
   const count = dims.reduce((a, b) => a * b, 1);
   const offset = start + headerLen;
   // Copy into an aligned buffer: the typed array views need 4- / 8-byte alignment.
-  const body = new Uint8Array(buf.buffer.slice(buf.byteOffset + offset, buf.byteOffset + buf.length));
+  const body =
+      new Uint8Array(buf.buffer.slice(buf.byteOffset + offset, buf.byteOffset + buf.length));
   if (descr[1] === '<f4') {
     if (body.byteLength !== 4 * count) throw new Error(`${file}: size does not match its shape`);
     return {dtype: 'float32', dims, data: new Float32Array(body.buffer, body.byteOffset, count)};
@@ -63,9 +67,9 @@ function writeNpy(file, data, dims) {
 
 async function main() {
   const args = process.argv.slice(2);
-  let ortDir = path.join(__dirname, '..', 'build-tools', 'ort');
+  let ortDirs = [path.join(__dirname, '..', 'build-tools', 'ort'), null];  // null: NODE_PATH
   if (args[0] === '--ort-dir') {
-    ortDir = args[1];
+    ortDirs = [args[1]];
     args.splice(0, 2);
   }
   if (args.length < 3 || args.length > 4) {
@@ -75,10 +79,19 @@ async function main() {
   }
   const [modelPath, imagesPath, outPath, camidsPath] = args;
   let ort;
-  try {
-    ort = require(path.join(path.resolve(ortDir), 'node_modules', 'onnxruntime-node'));
-  } catch (e) {
-    console.log(`SKIP: onnxruntime-node cannot be loaded from ${ortDir}: ${e.message}`);
+  const errors = [];
+  for (const dir of ortDirs) {
+    try {
+      const where = dir === null ? 'onnxruntime-node'
+                                 : path.join(path.resolve(dir), 'node_modules', 'onnxruntime-node');
+      ort = require(where);
+      break;
+    } catch (e) {
+      errors.push(`${dir === null ? 'NODE_PATH' : dir}: ${e.message.split('\n')[0]}`);
+    }
+  }
+  if (!ort) {
+    console.log(`SKIP: onnxruntime-node cannot be loaded (${errors.join('; ')})`);
     return SKIP;
   }
   const session = await ort.InferenceSession.create(modelPath, {executionProviders: ['cpu']});

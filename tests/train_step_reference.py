@@ -393,9 +393,9 @@ def stage2_step(model, optimizer, cfg, images, target, cams, text_features):
 # --- the check against `reid train`
 
 def load_checkpoint(path):
-    """model.pt (a LibTorch tensor archive: every tensor a parameter of a script module)."""
-    archive = torch.jit.load(os.path.join(path, "model.pt"))
-    return {k: v.detach().clone() for k, v in archive.named_parameters()}
+    """model.pt: a torch.save zip of every parameter and buffer by name (no code runs)."""
+    sd = torch.load(os.path.join(path, "model.pt"), map_location="cpu", weights_only=True)
+    return {k: v.detach().clone() for k, v in sd.items()}
 
 
 ADAM_EPS = 1e-8  # torch.optim.Adam's and LibTorch's default

@@ -12,35 +12,78 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
+#include <istream>
 #include <map>
+#include <regex>
 #include <set>
 #include <sstream>
+#include <streambuf>
+#include <tuple>
+
+#include "base/file_util.h"
+#include "trainer/model/torch_save_writer.h"
+#include "trainer/model/weights.h"
 
 namespace reid::trainer {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr int64_t kMaxMetaBytes = 64 << 20;  // meta.pb holds a config and a file list
-constexpr int64_t kMaxFileBytes = int64_t{1} << 40;
+constexpr uint64_t kMaxMetaBytes = 64 << 20;  // meta.pb holds a config and a file list
+constexpr uint64_t kMaxFileBytes = uint64_t{1} << 40;
+constexpr size_t kCrcChunkBytes = 4 << 20;
+constexpr uint64_t kMiB = 1 << 20;
 constexpr const char* kMeta = "meta.pb";
 constexpr const char* kMetaText = "meta.txtpb";
 constexpr const char* kIndex = "index.txtpb";
 
-uint32_t Crc32(const std::string& bytes) {
-  uLong crc = crc32(0L, Z_NULL, 0);
+uint32_t Crc32Update(uint32_t crc, const char* data, size_t size) {
+  uLong c = crc;
   size_t pos = 0;
-  while (pos < bytes.size()) {  // zlib takes uInt lengths
-    const size_t n = std::min<size_t>(bytes.size() - pos, 1u << 30);
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data() + pos), static_cast<uInt>(n));
+  while (pos < size) {  // zlib takes uInt lengths
+    const size_t n = std::min<size_t>(size - pos, 1u << 30);
+    c = crc32(c, reinterpret_cast<const Bytef*>(data + pos), static_cast<uInt>(n));
     pos += n;
   }
-  return static_cast<uint32_t>(crc);
+  return static_cast<uint32_t>(c);
+}
+
+uint32_t Crc32(const std::string& bytes) {
+  return Crc32Update(static_cast<uint32_t>(crc32(0L, Z_NULL, 0)), bytes.data(), bytes.size());
 }
 
 std::string Errno(const std::string& what, const std::string& path) {
   return what + " " + path + ": " + std::strerror(errno);
 }
+
+// The first line of `text`, at most `max` characters (LibTorch's messages span lines).
+std::string OneLine(const std::string& text, size_t max = 240) {
+  std::string line = text.substr(0, text.find('\n'));
+  if (line.size() > max) line = line.substr(0, max) + "...";
+  return line;
+}
+
+// A read-only, seekable stream over bytes in memory (the zip reader seeks), without a copy.
+class MemoryStreamBuf : public std::streambuf {
+ public:
+  MemoryStreamBuf(const char* data, size_t size) {
+    char* p = const_cast<char*>(data);  // never written: the get area only
+    setg(p, p, p + size);
+  }
+
+ protected:
+  pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override {
+    const off_type base = dir == std::ios_base::beg   ? 0
+                          : dir == std::ios_base::cur ? gptr() - eback()
+                                                      : egptr() - eback();
+    const off_type target = base + off;
+    if (target < 0 || target > egptr() - eback()) return pos_type(off_type(-1));
+    setg(eback(), eback() + target, egptr());
+    return pos_type(target);
+  }
+  pos_type seekpos(pos_type pos, std::ios_base::openmode mode) override {
+    return seekoff(off_type(pos), std::ios_base::beg, mode);
+  }
+};
 
 // Tests inject a write failure into the N-th commit of this process
 // (REID_FAULT_CHECKPOINT_WRITE=N).
@@ -80,67 +123,133 @@ Status SyncDirectory(const std::string& path) {
   return rc == 0 ? Status::Ok() : Status::Internal(Errno("cannot fsync directory", path));
 }
 
-// Reads at most `limit` bytes; DataLoss when the file is larger.
-StatusOr<std::string> ReadBounded(const std::string& path, int64_t limit) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) return Status::NotFound(path + ": " + ec.message());
-  if (static_cast<int64_t>(size) > limit) {
-    return Status::DataLoss(path + ": " + std::to_string(size) + " bytes, more than the " +
-                            std::to_string(limit) + " allowed");
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::string bytes(size, '\0');
-  if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) {
-    return Status::DataLoss(path + ": cannot read " + std::to_string(size) + " bytes");
-  }
-  return bytes;
+// A checkpoint file the bounded reader refused is damage (DataLoss naming it); the system's own
+// failures (out of descriptors, I/O errors) stay Internal.
+Status AsDamage(const Status& s, const std::string& file) {
+  if (s.ok() || s.code() == Status::Code::kInternal) return s;
+  if (s.code() == Status::Code::kNotFound) return Status::DataLoss(file + ": missing");
+  return Status::DataLoss(s.message());
 }
 
+// A plain file name: no folder, no control character (a name is echoed in messages).
 bool SafeFileName(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name != "." && name != "..";
+  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
+  return std::none_of(name.begin(), name.end(),
+                      [](char c) { return c == '/' || static_cast<unsigned char>(c) < 0x20; });
 }
 
-Status ReadMeta(const std::string& path, proto::CheckpointMeta* meta) {
+// meta.pb of `path`, parsed and checked for what every reader relies on (a short file list of
+// plain names, each once, model.pt among them; a position a run writes); the format version is
+// checked by the callers.
+Status ParseMeta(const std::string& path, proto::CheckpointMeta* meta) {
   const std::string meta_path = path + "/" + kMeta;
-  if (!fs::is_directory(path)) return Status::NotFound(path + ": not a checkpoint directory");
-  if (!fs::exists(meta_path))
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return Status::NotFound(path + ": not a checkpoint directory");
+  if (!fs::exists(fs::symlink_status(meta_path, ec)))
     return Status::NotFound(path + ": no " + kMeta + " (not a checkpoint)");
-  StatusOr<std::string> bytes = ReadBounded(meta_path, kMaxMetaBytes);
-  if (!bytes.ok()) return bytes.status();
+  StatusOr<std::string> bytes = base::ReadRegularFile(meta_path, kMaxMetaBytes, kMeta);
+  if (!bytes.ok()) return AsDamage(bytes.status(), meta_path);
   if (!meta->ParseFromString(*bytes)) return Status::DataLoss(meta_path + ": cannot be parsed");
-  if (meta->format_version() != 1) {
-    return Status::DataLoss(meta_path + ": format_version " +
-                            std::to_string(meta->format_version()) + " (this build reads 1)");
+  if (meta->files_size() > kMaxCheckpointFiles) {
+    return Status::DataLoss(meta_path + ": lists " + std::to_string(meta->files_size()) +
+                            " files (a checkpoint has at most " +
+                            std::to_string(kMaxCheckpointFiles) + ")");
+  }
+  std::set<std::string> seen;
+  for (const proto::FileEntry& e : meta->files()) {
+    if (!SafeFileName(e.path()) || e.path() == kMeta || e.path() == kMetaText ||
+        e.size_bytes() < 0 || static_cast<uint64_t>(e.size_bytes()) > kMaxFileBytes) {
+      return Status::DataLoss(meta_path + ": bad entry for '" + OneLine(e.path(), 80) + "'");
+    }
+    if (!seen.insert(e.path()).second)
+      return Status::DataLoss(meta_path + ": lists '" + OneLine(e.path(), 80) + "' twice");
+  }
+  if (!seen.count("model.pt")) {
+    return Status::DataLoss(meta_path + ": lists no model.pt (" +
+                            std::to_string(meta->files_size()) +
+                            " files): the checkpoint has no model");
+  }
+  if ((meta->stage() != 1 && meta->stage() != 2) || meta->sampler().epoch() < 1 ||
+      meta->sampler().step() < 0) {
+    return Status::DataLoss(meta_path + ": position stage " + std::to_string(meta->stage()) +
+                            " epoch " + std::to_string(meta->sampler().epoch()) + " step " +
+                            std::to_string(meta->sampler().step()) +
+                            " is not one a run writes (stage 1 or 2, epoch >= 1, step >= 0)");
   }
   return Status::Ok();
 }
 
+Status CheckFormatVersion(const std::string& path, const proto::CheckpointMeta& meta) {
+  if (meta.format_version() == kCheckpointFormatVersion) return Status::Ok();
+  const std::string where = path + "/" + kMeta + ": format_version " +
+                            std::to_string(meta.format_version());
+  if (meta.format_version() == 1) {
+    return Status::InvalidArgument(
+        where + ", written by an earlier build: its tensor files are LibTorch archives, which "
+                "only the TorchScript loader reads, and that loader runs code from the file; this "
+                "build reads format " +
+        std::to_string(kCheckpointFormatVersion) +
+        " (torch.save zips) only. Resume it with the build that wrote it, or train anew");
+  }
+  return Status::InvalidArgument(where + " (this build reads " +
+                                 std::to_string(kCheckpointFormatVersion) + ")");
+}
+
+const proto::FileEntry* FindEntry(const proto::CheckpointMeta& meta, const std::string& name) {
+  for (const proto::FileEntry& e : meta.files()) {
+    if (e.path() == name) return &e;
+  }
+  return nullptr;
+}
+
+// Checks entry `e` of checkpoint `path` against its file without holding it in memory: a regular
+// file within its limit, of the listed size, CRC-32 computed over 4 MiB pieces.
+Status VerifyFile(const std::string& path, const proto::CheckpointMeta& meta,
+                  const proto::FileEntry& e) {
+  const std::string file = path + "/" + e.path();
+  const uint64_t limit = CheckpointFileLimit(meta, e.path());
+  REID_RETURN_IF_ERROR(AsDamage(base::CheckRegularFile(file, limit, e.path()), file));
+  std::error_code ec;
+  const uint64_t size = fs::file_size(file, ec);
+  if (ec) return Status::DataLoss(file + ": missing (" + ec.message() + ")");
+  if (size != static_cast<uint64_t>(e.size_bytes())) {
+    return Status::DataLoss(file + ": " + std::to_string(size) + " bytes, meta.pb says " +
+                            std::to_string(e.size_bytes()));
+  }
+  uint32_t crc = static_cast<uint32_t>(crc32(0L, Z_NULL, 0));
+  REID_RETURN_IF_ERROR(AsDamage(
+      base::ReadRegularFileInChunks(file, size, e.path(), kCrcChunkBytes,
+                                    [&crc](const char* data, size_t n) {
+                                      crc = Crc32Update(crc, data, n);
+                                      return Status::Ok();
+                                    }),
+      file));
+  if (crc != e.crc32()) return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
+  return Status::Ok();
+}
+
+// (stage, sampler epoch, sampler step, creation time): the order checkpoints were written in.
+auto Position(const proto::CheckpointMeta& m) {
+  return std::make_tuple(m.stage(), m.sampler().epoch(), m.sampler().step(), m.created_unix_ns());
+}
+
 }  // namespace
 
-std::string SerializeTensors(const NamedTensors& tensors) {
-  torch::serialize::OutputArchive archive;
-  for (const auto& [name, t] : tensors) archive.write(name, t.detach().cpu());
-  std::ostringstream out;
-  archive.save_to(out);
-  return out.str();
+StatusOr<std::string> SerializeTensors(const NamedTensors& tensors) {
+  StatusOr<std::string> bytes = model::SerializeTorchSave(tensors);
+  if (!bytes.ok()) return Status::Internal("cannot serialize tensors: " + bytes.status().message());
+  return bytes;
 }
 
 StatusOr<NamedTensors> DeserializeTensors(const std::string& bytes, const std::string& what) {
-  try {
-    torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data(), bytes.size());
-    NamedTensors out;
-    for (const std::string& key : archive.keys()) {
-      torch::Tensor t;
-      archive.read(key, t);
-      out.emplace_back(key, t);
-    }
-    return out;
-  } catch (const std::exception& e) {  // LibTorch's boundary: converted once, here
-    return Status::DataLoss(what + ": not a tensor archive (" +
-                            std::string(e.what()).substr(0, 200) + ")");
+  MemoryStreamBuf buffer(bytes.data(), bytes.size());
+  std::istream in(&buffer);
+  StatusOr<model::StateDict> sd = model::ReadTorchSaveZip(&in);
+  if (!sd.ok()) {
+    return Status::DataLoss(what + ": not a checkpoint tensor file (" +
+                            OneLine(sd.status().message(), 200) + ")");
   }
+  return NamedTensors(sd->begin(), sd->end());
 }
 
 Status CopyTensorsByName(const NamedTensors& loaded, const NamedTensors& target,
@@ -184,17 +293,37 @@ std::string CheckpointName(int stage, int64_t next_epoch, int64_t next_step) {
   return buf;
 }
 
-std::vector<std::string> CheckpointStore::CommittedNames() const {
-  std::vector<std::string> names;
+std::vector<CheckpointStore::Listed> CheckpointStore::List(
+    std::vector<std::string>* problems) const {
+  static const std::regex kName("s[0-9]{1,9}-e[0-9]{1,18}-i[0-9]{1,18}");
+  std::vector<Listed> out;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string n = entry.path().filename().string();
-    if (entry.is_directory() && n.size() > 1 && n[0] == 's' && fs::exists(entry.path() / kMeta)) {
-      names.push_back(n);
+    std::error_code dir_ec;
+    if (!std::regex_match(n, kName) || !entry.is_directory(dir_ec)) continue;
+    const std::string path = dir_ + "/" + n;
+    Listed l{n, {}};
+    Status s = ParseMeta(path, &l.meta);
+    if (!s.ok()) {
+      if (problems != nullptr) problems->push_back("skipping damaged checkpoint: " + s.message());
+      continue;
     }
+    const std::string at =
+        CheckpointName(l.meta.stage(), l.meta.sampler().epoch(), l.meta.sampler().step());
+    if (at != n) {
+      if (problems != nullptr) {
+        problems->push_back("ignoring " + path + ": its meta.pb records the position " + at +
+                            ", not the folder's name (not a checkpoint of this directory)");
+      }
+      continue;
+    }
+    out.push_back(std::move(l));
   }
-  std::sort(names.begin(), names.end());
-  return names;
+  std::sort(out.begin(), out.end(), [](const Listed& a, const Listed& b) {
+    return std::make_pair(Position(a.meta), a.name) < std::make_pair(Position(b.meta), b.name);
+  });
+  return out;
 }
 
 Status CheckpointStore::WriteIndex(const proto::CheckpointIndex& index) const {
@@ -208,36 +337,43 @@ Status CheckpointStore::WriteIndex(const proto::CheckpointIndex& index) const {
   return SyncDirectory(dir_);
 }
 
-void CheckpointStore::Prune(int keep_last_n, bool keep_best, proto::CheckpointIndex* index) const {
-  const std::vector<std::string> names = CommittedNames();
-  std::set<std::string> keep;
-  for (size_t i = names.size() - std::min<size_t>(names.size(), keep_last_n); i < names.size();
-       ++i) {
-    keep.insert(names[i]);
+void CheckpointStore::Prune(int keep_last_n, bool keep_best, const std::string& committed,
+                            proto::CheckpointIndex* index) const {
+  std::vector<Listed> listed = List(nullptr);
+  // Only checkpoints of this format are counted and pruned; older ones are left as they are.
+  listed.erase(std::remove_if(listed.begin(), listed.end(),
+                              [](const Listed& l) {
+                                return l.meta.format_version() != kCheckpointFormatVersion;
+                              }),
+               listed.end());
+  std::set<std::string> keep = {committed};
+  for (size_t i = listed.size() - std::min<size_t>(listed.size(), std::max(keep_last_n, 0));
+       i < listed.size(); ++i) {
+    keep.insert(listed[i].name);
   }
   double best_map = -1;
   std::string best, last_stage1;
-  for (const std::string& n : names) {
-    proto::CheckpointMeta meta;
-    if (!ReadMeta(dir_ + "/" + n, &meta).ok()) continue;
-    if (meta.stage() == 1) last_stage1 = n;
-    auto it = meta.metrics().find("mAP");
-    if (it != meta.metrics().end() && it->second > best_map) {
+  for (const Listed& l : listed) {
+    if (l.meta.stage() == 1) last_stage1 = l.name;
+    auto it = l.meta.metrics().find("mAP");
+    if (it != l.meta.metrics().end() && it->second > best_map) {
       best_map = it->second;
-      best = n;
+      best = l.name;
     }
   }
   if (keep_best && !best.empty()) keep.insert(best);
   if (!last_stage1.empty()) keep.insert(last_stage1);
   index->clear_kept();
-  for (const std::string& n : names) {
-    if (keep.count(n)) {
-      index->add_kept(n);
+  for (const Listed& l : listed) {
+    if (keep.count(l.name)) {
+      index->add_kept(l.name);
     } else {
       std::error_code ec;
-      fs::remove_all(dir_ + "/" + n, ec);
-      if (ec)
-        LOG(WARNING) << "cannot remove old checkpoint " << dir_ << "/" << n << ": " << ec.message();
+      fs::remove_all(dir_ + "/" + l.name, ec);
+      if (ec) {
+        LOG(WARNING) << "cannot remove old checkpoint " << dir_ << "/" << l.name << ": "
+                     << ec.message();
+      }
     }
   }
   if (keep_best && !best.empty()) index->set_best(best);
@@ -246,6 +382,8 @@ void CheckpointStore::Prune(int keep_last_n, bool keep_best, proto::CheckpointIn
 Status CheckpointStore::Commit(const std::string& name, proto::CheckpointMeta meta,
                                const CheckpointFiles& files, int keep_last_n, bool keep_best) {
   ++commits_;
+  CHECK(files.size() <= static_cast<size_t>(kMaxCheckpointFiles)) << files.size() << " files";
+  CHECK_EQ(name, CheckpointName(meta.stage(), meta.sampler().epoch(), meta.sampler().step()));
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return Status::Internal("cannot create " + dir_ + ": " + ec.message());
@@ -257,6 +395,7 @@ Status CheckpointStore::Commit(const std::string& name, proto::CheckpointMeta me
     fs::remove_all(tmp, ec);
     return s.Annotate("checkpoint " + name + " not written (the previous ones are intact)");
   };
+  meta.set_format_version(kCheckpointFormatVersion);
   meta.clear_files();
   for (size_t i = 0; i < files.size(); ++i) {
     const auto& [file, bytes] = files[i];
@@ -288,62 +427,121 @@ Status CheckpointStore::Commit(const std::string& name, proto::CheckpointMeta me
   fs::remove_all(old, ec);
   proto::CheckpointIndex index;
   index.set_latest(name);
-  Prune(keep_last_n, keep_best, &index);
+  Prune(keep_last_n, keep_best, name, &index);
   return WriteIndex(index).Annotate("checkpoint index " + dir_ + "/" + kIndex);
 }
 
 StatusOr<std::string> CheckpointStore::FindLatestValid() const {
-  std::vector<std::string> names = CommittedNames();
-  for (auto it = names.rbegin(); it != names.rend(); ++it) {
-    const std::string path = dir_ + "/" + *it;
+  std::vector<std::string> problems;
+  const std::vector<Listed> listed = List(&problems);
+  for (const std::string& p : problems) LOG(WARNING) << p;
+  for (auto it = listed.rbegin(); it != listed.rend(); ++it) {
+    const std::string path = dir_ + "/" + it->name;
+    REID_RETURN_IF_ERROR(CheckFormatVersion(path, it->meta));
     proto::CheckpointMeta meta;
     Status s = VerifyCheckpoint(path, &meta);
     if (s.ok()) return path;
+    if (s.code() == Status::Code::kInternal) return s;
     LOG(WARNING) << "skipping damaged checkpoint: " << s.message();
   }
   return Status::NotFound("no valid checkpoint in " + dir_);
 }
 
-Status VerifyCheckpoint(const std::string& path, proto::CheckpointMeta* meta) {
-  REID_RETURN_IF_ERROR(ReadMeta(path, meta));
-  for (const proto::FileEntry& e : meta->files()) {
-    StatusOr<std::string> bytes = ReadCheckpointFile(path, *meta, e.path());
-    if (!bytes.ok()) return bytes.status();
+std::vector<std::string> CheckpointStore::RemoveLeftovers() const {
+  std::vector<std::string> notes;
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    names.push_back(entry.path().filename().string());
   }
+  std::sort(names.begin(), names.end());
+  for (const std::string& n : names) {
+    const std::string path = dir_ + "/" + n;
+    std::error_code rm;
+    if (n.rfind(".tmp-", 0) == 0 || n == std::string(kIndex) + ".tmp") {
+      fs::remove_all(path, rm);
+      notes.push_back(rm ? "cannot remove " + path + ": " + rm.message()
+                         : "removed " + path + " (left by a run stopped while writing it)");
+    } else if (n.rfind(".old-", 0) == 0 && n.size() > 5) {
+      const std::string committed = dir_ + "/" + n.substr(5);
+      if (!fs::exists(fs::symlink_status(committed, rm))) {
+        fs::rename(path, committed, rm);
+        notes.push_back(rm ? "cannot restore " + committed + ": " + rm.message()
+                           : "restored " + committed + " from " + path +
+                                 " (a run stopped while replacing it)");
+      } else {
+        fs::remove_all(path, rm);
+        notes.push_back(rm ? "cannot remove " + path + ": " + rm.message()
+                           : "removed " + path + " (left by a run stopped while replacing it)");
+      }
+    }
+  }
+  return notes;
+}
+
+Status ReadCheckpointMeta(const std::string& path, proto::CheckpointMeta* meta) {
+  REID_RETURN_IF_ERROR(ParseMeta(path, meta));
+  return CheckFormatVersion(path, *meta);
+}
+
+Status VerifyCheckpoint(const std::string& path, proto::CheckpointMeta* meta) {
+  REID_RETURN_IF_ERROR(ReadCheckpointMeta(path, meta));
+  for (const proto::FileEntry& e : meta->files()) REID_RETURN_IF_ERROR(VerifyFile(path, *meta, e));
   return Status::Ok();
 }
 
-StatusOr<std::string> ReadCheckpointFile(const std::string& path, const proto::CheckpointMeta& meta,
-                                         const std::string& name) {
-  for (const proto::FileEntry& e : meta.files()) {
-    if (e.path() != name) continue;
-    const std::string file = path + "/" + name;
-    if (!SafeFileName(name) || e.size_bytes() < 0 || e.size_bytes() > kMaxFileBytes) {
-      return Status::DataLoss(path + "/" + kMeta + ": bad entry for '" + name + "'");
-    }
-    std::error_code ec;
-    const auto size = fs::file_size(file, ec);
-    if (ec) return Status::DataLoss(file + ": missing (" + ec.message() + ")");
-    if (static_cast<int64_t>(size) != e.size_bytes()) {
-      return Status::DataLoss(file + ": " + std::to_string(size) + " bytes, meta.pb says " +
-                              std::to_string(e.size_bytes()));
-    }
-    StatusOr<std::string> bytes = ReadBounded(file, e.size_bytes());
-    if (!bytes.ok()) return Status::DataLoss(bytes.status().message());
-    if (Crc32(*bytes) != e.crc32())
-      return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
-    return bytes;
+uint64_t CheckpointFileLimit(const proto::CheckpointMeta& meta, const std::string& name) {
+  const proto::FileEntry* model = FindEntry(meta, "model.pt");
+  const uint64_t model_bytes =
+      model == nullptr ? 0
+                       : std::min<uint64_t>(std::max<int64_t>(model->size_bytes(), 0),
+                                            kMaxModelFileBytes);
+  if (name == "model.pt") return kMaxModelFileBytes;
+  if (name == "optimizer.pt") return 3 * model_bytes + 16 * kMiB;
+  if (name == "class_centers.pt") return model_bytes + kMiB;
+  if (name == "rng.pt") {
+    const uint64_t ranks = std::clamp<int64_t>(meta.world_size(), 1, 1 << 20);
+    return ranks * 64 * 1024 + kMiB;
   }
-  return Status::NotFound(path + ": no file '" + name + "' in the checkpoint");
+  if (name == "scaler.pt") return kMiB;
+  return kMaxModelFileBytes;
+}
+
+StatusOr<std::string> ReadCheckpointFile(const std::string& path, const proto::CheckpointMeta& meta,
+                                         const std::string& name, uint64_t max_bytes,
+                                         const std::string& limit_what) {
+  const proto::FileEntry* e = FindEntry(meta, name);
+  if (e == nullptr) return Status::NotFound(path + ": no file '" + name + "' in the checkpoint");
+  const std::string file = path + "/" + name;
+  if (!SafeFileName(name) || e->size_bytes() < 0 ||
+      static_cast<uint64_t>(e->size_bytes()) > kMaxFileBytes) {
+    return Status::DataLoss(path + "/" + kMeta + ": bad entry for '" + OneLine(name, 80) + "'");
+  }
+  const uint64_t limit = max_bytes > 0 ? max_bytes : CheckpointFileLimit(meta, name);
+  const std::string what = limit_what.empty() ? name : name + " (" + limit_what + ")";
+  if (static_cast<uint64_t>(e->size_bytes()) > limit) {
+    return Status::DataLoss(file + ": " + base::FormatBytes(e->size_bytes()) + " (" +
+                            std::to_string(e->size_bytes()) + " bytes) is more than the " +
+                            base::FormatLimit(limit) + " limit for " + what);
+  }
+  StatusOr<std::string> bytes = base::ReadRegularFile(file, limit, what);
+  if (!bytes.ok()) return AsDamage(bytes.status(), file);
+  if (bytes->size() != static_cast<uint64_t>(e->size_bytes())) {
+    return Status::DataLoss(file + ": " + std::to_string(bytes->size()) + " bytes, meta.pb says " +
+                            std::to_string(e->size_bytes()));
+  }
+  if (Crc32(*bytes) != e->crc32()) return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
+  return bytes;
 }
 
 StatusOr<std::string> ResolveCheckpoint(const std::string& path) {
-  if (fs::exists(path + "/" + kMeta)) return path;
-  if (fs::is_directory(path + "/checkpoints")) {
+  std::error_code ec;
+  if (fs::exists(fs::symlink_status(path + "/" + kMeta, ec))) return path;
+  if (fs::is_directory(path + "/checkpoints", ec)) {
     return CheckpointStore(path + "/checkpoints").FindLatestValid();
   }
-  if (fs::exists(path + "/" + kIndex)) return CheckpointStore(path).FindLatestValid();
-  if (!fs::exists(path)) return Status::NotFound(path + ": no such checkpoint");
+  if (fs::exists(path + "/" + kIndex, ec)) return CheckpointStore(path).FindLatestValid();
+  if (!fs::exists(path, ec)) return Status::NotFound(path + ": no such checkpoint");
   return Status::NotFound(path + ": not a checkpoint (no " + kMeta + ")");
 }
 

@@ -24,11 +24,12 @@ int Show(const std::string& arg) {
     return path.status().exit_code();
   }
   proto::CheckpointMeta meta;
-  Status s = VerifyCheckpoint(*path, &meta);
-  if (!s.ok() && s.code() == Status::Code::kNotFound) {
+  Status s = ReadCheckpointMeta(*path, &meta);  // an unusable meta.pb is not shown
+  if (!s.ok()) {
     std::cerr << "error: " << s.message() << "\n";
-    return kExitUsage;
+    return s.exit_code();
   }
+  s = VerifyCheckpoint(*path, &meta);
   meta.clear_config();  // the config is long; it is in meta.txtpb and in the run directory
   std::string text;
   google::protobuf::TextFormat::PrintToString(meta, &text);
@@ -37,12 +38,15 @@ int Show(const std::string& arg) {
   return kExitOk;
 }
 
+// Exit 1 with "FAILED" for a damaged checkpoint (DataLoss: a file missing, of another size or
+// CRC, not a regular file, over its limit, or a broken meta.pb); 2 for what is not a checkpoint of
+// this build (no meta.pb, another format version).
 int Verify(const std::string& path) {
   proto::CheckpointMeta meta;
   Status s = VerifyCheckpoint(path, &meta);
-  if (s.code() == Status::Code::kNotFound) {
+  if (!s.ok() && s.code() != Status::Code::kDataLoss) {
     std::cerr << "error: " << s.message() << "\n";
-    return kExitUsage;
+    return s.exit_code();
   }
   if (!s.ok()) {
     std::cout << "FAILED " << s.message() << "\n";

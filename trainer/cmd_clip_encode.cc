@@ -7,7 +7,9 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 
+#include "base/file_util.h"
 #include "base/torch_glog.h"
 #include "trainer/commands.h"
 #include "trainer/model/clip.h"
@@ -18,7 +20,7 @@
 DECLARE_string(bpe_vocab);
 DEFINE_string(weights, "",
               "CLIP checkpoint: OpenAI TorchScript archive (ViT-B-16.pt) or torch.save "
-              "state dict (.pth)");
+              "state dict (.pth); reid train: replaces model.weights");
 DEFINE_string(images_npy, "", "float32 (N, 3, H, W) images, already normalised");
 DEFINE_string(image_size, "",
               "HxW: resize the positional embedding to this image's patch grid "
@@ -111,11 +113,14 @@ int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
               << " ids but the checkpoint's vocabulary has " << t.vocab_size << "\n";
     return kExitUsage;
   }
-  std::ifstream in(FLAGS_texts_file);
-  if (!in) {
-    std::cerr << "error: --texts_file: cannot open '" << FLAGS_texts_file << "'\n";
-    return kExitUsage;
+  // Only a regular file of at most 256 MiB (a FIFO would block the read).
+  StatusOr<std::unique_ptr<std::istream>> opened =
+      base::OpenRegularFileStream(FLAGS_texts_file, uint64_t{256} << 20, "a texts file");
+  if (!opened.ok()) {
+    std::cerr << "error: --texts_file: " << opened.status().message() << "\n";
+    return opened.status().exit_code();
   }
+  std::istream& in = **opened;
   std::vector<torch::Tensor> rows;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {

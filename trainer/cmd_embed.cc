@@ -17,8 +17,9 @@
 #include "trainer/eval/features_io.h"
 
 DECLARE_string(out);
-DEFINE_string(images, "", "embed: a folder of .jpg/.jpeg/.png crops (walked, sorted) or a list "
-                          "file of image paths (relative to the list's folder)");
+DEFINE_string(images, "",
+              "embed: a folder of .jpg/.jpeg/.png crops (walked, sorted) or a list "
+              "file of image paths (relative to the list's folder)");
 DEFINE_bool(flip, false, "embed: mean with the horizontally mirrored crop's feature");
 DEFINE_int32(camid, -1, "embed: 0-based camera id of every crop (required by SIE models)");
 
@@ -83,11 +84,10 @@ int RunEmbed(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
       BuildInferenceModel(c->tensors, c->config, c->path + "/model.pt");
   if (!model.ok()) return Fail("embed", model.status());
   if ((*model)->num_cameras() > 0 && (FLAGS_camid < 0 || FLAGS_camid >= (*model)->num_cameras())) {
-    return Fail("embed", Status::InvalidArgument(
-                             "the model has a camera embedding (SIE) of " +
-                             std::to_string((*model)->num_cameras()) +
-                             " cameras: pass --camid in [0, " +
-                             std::to_string((*model)->num_cameras()) + ")"));
+    return Fail("embed", Status::InvalidArgument("the model has a camera embedding (SIE) of " +
+                                                 std::to_string((*model)->num_cameras()) +
+                                                 " cameras: pass --camid in [0, " +
+                                                 std::to_string((*model)->num_cameras()) + ")"));
   }
   std::vector<std::string> bad;
   StatusOr<std::vector<data::Sample>> samples = ReadableImages(c->config, &bad);
@@ -109,9 +109,10 @@ int RunEmbed(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   const Status s = WriteOutputs(f, *samples, bad);
   if (!s.ok()) return Fail("embed", s, rank);
   std::cout << "wrote " << FLAGS_out << ".npy (" << f.size(0) << " x " << f.size(1) << ") and "
-            << FLAGS_out << ".csv" << (bad.empty() ? "" : "; " + std::to_string(bad.size()) +
-                                                            " unreadable images skipped (" +
-                                                            FLAGS_out + ".unreadable.txt)")
+            << FLAGS_out << ".csv"
+            << (bad.empty() ? ""
+                            : "; " + std::to_string(bad.size()) + " unreadable images skipped (" +
+                                  FLAGS_out + ".unreadable.txt)")
             << "\n";
   return kExitOk;
 }

@@ -11,15 +11,16 @@
 #include <sstream>
 #include <thread>
 
+#include "base/file_util.h"
+#include "data/loader.h"
+#include "data/options.h"
+#include "trainer/cmd_common.h"
 #include "trainer/commands.h"
 #include "trainer/config_flags.h"
+#include "trainer/distributed/stop_signal.h"
 #include "trainer/eval/eval_run.h"
 #include "trainer/eval/features_io.h"
 #include "trainer/eval/retrieval_grid.h"
-#include "trainer/cmd_common.h"
-#include "trainer/distributed/stop_signal.h"
-#include "data/options.h"
-#include "data/loader.h"
 
 DECLARE_string(data_root);
 DECLARE_string(out);
@@ -129,9 +130,20 @@ Status Report(const EvalResult& r, bool rerank, double seconds, int rank) {
   std::cout << "eval | " << FormatEvalResult(r) << (rerank ? " | re-ranked" : "") << " | "
             << r.num_gallery << " gallery | " << seconds << " s\n";
   if (FLAGS_out_json.empty()) return Status::Ok();
-  std::ofstream out(FLAGS_out_json, std::ios::trunc);
-  out << EvalResultJson(r, std::string("\"rerank\":") + (rerank ? "true" : "false")) << "\n";
-  if (!out.good()) return Status::InvalidArgument(FLAGS_out_json + ": cannot write");
+  return base::WriteFileAtomically(
+      FLAGS_out_json,
+      EvalResultJson(r, std::string("\"rerank\":") + (rerank ? "true" : "false")) + "\n");
+}
+
+// --out_json and --visualize_out before any work: a FIFO there blocked the write at the end, a
+// directory failed it after the evaluation's minutes.
+Status CheckOutputFlags() {
+  if (!FLAGS_out_json.empty()) {
+    REID_RETURN_IF_ERROR(base::CheckOutputFile(FLAGS_out_json).Annotate("--out_json"));
+  }
+  if (!FLAGS_visualize_out.empty()) {
+    REID_RETURN_IF_ERROR(base::CheckOutputFile(FLAGS_visualize_out).Annotate("--visualize_out"));
+  }
   return Status::Ok();
 }
 
@@ -162,8 +174,9 @@ int EvalFeatureFiles(const proto::ReidConfig& cfg, Job& job, bool rerank) {
 StatusOr<data::Dataset> LoadTestSplits(const proto::ReidConfig& cfg) {
   const std::string& root = cfg.data().root();
   if (root.empty()) {
-    return Status::InvalidArgument("no dataset: pass --data_root (and --dataset for another "
-                                   "layout than the checkpoint's)");
+    return Status::InvalidArgument(
+        "no dataset: pass --data_root (and --dataset for another "
+        "layout than the checkpoint's)");
   }
   REID_ASSIGN_OR_RETURN(data::Dataset d,
                         data::LoadDataset(data::DatasetKindFromConfig(cfg.data()), root));
@@ -185,9 +198,11 @@ Status CheckCameras(const InferenceModel& model, const std::vector<data::Sample>
   if (model->num_cameras() == 0) return Status::Ok();
   for (const data::Sample& s : split) {
     if (s.camid < 0 || s.camid >= model->num_cameras()) {
-      return Status::InvalidArgument(
-          what + ": camera " + std::to_string(s.camid) + " of " + s.path + " but the model's "
-          "camera embedding (SIE) has " + std::to_string(model->num_cameras()) + " cameras");
+      return Status::InvalidArgument(what + ": camera " + std::to_string(s.camid) + " of " +
+                                     s.path +
+                                     " but the model's "
+                                     "camera embedding (SIE) has " +
+                                     std::to_string(model->num_cameras()) + " cameras");
     }
   }
   return Status::Ok();
@@ -203,8 +218,7 @@ struct LoadedModel {
 StatusOr<LoadedModel> LoadModel(InferenceCheckpoint c, const Job& job) {
   LoadedModel m;
   REID_ASSIGN_OR_RETURN(m.device, DeviceFromFlag(job.ranks));
-  REID_ASSIGN_OR_RETURN(m.model,
-                        BuildInferenceModel(c.tensors, c.config, c.path + "/model.pt"));
+  REID_ASSIGN_OR_RETURN(m.model, BuildInferenceModel(c.tensors, c.config, c.path + "/model.pt"));
   m.model->to(m.device);
   if (job.ranks.rank == 0) {
     std::cout << "model of " << c.path << " (stage " << c.meta.stage() << ", epoch "
@@ -219,10 +233,9 @@ StatusOr<LoadedModel> LoadModel(InferenceCheckpoint c, const Job& job) {
 // stopped it.
 StatusOr<torch::Tensor> Features(LoadedModel& m, Job& job, const std::vector<data::Sample>& split) {
   auto stop = [&](int64_t) { return dist::StopRequestedOnAnyRank(job.comm->host()); };
-  torch::Tensor f =
-      ExtractInferenceFeatures(m.model, m.checkpoint.config, split,
-                               m.checkpoint.config.eval().flip_feature(), job.comm.get(), m.device,
-                               stop);
+  torch::Tensor f = ExtractInferenceFeatures(m.model, m.checkpoint.config, split,
+                                             m.checkpoint.config.eval().flip_feature(),
+                                             job.comm.get(), m.device, stop);
   if (!f.defined()) return Status::Internal("stopped by a signal");
   return f;
 }
@@ -244,8 +257,9 @@ int EvalCheckpoint(InferenceCheckpoint c, Job& job, bool rerank) {
   StatusOr<std::unique_ptr<TopRequest>> grid = GridRequest(qf->size(0));
   if (!grid.ok()) return Fail("eval", grid.status(), rank);
   const double ranking_start = Now();
-  StatusOr<EvalResult> r = RunEvaluation(MakeRankingInput(cfg.eval(), *qf, *gf, d->query, d->gallery),
-                                         cfg.eval(), rerank, job.comm.get(), grid->get());
+  StatusOr<EvalResult> r =
+      RunEvaluation(MakeRankingInput(cfg.eval(), *qf, *gf, d->query, d->gallery), cfg.eval(),
+                    rerank, job.comm.get(), grid->get());
   if (!r.ok()) return Fail("eval", r.status(), rank);
   s = Report(*r, rerank, Now() - ranking_start, rank);
   if (s.ok() && *grid && rank == 0) s = WriteGrid(**grid, d->query, d->gallery);
@@ -263,6 +277,7 @@ int RunEval(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_o
                  "and --gallery_meta\n";
     return kExitUsage;
   }
+  if (const Status s = CheckOutputFlags(); !s.ok()) return Fail("eval", s);
   if (file_mode) {
     proto::ReidConfig cfg;
     if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
@@ -290,8 +305,8 @@ int RunExtract(int /*argc*/, char** /*argv*/, const std::vector<std::string>& se
   if (cfg.data().root().empty()) {
     return Fail("extract", Status::InvalidArgument("no dataset: pass --data_root"));
   }
-  StatusOr<data::Dataset> d = data::LoadDataset(data::DatasetKindFromConfig(cfg.data()),
-                                                cfg.data().root());
+  StatusOr<data::Dataset> d =
+      data::LoadDataset(data::DatasetKindFromConfig(cfg.data()), cfg.data().root());
   if (!d.ok()) return Fail("extract", d.status());
   dist::InstallStopSignalHandlers();
   Job job(cfg);

@@ -31,8 +31,8 @@ bool IsTrainingOnly(const std::string& key) {
 
 // The keys a CLIP-ReID state dict cannot do without (the rest follow from the model).
 constexpr const char* kRequiredKeys[] = {
-    "image_encoder.conv1.weight", "image_encoder.proj",  "text_encoder.text_projection",
-    "prompt_learner.cls_ctx",     "classifier.weight",   "classifier_proj.weight",
+    "image_encoder.conv1.weight", "image_encoder.proj",         "text_encoder.text_projection",
+    "prompt_learner.cls_ctx",     "classifier.weight",          "classifier_proj.weight",
     "bottleneck.running_mean",    "bottleneck_proj.running_var"};
 
 // CLIP-ReID's state dict of the checkpoint: every tensor but the training-only modules, floating
@@ -75,10 +75,9 @@ Status ExportClipReid(const InferenceCheckpoint& c) {
   REID_RETURN_IF_ERROR(model::WriteTorchSaveFile(FLAGS_out, tensors));
   const auto& m = c.config.model();
   const auto& size = c.config.input().size_test();
-  std::cout << "wrote " << FLAGS_out << ": CLIP-ReID state dict, " << tensors.size()
-            << " tensors, " << c.tensors.at("classifier.weight").size(0) << " classes, input "
-            << size.height() << "x" << size.width() << ", stride " << m.stride_size()
-            << ", neck_feat "
+  std::cout << "wrote " << FLAGS_out << ": CLIP-ReID state dict, " << tensors.size() << " tensors, "
+            << c.tensors.at("classifier.weight").size(0) << " classes, input " << size.height()
+            << "x" << size.width() << ", stride " << m.stride_size() << ", neck_feat "
             << (m.neck_feat() == proto::ModelConfig::AFTER ? "after" : "before")
             << (m.sie_camera() ? ", SIE" : "") << "\n";
   size_t left_out = c.tensors.size() - tensors.size();

@@ -26,8 +26,9 @@ Status CountsOf(const model::StateDict& sd, const std::string& path, int64_t* cl
                 int64_t* cameras) {
   auto it = sd.find("classifier.weight");
   if (it == sd.end() || it->second.dim() != 2) {
-    return Status::InvalidArgument(path + ": no 2-d tensor 'classifier.weight' (not a CLIP-ReID "
-                                          "state dict?)");
+    return Status::InvalidArgument(path +
+                                   ": no 2-d tensor 'classifier.weight' (not a CLIP-ReID "
+                                   "state dict?)");
   }
   *classes = it->second.size(0);
   auto cv = sd.find("cv_embed");
@@ -41,22 +42,25 @@ Status Import(proto::ReidConfig cfg) {
   if (cfg.context_adjust().enabled() || cfg.cross_attention().enabled()) {
     return Status::InvalidArgument(
         "the config enables context_adjust or cross_attention, which a CLIP-ReID state dict "
-        "does not hold: import with a CLIP-ReID config (e.g. configs/market1501_clipreid.textproto)");
+        "does not hold: import with a CLIP-ReID config (e.g. "
+        "configs/market1501_clipreid.textproto)");
   }
   REID_ASSIGN_OR_RETURN(const model::StateDict sd, model::ReadStateDict(FLAGS_weights));
   int64_t classes = 0, cameras = 0;
   REID_RETURN_IF_ERROR(CountsOf(sd, FLAGS_weights, &classes, &cameras));
   if (cfg.model().sie_camera() != (cameras > 0)) {
-    return Status::InvalidArgument(
-        FLAGS_weights + (cameras > 0 ? " has cv_embed (SIE) but model.sie_camera is off"
-                                     : " has no cv_embed but model.sie_camera is on"));
+    return Status::InvalidArgument(FLAGS_weights +
+                                   (cameras > 0 ? " has cv_embed (SIE) but model.sie_camera is off"
+                                                : " has no cv_embed but model.sie_camera is on"));
   }
   proto::ReidConfig build = cfg;
   build.mutable_model()->set_weights(FLAGS_weights);
   REID_ASSIGN_OR_RETURN(model::ReidModel m, model::BuildReidModel(build, classes, cameras));
   const model::StateDict state = model::ModuleStateDict(*m);
   CheckpointFiles files;
-  files.emplace_back("model.pt", SerializeTensors(NamedTensors(state.begin(), state.end())));
+  REID_ASSIGN_OR_RETURN(std::string model_bytes,
+                        SerializeTensors(NamedTensors(state.begin(), state.end())));
+  files.emplace_back("model.pt", std::move(model_bytes));
   proto::CheckpointMeta meta;
   meta.set_stage(2);
   meta.set_epoch(0);
@@ -75,8 +79,8 @@ Status Import(proto::ReidConfig cfg) {
   const std::string name = CheckpointName(2, 1, 0);
   REID_RETURN_IF_ERROR(store.Commit(name, meta, files, 1, false));
   std::cout << "imported " << FLAGS_weights << " (" << sd.size() << " tensors, " << classes
-            << " classes" << (cameras ? ", " + std::to_string(cameras) + " cameras" : "")
-            << ") as " << store.dir() << "/" << name << "\n";
+            << " classes" << (cameras ? ", " + std::to_string(cameras) + " cameras" : "") << ") as "
+            << store.dir() << "/" << name << "\n";
   return Status::Ok();
 }
 

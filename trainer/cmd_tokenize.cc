@@ -10,7 +10,8 @@
 
 DEFINE_string(
     bpe_vocab, "",
-    "CLIP merges file (bpe_simple_vocab_16e6.txt.gz); empty = byte-level fallback (514 ids)");
+    "CLIP merges file (bpe_simple_vocab_16e6.txt.gz); empty = byte-level fallback (514 ids); "
+    "reid train: replaces model.bpe_vocab");
 DEFINE_int32(context_length, 77, "Most tokens per text, start and end included");
 DEFINE_bool(truncate, false,
             "Cut texts longer than --context_length (last id = end token) "

@@ -6,7 +6,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <iostream>
+#include <new>
 #include <string>
 #include <thread>
 #include <vector>
@@ -29,7 +31,8 @@ const std::vector<Subcommand>& Table() {
   static const std::vector<Subcommand> table = {
       {"train",
        "train both stages (one process, or N ranks under mpirun); checkpoints, resume, eval",
-       {"config", "set", "output_dir", "data_root", "resume", "start_stage", "device"},
+       {"config", "set", "weights", "bpe_vocab", "output_dir", "data_root", "resume",
+        "start_stage", "device"},
        RunTrain},
       {"eval",
        "evaluate a checkpoint on any dataset, or .npy features + meta CSVs (mAP, CMC, re-ranking)",
@@ -243,14 +246,36 @@ int Dispatch(int argc, char** argv) {
 }  // namespace
 }  // namespace reid::trainer
 
+namespace {
+
+// One line for an exception that reached main (c10 messages can hold a backtrace after it).
+std::string Describe(const std::exception_ptr& error) {
+  std::string what;
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error& e) {
+    what = std::string("LibTorch: ") + e.what_without_backtrace();
+  } catch (const std::bad_alloc&) {
+    what = "out of memory (std::bad_alloc)";
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+    what = "an exception of unknown type";
+  }
+  return what.substr(0, what.find('\n'));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // Exceptions that escape another thread (or a noexcept function): exit 1 with one line, as
+  // those that reach the catch below, never SIGABRT.
+  static const std::string program = std::string("reid ") + (argc > 1 ? argv[1] : "");
+  reid::base::InstallTerminateHandler(program.c_str());
   try {
     return reid::trainer::Dispatch(argc, argv);
-  } catch (const c10::Error& e) {
-    std::cerr << "error: reid " << (argc > 1 ? argv[1] : "")
-              << ": LibTorch: " << e.what_without_backtrace() << "\n";
-  } catch (const std::exception& e) {
-    std::cerr << "error: reid " << (argc > 1 ? argv[1] : "") << ": " << e.what() << "\n";
+  } catch (...) {
+    std::cerr << "error: " << program << ": " << Describe(std::current_exception()) << "\n";
   }
   return reid::trainer::kExitFailure;
 }

@@ -75,7 +75,7 @@ Status Trainer::RunStage1() {
   group.lr = s1.base_lr();
   group.weight_decay = s1.weight_decay();
   optimizer_ = MakeOptimizer(s1.optimizer(), s1.momentum(), {group});
-  RestoreOptimizer(1);
+  REID_RETURN_IF_ERROR(RestoreOptimizer(1));
   REID_RETURN_IF_ERROR(StartPrecision(1, s1.amp(), s1.amp_dtype()));
   const auto scope = cfg_.dist().loss_scope();
   const torch::Tensor features_dev = features.to(options_.device);

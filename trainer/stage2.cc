@@ -72,7 +72,7 @@ Status Trainer::RunStage2() {
   base_lrs_.clear();
   for (const ParamGroup& g : groups) base_lrs_.push_back(g.lr);
   optimizer_ = MakeOptimizer(s2.optimizer(), s2.momentum(), groups);
-  RestoreOptimizer(2);
+  REID_RETURN_IF_ERROR(RestoreOptimizer(2));
   REID_RETURN_IF_ERROR(StartPrecision(2, s2.amp(), s2.amp_dtype()));
 
   const auto scope = cfg_.dist().loss_scope();

@@ -14,14 +14,18 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <sstream>
 
 #include "base/build_info.h"
+#include "base/file_util.h"
 #include "data/loader.h"
 #include "data/options.h"
 #include "data/synth.h"
 #include "trainer/distributed/stop_signal.h"
 #include "trainer/eval/eval_run.h"
+#include "trainer/optimizer_state.h"
 #include "trainer/schedule.h"
 
 namespace reid::trainer {
@@ -93,6 +97,7 @@ bool ChangesShapesOrData(const std::string& path) {
                                           "stage2.ims_per_batch",
                                           "stage2.ids_per_batch",
                                           "stage2.num_instances"};
+  if (path == "model.random_init") return false;  // only says how a fresh run may start
   for (const char* p : kPrefixes) {
     if (path.rfind(p, 0) == 0) return true;
   }
@@ -246,6 +251,9 @@ Status Trainer::Setup() {
   std::string path;
   if (options_.resume == "auto") {
     StatusOr<std::string> latest = store_.FindLatestValid();
+    if (!latest.ok() && latest.status().code() != Status::Code::kNotFound) {
+      return latest.status().Annotate("--resume=auto");  // e.g. a format-1 checkpoint
+    }
     if (!latest.ok()) {
       LOG(INFO) << "--resume=auto: " << latest.status().message() << "; starting fresh";
       return Status::Ok();
@@ -293,52 +301,112 @@ Status Trainer::CheckResumeConfig(const proto::ReidConfig& saved) const {
 }
 
 Status Trainer::RestoreModel(const std::string& path, const proto::CheckpointMeta& meta) {
-  StatusOr<std::string> bytes = ReadCheckpointFile(path, meta, "model.pt");
+  const model::StateDict state = model::ModuleStateDict(*model_);
+  // model.pt holds exactly these tensors: their bytes plus the zip's and the pickle's few hundred
+  // bytes per tensor. A larger file is refused before it is read.
+  uint64_t model_bytes = 0;
+  for (const auto& [name, t] : state) model_bytes += t.nbytes();
+  const uint64_t limit = model_bytes + 4096 * state.size() + (1 << 20);
+  StatusOr<std::string> bytes =
+      ReadCheckpointFile(path, meta, "model.pt", limit,
+                         "the model of this config holds " + base::FormatBytes(model_bytes));
   if (!bytes.ok()) return bytes.status();
   StatusOr<NamedTensors> loaded = DeserializeTensors(*bytes, path + "/model.pt");
   if (!loaded.ok()) return loaded.status();
-  const model::StateDict state = model::ModuleStateDict(*model_);
   const NamedTensors target(state.begin(), state.end());
   REID_RETURN_IF_ERROR(CopyTensorsByName(*loaded, target, path + "/model.pt"));
-  StatusOr<std::string> centers = ReadCheckpointFile(path, meta, "class_centers.pt");
-  if (centers.ok()) {
+  // The other files are optional (NotFound: not listed); a listed one must read.
+  using MaybeBytes = std::optional<std::string>;
+  auto optional_file = [&](const char* name) -> StatusOr<MaybeBytes> {
+    StatusOr<std::string> b = ReadCheckpointFile(path, meta, name);
+    if (!b.ok() && b.status().code() == Status::Code::kNotFound) return MaybeBytes();
+    if (!b.ok()) return b.status();
+    return MaybeBytes(std::move(*b));
+  };
+  REID_ASSIGN_OR_RETURN(const MaybeBytes centers, optional_file("class_centers.pt"));
+  if (centers) {
     StatusOr<NamedTensors> c = DeserializeTensors(*centers, path + "/class_centers.pt");
     if (!c.ok()) return c.status();
-    if (c->size() != 1 || c->at(0).second.dim() != 2 ||
+    if (c->size() != 1 || c->at(0).first != "class_centers" || c->at(0).second.dim() != 2 ||
+        c->at(0).second.scalar_type() != torch::kFloat ||
         c->at(0).second.size(0) != dataset_.num_train_pids) {
-      return Status::DataLoss(path + "/class_centers.pt: expected one (classes, D) tensor");
+      return Status::DataLoss(path + "/class_centers.pt: expected one float32 tensor "
+                              "'class_centers' of (classes, D)");
     }
     class_centers_ = c->at(0).second;
   }
-  StatusOr<std::string> opt = ReadCheckpointFile(path, meta, "optimizer.pt");
-  if (opt.ok()) {
-    pending_optimizer_ = *opt;
+  REID_ASSIGN_OR_RETURN(const MaybeBytes opt, optional_file("optimizer.pt"));
+  if (opt) {
+    StatusOr<NamedTensors> o = DeserializeTensors(*opt, path + "/optimizer.pt");
+    if (!o.ok()) return o.status();
+    pending_optimizer_ = std::move(*o);
+    pending_optimizer_file_ = path + "/optimizer.pt";
     pending_optimizer_stage_ = meta.stage();
   }
-  StatusOr<std::string> scaler = ReadCheckpointFile(path, meta, "scaler.pt");
-  if (scaler.ok()) {
+  REID_ASSIGN_OR_RETURN(const MaybeBytes scaler, optional_file("scaler.pt"));
+  if (scaler) {
     StatusOr<NamedTensors> st = DeserializeTensors(*scaler, path + "/scaler.pt");
     if (!st.ok()) return st.status();
     pending_scaler_ = *st;
     pending_scaler_stage_ = meta.stage();
   }
-  StatusOr<std::string> rng = ReadCheckpointFile(path, meta, "rng.pt");
-  if (rng.ok() && meta.world_size() == ranks_.world_size) {
-    StatusOr<NamedTensors> r = DeserializeTensors(*rng, path + "/rng.pt");
-    if (r.ok() && static_cast<int>(r->size()) == ranks_.world_size) {
-      at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shared state
-      generator.set_state(r->at(ranks_.rank).second);
+  REID_ASSIGN_OR_RETURN(const MaybeBytes rng, optional_file("rng.pt"));
+  if (rng) REID_RETURN_IF_ERROR(RestoreRng(path, meta, *rng));
+  return Status::Ok();
+}
+
+Status Trainer::RestoreRng(const std::string& path, const proto::CheckpointMeta& meta,
+                           const std::string& bytes) {
+  const std::string file = path + "/rng.pt";
+  StatusOr<NamedTensors> r = DeserializeTensors(bytes, file);
+  if (!r.ok()) return r.status();
+  at::Generator generator = at::detail::getDefaultCPUGenerator();  // a handle: shared state
+  const int64_t state_bytes = generator.get_state().numel();
+  const int saved = meta.world_size();
+  std::map<std::string, torch::Tensor> by_name(r->begin(), r->end());
+  if (saved < 1 || static_cast<int64_t>(by_name.size()) != saved) {
+    return Status::DataLoss(file + ": " + std::to_string(by_name.size()) +
+                            " generator states for a world of " + std::to_string(saved) +
+                            " rank(s) (meta.pb)");
+  }
+  for (int k = 0; k < saved; ++k) {
+    auto it = by_name.find("rank" + std::to_string(k));
+    if (it == by_name.end() || it->second.scalar_type() != torch::kByte || it->second.dim() != 1 ||
+        it->second.numel() != state_bytes) {
+      return Status::DataLoss(file + ": expected 'rank" + std::to_string(k) + "', a uint8 " +
+                              "generator state of " + std::to_string(state_bytes) + " bytes");
     }
+  }
+  if (ranks_.rank < saved) {
+    try {
+      generator.set_state(by_name["rank" + std::to_string(ranks_.rank)]);
+    } catch (const c10::Error& e) {  // LibTorch checks the state's content
+      return Status::DataLoss(file + ": rank" + std::to_string(ranks_.rank) +
+                              " is not a CPU generator state");
+    }
+  }
+  if (saved != ranks_.world_size && ranks_.rank == 0) {
+    const int now = ranks_.world_size;
+    const int lo = std::min(saved, now), hi = std::max(saved, now) - 1;
+    const std::string ranks =
+        lo == hi ? "rank " + std::to_string(lo)
+                 : "ranks " + std::to_string(lo) + ".." + std::to_string(hi);
+    std::cerr << "warning: --resume: " << path << " was written by " << saved << " rank(s), this "
+              << "run has " << now << ": not exact from here on: the RNG streams of " << ranks
+              << (saved > now ? " are dropped" : " are not in the checkpoint (a fresh start's generator)")
+              << " (model, optimizer, loss scale and position are restored)\n";
   }
   return Status::Ok();
 }
 
-void Trainer::RestoreOptimizer(int stage) {
-  if (pending_optimizer_.empty() || pending_optimizer_stage_ != stage) return;
-  torch::serialize::InputArchive archive;
-  archive.load_from(pending_optimizer_.data(), pending_optimizer_.size());
-  optimizer_->load(archive);
+Status Trainer::RestoreOptimizer(int stage) {
+  if (pending_optimizer_stage_ != stage) return Status::Ok();
+  pending_optimizer_stage_ = 0;
+  NamedTensors params;
+  for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
+  const NamedTensors state = std::move(pending_optimizer_);
   pending_optimizer_.clear();
+  return RestoreOptimizerState(optimizer_.get(), params, state, pending_optimizer_file_);
 }
 
 dist::NamedTensors Trainer::Parameters() const {
@@ -447,25 +515,30 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
   std::string message;
   if (ranks_.rank == 0) {
     CheckpointFiles files;
+    Status serialized = Status::Ok();
+    auto add = [&](const char* file, const StatusOr<NamedTensors>& tensors) {
+      if (!serialized.ok()) return;
+      StatusOr<std::string> bytes =
+          tensors.ok() ? SerializeTensors(*tensors) : StatusOr<std::string>(tensors.status());
+      if (bytes.ok()) {
+        files.emplace_back(file, std::move(*bytes));
+      } else {
+        serialized = bytes.status().Annotate(file);
+      }
+    };
     const model::StateDict state = model::ModuleStateDict(*model_);
-    files.emplace_back("model.pt", SerializeTensors(NamedTensors(state.begin(), state.end())));
+    add("model.pt", NamedTensors(state.begin(), state.end()));
     if (optimizer_ && cfg_.checkpoint().save_optimizer()) {
-      torch::serialize::OutputArchive archive;
-      optimizer_->save(archive);
-      std::ostringstream out;
-      archive.save_to(out);
-      files.emplace_back("optimizer.pt", out.str());
+      NamedTensors params;
+      for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
+      add("optimizer.pt", OptimizerStateTensors(*optimizer_, params));
     }
     NamedTensors per_rank;
     for (int r = 0; r < rngs.size(0); ++r)
       per_rank.emplace_back("rank" + std::to_string(r), rngs[r]);
-    files.emplace_back("rng.pt", SerializeTensors(per_rank));
-    if (class_centers_.defined()) {
-      files.emplace_back("class_centers.pt", SerializeTensors({{"class_centers", class_centers_}}));
-    }
-    if (scaler_.enabled() && optimizer_) {
-      files.emplace_back("scaler.pt", SerializeTensors(scaler_.State()));
-    }
+    add("rng.pt", per_rank);
+    if (class_centers_.defined()) add("class_centers.pt", NamedTensors{{"class_centers", class_centers_}});
+    if (scaler_.enabled() && optimizer_) add("scaler.pt", scaler_.State());
     proto::CheckpointMeta meta;
     meta.set_stage(stage);
     meta.set_epoch(static_cast<int32_t>(next_epoch - 1));
@@ -488,8 +561,9 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count());
     const std::string name = CheckpointName(stage, next_epoch, next_step);
-    Status s = store_.Commit(name, meta, files, cfg_.checkpoint().keep_last_n(),
-                             cfg_.checkpoint().keep_best());
+    Status s = serialized.ok() ? store_.Commit(name, meta, files, cfg_.checkpoint().keep_last_n(),
+                                               cfg_.checkpoint().keep_best())
+                               : serialized.Annotate("checkpoint " + name + " not written");
     if (s.ok()) {
       int64_t bytes = 0;
       for (const auto& file : files) bytes += static_cast<int64_t>(file.second.size());

@@ -88,8 +88,15 @@ class Trainer {
   // batch round, so "1:-1:0" checkpoints the model before any stage-1 step.
   bool StopRequested(int stage, int64_t epoch, int64_t step);
   Status SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step);
+  // Loads model.pt (size limited by the model built) and reads the checkpoint's other files into
+  // the pending state below; every file listed must read.
   Status RestoreModel(const std::string& path, const proto::CheckpointMeta& meta);
-  void RestoreOptimizer(int stage);
+  // This rank's generator from rng.pt (every rank's state by name "rank<r>"); a warning on rank 0
+  // when the checkpoint's world size differs (the missing ranks' streams are not exact).
+  Status RestoreRng(const std::string& path, const proto::CheckpointMeta& meta,
+                    const std::string& bytes);
+  // The resumed checkpoint's optimiser state into optimizer_ when it is of `stage`.
+  Status RestoreOptimizer(int stage);
   Status CheckResumeConfig(const proto::ReidConfig& saved) const;
   // Evaluation of the current model (collective); writes metrics.json on rank 0. False in
   // *stopped when preempted.
@@ -138,7 +145,8 @@ class Trainer {
   torch::Tensor text_bank_;      // (C, D) frozen stage-2 text features
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<double> base_lrs_;
-  std::string pending_optimizer_;  // serialized optimiser of the resumed checkpoint's stage
+  NamedTensors pending_optimizer_;  // optimiser state of the resumed checkpoint's stage
+  std::string pending_optimizer_file_;
   int pending_optimizer_stage_ = 0;
   NamedTensors pending_scaler_;  // loss scaler state of the resumed checkpoint's stage
   int pending_scaler_stage_ = 0;

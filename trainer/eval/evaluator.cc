@@ -5,8 +5,10 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <numeric>
 #include <sstream>
 #include <unordered_map>
@@ -36,8 +38,15 @@ struct Scratch {
 // before it, less the junk ranked before it: per match, a vectorised count over the query's
 // distances (matches are few). `key(j)` is the query's distance to gallery item j.
 template <typename Key>
-QueryRanking RankRow(const Key& key, int64_t g, const std::vector<int64_t>& same_pid,
+QueryRanking RankRow(const Key& raw_key, int64_t g, const std::vector<int64_t>& same_pid,
                      const std::vector<int64_t>& g_cams, int64_t cam, Scratch* s) {
+  // A NaN distance ranks last, as numpy's argsort puts it (ties among them by index): compared
+  // as NaN it would be neither before nor after anything, every match would count as ranked
+  // first, and AP would exceed 1.
+  const auto key = [&raw_key](int64_t j) {
+    const float d = raw_key(j);
+    return std::isnan(d) ? std::numeric_limits<float>::infinity() : d;
+  };
   QueryRanking r;
   s->matches.clear();
   s->junk.clear();

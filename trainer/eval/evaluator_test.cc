@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <memory>
+
+#include "trainer/eval/rerank.h"
+
 namespace reid::trainer {
 namespace {
 
@@ -133,6 +138,77 @@ TEST(EvaluatorTest, TiesRankByGalleryIndex) {
     EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
     EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
     for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+  }
+}
+
+// Identities and cameras of a small tied case: 6 queries, 20 gallery items.
+RankingInput TiedCase(torch::Tensor query, torch::Tensor gallery) {
+  RankingInput in;
+  in.query = std::move(query);
+  in.gallery = std::move(gallery);
+  for (int i = 0; i < in.query.size(0); ++i) {
+    in.q_pids.push_back(i % 3);
+    in.q_cams.push_back(0);
+  }
+  for (int j = 0; j < in.gallery.size(0); ++j) {
+    in.g_pids.push_back(j % 4);
+    in.g_cams.push_back(1 + j % 2);
+  }
+  in.max_rank = 10;
+  return in;
+}
+
+// NaN distances rank last (numpy's argsort order), so AP stays in [0, 1]: a row of NaN is a row
+// of ties in gallery order. Compared as NaN, every match counted as ranked first before (mAP 3).
+TEST(EvaluatorTest, NanDistancesRankLast) {
+  RankingInput in = TiedCase(torch::ones({6, 4}), torch::ones({20, 4}));
+  const EvalResult ties = EvaluateRanking(in, nullptr);
+  in.distance_rows = [](int64_t begin, int64_t end) {
+    return torch::full({end - begin, 20}, NAN, torch::kFloat32);
+  };
+  const EvalResult nan = EvaluateRanking(in, nullptr);
+  EXPECT_GE(nan.mAP, 0.0);
+  EXPECT_LE(nan.mAP, 1.0);
+  EXPECT_NEAR(nan.mAP, ties.mAP, 1e-12);
+  // One NaN in a row: that item goes after every finite one.
+  in.distance_rows = [](int64_t begin, int64_t end) {
+    torch::Tensor d = torch::arange(20, torch::kFloat32).repeat({end - begin, 1});
+    d.select(1, 0).fill_(NAN);  // item 0 (pid 0) ranks last, not first
+    return d;
+  };
+  in.q_pids = {0, 0, 0, 0, 0, 0};
+  const EvalResult one = EvaluateRanking(in, nullptr);
+  EXPECT_EQ(one.cmc[0], 0.0);  // items 1, 2, 3 are other pids; item 4 is the first match
+  EXPECT_LE(one.mAP, 1.0);
+}
+
+// Re-ranking with every feature identical: every distance is 0, so the reference's scaling by the
+// row maximum was 0/0 (NaN) and the mAP came out at 300%. Now each row is a row of ties: the
+// re-ranked result equals the plain one, which ranks ties by gallery index.
+TEST(EvaluatorTest, RerankingOfIdenticalFeaturesIsARowOfTies) {
+  // A one-hot row stays exact through the normalisation (every distance exactly 0), as does an
+  // all-zero row (a dead model's output); a random row leaves equal rounding in every distance.
+  torch::manual_seed(3);
+  torch::Tensor one_hot = torch::zeros({1, 16});
+  one_hot[0][3] = 2;
+  for (const torch::Tensor& f : {one_hot, torch::zeros({1, 16}), torch::randn({1, 16})}) {
+    RankingInput in = TiedCase(f.repeat({6, 1}), f.repeat({20, 1}));
+    const EvalResult plain = EvaluateRanking(in, nullptr);
+    for (int k2 : {1, 3}) {
+      RerankOptions o;
+      o.k1 = 5;
+      o.k2 = k2;
+      std::shared_ptr<Reranker> r(Reranker::Build(in.query, in.gallery, true, o, nullptr));
+      const torch::Tensor d = r->DistanceRows(0, 6);
+      EXPECT_TRUE(torch::isfinite(d).all().item<bool>()) << d;
+      RankingInput re = in;
+      re.distance_rows = [r](int64_t begin, int64_t end) { return r->DistanceRows(begin, end); };
+      const EvalResult got = EvaluateRanking(re, nullptr);
+      EXPECT_GE(got.mAP, 0.0);
+      EXPECT_LE(got.mAP, 1.0);
+      EXPECT_NEAR(got.mAP, plain.mAP, 1e-12) << "k2 " << k2 << "\n" << f;
+      for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], plain.cmc[k], 1e-12);
+    }
   }
 }
 

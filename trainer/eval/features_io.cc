@@ -7,12 +7,15 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/file_util.h"
 #include "trainer/model/npy.h"
 
 namespace reid::trainer {
 namespace {
 
 constexpr int64_t kMaxLine = 1 << 16;
+// 10 million rows of 100 bytes: far above any test split.
+constexpr uint64_t kMaxMetaCsvBytes = uint64_t{1} << 30;
 
 bool ParseInt(const std::string& s, int64_t* out) {
   if (s.empty() || s.size() > 20) return false;
@@ -81,12 +84,10 @@ StatusOr<std::vector<MetaRow>> ParseMetaCsv(const std::string& text, const std::
 }
 
 StatusOr<std::vector<MetaRow>> ReadMetaCsv(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound(path + ": cannot open the meta CSV file");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return Status::Internal(path + ": read error");
-  return ParseMetaCsv(text.str(), path);
+  // Only a regular file (a FIFO blocked here before), bounded before anything is read.
+  REID_ASSIGN_OR_RETURN(const std::string text,
+                        base::ReadRegularFile(path, kMaxMetaCsvBytes, "a meta CSV file"));
+  return ParseMetaCsv(text, path);
 }
 
 Status WriteMetaCsv(const std::string& path, const std::vector<MetaRow>& rows) {

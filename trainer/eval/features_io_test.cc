@@ -2,6 +2,8 @@
 #include "trainer/eval/features_io.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace reid::trainer {
 namespace {
@@ -33,6 +35,25 @@ TEST(MetaCsvTest, BadInputNamesFileAndLine) {
     EXPECT_EQ(rows.status().exit_code(), 2);
     EXPECT_NE(rows.status().message().find(want), std::string::npos) << rows.status().message();
   }
+}
+
+// A meta CSV or a features file that is a FIFO blocked `reid eval` forever; both are refused by
+// name before anything is read, as is a directory.
+TEST(MetaCsvTest, FilesMustBeRegular) {
+  char dir[] = "/tmp/features_io_test.XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string fifo = std::string(dir) + "/meta.csv";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  StatusOr<std::vector<MetaRow>> rows = ReadMetaCsv(fifo);
+  EXPECT_EQ(rows.status().exit_code(), 2);
+  EXPECT_EQ(rows.status().message(), fifo + ": not a regular file (a FIFO)");
+  StatusOr<torch::Tensor> features = ReadFeatures(fifo, -1, "");
+  EXPECT_EQ(features.status().exit_code(), 2);
+  EXPECT_EQ(features.status().message(), fifo + ": not a regular file (a FIFO)");
+  EXPECT_EQ(ReadMetaCsv(dir).status().message(),
+            std::string(dir) + ": not a regular file (a directory)");
+  unlink(fifo.c_str());
+  rmdir(dir);
 }
 
 }  // namespace

@@ -33,15 +33,14 @@ int64_t CountLayers(const model::StateDict& sd, const std::string& prefix) {
 
 // The vision shape of the image_encoder.* tensors, with heads and stride from the config and the
 // grid that the positional embedding holds (checked against size_train's grid).
-StatusOr<model::VisionShape> VisionShapeOf(const model::StateDict& sd,
-                                           const proto::ReidConfig& cfg,
+StatusOr<model::VisionShape> VisionShapeOf(const model::StateDict& sd, const proto::ReidConfig& cfg,
                                            const std::string& source) {
-  for (const char* k : {"image_encoder.conv1.weight", "image_encoder.proj",
-                        "image_encoder.positional_embedding"}) {
+  for (const char* k :
+       {"image_encoder.conv1.weight", "image_encoder.proj", "image_encoder.positional_embedding"}) {
     if (!sd.count(k)) return Status::InvalidArgument(source + ": no tensor '" + k + "'");
   }
-  const torch::Tensor& conv = sd.at("image_encoder.conv1.weight");  // (W, 3, patch, patch)
-  const torch::Tensor& proj = sd.at("image_encoder.proj");          // (W, D)
+  const torch::Tensor& conv = sd.at("image_encoder.conv1.weight");         // (W, 3, patch, patch)
+  const torch::Tensor& proj = sd.at("image_encoder.proj");                 // (W, D)
   const torch::Tensor& pos = sd.at("image_encoder.positional_embedding");  // (1 + N, W)
   if (conv.dim() != 4 || conv.size(1) != 3 || conv.size(2) != conv.size(3) || proj.dim() != 2 ||
       proj.size(0) != conv.size(0) || pos.dim() != 2 || pos.size(1) != conv.size(0)) {
@@ -116,8 +115,9 @@ StatusOr<InferenceModel> BuildInferenceModel(const model::StateDict& sd,
   if (cfg.model().sie_camera()) {
     auto it = sd.find("cv_embed");
     if (it == sd.end() || it->second.dim() != 2 || it->second.size(1) != vision.width) {
-      return Status::InvalidArgument(source + ": model.sie_camera is on but there is no cv_embed "
-                                              "of width " +
+      return Status::InvalidArgument(source +
+                                     ": model.sie_camera is on but there is no cv_embed "
+                                     "of width " +
                                      std::to_string(vision.width));
     }
     cameras = it->second.size(0);
@@ -247,7 +247,7 @@ torch::Tensor ExtractInferenceFeatures(InferenceModel& model, const proto::ReidC
   const bool sie = model->cv_embed.defined();
   auto fn = [&](const torch::Tensor& images, const torch::Tensor& cams) {
     const torch::Tensor c = sie ? cams : torch::Tensor();
-    torch::Tensor f = model->forward(images, c);                    // (B, W + D)
+    torch::Tensor f = model->forward(images, c);                  // (B, W + D)
     if (flip) f = (f + model->forward(images.flip({3}), c)) / 2;  // fast-reid's flip test
     return f;
   };

@@ -31,8 +31,8 @@ class InferenceModelImpl : public torch::nn::Module {
                      bool neck_after);
   // A view sharing the given modules (the training model's): no copy, same parameters.
   InferenceModelImpl(model::VisionTransformer image_encoder, torch::nn::BatchNorm1d bottleneck,
-                     torch::nn::BatchNorm1d bottleneck_proj, torch::Tensor cv_embed,
-                     double sie_coe, bool neck_after);
+                     torch::nn::BatchNorm1d bottleneck_proj, torch::Tensor cv_embed, double sie_coe,
+                     bool neck_after);
 
   // images (B, 3, height, width) normalised; cams (B) 0-based camera ids, required with SIE and
   // ignored without -> (B, W + D) = concat(cls, cls_proj), before or after the BN necks (BN in
@@ -67,10 +67,10 @@ StatusOr<InferenceModel> BuildInferenceModel(const model::StateDict& sd,
 
 // A checkpoint opened for inference.
 struct InferenceCheckpoint {
-  std::string path;             // the checkpoint directory (resolved from a run directory)
-  proto::CheckpointMeta meta;   // verified: every file's size and CRC
-  proto::ReidConfig config;     // the checkpoint's config with the caller's test-time overrides
-  model::StateDict tensors;     // model.pt by name (every tensor of the training model)
+  std::string path;            // the checkpoint directory (resolved from a run directory)
+  proto::CheckpointMeta meta;  // verified: every file's size and CRC
+  proto::ReidConfig config;    // the checkpoint's config with the caller's test-time overrides
+  model::StateDict tensors;    // model.pt by name (every tensor of the training model)
 };
 
 // Resolves `checkpoint` (a checkpoint or run directory), verifies it and reads its model

@@ -239,10 +239,10 @@ class Exporter {
                                      std::to_string(width));
     }
     const int64_t hd = width / heads;
-    // qkv = ln_1(x) @ in_proj_weight^T + in_proj_bias -> (N, L, 3, heads, hd) -> (3, N, heads, L, hd)
+    // qkv = ln_1(x) @ in_proj_weight^T + in_proj_bias: (N, L, 3W) -> (3, N, heads, L, hd)
     std::string h = LayerNorm(blk->ln_1, p + ".ln_1", width, *x, v + "/ln_1");
-    std::string qkv = Linear(attn.in_proj_weight, attn.in_proj_bias, p + ".attn.in_proj", h,
-                             v + "/attn/qkv");
+    std::string qkv =
+        Linear(attn.in_proj_weight, attn.in_proj_bias, p + ".attn.in_proj", h, v + "/attn/qkv");
     qkv = g_.Op("Reshape", {qkv, g_.Ints(v + "/attn/qkv_shape", {0, 0, 3, heads, hd})},
                 v + "/attn/qkv_heads");
     qkv = g_.Op("Transpose", {qkv}, v + "/attn/qkv_t", {IntsAttr("perm", {2, 0, 3, 1, 4})});
@@ -260,8 +260,7 @@ class Exporter {
     s = g_.Op("Softmax", {s}, v + "/attn/probs", {IntAttr("axis", -1)});
     std::string o = g_.Op("MatMul", {s, val}, v + "/attn/context");  // (N, heads, L, hd)
     o = g_.Op("Transpose", {o}, v + "/attn/context_t", {IntsAttr("perm", {0, 2, 1, 3})});
-    o = g_.Op("Reshape", {o, g_.Ints(v + "/attn/merge_shape", {0, 0, width})},
-              v + "/attn/merged");
+    o = g_.Op("Reshape", {o, g_.Ints(v + "/attn/merge_shape", {0, 0, width})}, v + "/attn/merged");
     o = Linear(attn.out_proj->weight, attn.out_proj->bias, p + ".attn.out_proj", o,
                v + "/attn/out");
     *x = g_.Op("Add", {*x, o}, v + "/attn_residual");
@@ -317,8 +316,7 @@ class Exporter {
       return Status::InvalidArgument("ONNX export: width " + std::to_string(width) +
                                      " is not divisible by heads " + std::to_string(heads));
     }
-    if (enc.class_embedding.numel() != width || enc.proj.dim() != 2 ||
-        enc.proj.size(0) != width) {
+    if (enc.class_embedding.numel() != width || enc.proj.dim() != 2 || enc.proj.size(0) != width) {
       return Status::InvalidArgument("ONNX export: class_embedding / proj do not match width " +
                                      std::to_string(width));
     }
@@ -330,15 +328,14 @@ class Exporter {
     if (sie) g_.Input("camids", onnx::TensorProto::INT64, {-1});
 
     // Patch embedding: Conv -> (N, W, gh, gw) -> (N, gh*gw, W).
-    std::vector<std::string> conv_in = {"images",
-                                        g_.Weight("image_encoder.conv1.weight", conv_w)};
+    std::vector<std::string> conv_in = {"images", g_.Weight("image_encoder.conv1.weight", conv_w)};
     if (enc.conv1->bias.defined()) {
       conv_in.push_back(g_.Weight("image_encoder.conv1.bias", enc.conv1->bias));
     }
-    std::string t = g_.Op("Conv", conv_in, "/patch_embed/conv",
-                          {IntsAttr("kernel_shape", {kh, kw}), IntsAttr("strides", {sh, sw}),
-                           IntsAttr("pads", {0, 0, 0, 0}), IntsAttr("dilations", {1, 1}),
-                           IntAttr("group", 1)});
+    std::string t =
+        g_.Op("Conv", conv_in, "/patch_embed/conv",
+              {IntsAttr("kernel_shape", {kh, kw}), IntsAttr("strides", {sh, sw}),
+               IntsAttr("pads", {0, 0, 0, 0}), IntsAttr("dilations", {1, 1}), IntAttr("group", 1)});
     t = g_.Op("Reshape", {t, g_.Ints("/patch_embed/flat_shape", {0, width, gh * gw})},
               "/patch_embed/flat");
     t = g_.Op("Transpose", {t}, "/patch_embed/tokens", {IntsAttr("perm", {0, 2, 1})});
@@ -350,9 +347,8 @@ class Exporter {
     std::string cls;
     if (sie) {
       if (m_.cv_embed.dim() != 2 || m_.cv_embed.size(1) != width) {
-        return Status::InvalidArgument("ONNX export: cv_embed is " +
-                                       c10::str(m_.cv_embed.sizes()) + ", expected (cameras, " +
-                                       std::to_string(width) + ")");
+        return Status::InvalidArgument("ONNX export: cv_embed is " + c10::str(m_.cv_embed.sizes()) +
+                                       ", expected (cameras, " + std::to_string(width) + ")");
       }
       // sie_coe folded into the table: the same fp32 product the model computes per row.
       const torch::Tensor scaled = m_.sie_coe() * m_.cv_embed.detach().to(torch::kCPU);
@@ -361,7 +357,8 @@ class Exporter {
       cv = g_.Op("Unsqueeze", {cv, g_.Ints("/sie/axis1", {1})}, "/sie/rows3");
       cls = g_.Op("Add", {cls_emb, cv}, "/cls_token");
     } else {
-      std::string n = g_.Op("Shape", {"images"}, "/batch", {IntAttr("start", 0), IntAttr("end", 1)});
+      std::string n =
+          g_.Op("Shape", {"images"}, "/batch", {IntAttr("start", 0), IntAttr("end", 1)});
       n = g_.Op("Concat", {n, g_.Ints("/cls_tail", {1, width})}, "/cls_shape",
                 {IntAttr("axis", 0)});
       cls = g_.Op("Expand", {cls_emb, n}, "/cls_token");

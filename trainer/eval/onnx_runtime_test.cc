@@ -116,8 +116,7 @@ class OnnxRuntimeTest : public ::testing::Test {
         torch::NoGradGuard no_grad;
         want = model->forward(images, cams);
       }
-      const torch::Tensor got =
-          RunOrt(onnx, images, cams, name + "_b" + std::to_string(batch));
+      const torch::Tensor got = RunOrt(onnx, images, cams, name + "_b" + std::to_string(batch));
       if (!skipped_.empty()) GTEST_SKIP() << skipped_;
       ASSERT_TRUE(got.defined());
       ASSERT_EQ(got.sizes(), want.sizes());

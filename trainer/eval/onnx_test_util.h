@@ -34,8 +34,8 @@ inline InferenceModel TinyModel(const TinySpec& spec, uint64_t seed = 7) {
   for (auto& p : m->named_parameters()) {
     const std::string& name = p.key();
     torch::Tensor t = p.value();
-    const bool is_norm = name.find("ln_") != std::string::npos ||
-                         name.find("bottleneck") != std::string::npos;
+    const bool is_norm =
+        name.find("ln_") != std::string::npos || name.find("bottleneck") != std::string::npos;
     if (is_norm && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0) {
       t.uniform_(0.5, 1.5);
     } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {

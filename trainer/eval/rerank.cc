@@ -52,6 +52,13 @@ struct Keyed {
   bool operator<(const Keyed& o) const { return d < o.d || (d == o.d && j < o.j); }
 };
 
+// The reference's original_dist: a row's distances divided by the row's largest. When that is
+// not positive, every item is at distance 0 from item i up to rounding (all features identical):
+// the reference's 0/0 is NaN there, and NaN distances rank arbitrarily (the evaluator counted
+// every match as first: an mAP of 3). Such a row is all zeros instead, so its items tie and keep
+// their index order, as every other tie does.
+inline float Scaled(float d, float row_max) { return row_max > 0 ? d / row_max : 0.0f; }
+
 }  // namespace
 
 int64_t RerankMemoryBytes(int64_t q, int64_t g, int64_t d, const RerankOptions& o) {
@@ -153,6 +160,9 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
         std::sort_heap(heap.begin(), heap.end());
         const int64_t out = b - shard.begin + r;
         for (int64_t t = 0; t < k; ++t) knn_out[out * k + t] = heap[t].j;
+        if (!(row_max > 0)) {  // a row of ties once scaled (see Scaled): index order
+          for (int64_t t = 0; t < k; ++t) knn_out[out * k + t] = static_cast<int32_t>(t);
+        }
         max_out[out] = row_max;
       }
     });
@@ -169,7 +179,7 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
 float Reranker::Original(int64_t i, int64_t j) const {
   const float* f = all_.data_ptr<float>();
   const float d = (sq_[i] + sq_[j]) - 2.0f * Dot(f + i * width_, f + j * width_, width_);
-  return d / row_max_[i];
+  return Scaled(d, row_max_[i]);
 }
 
 // V: row i holds exp(-original) over i's k-reciprocal set expanded by its candidates' sets
@@ -338,13 +348,13 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
       const float* d = dot + r * g;
       const float si = sq_[i], m = row_max_[i];
       for (int64_t j = 0; j < g; ++j) {
-        const float original = ((si + sq_[q + j]) - 2.0f * d[j]) / m;
+        const float original = Scaled((si + sq_[q + j]) - 2.0f * d[j], m);
         row[j] = untouched + original * lambda;
       }
       for (int32_t j : touched) {
         const float t = min_sum[j];
         const float jaccard = H(1.0f - H(t / H(2.0f - t)));
-        const float original = ((si + sq_[q + j]) - 2.0f * d[j]) / m;
+        const float original = Scaled((si + sq_[q + j]) - 2.0f * d[j], m);
         row[j] = H(jaccard * jaccard_weight) + original * lambda;
         min_sum[j] = 0.0f;
         seen[j] = 0;

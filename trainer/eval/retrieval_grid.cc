@@ -3,8 +3,9 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
+#include <string>
 
+#include "base/file_util.h"
 #include "data/jpeg.h"
 #include "data/transforms.h"
 
@@ -103,11 +104,9 @@ Status WriteRetrievalGrid(const std::vector<GridRow>& rows, const std::string& o
   if (unreadable != nullptr) *unreadable = bad;
   const StatusOr<std::vector<uint8_t>> jpeg = data::EncodeJpeg(canvas, 92);
   if (!jpeg.ok()) return jpeg.status().Annotate(out_path);
-  std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(jpeg->data()),
-            static_cast<std::streamsize>(jpeg->size()));
-  if (!out.good()) return Status::InvalidArgument(out_path + ": cannot write");
-  return Status::Ok();
+  // Refuses a FIFO, device or directory in the way (opening a FIFO to write would block).
+  REID_RETURN_IF_ERROR(base::CheckOutputFile(out_path));
+  return base::WriteFileAtomically(out_path, std::string(jpeg->begin(), jpeg->end()));
 }
 
 }  // namespace reid::trainer

@@ -1,17 +1,20 @@
 // .npy reading and writing (header dict parsed for descr, fortran_order and shape).
 #include "trainer/model/npy.h"
 
-#include <sys/stat.h>
-
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
+
+#include "base/file_util.h"
 
 namespace reid::model {
 namespace {
 
 constexpr uint32_t kMaxHeaderBytes = 65536;  // numpy itself refuses headers over 10,000 bytes
+// Far above any feature or image array we read (MSMT17's gallery features: 420 MB).
+constexpr uint64_t kMaxNpyBytes = uint64_t{64} << 30;
 constexpr size_t kMaxDims = 32;              // numpy's limit (NPY_MAXDIMS)
 
 // The value of 'key' in the header dict: a quoted string, a word (True/False) or a parenthesised
@@ -65,13 +68,18 @@ bool ParseShape(const std::string& text, std::vector<int64_t>* shape, int64_t* n
 
 StatusOr<torch::Tensor> ReadNpy(const std::string& path) {
   auto fail = [&](const std::string& what) { return Status::DataLoss("'" + path + "': " + what); };
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return Status::NotFound("cannot open .npy file '" + path + "'");
-  if (!S_ISREG(st.st_mode))
-    return Status::InvalidArgument("'" + path + "': not a regular file (a directory?)");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::NotFound("cannot open .npy file '" + path + "'");
-  const uint64_t file_size = static_cast<uint64_t>(st.st_size);
+  // Through the project's one bounded regular-file reader: a FIFO or a device is refused before
+  // it is read (a FIFO would block), and the descriptor checked is the one read.
+  uint64_t file_size = 0;
+  StatusOr<std::unique_ptr<std::istream>> opened =
+      base::OpenRegularFileStream(path, kMaxNpyBytes, "a .npy array", &file_size);
+  if (!opened.ok()) {
+    if (opened.status().code() == Status::Code::kNotFound) {
+      return Status::NotFound("cannot open .npy file '" + path + "'");
+    }
+    return opened.status();  // "PATH: not a regular file (a FIFO)", "PATH: 70 GB is more ..."
+  }
+  std::istream& in = **opened;
   unsigned char magic[8];
   if (!in.read(reinterpret_cast<char*>(magic), 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0)
     return Status::InvalidArgument("'" + path + "' is not a .npy file (bad magic)");

@@ -1,6 +1,10 @@
 // BuildReidModel: the ReID model from the config and, when given, OpenAI CLIP weights or a ReID
-// state dict (CLIP-ReID's names), with the CLIP shape inferred from the checkpoint.
+// state dict (CLIP-ReID's names), with the CLIP shape inferred from the checkpoint; and
+// CheckModelFiles, the same reading of the weights and vocabulary without building anything.
 #include "trainer/model/reid_model.h"
+
+#include <string>
+#include <vector>
 
 namespace reid::model {
 namespace {
@@ -68,32 +72,116 @@ StatusOr<ClipShape> InferReidShape(const StateDict& sd, const proto::ModelConfig
   return shape;
 }
 
+// model.weights read and recognised, with the CLIP shape it holds (the config's when empty).
+struct Weights {
+  WeightsKind kind = WeightsKind::kNone;
+  StateDict sd;
+  ClipShape shape;
+};
+
+StatusOr<Weights> ReadWeights(const proto::ModelConfig& m) {
+  Weights w;
+  w.shape = ConfigClipShape(m);
+  if (m.weights().empty()) return w;
+  REID_ASSIGN_OR_RETURN(w.sd, ReadStateDict(m.weights()));
+  const std::string field = "model.weights = '" + m.weights() + "'";
+  if (w.sd.count("visual.proj")) {
+    w.kind = WeightsKind::kOpenAiClip;
+    StatusOr<ClipShape> shape = InferClipShape(w.sd);
+    if (!shape.ok()) return shape.status().Annotate(field);
+    w.shape = *shape;
+    ApplyConfigHeads(m, &w.shape);
+  } else if (w.sd.count("image_encoder.proj")) {
+    w.kind = WeightsKind::kReid;
+    StatusOr<ClipShape> shape = InferReidShape(w.sd, m);
+    if (!shape.ok()) return shape.status().Annotate(field);
+    w.shape = *shape;
+  } else {
+    return Status::InvalidArgument(field +
+                                   ": neither OpenAI CLIP (no key visual.proj) nor a ReID model "
+                                   "(no key image_encoder.proj)");
+  }
+  return w;
+}
+
+// The model fields whose value differs from the weights' shape, as "vision_width 1024 (config
+// 768)". Heads are not stored in weights and the grid follows the training input, so neither is
+// compared.
+std::vector<std::string> ShapeDifferences(const proto::ModelConfig& m, const ClipShape& w) {
+  std::vector<std::string> out;
+  auto compare = [&out](const char* field, int64_t in_weights, int64_t in_config) {
+    if (in_weights != in_config) {
+      out.push_back(std::string(field) + " " + std::to_string(in_weights) + " (config " +
+                    std::to_string(in_config) + ")");
+    }
+  };
+  compare("vision_width", w.vision.width, m.vision_width());
+  compare("vision_layers", w.vision.layers, m.vision_layers());
+  compare("vision_patch_size", w.vision.patch, m.vision_patch_size());
+  compare("embed_dim", w.vision.output_dim, m.embed_dim());
+  if (w.text.output_dim != w.vision.output_dim) {
+    compare("embed_dim (text side)", w.text.output_dim, m.embed_dim());
+  }
+  compare("context_length", w.text.context_length, m.context_length());
+  compare("vocab_size", w.text.vocab_size, m.vocab_size());
+  compare("transformer_width", w.text.width, m.transformer_width());
+  compare("transformer_layers", w.text.layers, m.transformer_layers());
+  return out;
+}
+
+// The tokenizer's ids against the text encoder's token embedding rows (`vocab_size`, from the
+// config or the weights, which `source` names with its verb: "model.vocab_size is").
+Status CheckVocabulary(const proto::ModelConfig& m, const Tokenizer& tokenizer, int64_t vocab_size,
+                       const std::string& source) {
+  if (tokenizer.vocab_size() == vocab_size) return Status::Ok();
+  const std::string vocab =
+      m.bpe_vocab().empty()
+          ? "model.bpe_vocab is empty: the byte-level tokenizer gives " +
+                std::to_string(tokenizer.vocab_size()) + " token ids"
+          : "model.bpe_vocab = '" + m.bpe_vocab() + "' gives " +
+                std::to_string(tokenizer.vocab_size()) + " token ids";
+  return Status::InvalidArgument(vocab + " but " + source + " " + std::to_string(vocab_size) +
+                                 (m.bpe_vocab().empty()
+                                      ? " (name CLIP's merges file bpe_simple_vocab_16e6.txt.gz "
+                                        "in model.bpe_vocab, or set model.vocab_size: 514)"
+                                      : ""));
+}
+
+std::string VocabSource(const proto::ModelConfig& m, WeightsKind kind) {
+  return kind == WeightsKind::kOpenAiClip
+             ? "the text encoder of model.weights '" + m.weights() + "' has"
+             : std::string("model.vocab_size is");
+}
+
 }  // namespace
+
+Status CheckModelFiles(const proto::ModelConfig& m) {
+  REID_ASSIGN_OR_RETURN(const Weights w, ReadWeights(m));
+  if (w.kind != WeightsKind::kNone) {
+    const std::vector<std::string> diff = ShapeDifferences(m, w.shape);
+    if (!diff.empty()) {
+      std::string list;
+      for (const std::string& d : diff) list += (list.empty() ? "" : ", ") + d;
+      return Status::InvalidArgument("model.weights = '" + m.weights() +
+                                     "' does not fit the config's model: the weights have " +
+                                     list + "; set those model fields or name other weights");
+    }
+  }
+  REID_ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer,
+                        Tokenizer::Create(m.bpe_vocab()));
+  if (w.kind == WeightsKind::kReid) return Status::Ok();  // its prompt embedding is stored
+  return CheckVocabulary(m, *tokenizer, w.shape.text.vocab_size, VocabSource(m, w.kind));
+}
 
 StatusOr<ReidModel> BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes,
                                    int64_t num_cameras) {
   const auto& m = cfg.model();
   REID_ASSIGN_OR_RETURN(const std::unique_ptr<Tokenizer> tokenizer,
                         Tokenizer::Create(m.bpe_vocab()));
-  StateDict sd;
-  ClipShape clip_shape = ConfigClipShape(m);
-  WeightsKind kind = WeightsKind::kNone;
-  if (!m.weights().empty()) {
-    REID_ASSIGN_OR_RETURN(sd, ReadStateDict(m.weights()));
-    if (sd.count("visual.proj")) {
-      kind = WeightsKind::kOpenAiClip;
-      REID_ASSIGN_OR_RETURN(clip_shape, InferClipShape(sd));
-      ApplyConfigHeads(m, &clip_shape);
-    } else if (sd.count("image_encoder.proj")) {
-      kind = WeightsKind::kReid;
-      REID_ASSIGN_OR_RETURN(clip_shape, InferReidShape(sd, m));
-    } else {
-      return Status::InvalidArgument(
-          "model.weights = '" + m.weights() +
-          "': neither OpenAI CLIP (no key visual.proj) nor a ReID model (no key "
-          "image_encoder.proj)");
-    }
-  }
+  REID_ASSIGN_OR_RETURN(Weights weights, ReadWeights(m));
+  const StateDict& sd = weights.sd;
+  ClipShape clip_shape = weights.shape;
+  const WeightsKind kind = weights.kind;
   ReidShape shape;
   shape.num_classes = num_classes;
   shape.num_cameras = num_cameras;
@@ -103,11 +191,9 @@ StatusOr<ReidModel> BuildReidModel(const proto::ReidConfig& cfg, int64_t num_cla
       PatchGrid(cfg.input().size_train().height(), cfg.input().size_train().width(),
                 shape.vision.patch, shape.vision.stride);
   shape.text = clip_shape.text;
-  if (kind != WeightsKind::kReid && tokenizer->vocab_size() != shape.text.vocab_size) {
-    return Status::InvalidArgument(
-        "model.bpe_vocab gives " + std::to_string(tokenizer->vocab_size()) +
-        " token ids but the text encoder has " + std::to_string(shape.text.vocab_size) +
-        " (model.vocab_size or the weights)");
+  if (kind != WeightsKind::kReid) {
+    REID_RETURN_IF_ERROR(
+        CheckVocabulary(m, *tokenizer, shape.text.vocab_size, VocabSource(m, kind)));
   }
   REID_ASSIGN_OR_RETURN(const PromptTemplate tmpl,
                         BuildPromptTemplate(*tokenizer, cfg.prompt().template_(),

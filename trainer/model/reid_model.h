@@ -80,4 +80,13 @@ TORCH_MODULE(ReidModel);
 StatusOr<ReidModel> BuildReidModel(const proto::ReidConfig& cfg, int64_t num_classes,
                                    int64_t num_cameras);
 
+// What BuildReidModel takes from files, checked without building the model (a training run calls
+// it before reading its dataset): model.weights (when set) reads as weights whose CLIP shape is
+// the config's (vision_width, vision_layers, vision_patch_size, embed_dim, context_length,
+// vocab_size, transformer_width, transformer_layers; InvalidArgument listing each difference),
+// and model.bpe_vocab (when set) reads and gives as many token ids as the text encoder has (not
+// checked for a ReID state dict, which stores its prompt embedding). Reads both files in full;
+// the statuses of ReadStateDict and Tokenizer::Create for files that do not read.
+Status CheckModelFiles(const proto::ModelConfig& m);
+
 }  // namespace reid::model

@@ -90,5 +90,33 @@ TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
   std::filesystem::remove_all(tmpl);
 }
 
+TEST(ReidModel, CheckModelFilesComparesWeightsAndVocabularyWithTheConfig) {
+  proto::ReidConfig cfg = TinyConfig();
+  EXPECT_TRUE(CheckModelFiles(cfg.model()).ok()) << "random init, byte-level tokenizer: 514 ids";
+  cfg.mutable_model()->set_vocab_size(49408);
+  Status s = CheckModelFiles(cfg.model());
+  EXPECT_EQ(s.exit_code(), 2);
+  EXPECT_NE(s.message().find("byte-level tokenizer gives 514 token ids but model.vocab_size is "
+                             "49408"),
+            std::string::npos)
+      << s.message();
+  cfg.mutable_model()->set_vocab_size(514);
+  if (testing::ClipFixtureDir().empty())
+    GTEST_SKIP() << "trainer/model/testdata/clip_fixtures missing";
+  cfg.mutable_model()->set_weights(testing::ClipFixtureDir() + "/clip_state.pth");
+  s = CheckModelFiles(cfg.model());
+  EXPECT_EQ(s.exit_code(), 2);
+  EXPECT_NE(s.message().find("the weights have context_length 77 (config 24), transformer_width "
+                             "128 (config 64);"),
+            std::string::npos)
+      << s.message();
+  cfg.mutable_model()->set_context_length(77);
+  cfg.mutable_model()->set_transformer_width(128);
+  EXPECT_TRUE(CheckModelFiles(cfg.model()).ok());
+  cfg.mutable_model()->set_bpe_vocab("/nonexistent/bpe_simple_vocab_16e6.txt.gz");
+  s = CheckModelFiles(cfg.model());
+  EXPECT_EQ(s.exit_code(), 2) << s.message();
+}
+
 }  // namespace
 }  // namespace reid::model

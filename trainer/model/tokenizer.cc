@@ -6,6 +6,7 @@
 #include <glog/logging.h>
 #include <locale.h>
 #include <pcre2.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -14,6 +15,8 @@
 #include <limits>
 #include <queue>
 #include <sstream>
+
+#include "base/file_util.h"
 
 namespace reid::model {
 namespace {
@@ -93,14 +96,37 @@ char32_t ToLower(char32_t c) {
   return static_cast<char32_t>(towlower_l(static_cast<wint_t>(c), loc));
 }
 
-// Reads a gzip (or plain) text file whole.
+// Reads a gzip (or plain) text file whole: opened through the bounded regular-file reader (a FIFO
+// blocked gzopen before), at most kMaxMergesFileBytes on disk and kMaxMergesTextBytes of text
+// (CLIP's file: 1.4 MB, 2.0 MB of text; a small gzip can inflate to gigabytes).
+constexpr uint64_t kMaxMergesFileBytes = uint64_t{64} << 20;
+constexpr size_t kMaxMergesTextBytes = size_t{256} << 20;
+
 StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return Status::NotFound("cannot open BPE merges file '" + path + "'");
+  StatusOr<int> fd = base::OpenRegularFile(path, kMaxMergesFileBytes, "a BPE merges file");
+  if (!fd.ok()) {
+    if (fd.status().code() == Status::Code::kNotFound) {
+      return Status::NotFound("cannot open BPE merges file '" + path + "'");
+    }
+    return fd.status();
+  }
+  gzFile f = gzdopen(*fd, "rb");  // owns the descriptor from here (gzclose closes it)
+  if (f == nullptr) {
+    close(*fd);
+    return Status::Internal("cannot read BPE merges file '" + path + "': out of memory");
+  }
   std::string out;
   char buf[1 << 16];
   int n = 0;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
+  while ((n = gzread(f, buf, sizeof(buf))) > 0) {
+    out.append(buf, n);
+    if (out.size() > kMaxMergesTextBytes) {
+      gzclose(f);
+      return Status::InvalidArgument("BPE merges file '" + path + "': more than " +
+                                     base::FormatLimit(kMaxMergesTextBytes) +
+                                     " of text; not a merges file");
+    }
+  }
   // gzread returns 0 at a truncated stream's end too: only gzerror tells (Z_BUF_ERROR).
   int zerr = Z_OK;
   const char* why = gzerror(f, &zerr);

@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <istream>
 #include <memory>
 #include <stdexcept>
 
@@ -428,6 +430,108 @@ Obj Machine::Run() {
 
 namespace {
 
+uint64_t LittleEndian(const std::string& b, size_t pos, int bytes) {
+  uint64_t v = 0;
+  for (int k = bytes - 1; k >= 0; --k) v = (v << 8) | static_cast<uint8_t>(b[pos + k]);
+  return v;
+}
+
+std::string ReadAt(std::istream* in, uint64_t pos, uint64_t n) {
+  std::string out(n, '\0');
+  in->clear();
+  in->seekg(static_cast<std::streamoff>(pos));
+  if (!in->read(out.data(), static_cast<std::streamsize>(n)))
+    throw std::runtime_error("cannot read the zip directory (truncated file)");
+  return out;
+}
+
+// Checks every record the zip's central directory lists against the size of the file, before
+// LibTorch's zip reader (miniz) allocates a record's declared uncompressed size: a record may not
+// claim more bytes than the whole file holds, so a few edited bytes cannot make the reader
+// allocate gigabytes. Finds the end-of-central-directory record as miniz does (the last
+// signature in the final 64 KiB + 22 bytes) and follows its zip64 form. Throws on a violation.
+void CheckZipRecordSizes(std::istream* in) {
+  in->clear();
+  in->seekg(0, std::ios::end);
+  const std::streamoff end = in->tellg();
+  if (end < 22) throw std::runtime_error("not a zip archive (" + std::to_string(end) + " bytes)");
+  const uint64_t size = static_cast<uint64_t>(end);
+  const uint64_t tail_size = std::min<uint64_t>(size, 22 + 65535);
+  const std::string tail = ReadAt(in, size - tail_size, tail_size);
+  size_t eocd = std::string::npos;
+  for (size_t pos = tail_size - 22 + 1; pos-- > 0;) {
+    if (tail.compare(pos, 4, "PK\x05\x06") == 0) {
+      eocd = pos;
+      break;
+    }
+  }
+  if (eocd == std::string::npos)
+    throw std::runtime_error("not a zip archive (no end of central directory)");
+  uint64_t entries = LittleEndian(tail, eocd + 10, 2);
+  uint64_t dir_size = LittleEndian(tail, eocd + 12, 4);
+  uint64_t dir_offset = LittleEndian(tail, eocd + 16, 4);
+  if (entries == 0xffff || dir_size == 0xffffffff || dir_offset == 0xffffffff) {
+    const uint64_t locator = size - tail_size + eocd;  // the zip64 locator is 20 bytes before
+    if (locator < 20) throw std::runtime_error("zip64 directory locator missing");
+    const std::string loc = ReadAt(in, locator - 20, 20);
+    if (loc.compare(0, 4, "PK\x06\x07") != 0)
+      throw std::runtime_error("zip64 directory locator missing");
+    const uint64_t zip64 = LittleEndian(loc, 8, 8);
+    if (zip64 > size || size - zip64 < 56)
+      throw std::runtime_error("zip64 end of central directory outside the file");
+    const std::string rec = ReadAt(in, zip64, 56);
+    if (rec.compare(0, 4, "PK\x06\x06") != 0)
+      throw std::runtime_error("zip64 end of central directory missing");
+    entries = LittleEndian(rec, 32, 8);
+    dir_size = LittleEndian(rec, 40, 8);
+    dir_offset = LittleEndian(rec, 48, 8);
+  }
+  if (dir_offset > size || dir_size > size - dir_offset)
+    throw std::runtime_error("zip central directory (" + std::to_string(dir_size) +
+                             " bytes at " + std::to_string(dir_offset) + ") outside the file of " +
+                             std::to_string(size) + " bytes");
+  if (entries > dir_size / 46)
+    throw std::runtime_error("zip directory claims " + std::to_string(entries) +
+                             " records in " + std::to_string(dir_size) + " bytes");
+  const std::string dir = ReadAt(in, dir_offset, dir_size);
+  size_t pos = 0;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (dir.size() - pos < 46 || dir.compare(pos, 4, "PK\x01\x02") != 0)
+      throw std::runtime_error("zip central directory entry " + std::to_string(i) + " is malformed");
+    uint64_t compressed = LittleEndian(dir, pos + 20, 4);
+    uint64_t uncompressed = LittleEndian(dir, pos + 24, 4);
+    uint64_t local = LittleEndian(dir, pos + 42, 4);
+    const size_t name_len = LittleEndian(dir, pos + 28, 2);
+    const size_t extra_len = LittleEndian(dir, pos + 30, 2);
+    const size_t comment_len = LittleEndian(dir, pos + 32, 2);
+    if (dir.size() - pos - 46 < name_len + extra_len + comment_len)
+      throw std::runtime_error("zip central directory entry " + std::to_string(i) + " is malformed");
+    const std::string name = dir.substr(pos + 46, name_len);
+    // Zip64 extra field (id 1): the 64-bit values of the fields that hold 0xffffffff, in order.
+    for (size_t x = pos + 46 + name_len; x + 4 <= pos + 46 + name_len + extra_len;) {
+      const uint64_t id = LittleEndian(dir, x, 2), len = LittleEndian(dir, x + 2, 2);
+      size_t field = x + 4;
+      const size_t field_end = std::min<size_t>(field + len, pos + 46 + name_len + extra_len);
+      if (id == 1) {
+        for (uint64_t* v : {&uncompressed, &compressed, &local}) {
+          if (*v != 0xffffffff) continue;
+          if (field + 8 > field_end) break;
+          *v = LittleEndian(dir, field, 8);
+          field += 8;
+        }
+      }
+      x += 4 + len;
+    }
+    if (uncompressed > size || compressed > size || local > size)
+      throw std::runtime_error("zip record '" + name.substr(0, 80) + "' claims " +
+                               std::to_string(std::max(uncompressed, compressed)) +
+                               " bytes but the file holds " + std::to_string(size));
+    pos += 46 + name_len + extra_len + comment_len;
+  }
+  in->clear();
+  in->seekg(0);
+}
+
 StatusOr<StateDict> ReadFromZip(caffe2::serialize::PyTorchStreamReader& zip) {
   auto [ptr, size] = zip.getRecord("data.pkl");
   Machine machine(&zip, static_cast<const char*>(ptr.get()), size);
@@ -466,13 +570,17 @@ StatusOr<StateDict> Guarded(F read) {
 
 StatusOr<StateDict> ReadTorchSaveZip(const std::string& path) {
   return Guarded([&] {
-    caffe2::serialize::PyTorchStreamReader zip(path);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot open " + path);
+    CheckZipRecordSizes(&in);
+    caffe2::serialize::PyTorchStreamReader zip(&in);
     return ReadFromZip(zip);
   });
 }
 
 StatusOr<StateDict> ReadTorchSaveZip(std::istream* in) {
   return Guarded([&] {
+    CheckZipRecordSizes(in);
     caffe2::serialize::PyTorchStreamReader zip(in);
     return ReadFromZip(zip);
   });

@@ -15,8 +15,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/file_util.h"
+
 namespace reid::model {
 namespace {
+
+// ViT-L/14@336 in fp32 is 1.7 GB; 64 GiB leaves room for any CLIP or CLIP-ReID checkpoint.
+constexpr uint64_t kMaxWeightsBytes = uint64_t{64} << 30;
 
 void Put(std::string name, const torch::Tensor& t, StateDict* out) {
   while (name.rfind("module.", 0) == 0) name.erase(0, 7);
@@ -134,10 +139,14 @@ int64_t CountLayers(const StateDict& sd, const std::string& prefix) {
 }  // namespace
 
 StatusOr<StateDict> ReadStateDict(const std::string& path) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || !std::ifstream(path).good()) {
+  // The bounded regular-file check (opened O_NONBLOCK, fstat): a FIFO, a device or a directory
+  // is refused before any reader opens the path.
+  const Status regular = base::CheckRegularFile(path, kMaxWeightsBytes, "a weights file");
+  if (!regular.ok()) {
+    const std::string& m = regular.message();  // "PATH: why"
     return Status::NotFound("cannot open weights file '" + path +
-                            "' (not a readable regular file)");
+                            "' (not a readable regular file: " +
+                            (m.rfind(path + ": ", 0) == 0 ? m.substr(path.size() + 2) : m) + ")");
   }
   const StatusOr<std::string> zip_kind = ZipKind(path);
   if (!zip_kind.ok()) {

@@ -2,13 +2,17 @@
 #include "trainer/report/history_reader.h"
 
 #include <google/protobuf/util/json_util.h>
-#include <sys/stat.h>
 
 #include <fstream>
+#include <memory>
 #include <set>
+
+#include "base/file_util.h"
 
 namespace reid::report {
 namespace {
+
+constexpr uint64_t kMaxHistoryBytes = uint64_t{4} << 30;
 
 // Reads the next line into *line without its '\n' (and a trailing '\r'). A line longer than
 // max_bytes is consumed to its end, but only its first max_bytes are kept and *too_long is set.
@@ -166,14 +170,17 @@ History ParseHistory(std::istream& in, const std::string& name, const HistoryLim
 }
 
 StatusOr<History> ReadHistory(const std::string& path, const HistoryLimits& limits) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    return Status::NotFound(path + ": not found (a run writes it from its first log interval)");
+  // Through the bounded regular-file reader: a FIFO or a device is refused before it is read,
+  // and a file larger than kMaxHistoryBytes is refused (10 million lines of 400 bytes fit).
+  StatusOr<std::unique_ptr<std::istream>> in =
+      base::OpenRegularFileStream(path, kMaxHistoryBytes, "a history file");
+  if (!in.ok()) {
+    if (in.status().code() == Status::Code::kNotFound) {
+      return Status::NotFound(path + ": not found (a run writes it from its first log interval)");
+    }
+    return in.status();
   }
-  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::InvalidArgument(path + ": cannot open for reading");
-  return ParseHistory(in, path, limits);
+  return ParseHistory(**in, path, limits);
 }
 
 }  // namespace reid::report

@@ -4,16 +4,17 @@
 #include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
+
+#include "base/file_util.h"
 
 namespace reid::report {
 namespace {
 
 constexpr int64_t kMaxMetricsBytes = 1 << 20;
-constexpr int64_t kMaxConfigBytes = 1 << 20;
+constexpr int64_t kMaxConfigBytes = 1 << 20;       // shown
+constexpr int64_t kMaxConfigFileBytes = 16 << 20;  // read (a config file's own limit)
 constexpr int64_t kMaxGridBytes = 16 << 20;
 constexpr size_t kMaxCmc = 50;
 
@@ -21,27 +22,19 @@ std::string Join(const std::string& dir, const char* name) {
   return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
 }
 
-enum class FileKind { kMissing, kRegular, kOther };
-
-FileKind Kind(const std::string& path, int64_t* size) {
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) return FileKind::kMissing;
-  *size = static_cast<int64_t>(st.st_size);
-  return S_ISREG(st.st_mode) ? FileKind::kRegular : FileKind::kOther;
-}
-
-// Up to max_bytes of the file at `path`; false (and a note) when it cannot be read.
-bool ReadPrefix(const std::string& path, int64_t max_bytes, std::string* text,
-                std::vector<std::string>* notes) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    notes->push_back(path + ": cannot open for reading");
-    return false;
+// An optional file of the run directory through the bounded regular-file reader: false when it
+// is absent (silently) or cannot be read (a note naming it: a FIFO, a directory, too large).
+bool ReadOptional(const std::string& path, uint64_t max_bytes, const std::string& what,
+                  std::string* text, std::vector<std::string>* notes) {
+  StatusOr<std::string> read = base::ReadRegularFile(path, max_bytes, what);
+  if (read.ok()) {
+    *text = std::move(*read);
+    return true;
   }
-  text->resize(static_cast<size_t>(max_bytes));
-  in.read(text->data(), max_bytes);
-  text->resize(static_cast<size_t>(in.gcount()));
-  return true;
+  if (read.status().code() != Status::Code::kNotFound) {
+    notes->push_back(read.status().message() + ", not shown");
+  }
+  return false;
 }
 
 double Number(const google::protobuf::Struct& s, const char* key) {
@@ -51,15 +44,8 @@ double Number(const google::protobuf::Struct& s, const char* key) {
 }
 
 void LoadMetrics(const std::string& path, RunFiles* files) {
-  int64_t size = 0;
-  const FileKind kind = Kind(path, &size);
-  if (kind == FileKind::kMissing) return;  // a run without an evaluation yet
-  std::string text;
-  if (kind != FileKind::kRegular || size > kMaxMetricsBytes) {
-    files->notes.push_back(path + ": not a regular file of at most 1 MiB, not shown");
-    return;
-  }
-  if (!ReadPrefix(path, kMaxMetricsBytes, &text, &files->notes)) return;
+  std::string text;  // absent: a run without an evaluation yet
+  if (!ReadOptional(path, kMaxMetricsBytes, "metrics.json", &text, &files->notes)) return;
   StatusOr<MetricsSummary> m = ParseMetricsJson(text, path);
   if (!m.ok()) {
     files->notes.push_back(m.status().message());
@@ -69,28 +55,18 @@ void LoadMetrics(const std::string& path, RunFiles* files) {
   files->have_metrics = true;
 }
 
+// Up to kMaxConfigBytes of the config are shown; the file itself may be a whole config file.
 void LoadConfig(const std::string& path, RunFiles* files) {
-  int64_t size = 0;
-  const FileKind kind = Kind(path, &size);
-  if (kind == FileKind::kMissing) return;
-  if (kind != FileKind::kRegular) {
-    files->notes.push_back(path + ": not a regular file, not shown");
-    return;
-  }
-  ReadPrefix(path, kMaxConfigBytes, &files->config_text, &files->notes);
-  files->config_truncated = size > kMaxConfigBytes;
+  std::string text;
+  if (!ReadOptional(path, kMaxConfigFileBytes, "a config file", &text, &files->notes)) return;
+  files->config_truncated = text.size() > static_cast<size_t>(kMaxConfigBytes);
+  if (files->config_truncated) text.resize(static_cast<size_t>(kMaxConfigBytes));
+  files->config_text = std::move(text);
 }
 
 void LoadGrid(const std::string& path, RunFiles* files) {
-  int64_t size = 0;
-  const FileKind kind = Kind(path, &size);
-  if (kind == FileKind::kMissing) return;
-  if (kind != FileKind::kRegular || size > kMaxGridBytes) {
-    files->notes.push_back(path + ": not a regular file of at most 16 MiB, not shown");
-    return;
-  }
   std::string bytes;
-  if (!ReadPrefix(path, kMaxGridBytes, &bytes, &files->notes)) return;
+  if (!ReadOptional(path, kMaxGridBytes, "the retrieval grid", &bytes, &files->notes)) return;
   if (bytes.size() < 4 || bytes.compare(0, 3, "\xFF\xD8\xFF") != 0) {
     files->notes.push_back(path + ": not a JPEG file, not shown");
     return;
@@ -144,22 +120,12 @@ StatusOr<RunFiles> LoadRunFiles(const std::string& run_dir) {
 Status WriteRunReport(const std::string& run_dir, ReportInfo* info) {
   StatusOr<RunFiles> files = LoadRunFiles(run_dir);
   if (!files.ok()) return files.status();
-  const std::string html = RenderReportHtml(*files);
   const std::string path = Join(run_dir, kReportFile);
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << html;
-    out.close();
-    if (!out) {
-      std::remove(tmp.c_str());
-      return Status::Internal(tmp + ": cannot write the report");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    return Status::Internal(path + ": cannot rename " + tmp + " over it");
-  }
+  // A directory or FIFO named report.html is the user's to move (InvalidArgument naming it); the
+  // page is written beside it and renamed over the old one.
+  REID_RETURN_IF_ERROR(base::CheckOutputFile(path));
+  const std::string html = RenderReportHtml(*files);
+  REID_RETURN_IF_ERROR(base::WriteFileAtomically(path, html));
   if (info != nullptr) {
     const History& h = files->history;
     *info = {path, h.step_records, h.eval_records, h.bad_lines, h.warnings};

@@ -134,6 +134,38 @@ TEST_F(ReportTest, BadOptionalFilesAreNotesNotErrors) {
   EXPECT_EQ(html.find("data:image"), std::string::npos);
 }
 
+// A directory (or FIFO) where report.html goes is a user error naming it, and nothing is left
+// behind; FIFOs and directories in place of the optional files are notes, never a hang.
+TEST_F(ReportTest, ReportPathInTheWayAndOddOptionalFiles) {
+  Write(kHistoryFile, "");
+  std::filesystem::create_directory(dir_ + "/" + kReportFile);
+  Status s = WriteRunReport(dir_);
+  EXPECT_EQ(s.exit_code(), 2);
+  EXPECT_EQ(s.message(),
+            dir_ + "/report.html: exists and is not a regular file (a directory)");
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) files += !e.is_directory();
+  EXPECT_EQ(files, 1);  // history.jsonl only: no temporary file
+  std::filesystem::remove(dir_ + "/" + kReportFile);
+  ASSERT_EQ(mkfifo((dir_ + "/" + kMetricsFile).c_str(), 0600), 0);
+  ASSERT_EQ(mkfifo((dir_ + "/" + kRetrievalGridFile).c_str(), 0600), 0);
+  std::filesystem::create_directory(dir_ + "/" + kConfigFile);
+  ReportInfo info;
+  ASSERT_TRUE(WriteRunReport(dir_, &info).ok());
+  ASSERT_EQ(info.warnings.size(), 3u);
+  EXPECT_EQ(info.warnings[0], dir_ + "/metrics.json: not a regular file (a FIFO), not shown");
+  EXPECT_EQ(info.warnings[1],
+            dir_ + "/config.textproto: not a regular file (a directory), not shown");
+  EXPECT_EQ(info.warnings[2],
+            dir_ + "/retrieval_grid.jpg: not a regular file (a FIFO), not shown");
+  // A FIFO as the history is refused, not waited on.
+  std::filesystem::remove(dir_ + "/" + kHistoryFile);
+  ASSERT_EQ(mkfifo((dir_ + "/" + kHistoryFile).c_str(), 0600), 0);
+  s = WriteRunReport(dir_);
+  EXPECT_EQ(s.exit_code(), 2);
+  EXPECT_EQ(s.message(), dir_ + "/history.jsonl: not a regular file (a FIFO)");
+}
+
 TEST_F(ReportTest, MissingDirectoryOrHistoryIsAUserError) {
   Status s = WriteRunReport(dir_ + "/nope");
   EXPECT_EQ(s.exit_code(), 2);
