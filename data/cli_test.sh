@@ -6,7 +6,7 @@ reid=$1
 source "$(dirname "$0")/../tests/cli_lib.sh"
 
 expect synth 0 'wrote 252 JPEGs' -- \
-  "$reid" synth --out="$tmp/syn" --ids=20 --cameras=3 --images_per_id=6 --seed=3
+  "$reid" synth --output_dir="$tmp/syn" --ids=20 --cameras=3 --images_per_id=6 --seed=3
 expect stats-json 0 '^\{"train":\{"ids":20,"images":120,"cameras":3\},"query":\{"ids":20,"images":20,"cameras":3\},"gallery":\{"ids":21,"images":110,"cameras":3\}\}$' -- \
   "$reid" dataset-stats --dataset=market1501 --data_root="$tmp/syn" --json
 expect stats-table 0 'train    \|    20 \|      120 \|         3' -- \
@@ -25,9 +25,9 @@ expect stats-bad-line 2 'list_train.txt:1: expected' -- \
 # One validator: the config block and the synth shortcuts give the same message.
 msg='data.synthetic.cameras = 12: must be in 2..9'
 expect synth-config-bad 2 "$msg" -- "$reid" print-config --set='data { synthetic { height: 20 cameras: 12 } }'
-expect synth-flags-bad 2 "$msg" -- "$reid" synth --out="$tmp/x" --height=20 --cameras=12
-expect synth-flags-height 2 'data.synthetic.height = 20' -- "$reid" synth --out="$tmp/x" --height=20
-expect synth-bad-cameras 2 'data.synthetic.cameras = 12: must be in 2..9' -- "$reid" synth --out="$tmp/x" --cameras=12
-expect synth-no-out 2 '--out is required' -- "$reid" synth
+expect synth-flags-bad 2 "$msg" -- "$reid" synth --output_dir="$tmp/x" --height=20 --cameras=12
+expect synth-flags-height 2 'data.synthetic.height = 20' -- "$reid" synth --output_dir="$tmp/x" --height=20
+expect synth-bad-cameras 2 'data.synthetic.cameras = 12: must be in 2..9' -- "$reid" synth --output_dir="$tmp/x" --cameras=12
+expect synth-no-out 2 '--output_dir is required' -- "$reid" synth
 
 cli_finish

@@ -139,8 +139,6 @@ void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
     if (!f->is_repeated()) {
       const double v = is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f);
       c.Require(std::isfinite(v), path, v, "must be a finite number");
-      c.Require(!std::isfinite(v) || std::fabs(v) <= kMaxFloatMagnitude, path, v,
-                "must be at most 1e9 in magnitude");
       continue;
     }
     for (int i = 0; i < refl->FieldSize(msg, f); ++i) {
@@ -148,8 +146,44 @@ void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
           is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i);
       c.Require(std::isfinite(v), path + "[" + std::to_string(i) + "]", v,
                 "must be a finite number");
-      c.Require(!std::isfinite(v) || std::fabs(v) <= kMaxFloatMagnitude,
-                path + "[" + std::to_string(i) + "]", v, "must be at most 1e9 in magnitude");
+    }
+  }
+}
+
+// Every finite float and double is at most kMaxFloatMagnitude in magnitude: a backstop for
+// fields without a range of their own (every field has one now), so a field already named by a
+// problem (its own range, or not finite) is not named twice.
+void RequireBounded(const Message& msg, const std::string& prefix, Checker& c,
+                    const Problems& named) {
+  auto mentioned = [&named](const std::string& path) {
+    for (const std::string& p : named) {
+      if (p.rfind(path + " = ", 0) == 0) return true;
+    }
+    return false;
+  };
+  auto check = [&](double v, const std::string& path) {
+    if (std::isfinite(v) && std::fabs(v) > kMaxFloatMagnitude && !mentioned(path)) {
+      c.Require(false, path, v, "must be at most 1e9 in magnitude");
+    }
+  };
+  const Reflection* refl = msg.GetReflection();
+  std::vector<const FieldDescriptor*> fields;
+  refl->ListFields(msg, &fields);
+  for (const FieldDescriptor* f : fields) {
+    const std::string path = prefix + f->name();
+    const bool is_float = f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (!f->is_repeated()) RequireBounded(refl->GetMessage(msg, f), path + ".", c, named);
+      continue;
+    }
+    if (!is_float && f->cpp_type() != FieldDescriptor::CPPTYPE_DOUBLE) continue;
+    if (!f->is_repeated()) {
+      check(is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f), path);
+      continue;
+    }
+    for (int i = 0; i < refl->FieldSize(msg, f); ++i) {
+      check(is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i),
+            path + "[" + std::to_string(i) + "]");
     }
   }
 }
@@ -320,8 +354,10 @@ void ValidateStage2(const proto::ReidConfig& cfg, Checker& c) {
   const auto& s = cfg.stage2();
   c.InRangeF(s.base_lr(), 0, kMaxLearningRate, true, "stage2.base_lr", "a learning rate");
   c.InRangeF(s.bias_lr_factor(), 0, 100, true, "stage2.bias_lr_factor", "");
-  c.Require(!std::isfinite(s.base_lr()) || !std::isfinite(s.bias_lr_factor()) ||
-                s.base_lr() * s.bias_lr_factor() <= kMaxLearningRate,
+  // Checked when both are within their own ranges (else those are named).
+  const bool lr_ok = s.base_lr() > 0 && s.base_lr() <= kMaxLearningRate;
+  const bool factor_ok = s.bias_lr_factor() > 0 && s.bias_lr_factor() <= 100;
+  c.Require(!lr_ok || !factor_ok || s.base_lr() * s.bias_lr_factor() <= kMaxLearningRate,
             "stage2.bias_lr_factor", s.bias_lr_factor(),
             "times stage2.base_lr must be at most 10 (the biases' learning rate)");
   c.InRangeF(s.weight_decay(), 0, 1, false, "stage2.weight_decay", "");
@@ -500,6 +536,8 @@ Problems Validate(const proto::ReidConfig& cfg) {
   ValidateStage2(cfg, c);
   ValidateLossEvalDist(cfg, c);
   ValidateCheckpointMonitoring(cfg, c);
+  const Problems named = problems;
+  RequireBounded(cfg, "", c, named);
   CapProblems(&problems);
   return problems;
 }

@@ -137,13 +137,17 @@ TEST(Config, AbsurdFloatsAreRefusedWithTheirField) {
            {"stage2.bias_lr_factor = 50000", "(0, 100]"},
            {"stage2.weight_decay = -1", "[0, 1]"},
            {"loss.triplet_weight = 100000", "[0, 1000]"},
-           {"model.sie_coe = 1e+30", "at most 1e9 in magnitude"},
+           {"model.sie_coe = 1e+30", "[0, 1000]"},
            {"input.pixel_mean[0] = 2", "[0, 1]"},
            {"input.pixel_std[0] = 0", "(0, 10]"},
-           {"dist.bucket_cap_mb = 1e+20", "at most 1e9 in magnitude"}}) {
+           {"dist.bucket_cap_mb = 1e+20", "must be <= 1e6 MiB"}}) {
     EXPECT_TRUE(HasProblem(problems, {want.first, want.second}))
         << want.first << "\n" << Joined(problems);
   }
+  // One problem per bad field: its range, or that it is not finite.
+  const Problems huge = LoadFromText("stage2 { base_lr: 1e300 }", "lr.textproto", {}, &cfg);
+  ASSERT_EQ(huge.size(), 1u) << Joined(huge);
+  EXPECT_EQ(huge[0], "stage2.base_lr = 1e+300: must be in (0, 10] (a learning rate)");
   const Problems inf = LoadFromText("stage2 { base_lr: inf }", "inf.textproto", {}, &cfg);
   ASSERT_EQ(inf.size(), 1u) << Joined(inf);
   EXPECT_EQ(inf[0], "stage2.base_lr = inf: must be a finite number");

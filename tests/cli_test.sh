@@ -26,6 +26,16 @@ expect version-help 0 'usage: reid version' -- "$reid" version --help
 expect version 0 'LibTorch: +[0-9]+\.[0-9]+' -- "$reid" version
 expect version-blas 0 'BLAS: ' -- "$reid" version
 
+# Old flag spellings (one release): renamed with a one-line warning naming the new flag.
+expect synth-old-out 0 'warning: reid synth: --out is deprecated, use --output_dir' -- \
+  "$reid" synth --out="$tmp/syn_old" --ids=2 --cameras=2 --images_per_id=2 --height=32 --width=16
+expect synth-old-out-wrote 0 '^bounding_box_train$' -- ls "$tmp/syn_old"
+touch "$tmp/a_file"
+expect clip-encode-old-out-dir 2 "output_dir '.*a_file' exists and is not a directory" -- \
+  "$reid" clip-encode --weights="$tmp/none.pth" --images_npy="$tmp/none.npy" --out_dir "$tmp/a_file"
+expect synth-help-old 0 '--out  deprecated spelling of --output_dir' -- "$reid" synth --help
+expect extract-no-out-dir 2 'does not take --output_dir' -- "$reid" extract --output_dir="$tmp/x"
+
 # Every subcommand's --help resolves each flag of the table (a typo there aborts).
 for sub in $("$reid" --help | awk '/^  [a-z-]+ / {print $1}'); do
   expect "help-$sub" 0 "usage: reid $sub" -- "$reid" "$sub" --help

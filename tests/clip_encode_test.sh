@@ -26,7 +26,7 @@ sys.exit(0 if r < 1e-5 else 1)" "$2" "$3" "$1"; then echo "ok   $1"; else echo "
 
 for w in clip_jit.pt clip_state.pth; do
   if "$reid" clip-encode --weights="$tmp/fx/$w" --images_npy="$tmp/fx/images.npy" \
-      --texts_file="$tmp/fx/texts.txt" --out_dir="$tmp/$w" >/dev/null; then
+      --texts_file="$tmp/fx/texts.txt" --output_dir="$tmp/$w" >/dev/null; then
     compare "$w image" "$tmp/$w/image_features.npy" "$tmp/fx/image_features.npy"
     compare "$w text" "$tmp/$w/text_features.npy" "$tmp/fx/text_features.npy"
   else
@@ -34,11 +34,12 @@ for w in clip_jit.pt clip_state.pth; do
   fi
 done
 "$reid" clip-encode --weights="$tmp/fx/clip_jit.pt" --images_npy="$tmp/fx/images_48x32.npy" \
-  --image_size=48x32 --out_dir="$tmp/grid" >/dev/null || { echo "FAIL 48x32 run"; fail=$((fail + 1)); }
+  --image_size=48x32 --output_dir="$tmp/grid" >/dev/null ||
+  { echo "FAIL 48x32 run"; fail=$((fail + 1)); }
 compare "non-square 48x32 grid" "$tmp/grid/image_features.npy" "$tmp/fx/cls_proj_48x32.npy"
 
 "$reid" clip-encode --weights="$tmp/fx/clip_jit.pt" --images_npy="$tmp/fx/images_48x32.npy" \
-  --out_dir="$tmp/bad" >"$tmp/out" 2>&1
+  --output_dir="$tmp/bad" >"$tmp/out" 2>&1
 if [[ $? -eq 2 ]] && grep -q "set --image_size" "$tmp/out"; then echo "ok   grid mismatch is exit 2"
 else echo "FAIL grid mismatch"; cat "$tmp/out"; fail=$((fail + 1)); fi
 

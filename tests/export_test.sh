@@ -30,12 +30,12 @@ size=(--height=64 --width=32)  # = the tiny config's input.size_test: crops need
 if [[ $mode == setup ]]; then
   need_python "numpy, PIL"
   rm -rf "$fixture" && mkdir -p "$fixture"
-  "$reid" synth --out="$fixture/a" --ids=12 --cameras=3 --images_per_id=6 --seed=5 "${size[@]}" \
-    >/dev/null || { echo "FAIL: reid synth A"; exit 1; }
-  "$reid" synth --out="$fixture/b" --ids=9 --cameras=2 --images_per_id=5 --seed=11 "${size[@]}" \
-    >/dev/null || { echo "FAIL: reid synth B"; exit 1; }
-  "$reid" synth --out="$fixture/c" --ids=4 --cameras=5 --images_per_id=3 --seed=13 "${size[@]}" \
-    >/dev/null || { echo "FAIL: reid synth C"; exit 1; }
+  "$reid" synth --output_dir="$fixture/a" --ids=12 --cameras=3 --images_per_id=6 --seed=5 \
+    "${size[@]}" >/dev/null || { echo "FAIL: reid synth A"; exit 1; }
+  "$reid" synth --output_dir="$fixture/b" --ids=9 --cameras=2 --images_per_id=5 --seed=11 \
+    "${size[@]}" >/dev/null || { echo "FAIL: reid synth B"; exit 1; }
+  "$reid" synth --output_dir="$fixture/c" --ids=4 --cameras=5 --images_per_id=3 --seed=13 \
+    "${size[@]}" >/dev/null || { echo "FAIL: reid synth C"; exit 1; }
   "$reid" train "${cfg[@]}" --data_root="$fixture/a" --output_dir="$run" \
     --set='model { sie_camera: true }' \
     --set='stage1 { max_epochs: 1 ims_per_batch: 24 checkpoint_period: 1 }' \

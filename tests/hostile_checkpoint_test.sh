@@ -28,7 +28,7 @@ fi
 if [[ ! -x /usr/bin/time ]]; then echo "SKIP: GNU time (/usr/bin/time) is missing"; exit 77; fi
 
 data=$tmp/data
-"$reid" synth --out="$data" --ids=12 --cameras=3 --images_per_id=6 --seed=5 --height=64 \
+"$reid" synth --output_dir="$data" --ids=12 --cameras=3 --images_per_id=6 --seed=5 --height=64 \
   --width=32 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
 cfg=(--config=configs/synthetic_tiny.textproto --data_root="$data"
   --set='data { num_workers: 1 }' --set='dist { intra_op_threads: 1 timeout_s: 60 }'

@@ -104,7 +104,7 @@ f=$hx/fifos
 hostile config-fifo 30 2 "config.textproto: not a regular file \(a FIFO\)" -- "$reid" print-config --config="$f/config.textproto"
 hostile bpe-vocab-fifo 30 2 "bpe_vocab.txt.gz: not a regular file \(a FIFO\)" -- "$reid" tokenize --bpe_vocab="$f/bpe_vocab.txt.gz"
 hostile weights-fifo 30 2 "weights file '.*weights.pth' \(not a readable regular file: not a regular file \(a FIFO\)\)" \
-  -- "$reid" clip-encode --weights="$f/weights.pth" --images_npy="$e/q.npy" --out_dir="$tmp/enc"
+  -- "$reid" clip-encode --weights="$f/weights.pth" --images_npy="$e/q.npy" --output_dir="$tmp/enc"
 hostile csv-list-fifo 30 2 "train.csv: not a regular file \(a FIFO\)" -- "$reid" dataset-stats --dataset=csv --data_root="$hx/csv_dataset"
 hostile report-history-fifo 30 2 "history.jsonl: not a regular file \(a FIFO\)" -- "$reid" report --run_dir="$hx/run_fifo_history"
 hostile report-html-is-dir 30 2 "report.html: exists and is not a regular file \(a directory\)" -- "$reid" report --run_dir="$hx/run_report_dir"
@@ -115,7 +115,7 @@ hostile config-lr-1e300 30 2 "stage2.base_lr = 1e\+300: must be in \(0, 10\] \(a
 hostile config-lr-1e300-stage1 30 2 "stage1.base_lr = 1e\+300" -- "$reid" print-config --set='stage1 { base_lr: 1e300 }'
 
 data=$tmp/data
-"$reid" synth --out="$data" --ids=18 --cameras=3 --images_per_id=6 --seed=3 --height=64 \
+"$reid" synth --output_dir="$data" --ids=18 --cameras=3 --images_per_id=6 --seed=3 --height=64 \
   --width=32 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
 base=(--config=configs/synthetic_tiny.textproto --data_root="$data"
   --set='stage1 { max_epochs: 40 ims_per_batch: 24 log_period: 1 checkpoint_period: 1 }'

@@ -34,7 +34,7 @@ hostile() {
 }
 
 # clip-encode of the fixture images; append --weights=FILE.
-encode=("$reid" clip-encode --images_npy="$tmp/fx/images.npy" --out_dir="$tmp/enc")
+encode=("$reid" clip-encode --images_npy="$tmp/fx/images.npy" --output_dir="$tmp/enc")
 
 # 1. Tensor views outside their storage (SIGSEGV / silent heap copy before).
 for f in oob_offset_segv oob_offset_heap oob_size oob_stride overflow_stride negative_size \
@@ -56,7 +56,7 @@ hostile pth-long1-wide 30 "long1_wide.pth.*wider than 64 bits" -- "${encode[@]}"
 for hw in 32x4 4x32 0x0; do
   hostile "images-$hw" 30 "images_$hw.npy: images $hw.* smaller than the patch 8" -- \
     "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" --images_npy="$hx/images_$hw.npy" \
-    --out_dir="$tmp/enc"
+    --output_dir="$tmp/enc"
 done
 hostile patch-larger-than-images 30 "images 32x32 are smaller than the patch 40" -- \
   "${encode[@]}" --weights="$hx/patch_40.pth"
@@ -86,19 +86,19 @@ hostile image-size-huge 30 "image_size = '100000x100000'" -- \
 hostile image-size-overflow 30 "image_size = '99999999999999999999x8'" -- \
   "${encode[@]}" --weights="$tmp/fx/clip_state.pth" --image_size=99999999999999999999x8
 touch "$tmp/a_file"
-hostile out-dir-is-file 30 "out_dir '.*a_file' exists and is not a directory" -- \
+hostile out-dir-is-file 30 "output_dir '.*a_file' exists and is not a directory" -- \
   "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx/images.npy" \
-  --out_dir="$tmp/a_file"
-hostile out-dir-no-parent 30 "out_dir '.*no/such/dir'.*parent folder" -- \
+  --output_dir="$tmp/a_file"
+hostile out-dir-no-parent 30 "output_dir '.*no/such/dir'.*parent folder" -- \
   "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx/images.npy" \
-  --out_dir="$tmp/no/such/dir"
+  --output_dir="$tmp/no/such/dir"
 hostile weights-is-dir 30 "weights file '.*' .*not a readable regular file" -- \
   "${encode[@]}" --weights="$tmp"
 
 # 6 and 8. .npy headers: sizes checked against the file before allocating, strict shapes.
 npy() {  # npy NAME PATTERN: clip-encode with --images_npy=$hx/NAME.npy
   hostile "$1" 30 "$1.npy'?: .*$2" -- "$reid" clip-encode --weights="$tmp/fx/clip_state.pth" \
-    --images_npy="$hx/$1.npy" --out_dir="$tmp/enc"
+    --images_npy="$hx/$1.npy" --output_dir="$tmp/enc"
 }
 npy npy_header_4gb "header of 4294967280 bytes"
 npy npy_negative "bad shape \(-1, 3\)"
@@ -109,7 +109,7 @@ npy npy_shape_junk "bad shape \(1,3,3a2,32\)"
 npy npy_truncated "needs 12288 bytes of data but the file holds 100"
 npy npy_no_shape "bad shape"
 hostile npy-is-dir 30 "$tmp/fx'?: not a regular file" -- "$reid" clip-encode \
-  --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx" --out_dir="$tmp/enc"
+  --weights="$tmp/fx/clip_state.pth" --images_npy="$tmp/fx" --output_dir="$tmp/enc"
 
 # 4. Tokenizer: linear time on a 1 MB line and a 1 MB word (45 s and > 60 s before).
 merges=../shared/clip/bpe_simple_vocab_16e6.txt.gz
@@ -145,20 +145,20 @@ if [[ -f $merges ]]; then
 fi
 
 # 5. Bad flag values are exit 2 (gflags exits 1 by itself); positional arguments are rejected.
-hostile flag-int 30 "ids = 'abc': not a valid int32" -- "$reid" synth --out="$tmp/s" --ids=abc
+hostile flag-int 30 "ids = 'abc': not a valid int32" -- "$reid" synth --output_dir="$tmp/s" --ids=abc
 hostile flag-int-range 30 "ids = '99999999999': not a valid int32" -- \
-  "$reid" synth --out="$tmp/s" --ids=99999999999
+  "$reid" synth --output_dir="$tmp/s" --ids=99999999999
 hostile flag-bool 30 "json = '2': not a valid bool" -- "$reid" dataset-stats --data_root="$tmp" --json=2
 hostile flag-bare 30 "config needs a value" -- "$reid" print-config --config
 hostile positional 30 "takes no positional argument, got 'file.txt'" -- "$reid" tokenize file.txt
 
 # 6. Caps: synth plans, echoed parser text, number of problems.
-hostile synth-out-is-file 30 "out '.*a_file' exists and is not a directory" -- \
-  "$reid" synth --out="$tmp/a_file"
+hostile synth-out-is-file 30 "output_dir '.*a_file' exists and is not a directory" -- \
+  "$reid" synth --output_dir="$tmp/a_file"
 hostile synth-huge 30 "images_per_id = 2147483647" -- \
-  "$reid" synth --out="$tmp/s" --images_per_id=2147483647
+  "$reid" synth --output_dir="$tmp/s" --images_per_id=2147483647
 hostile synth-product 30 "images per split; at most 1000000" -- \
-  "$reid" synth --out="$tmp/s" --ids=4999 --images_per_id=1000
+  "$reid" synth --output_dir="$tmp/s" --ids=4999 --images_per_id=1000
 hostile config-long-line 30 "config_long_line.textproto:[0-9]+:[0-9]+: .*no field named \"x+\.\.\." -- \
   "$reid" print-config --config="$hx/config_long_line.textproto"
 "$reid" print-config --config="$hx/config_many_steps.textproto" >"$tmp/out" 2>&1

@@ -55,7 +55,7 @@ PY
 printf '{"mAP":0.7,"cmc":[0.8,0.85,0.88,0.9,0.91,0.92,0.93,0.94,0.95,0.96],"num_valid_queries":64,"num_query":64,"num_gallery":320,"stage":2,"epoch":8}\n' >"$run/metrics.json"
 cp configs/synthetic_tiny.textproto "$run/config.textproto"
 printf 'name: "</pre><script>document.title=\\"pwned\\"</script>"\n' >>"$run/config.textproto"
-"$reid" synth --out="$tmp/synth" --ids=2 --images_per_id=2 --cameras=2 >/dev/null 2>&1 &&
+"$reid" synth --output_dir="$tmp/synth" --ids=2 --images_per_id=2 --cameras=2 >/dev/null 2>&1 &&
   cp "$(find "$tmp/synth" -name '*.jpg' | head -1)" "$run/retrieval_grid.jpg"
 [[ -f $run/retrieval_grid.jpg ]] && ok "retrieval grid JPEG from reid synth" || bad "reid synth"
 

@@ -36,7 +36,7 @@ final() { ls -d "$1"/checkpoints/s2-* 2>/dev/null | sort | tail -1; }
 
 # The synthetic config shrunk to ~20 s for 2 ranks on 2 cores, as one file (the template takes
 # a config path; --set overrides would not survive REID_ARGS' word splitting).
-"$reid" synth --out="$tmp/data" --ids=18 --cameras=3 --images_per_id=6 --seed=3 --height=64 \
+"$reid" synth --output_dir="$tmp/data" --ids=18 --cameras=3 --images_per_id=6 --seed=3 --height=64 \
   --width=32 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
 "$reid" print-config --config=configs/synthetic_tiny.textproto \
   --set="data { root: \"$tmp/data\" num_workers: 1 }" \

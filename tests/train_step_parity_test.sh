@@ -25,7 +25,7 @@ if ! "$python" -c "import torch, PIL" 2>/dev/null; then
 fi
 
 data="$tmp/data"
-"$reid" synth --out="$data" --ids=8 --cameras=4 --images_per_id=4 --seed=7 --height=128 \
+"$reid" synth --output_dir="$data" --ids=8 --cameras=4 --images_per_id=4 --seed=7 --height=128 \
   --width=64 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
 base=(--config=configs/synthetic_tiny.textproto
   --set='stage1 { max_epochs: 1 ims_per_batch: 64 }'

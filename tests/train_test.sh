@@ -12,7 +12,7 @@ export OMP_NUM_THREADS=1
 
 # A small run of the tiny config: 18 ids, P = 6 (divisible by 1, 2, 3 ranks), 2 + 2 epochs.
 data="$tmp/data"
-"$reid" synth --out="$data" --ids=18 --cameras=3 --images_per_id=6 --seed=3 --height=64 \
+"$reid" synth --output_dir="$data" --ids=18 --cameras=3 --images_per_id=6 --seed=3 --height=64 \
   --width=32 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
 base=(--config=configs/synthetic_tiny.textproto --data_root="$data"
   --set='stage1 { max_epochs: 2 ims_per_batch: 24 log_period: 1 checkpoint_period: 1 }'

@@ -23,7 +23,7 @@ source "$(dirname "$0")/../scripts/mpi_env.sh"
 export OMP_NUM_THREADS=1
 
 data="$tmp/data"
-"$reid" synth --out="$data" --ids=13 --cameras=3 --images_per_id=7 --seed=3 --height=64 \
+"$reid" synth --output_dir="$data" --ids=13 --cameras=3 --images_per_id=7 --seed=3 --height=64 \
   --width=32 >/dev/null || { echo "FAIL: reid synth"; exit 1; }
 base=(--config=configs/synthetic_tiny.textproto --data_root="$data"
   --set='stage1 { max_epochs: 2 ims_per_batch: 5 optimizer: SGD base_lr: 0.5 lr_min: 0.5 warmup_epochs: 0 }'

@@ -26,7 +26,7 @@ DEFINE_string(image_size, "",
               "HxW: resize the positional embedding to this image's patch grid "
               "first, as CLIP-ReID does; empty = the checkpoint's grid");
 DEFINE_string(texts_file, "", "One text per line");
-DEFINE_string(out_dir, "", "Folder for image_features.npy and text_features.npy (created)");
+DECLARE_string(output_dir);
 
 namespace reid::trainer {
 namespace {
@@ -151,9 +151,9 @@ int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
 
 int RunClipEncode(int /*argc*/, char** /*argv*/,
                   const std::vector<std::string>& /*set_overrides*/) {
-  if (FLAGS_weights.empty() || FLAGS_out_dir.empty() ||
+  if (FLAGS_weights.empty() || FLAGS_output_dir.empty() ||
       (FLAGS_images_npy.empty() && FLAGS_texts_file.empty())) {
-    std::cerr << "error: reid clip-encode needs --weights, --out_dir and --images_npy and/or "
+    std::cerr << "error: reid clip-encode needs --weights, --output_dir and --images_npy and/or "
                  "--texts_file\n";
     return kExitUsage;
   }
@@ -163,9 +163,9 @@ int RunClipEncode(int /*argc*/, char** /*argv*/,
               << "': want HxW with sides 1.." << kMaxImageSide << ", e.g. 256x128\n";
     return kExitUsage;
   }
-  const Status out_dir = CheckOutDir(FLAGS_out_dir);
+  const Status out_dir = CheckOutDir(FLAGS_output_dir);
   if (!out_dir.ok()) {
-    std::cerr << "error: --out_dir '" << FLAGS_out_dir << "' " << out_dir.message() << "\n";
+    std::cerr << "error: --output_dir '" << FLAGS_output_dir << "' " << out_dir.message() << "\n";
     return kExitUsage;
   }
   StatusOr<model::Clip> loaded = model::LoadClip(FLAGS_weights);
@@ -190,14 +190,14 @@ int RunClipEncode(int /*argc*/, char** /*argv*/,
     }
     clip->visual->ResizeGrid(gh, gw);
   }
-  if (mkdir(FLAGS_out_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    std::cerr << "error: --out_dir '" << FLAGS_out_dir << "': cannot create: " << strerror(errno)
-              << "\n";
+  if (mkdir(FLAGS_output_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    std::cerr << "error: --output_dir '" << FLAGS_output_dir
+              << "': cannot create: " << strerror(errno) << "\n";
     return kExitUsage;
   }
   int status = kExitOk;
-  if (!FLAGS_images_npy.empty()) status = EncodeImages(*clip, FLAGS_out_dir);
-  if (status == kExitOk && !FLAGS_texts_file.empty()) status = EncodeTexts(*clip, FLAGS_out_dir);
+  if (!FLAGS_images_npy.empty()) status = EncodeImages(*clip, FLAGS_output_dir);
+  if (status == kExitOk && !FLAGS_texts_file.empty()) status = EncodeTexts(*clip, FLAGS_output_dir);
   return status;
 }
 

@@ -52,7 +52,8 @@ int Fail(const char* cmd, const Status& s, int rank) {
 
 namespace {
 
-// --dataset NAME -> data.dataset (the names of `reid dataset-stats`).
+// --dataset NAME -> data.dataset: the enum's name in lowercase (`reid dataset-stats` takes the
+// same), and dukemtmc for dukemtmcreid.
 Status ApplyDatasetFlag(proto::DataConfig* data) {
   if (gflags::GetCommandLineFlagInfoOrDie("dataset").is_default) return Status::Ok();
   static const std::vector<std::pair<const char*, proto::DataConfig::Dataset>> kNames = {
@@ -68,8 +69,9 @@ Status ApplyDatasetFlag(proto::DataConfig* data) {
       return Status::Ok();
     }
   }
-  return Status::InvalidArgument("--dataset = '" + FLAGS_dataset +
-                                 "': expected market1501, dukemtmcreid, msmt17, csv or synthetic");
+  return Status::InvalidArgument(
+      "--dataset = '" + FLAGS_dataset +
+      "': expected market1501, dukemtmcreid (or dukemtmc), msmt17, csv or synthetic");
 }
 
 }  // namespace

@@ -8,8 +8,8 @@
 #include "trainer/commands.h"
 
 DEFINE_string(dataset, "market1501",
-              "Dataset layout: market1501, dukemtmcreid, msmt17, csv or "
-              "synthetic (= market1501 layout)");
+              "Dataset, the lowercase of the config's data.dataset: market1501, dukemtmcreid "
+              "(alias dukemtmc), msmt17, csv or synthetic (= market1501 layout)");
 DEFINE_string(data_root, "", "Dataset folder, or its parent holding the standard folder name");
 DEFINE_bool(json, false, "Print one JSON object instead of a table");
 
@@ -20,7 +20,7 @@ int RunDatasetStats(int /*argc*/, char** /*argv*/,
   data::DatasetKind kind;
   if (!data::ParseDatasetKind(FLAGS_dataset, &kind)) {
     std::cerr << "error: --dataset = '" << FLAGS_dataset
-              << "': expected market1501, dukemtmcreid, msmt17, csv or synthetic\n";
+              << "': expected market1501, dukemtmcreid (or dukemtmc), msmt17, csv or synthetic\n";
     return kExitUsage;
   }
   if (FLAGS_data_root.empty()) {

@@ -23,7 +23,9 @@
 #include "trainer/eval/retrieval_grid.h"
 
 DECLARE_string(data_root);
-DECLARE_string(out);
+DEFINE_string(out, "",
+              "Output file: extract, embed: PREFIX of PREFIX.npy and PREFIX.csv; export: the "
+              ".pth / .onnx file (folders are --output_dir)");
 DEFINE_string(checkpoint, "", "Checkpoint directory, or a run directory for its newest valid one");
 DEFINE_bool(rerank, false, "k-reciprocal re-ranking (eval.rerank_k1/k2/lambda); also eval.rerank");
 DEFINE_string(out_json, "", "Write the result as one JSON object to this file");

@@ -1,4 +1,4 @@
-// `reid synth`: writes the synthetic Market-1501-layout dataset (data/synth.h) to --out. Its
+// `reid synth`: writes the synthetic Market-1501-layout dataset (data/synth.h) to --output_dir. Its
 // values are the config's data.synthetic block; the flags --ids ... --width are shortcuts written
 // into those fields and validated by the config's own validator (same rules, same messages).
 #include <gflags/gflags.h>
@@ -14,7 +14,7 @@
 #include "trainer/commands.h"
 #include "trainer/config_flags.h"
 
-DEFINE_string(out, "", "Output folder of the synthetic dataset (created)");
+DECLARE_string(output_dir);
 DEFINE_int32(ids, 64, "Shortcut for data.synthetic.ids: identities in train (and as many in test)");
 DEFINE_int32(cameras, 4, "Shortcut for data.synthetic.cameras: cameras, 2..9");
 DEFINE_int32(images_per_id, 8, "Shortcut for data.synthetic.images_per_id");
@@ -48,13 +48,13 @@ std::string FlagsAsOverride() {
 }  // namespace
 
 int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
-  if (FLAGS_out.empty()) {
-    std::cerr << "error: --out is required\n";
+  if (FLAGS_output_dir.empty()) {
+    std::cerr << "error: --output_dir is required\n";
     return kExitUsage;
   }
   struct stat st;
-  if (stat(FLAGS_out.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
-    std::cerr << "error: --out '" << FLAGS_out << "' exists and is not a directory\n";
+  if (stat(FLAGS_output_dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
+    std::cerr << "error: --output_dir '" << FLAGS_output_dir << "' exists and is not a directory\n";
     return kExitUsage;
   }
   const std::string shortcut = FlagsAsOverride();
@@ -65,7 +65,7 @@ int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   data::SynthOptions opt = data::SynthOptionsFromConfig(cfg.data());
   opt.threads = std::max(1u, std::thread::hardware_concurrency());
   const auto start = std::chrono::steady_clock::now();
-  const StatusOr<data::SynthSummary> written = data::GenerateSynthetic(opt, FLAGS_out);
+  const StatusOr<data::SynthSummary> written = data::GenerateSynthetic(opt, FLAGS_output_dir);
   if (!written.ok()) {
     std::cerr << "error: " << written.status().message() << "\n";
     return written.status().exit_code();
@@ -75,7 +75,7 @@ int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const int64_t total = s.train_images + s.query_images + s.gallery_images + s.distractors + s.junk;
   std::cout << "wrote " << total << " JPEGs (" << opt.height << "x" << opt.width << ") to "
-            << FLAGS_out << ": train " << s.train_images << ", query " << s.query_images
+            << FLAGS_output_dir << ": train " << s.train_images << ", query " << s.query_images
             << ", gallery " << s.gallery_images << " + " << s.distractors << " distractors + "
             << s.junk << " junk, in " << secs << " s\n";
   return kExitOk;

@@ -30,7 +30,10 @@
 DECLARE_string(bpe_vocab);
 DECLARE_string(data_root);
 DECLARE_string(weights);
-DEFINE_string(output_dir, "", "Run directory: config, logs, checkpoints, metrics.json (created)");
+DEFINE_string(output_dir, "",
+              "Output folder (created): train: the run directory (config, logs, checkpoints, "
+              "metrics.json); import: the checkpoint's run directory; synth: the dataset; "
+              "clip-encode: image_features.npy / text_features.npy");
 DEFINE_string(resume, "",
               "'auto' = newest valid checkpoint in --output_dir (fresh start if none), or a "
               "checkpoint directory / run directory; empty = fresh start");

@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <exception>
 #include <iostream>
 #include <new>
@@ -20,11 +21,18 @@
 namespace reid::trainer {
 namespace {
 
+// An old spelling of a flag, kept for one release: renamed to `now` with a one-line warning.
+struct DeprecatedFlag {
+  const char* old;
+  const char* now;
+};
+
 struct Subcommand {
   const char* name;
   const char* summary;
   std::vector<const char*> flags;  // the flags this subcommand reads (shown by --help)
   int (*run)(int argc, char** argv, const std::vector<std::string>& set_overrides);
+  std::vector<DeprecatedFlag> deprecated = {};  // old spellings of `flags` (also shown by --help)
 };
 
 const std::vector<Subcommand>& Table() {
@@ -75,16 +83,19 @@ const std::vector<Subcommand>& Table() {
        RunDatasetStats},
       {"synth",
        "write the synthetic Market-1501-layout dataset of JPEGs",
-       {"config", "set", "out", "ids", "cameras", "images_per_id", "seed", "height", "width"},
-       RunSynth},
+       {"config", "set", "output_dir", "ids", "cameras", "images_per_id", "seed", "height",
+        "width"},
+       RunSynth,
+       {{"out", "output_dir"}}},
       {"tokenize",
        "print CLIP token ids of each stdin line (start/end tokens, no padding)",
        {"bpe_vocab", "context_length", "truncate"},
        RunTokenize},
       {"clip-encode",
        "CLIP image/text features of a checkpoint as .npy (as OpenAI's encode_*)",
-       {"weights", "bpe_vocab", "images_npy", "image_size", "texts_file", "out_dir"},
-       RunClipEncode},
+       {"weights", "bpe_vocab", "images_npy", "image_size", "texts_file", "output_dir"},
+       RunClipEncode,
+       {{"out_dir", "output_dir"}}},
   };
   return table;
 }
@@ -113,6 +124,36 @@ void PrintSubcommandHelp(const Subcommand& s) {
               << ", default \"" << info.default_value << "\")\n";
   }
   if (s.flags.empty()) std::cout << "  (none)\n";
+  for (const DeprecatedFlag& d : s.deprecated) {
+    std::cout << "  --" << d.old << "  deprecated spelling of --" << d.now
+              << " (accepted with a warning; removed in the next release)\n";
+  }
+}
+
+// Flag spellings are one per meaning across subcommands: --output_dir=DIR for every output
+// folder, --out=FILE|PREFIX for file outputs, --run_dir=DIR for a run directory that is read.
+// Old spellings are renamed here, per subcommand, with a warning; not gflags alias flags, because
+// flags are global and --out still names a file in extract/embed/export while synth's old --out
+// was a folder. `storage` holds the rewritten arguments.
+void RenameDeprecatedFlags(const Subcommand& s, std::vector<char*>* args,
+                           std::deque<std::string>* storage) {
+  for (size_t i = 1; i < args->size(); ++i) {
+    const std::string a = (*args)[i];
+    if (a == "--") break;
+    if (a.rfind("-", 0) != 0) continue;
+    const size_t start = a.find_first_not_of('-');
+    if (start == std::string::npos) continue;
+    const size_t eq = a.find('=');
+    const std::string name = a.substr(start, eq == std::string::npos ? eq : eq - start);
+    for (const DeprecatedFlag& d : s.deprecated) {
+      if (name != d.old) continue;
+      std::cerr << "warning: reid " << s.name << ": --" << d.old << " is deprecated, use --"
+                << d.now << " (the old spelling is removed in the next release)\n";
+      storage->push_back(a.substr(0, start) + d.now +
+                         (eq == std::string::npos ? "" : a.substr(eq)));
+      (*args)[i] = storage->back().data();
+    }
+  }
 }
 
 // LibTorch defaults to one intra-op thread here: give this process its share of the cores (all of
@@ -219,6 +260,8 @@ int Dispatch(int argc, char** argv) {
     }
     args.push_back(argv[i]);
   }
+  std::deque<std::string> renamed;  // the renamed arguments, which args points into
+  RenameDeprecatedFlags(*sub, &args, &renamed);
   // Before --set is taken out, so that a subcommand which reads no config rejects it too.
   if (!CheckFlagsBelongTo(*sub, args)) return kExitUsage;
   std::vector<std::string> set_overrides;
