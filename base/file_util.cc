@@ -231,8 +231,8 @@ Status ReadRegularFileInChunks(const std::string& path, uint64_t max_bytes, cons
   std::vector<char> buffer(std::max<size_t>(chunk_bytes, 1));
   uint64_t got = 0;
   for (;;) {  // up to the size fstat gave, then one read more to notice a file that grew
-    const size_t want = got < size ? static_cast<size_t>(std::min<uint64_t>(size - got, buffer.size()))
-                                   : 1;
+    const size_t want =
+        got < size ? static_cast<size_t>(std::min<uint64_t>(size - got, buffer.size())) : 1;
     const ssize_t n = read(fd.get(), buffer.data(), want);
     if (n < 0) {
       if (errno == EINTR) continue;

@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""The one-way dependency rules between folders (DESIGN.md 2), checked over the include lines as
-Chromium's checkdeps does: each folder's DEPS file lists the project folders its files may include
-("+prefix/" lines); a folder without DEPS inherits its parent's. Project includes are the quoted
-ones that name a file of this repository. "-prefix" lines forbid any include (quoted or <angle>)
-starting with prefix, e.g. "-torch/" keeps LibTorch out of monitoring/. A DEPS line "link: none"
-also forbids the folder's CMakeLists.txt to link any library defined elsewhere in the project
-(reid-launch starts trainers and links none of their libraries). Exit 1 listing every violation.
-Usage: tests/check_deps.py [ROOT]"""
+"""The one-way dependency rules between folders (docs/design.md 2.4), checked over the include
+lines as Chromium's checkdeps does: each folder's DEPS file lists the project folders its files may
+include ("+prefix/" lines); a folder without DEPS inherits its parent's. Project includes are the
+quoted ones that name a file of this repository. "-prefix" lines forbid any include (quoted or
+<angle>) starting with prefix, e.g. "-torch/" keeps LibTorch out of monitoring/. A DEPS line
+"link: none" also forbids the folder's CMakeLists.txt to link any library defined elsewhere in the
+project (reid-launch starts trainers and links none of their libraries). Exit 1 listing every
+violation. Usage: tests/check_deps.py [ROOT]"""
 import os
 import re
 import sys

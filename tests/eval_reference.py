@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """The reference evaluation (CLIP-ReID utils/metrics.py eval_func + euclidean_distance,
-utils/reranking.py re_ranking; reference/clipreid.md 9) on generated cases, for `reid eval`.
+utils/reranking.py re_ranking; docs/design.md 10) on generated cases, for `reid eval`.
 
 Usage: eval_reference.py OUT_DIR
 Writes, per case, OUT_DIR/CASE/{q.npy,g.npy,q.csv,g.csv,args,expected.json}: features, meta, the
@@ -249,8 +249,8 @@ def tied_cases(out, rng):
 
 
 def test_vector(out):
-    """reference/clipreid.md 9: the distmat realised by features (q_i = e_i, g_j . q_i = -d_ij/2,
-    equal gallery norms), evaluated without normalisation; the expected CMC/mAP are the brief's."""
+    """docs/design.md 10.1: the distmat realised by features (q_i = e_i, g_j . q_i = -d_ij/2,
+    equal gallery norms), evaluated without normalisation; the expected CMC/mAP are the page's."""
     distmat = np.array([[.4, .1, .2, .9, .3, .7], [.8, .2, .4, .1, .6, .3],
                         [.5, .4, .3, .2, .1, .6]], dtype=np.float32)
     g = -distmat.T / 2

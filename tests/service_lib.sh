@@ -22,7 +22,7 @@
 #   check NAME CONDITION [LOG]      evaluates CONDITION, prints ok/FAIL, counts failures in $fail
 #   service_finish                  prints the failure count; status 0 when none
 #
-# Prometheus 2.42 facts (shared/recipes): values are queryable ~6.5 s after it starts (start it
+# Prometheus 2.42 facts: values are queryable ~6.5 s after it starts (start it
 # first); Debian's Pushgateway persists to /var/lib by default (always pass --persistence.file);
 # pushed text must end with a newline.
 

@@ -5,7 +5,7 @@
 #   slurm_start                     # exports SLURM_CONF; trap slurm_stop on EXIT
 #   slurm_wait_job ID [TIMEOUT_S]   # polls `scontrol show job -o`, prints the final JobState
 #   slurm_stop                      # cancels leftover jobs, stops the daemons by PID
-# Pitfalls handled (see also DESIGN.md 11): munged wants every folder on its socket path o+x;
+# Pitfalls handled: munged wants every folder on its socket path o+x;
 # every client needs SLURM_CONF and the munge socket (AuthInfo=socket=); the node's topology is
 # copied from `slurmd -C` and RealMemory kept below what slurmd sees (else the node is drained);
 # batch_sched_delay=0 (else jobs start up to 3 s late); `sbatch --wait` polls slowly, so we poll.

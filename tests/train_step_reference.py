@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """One training step of each stage of the improved CLIP-ReID in Python PyTorch, following
 CLIP-ReID's processor_clipreid_stage{1,2}.py, make_loss.py, make_optimizer_prompt.py and
-scheduler_factory.py (../shared/reference/clipreid.md 6-8) plus the paper's context adjustment
-network g and cross-modal attention (DESIGN.md 4), checked against `reid train`'s checkpoints.
+scheduler_factory.py (docs/design.md 5-7) plus the paper's context adjustment network g and
+cross-modal attention (docs/design.md 4.4, 4.5), checked against `reid train`'s checkpoints.
 
   train_step_reference.py check --config=EFFECTIVE.textproto --data_root=DIR --before=CKPT
       --after_stage1=CKPT --after_stage2=CKPT [--tol=1e-5]

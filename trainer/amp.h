@@ -1,4 +1,4 @@
-// Mixed precision on CUDA (DESIGN.md 5): the autocast region around the forward pass and the
+// Mixed precision on CUDA (docs/design.md 5.5): the autocast region around the forward pass and the
 // dynamic loss scaling that float16 needs (the algorithm of torch.cuda.amp.GradScaler), with the
 // skip decision agreed by every rank. bfloat16 autocast needs no scaling; on CPU training is fp32.
 #pragma once

@@ -181,13 +181,14 @@ Status ParseMeta(const std::string& path, proto::CheckpointMeta* meta) {
 
 Status CheckFormatVersion(const std::string& path, const proto::CheckpointMeta& meta) {
   if (meta.format_version() == kCheckpointFormatVersion) return Status::Ok();
-  const std::string where = path + "/" + kMeta + ": format_version " +
-                            std::to_string(meta.format_version());
+  const std::string where =
+      path + "/" + kMeta + ": format_version " + std::to_string(meta.format_version());
   if (meta.format_version() == 1) {
     return Status::InvalidArgument(
-        where + ", written by an earlier build: its tensor files are LibTorch archives, which "
-                "only the TorchScript loader reads, and that loader runs code from the file; this "
-                "build reads format " +
+        where +
+        ", written by an earlier build: its tensor files are LibTorch archives, which "
+        "only the TorchScript loader reads, and that loader runs code from the file; this "
+        "build reads format " +
         std::to_string(kCheckpointFormatVersion) +
         " (torch.save zips) only. Resume it with the build that wrote it, or train anew");
   }
@@ -217,13 +218,12 @@ Status VerifyFile(const std::string& path, const proto::CheckpointMeta& meta,
                             std::to_string(e.size_bytes()));
   }
   uint32_t crc = static_cast<uint32_t>(crc32(0L, Z_NULL, 0));
-  REID_RETURN_IF_ERROR(AsDamage(
-      base::ReadRegularFileInChunks(file, size, e.path(), kCrcChunkBytes,
-                                    [&crc](const char* data, size_t n) {
-                                      crc = Crc32Update(crc, data, n);
-                                      return Status::Ok();
-                                    }),
-      file));
+  REID_RETURN_IF_ERROR(AsDamage(base::ReadRegularFileInChunks(file, size, e.path(), kCrcChunkBytes,
+                                                              [&crc](const char* data, size_t n) {
+                                                                crc = Crc32Update(crc, data, n);
+                                                                return Status::Ok();
+                                                              }),
+                                file));
   if (crc != e.crc32()) return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
   return Status::Ok();
 }
@@ -493,9 +493,9 @@ Status VerifyCheckpoint(const std::string& path, proto::CheckpointMeta* meta) {
 uint64_t CheckpointFileLimit(const proto::CheckpointMeta& meta, const std::string& name) {
   const proto::FileEntry* model = FindEntry(meta, "model.pt");
   const uint64_t model_bytes =
-      model == nullptr ? 0
-                       : std::min<uint64_t>(std::max<int64_t>(model->size_bytes(), 0),
-                                            kMaxModelFileBytes);
+      model == nullptr
+          ? 0
+          : std::min<uint64_t>(std::max<int64_t>(model->size_bytes(), 0), kMaxModelFileBytes);
   if (name == "model.pt") return kMaxModelFileBytes;
   if (name == "optimizer.pt") return 3 * model_bytes + 16 * kMiB;
   if (name == "class_centers.pt") return model_bytes + kMiB;
@@ -530,7 +530,8 @@ StatusOr<std::string> ReadCheckpointFile(const std::string& path, const proto::C
     return Status::DataLoss(file + ": " + std::to_string(bytes->size()) + " bytes, meta.pb says " +
                             std::to_string(e->size_bytes()));
   }
-  if (Crc32(*bytes) != e->crc32()) return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
+  if (Crc32(*bytes) != e->crc32())
+    return Status::DataLoss(file + ": CRC-32 mismatch (file damaged)");
   return bytes;
 }
 

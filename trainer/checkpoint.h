@@ -1,8 +1,8 @@
-// Checkpoints (DESIGN.md 9): a directory of tensor files (torch.save zips, read by our own bounded
-// reader: loading one runs no code) plus meta.pb (proto::CheckpointMeta: stage, position, config,
-// metrics, every file's size and CRC-32) and its text twin meta.txtpb. Written to a temporary
-// directory, fsynced, renamed into place; then index.txtpb (proto::CheckpointIndex) is replaced
-// atomically. A failed write leaves the previous checkpoints and the index as they were.
+// Checkpoints (docs/design.md 11): a directory of tensor files (torch.save zips, read by our own
+// bounded reader: loading one runs no code) plus meta.pb (proto::CheckpointMeta: stage, position,
+// config, metrics, every file's size and CRC-32) and its text twin meta.txtpb. Written to a
+// temporary directory, fsynced, renamed into place; then index.txtpb (proto::CheckpointIndex) is
+// replaced atomically. A failed write leaves the previous checkpoints and the index as they were.
 // Checkpoints are ordered by the position their meta.pb records, never by their names.
 #pragma once
 

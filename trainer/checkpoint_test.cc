@@ -51,7 +51,8 @@ class CheckpointTest : public ::testing::Test {
     std::ifstream in(path + "/meta.pb", std::ios::binary);
     ASSERT_TRUE(meta.ParseFromIstream(&in));
     edit(&meta);
-    std::ofstream(path + "/meta.pb", std::ios::binary | std::ios::trunc) << meta.SerializeAsString();
+    std::ofstream(path + "/meta.pb", std::ios::binary | std::ios::trunc)
+        << meta.SerializeAsString();
   }
   int keep_last_n_ = 2;
   std::string dir_;
@@ -120,7 +121,7 @@ TEST_F(CheckpointTest, KeepsLastNBestAndLastStage1) {
   ASSERT_TRUE(Write(store, 2, 3, 0.6).ok());
   ASSERT_TRUE(Write(store, 2, 4, 0.7).ok());
   EXPECT_EQ(Left(), (std::vector<std::string>{CheckpointName(1, 5, 0), CheckpointName(2, 1, 0),
-                                            CheckpointName(2, 3, 0), CheckpointName(2, 4, 0)}));
+                                              CheckpointName(2, 3, 0), CheckpointName(2, 4, 0)}));
 }
 
 TEST_F(CheckpointTest, WritesFormat2TensorFilesThatKeepDtypes) {
@@ -238,15 +239,17 @@ TEST_F(CheckpointTest, FilesMustBeRegularAndWithinTheirLimit) {
   EXPECT_EQ(s.code(), Status::Code::kDataLoss);
   EXPECT_EQ(s.message(), model + ": 4.3 GB is more than the 4 GiB limit for model.pt");
   s = ReadCheckpointFile(path, meta, "model.pt").status();
-  EXPECT_EQ(s.message(), model + ": 4.3 GB (4294971392 bytes) is more than the 4 GiB limit for model.pt");
+  EXPECT_EQ(s.message(),
+            model + ": 4.3 GB (4294971392 bytes) is more than the 4 GiB limit for model.pt");
   // A caller's smaller limit (the model it built) names both sizes and where the limit comes from.
   fs::resize_file(model, 3 << 20);
   EditMeta(path, [&](proto::CheckpointMeta* m) { m->mutable_files(0)->set_size_bytes(3 << 20); });
   ASSERT_TRUE(ReadCheckpointMeta(path, &meta).ok());
   s = ReadCheckpointFile(path, meta, "model.pt", 2 << 20, "the model holds 1 MB").status();
   EXPECT_EQ(s.code(), Status::Code::kDataLoss);
-  EXPECT_EQ(s.message(), model + ": 3.1 MB (3145728 bytes) is more than the 2 MiB limit for "
-                                 "model.pt (the model holds 1 MB)");
+  EXPECT_EQ(s.message(), model +
+                             ": 3.1 MB (3145728 bytes) is more than the 2 MiB limit for "
+                             "model.pt (the model holds 1 MB)");
   // The derived limits of the other files.
   meta.set_world_size(4);
   EXPECT_EQ(CheckpointFileLimit(meta, "optimizer.pt"), 3 * (3u << 20) + (16u << 20));
@@ -261,10 +264,9 @@ TEST_F(CheckpointTest, VerifiesLargeFilesInPieces) {
   proto::CheckpointMeta meta;
   meta.set_stage(2);
   meta.mutable_sampler()->set_epoch(1);
-  ASSERT_TRUE(store
-                  .Commit(CheckpointName(2, 1, 0), meta,
-                          {{"model.pt", big}, {"extra.bin", "x"}}, 2, false)
-                  .ok());
+  ASSERT_TRUE(
+      store.Commit(CheckpointName(2, 1, 0), meta, {{"model.pt", big}, {"extra.bin", "x"}}, 2, false)
+          .ok());
   const std::string path = dir_ + "/" + CheckpointName(2, 1, 0);
   EXPECT_TRUE(VerifyCheckpoint(path, &meta).ok());
   {  // the last byte of the last piece
@@ -304,9 +306,9 @@ TEST_F(CheckpointTest, FoldersThatAreNotOursAreLeftAlone) {
   EXPECT_EQ(*store.FindLatestValid(), real);
   ASSERT_TRUE(Write(store, 2, 2).ok());
   ASSERT_TRUE(Write(store, 2, 3).ok());
-  EXPECT_EQ(Left(), (std::vector<std::string>{CheckpointName(2, 3, 0), "s2-e0005-i000000",
-                                              "s2-e0006-i000000", "s9-e0001-i000000",
-                                              "sz-e0001-i000000"}));
+  EXPECT_EQ(Left(),
+            (std::vector<std::string>{CheckpointName(2, 3, 0), "s2-e0005-i000000",
+                                      "s2-e0006-i000000", "s9-e0001-i000000", "sz-e0001-i000000"}));
   EXPECT_EQ(*store.FindLatestValid(), dir_ + "/" + CheckpointName(2, 3, 0));
 }
 
@@ -318,11 +320,12 @@ TEST_F(CheckpointTest, RemovesWhatAKilledWriteLeft) {
   fs::create_directory(dir_ + "/.tmp-" + CheckpointName(2, 3, 0));
   std::ofstream(dir_ + "/.tmp-" + CheckpointName(2, 3, 0) + "/model.pt") << "part";
   std::ofstream(dir_ + "/index.txtpb.tmp") << "latest";
-  fs::rename(dir_ + "/" + b, dir_ + "/.old-" + b);           // killed between the two renames
+  fs::rename(dir_ + "/" + b, dir_ + "/.old-" + b);  // killed between the two renames
   fs::copy(dir_ + "/" + a, dir_ + "/.old-" + a, fs::copy_options::recursive);  // after both
   const std::vector<std::string> notes = store.RemoveLeftovers();
   ASSERT_EQ(notes.size(), 4u);
-  EXPECT_EQ(notes[0], "removed " + dir_ + "/.old-" + a + " (left by a run stopped while replacing it)");
+  EXPECT_EQ(notes[0],
+            "removed " + dir_ + "/.old-" + a + " (left by a run stopped while replacing it)");
   EXPECT_EQ(notes[1], "restored " + dir_ + "/" + b + " from " + dir_ + "/.old-" + b +
                           " (a run stopped while replacing it)");
   EXPECT_EQ(notes[2], "removed " + dir_ + "/.tmp-" + CheckpointName(2, 3, 0) +

@@ -1,5 +1,5 @@
 // The training losses of CLIP-ReID and the improved model, each a plain function of tensors, as
-// the reference code defines them (reference/clipreid.md 7.5, 8.5-8.7). Shapes: B samples,
+// the reference code defines them (docs/design.md 6). Shapes: B samples,
 // K texts/classes, D feature width.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The losses against the reference's test vectors (reference/clipreid.md 14) and against values
+// The losses against the test vectors of docs/design.md 6.3 and against values
 // of the reference definitions on random PK batches (testdata/make_loss_fixtures.py).
 #include "trainer/losses.h"
 

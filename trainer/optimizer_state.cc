@@ -120,8 +120,8 @@ Status RestoreOptimizerState(torch::optim::Optimizer* opt, const NamedTensors& n
     const size_t first = key.find('/'), last = key.rfind('/');
     if (first == std::string::npos || first == last)
       return fail(key, "is not group<G>/<parameter>/<field>");
-    entries[{key.substr(0, first), key.substr(first + 1, last - first - 1)}]
-        .emplace(key.substr(last + 1), t);
+    entries[{key.substr(0, first), key.substr(first + 1, last - first - 1)}].emplace(
+        key.substr(last + 1), t);
   }
   const std::map<const void*, std::string> names = NamesByImpl(named_params);
   std::vector<std::pair<std::string, std::unique_ptr<OptimizerParamState>>> restored;

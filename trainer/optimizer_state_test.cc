@@ -131,12 +131,12 @@ TEST(OptimizerStateTest, NamesEveryFieldByGroupAndParameter) {
   ASSERT_TRUE(state.ok());
   std::vector<std::string> names;
   for (const auto& [name, t] : *state) names.push_back(name);
-  EXPECT_EQ(names, (std::vector<std::string>{
-                       "group0/enc.weight/step", "group0/enc.weight/exp_avg",
-                       "group0/enc.weight/exp_avg_sq", "group0/head.weight/step",
-                       "group0/head.weight/exp_avg", "group0/head.weight/exp_avg_sq",
-                       "group1/enc.bias/step", "group1/enc.bias/exp_avg",
-                       "group1/enc.bias/exp_avg_sq"}));
+  EXPECT_EQ(
+      names,
+      (std::vector<std::string>{
+          "group0/enc.weight/step", "group0/enc.weight/exp_avg", "group0/enc.weight/exp_avg_sq",
+          "group0/head.weight/step", "group0/head.weight/exp_avg", "group0/head.weight/exp_avg_sq",
+          "group1/enc.bias/step", "group1/enc.bias/exp_avg", "group1/enc.bias/exp_avg_sq"}));
   EXPECT_EQ(state->at(0).second.item<int64_t>(), 1);
   // A fresh optimiser has no state and writes no entries.
   auto fresh = MakeOptimizer(proto::SGD, 0.9, m.groups);
@@ -161,7 +161,9 @@ TEST(OptimizerStateTest, RefusesEntriesThatDoNotFit) {
     EXPECT_NE(s.message().find(part), std::string::npos) << s.message();
     EXPECT_EQ(s.message().rfind("x/optimizer.pt: entry '", 0), 0u) << s.message();
   };
-  expect(with([](NamedTensors* t) { t->at(1).second = torch::zeros({3, 4}); }),
+  expect(with([](NamedTensors* t) {
+           t->at(1).second = torch::zeros({3, 4});
+         }),
          "'group0/enc.weight/exp_avg' has shape [3, 4]");
   expect(with([](NamedTensors* t) { t->at(1).second = t->at(1).second.to(torch::kDouble); }),
          "Double, the parameter [4, 3] Float");
@@ -169,7 +171,9 @@ TEST(OptimizerStateTest, RefusesEntriesThatDoNotFit) {
          "'group0/enc.weight/exp_avg_sq' is missing");
   expect(with([](NamedTensors* t) { t->emplace_back("group1/enc.weight/step", t->at(0).second); }),
          "'group1/enc.weight/step' names no parameter");
-  expect(with([](NamedTensors* t) { t->emplace_back("group0/enc.weight/momentum_buffer", t->at(1).second); }),
+  expect(with([](NamedTensors* t) {
+           t->emplace_back("group0/enc.weight/momentum_buffer", t->at(1).second);
+         }),
          "is not a field of this optimizer");
   expect(with([](NamedTensors* t) { t->at(0).second = torch::scalar_tensor(-1, torch::kInt64); }),
          "is not one int64 >= 0");

@@ -69,9 +69,9 @@ StatusOr<std::unique_ptr<OutputDirLock>> OutputDirLock::Acquire(const std::strin
     std::string holder = ReadHolder(fd);
     close(fd);
     if (err == EWOULDBLOCK) {
-      return Status::InvalidArgument(
-          "--output_dir=" + dir + " is in use by another reid train (" +
-          (holder.empty() ? std::string("holder unknown") : holder) + "; lock file " + path + ")");
+      return Status::InvalidArgument("--output_dir=" + dir + " is in use by another reid train (" +
+                                     (holder.empty() ? std::string("holder unknown") : holder) +
+                                     "; lock file " + path + ")");
     }
     return Status::InvalidArgument("--output_dir=" + dir + ": cannot lock " + path + " (" +
                                    std::strerror(err) + ")");

@@ -40,10 +40,10 @@ TEST_F(OutputLockTest, SecondHolderIsRefusedWithTheFirstOnesPidAndHost) {
   auto second = OutputDirLock::Acquire(run);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), Status::Code::kInvalidArgument);
-  EXPECT_EQ(second.status().message(),
-            "--output_dir=" + run + " is in use by another reid train (pid " +
-                std::to_string(getpid()) + " on host " + Host() + "; lock file " + run +
-                "/train.lock)");
+  EXPECT_EQ(second.status().message(), "--output_dir=" + run +
+                                           " is in use by another reid train (pid " +
+                                           std::to_string(getpid()) + " on host " + Host() +
+                                           "; lock file " + run + "/train.lock)");
   first->reset();  // released: the next one takes it
   auto third = OutputDirLock::Acquire(run);
   ASSERT_TRUE(third.ok()) << third.status().message();

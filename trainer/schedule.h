@@ -1,5 +1,5 @@
 // Learning-rate schedules and optimisers of both stages, as CLIP-ReID configures them
-// (reference/clipreid.md 7.3, 8.2, 8.3). Both schedules are stepped once per epoch, at its start,
+// (docs/design.md 7). Both schedules are stepped once per epoch, at its start,
 // with the 1-based epoch number.
 #pragma once
 

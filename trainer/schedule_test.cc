@@ -52,7 +52,7 @@ TEST(ScheduleTest, ReproducesTheReferenceTables) {
       got = constant2.base_lr() * Stage2LrFactor(constant2, r.epoch);
     EXPECT_NEAR(got, r.lr, 1e-9 * std::max(1e-6, r.lr)) << r.schedule << " epoch " << r.epoch;
   }
-  // The reference brief's rounded table (reference/clipreid.md 7.3 and 8.3).
+  // The rounded values of docs/design.md 7.1 and 7.2.
   EXPECT_NEAR(Stage1LearningRate(vit1, 5), 3.4851e-4, 1e-8);
   EXPECT_NEAR(Stage1LearningRate(vit1, 120), 1e-6, 1e-15);
   EXPECT_NEAR(vit2.base_lr() * Stage2LrFactor(vit2, 1), 9.5e-7, 1e-15);

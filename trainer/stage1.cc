@@ -1,4 +1,4 @@
-// Stage 1 (prompt learning, reference/clipreid.md 7): every training image's feature once from
+// Stage 1 (prompt learning, docs/design.md 5.2): every training image's feature once from
 // the frozen image encoder, then per epoch a seeded permutation cut into global batches; text
 // features of the batch labels (+ M from g fed by each sample's cached feature) through the frozen
 // text encoder; L_i2t + L_t2i on the global batch. Also the sharded feature extraction that

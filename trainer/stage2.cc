@@ -1,4 +1,4 @@
-// Stage 2 (image encoder, reference/clipreid.md 8): the frozen text bank of all classes, PK
+// Stage 2 (image encoder, docs/design.md 5.3): the frozen text bank of all classes, PK
 // batches, loss = ID + triplet + I2T on the global batch (cross-modal attention over it when on),
 // synchronised BN necks, evaluation every eval_period epochs.
 #include <iostream>

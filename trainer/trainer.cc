@@ -330,7 +330,8 @@ Status Trainer::RestoreModel(const std::string& path, const proto::CheckpointMet
     if (c->size() != 1 || c->at(0).first != "class_centers" || c->at(0).second.dim() != 2 ||
         c->at(0).second.scalar_type() != torch::kFloat ||
         c->at(0).second.size(0) != dataset_.num_train_pids) {
-      return Status::DataLoss(path + "/class_centers.pt: expected one float32 tensor "
+      return Status::DataLoss(path +
+                              "/class_centers.pt: expected one float32 tensor "
                               "'class_centers' of (classes, D)");
     }
     class_centers_ = c->at(0).second;
@@ -388,12 +389,12 @@ Status Trainer::RestoreRng(const std::string& path, const proto::CheckpointMeta&
   if (saved != ranks_.world_size && ranks_.rank == 0) {
     const int now = ranks_.world_size;
     const int lo = std::min(saved, now), hi = std::max(saved, now) - 1;
-    const std::string ranks =
-        lo == hi ? "rank " + std::to_string(lo)
-                 : "ranks " + std::to_string(lo) + ".." + std::to_string(hi);
+    const std::string ranks = lo == hi ? "rank " + std::to_string(lo)
+                                       : "ranks " + std::to_string(lo) + ".." + std::to_string(hi);
     std::cerr << "warning: --resume: " << path << " was written by " << saved << " rank(s), this "
               << "run has " << now << ": not exact from here on: the RNG streams of " << ranks
-              << (saved > now ? " are dropped" : " are not in the checkpoint (a fresh start's generator)")
+              << (saved > now ? " are dropped"
+                              : " are not in the checkpoint (a fresh start's generator)")
               << " (model, optimizer, loss scale and position are restored)\n";
   }
   return Status::Ok();
@@ -537,7 +538,8 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
     for (int r = 0; r < rngs.size(0); ++r)
       per_rank.emplace_back("rank" + std::to_string(r), rngs[r]);
     add("rng.pt", per_rank);
-    if (class_centers_.defined()) add("class_centers.pt", NamedTensors{{"class_centers", class_centers_}});
+    if (class_centers_.defined())
+      add("class_centers.pt", NamedTensors{{"class_centers", class_centers_}});
     if (scaler_.enabled() && optimizer_) add("scaler.pt", scaler_.State());
     proto::CheckpointMeta meta;
     meta.set_stage(stage);

@@ -1,5 +1,5 @@
-// The two-stage training of the improved CLIP-ReID (DESIGN.md 5): stage 1 learns the prompts over
-// cached image features, stage 2 trains the image side against the frozen text bank; in-loop
+// The two-stage training of the improved CLIP-ReID (docs/design.md 5): stage 1 learns the prompts
+// over cached image features, stage 2 trains the image side against the frozen text bank; in-loop
 // evaluation, checkpoints, exact resume and preemption. One Trainer per rank; every method that
 // says "collective" must be called on every rank in the same order.
 #pragma once

@@ -229,7 +229,7 @@ def write_torchscript(path):
     torch.jit.save(torch.jit.script(Looping()), path)
 
 
-# --- the cases --------------------------------------------------------------------------------------
+# --- the cases -----------------------------------------------------------------------------------
 
 def checkpoints(run):
     """The run's checkpoint folders, oldest first by position."""

@@ -1,4 +1,4 @@
-// The CLIP-ReID evaluation protocol (reference/clipreid.md 9): L2-normalised features, squared
+// The CLIP-ReID evaluation protocol (docs/design.md 10.1): L2-normalised features, squared
 // Euclidean distance, gallery items of the query's pid and camera removed, queries without a
 // remaining match skipped, CMC to max_rank, mAP. Ranking sharded over queries across ranks
 // (gallery on every rank, per-query results reduced), so no rank idles while another ranks.

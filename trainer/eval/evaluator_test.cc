@@ -1,4 +1,4 @@
-// The evaluation protocol against the reference's test vector (reference/clipreid.md 9) and a
+// The evaluation protocol against the test vector of docs/design.md 10.1 and a
 // brute-force re-statement of eval_func on random data.
 #include "trainer/eval/evaluator.h"
 

@@ -1,5 +1,5 @@
 // k-reciprocal re-ranking (Zhong et al., CVPR 2017) as the reference's re_ranking
-// (reference/clipreid.md 9), without its dense (Q+G)^2 matrices: the k-nearest-neighbour lists
+// (docs/design.md 10.2), without its dense (Q+G)^2 matrices: the k-nearest-neighbour lists
 // come from a chunked search over all Q+G items (sharded over ranks), V and its query expansion
 // are sparse rows, and the final (Q, G) distance is produced a chunk of query rows at a time.
 // The fp16 steps of the reference (V, V_qe, the Jaccard sums and distance) are kept bit for bit,

@@ -1,4 +1,4 @@
-// Prompt learner, context adjustment network and cross-modal attention (DESIGN.md §4).
+// Prompt learner, context adjustment network and cross-modal attention (docs/design.md 4).
 #include "trainer/model/prompt.h"
 
 #include <cmath>

@@ -487,17 +487,18 @@ void CheckZipRecordSizes(std::istream* in) {
     dir_offset = LittleEndian(rec, 48, 8);
   }
   if (dir_offset > size || dir_size > size - dir_offset)
-    throw std::runtime_error("zip central directory (" + std::to_string(dir_size) +
-                             " bytes at " + std::to_string(dir_offset) + ") outside the file of " +
+    throw std::runtime_error("zip central directory (" + std::to_string(dir_size) + " bytes at " +
+                             std::to_string(dir_offset) + ") outside the file of " +
                              std::to_string(size) + " bytes");
   if (entries > dir_size / 46)
-    throw std::runtime_error("zip directory claims " + std::to_string(entries) +
-                             " records in " + std::to_string(dir_size) + " bytes");
+    throw std::runtime_error("zip directory claims " + std::to_string(entries) + " records in " +
+                             std::to_string(dir_size) + " bytes");
   const std::string dir = ReadAt(in, dir_offset, dir_size);
   size_t pos = 0;
   for (uint64_t i = 0; i < entries; ++i) {
     if (dir.size() - pos < 46 || dir.compare(pos, 4, "PK\x01\x02") != 0)
-      throw std::runtime_error("zip central directory entry " + std::to_string(i) + " is malformed");
+      throw std::runtime_error("zip central directory entry " + std::to_string(i) +
+                               " is malformed");
     uint64_t compressed = LittleEndian(dir, pos + 20, 4);
     uint64_t uncompressed = LittleEndian(dir, pos + 24, 4);
     uint64_t local = LittleEndian(dir, pos + 42, 4);
@@ -505,7 +506,8 @@ void CheckZipRecordSizes(std::istream* in) {
     const size_t extra_len = LittleEndian(dir, pos + 30, 2);
     const size_t comment_len = LittleEndian(dir, pos + 32, 2);
     if (dir.size() - pos - 46 < name_len + extra_len + comment_len)
-      throw std::runtime_error("zip central directory entry " + std::to_string(i) + " is malformed");
+      throw std::runtime_error("zip central directory entry " + std::to_string(i) +
+                               " is malformed");
     const std::string name = dir.substr(pos + 46, name_len);
     // Zip64 extra field (id 1): the 64-bit values of the fields that hold 0xffffffff, in order.
     for (size_t x = pos + 46 + name_len; x + 4 <= pos + 46 + name_len + extra_len;) {
