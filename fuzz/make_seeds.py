@@ -99,15 +99,23 @@ def main():
         ("epoch", 3)])
     put("fuzz_torch_save", "state_dict", make_hostile.pickle_bytes(sd))
     put("fuzz_torch_save", "nested", make_hostile.pickle_bytes({"state_dict": sd, "x": [1.5]}))
+    # STACK_GLOBAL fed its own results doubled the name every step (an OOM the fuzzer found).
+    put("fuzz_torch_save", "regress_stack_global_doubling",
+        b"\x80\x02X\x01\x00\x00\x00a" + b"2\x93" * 40 + b".")
     shutil.rmtree(tmp)
     # Checkpoint: meta.pb (format_version 2, stage 2, sampler epoch 1, one FileEntry for model.pt)
     # \0 model.pt's bytes: a torch.save zip of one tensor. No varint of meta.pb is 0 (a NUL ends
     # it). Variants: a flipped byte, format 1, model.pt listed twice, a zip record claiming
     # 0xe5000017 bytes.
     buf = io.BytesIO()
-    make_hostile.write_zip(buf, make_hostile.pickle_bytes(collections.OrderedDict(
-        [("w", make_hostile.TensorRef(make_hostile.StorageRef("0", 4), 0, [2, 2], [2, 1]))])),
-        {"0": np.arange(4, dtype=np.float32).tobytes()})
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # fixed times: deterministic bytes
+        for name, data in (
+                ("archive/data.pkl", make_hostile.pickle_bytes(collections.OrderedDict(
+                    [("w", make_hostile.TensorRef(make_hostile.StorageRef("0", 4), 0, [2, 2],
+                                                  [2, 1]))]))),
+                ("archive/data/0", np.arange(4, dtype=np.float32).tobytes()),
+                ("archive/version", b"3\n")):
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data)
     content = buf.getvalue()
 
     def meta_for(data, version=2, entries=1):

@@ -1,5 +1,5 @@
 // reid-launch: one trainer per GPU through mpirun (or srun inside a SLURM allocation), with stop
-// signals forwarded and whole-job restarts from the newest checkpoint (README "Run on a cluster").
+// signals forwarded and whole-job restarts from the newest checkpoint (docs/distributed.md).
 #include <iostream>
 #include <string>
 #include <vector>

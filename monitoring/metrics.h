@@ -1,4 +1,4 @@
-// The reid_ metrics of one rank (the table in README.md, "Monitoring") in one prometheus-cpp
+// The reid_ metrics of one rank (monitoring/metrics.txt, docs/monitoring.md) in one prometheus-cpp
 // registry, which the rank's exporter serves and rank 0 pushes to a Pushgateway. Plain values in:
 // nothing here knows the trainer or LibTorch.
 #pragma once

@@ -27,7 +27,7 @@ struct GradSyncOptions {
   bool broadcast_at_start = true;  // parameters and buffers from rank 0 at construction
   // Launch each bucket's all-reduce as soon as it is full (during backward). false: launch them
   // all when backward ends, which is faster where no core is free for the communication thread
-  // (see README, Performance). Collectives are matched by order, so with overlap on, a parameter
+  // (see docs/performance.md). Collectives are matched by order, so with overlap on, a parameter
   // that is unused on some ranks only must not meet collectives inside backward (the global-batch
   // all-gather and sync BN): its bucket would launch mid-backward on some ranks and at the end on
   // the others. Such models need overlap off (DDP's find_unused_parameters has the same role).

@@ -73,6 +73,9 @@ struct PyObj {
   torch::Tensor tensor;    // tensor; storage: raw bytes (uint8) + dtype in i
 };
 
+// The longest module + name of a STACK_GLOBAL (Python's are a few dozen bytes).
+constexpr size_t kMaxGlobalName = 1024;
+
 c10::ScalarType StorageType(const std::string& name) {
   static const std::map<std::string, c10::ScalarType> types = {
       {"torch.FloatStorage", torch::kFloat},   {"torch.HalfStorage", torch::kHalf},
@@ -348,8 +351,14 @@ bool Machine::Step(uint8_t op) {
       stack_.push_back(o);
       break;
     }
-    case 0x93: {  // STACK_GLOBAL
+    case 0x93: {  // STACK_GLOBAL: two strings, as Python requires (a global of globals would
+                  // double in length at every step); names as long as Python's are enough
       Obj name = Pop(), module = Pop();
+      if (name->kind != PyObj::kStr || module->kind != PyObj::kStr)
+        throw std::runtime_error("STACK_GLOBAL of something other than two strings");
+      if (module->s.size() + name->s.size() > kMaxGlobalName)
+        throw std::runtime_error("global name longer than " + std::to_string(kMaxGlobalName) +
+                                 " bytes");
       Obj o = Make(PyObj::kGlobal);
       o->s = module->s + "." + name->s;
       stack_.push_back(o);
