@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 
@@ -122,9 +123,10 @@ class Checker {
   Problems* problems_;
 };
 
-// Every float and double of the config, singular or repeated, must be finite: "inf", "nan" and
-// 1e400 (parsed as inf) would pass comparisons such as "> 0" or fail them silently.
-void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
+// Calls visit(value, path) for every set float and double of `msg`, singular or repeated, in
+// its singular sub-messages too ("stage2.base_lr", "input.pixel_mean[1]").
+void ForEachFloat(const Message& msg, const std::string& prefix,
+                  const std::function<void(double, const std::string&)>& visit) {
   const Reflection* refl = msg.GetReflection();
   std::vector<const FieldDescriptor*> fields;
   refl->ListFields(msg, &fields);
@@ -132,60 +134,44 @@ void RequireFinite(const Message& msg, const std::string& prefix, Checker& c) {
     const std::string path = prefix + f->name();
     const bool is_float = f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
     if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-      if (!f->is_repeated()) RequireFinite(refl->GetMessage(msg, f), path + ".", c);
+      if (!f->is_repeated()) ForEachFloat(refl->GetMessage(msg, f), path + ".", visit);
       continue;
     }
     if (!is_float && f->cpp_type() != FieldDescriptor::CPPTYPE_DOUBLE) continue;
     if (!f->is_repeated()) {
-      const double v = is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f);
-      c.Require(std::isfinite(v), path, v, "must be a finite number");
+      visit(is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f), path);
       continue;
     }
     for (int i = 0; i < refl->FieldSize(msg, f); ++i) {
-      const double v =
-          is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i);
-      c.Require(std::isfinite(v), path + "[" + std::to_string(i) + "]", v,
-                "must be a finite number");
+      visit(is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i),
+            path + "[" + std::to_string(i) + "]");
     }
   }
+}
+
+// Every float and double of the config must be finite: "inf", "nan" and 1e400 (parsed as inf)
+// would pass comparisons such as "> 0" or fail them silently.
+void RequireFinite(const Message& msg, Checker& c) {
+  ForEachFloat(msg, "", [&c](double v, const std::string& path) {
+    c.Require(std::isfinite(v), path, v, "must be a finite number");
+  });
 }
 
 // Every finite float and double is at most kMaxFloatMagnitude in magnitude: a backstop for
 // fields without a range of their own (every field has one now), so a field already named by a
 // problem (its own range, or not finite) is not named twice.
-void RequireBounded(const Message& msg, const std::string& prefix, Checker& c,
-                    const Problems& named) {
+void RequireBounded(const Message& msg, Checker& c, const Problems& named) {
   auto mentioned = [&named](const std::string& path) {
     for (const std::string& p : named) {
       if (p.rfind(path + " = ", 0) == 0) return true;
     }
     return false;
   };
-  auto check = [&](double v, const std::string& path) {
+  ForEachFloat(msg, "", [&](double v, const std::string& path) {
     if (std::isfinite(v) && std::fabs(v) > kMaxFloatMagnitude && !mentioned(path)) {
       c.Require(false, path, v, "must be at most 1e9 in magnitude");
     }
-  };
-  const Reflection* refl = msg.GetReflection();
-  std::vector<const FieldDescriptor*> fields;
-  refl->ListFields(msg, &fields);
-  for (const FieldDescriptor* f : fields) {
-    const std::string path = prefix + f->name();
-    const bool is_float = f->cpp_type() == FieldDescriptor::CPPTYPE_FLOAT;
-    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
-      if (!f->is_repeated()) RequireBounded(refl->GetMessage(msg, f), path + ".", c, named);
-      continue;
-    }
-    if (!is_float && f->cpp_type() != FieldDescriptor::CPPTYPE_DOUBLE) continue;
-    if (!f->is_repeated()) {
-      check(is_float ? refl->GetFloat(msg, f) : refl->GetDouble(msg, f), path);
-      continue;
-    }
-    for (int i = 0; i < refl->FieldSize(msg, f); ++i) {
-      check(is_float ? refl->GetRepeatedFloat(msg, f, i) : refl->GetRepeatedDouble(msg, f, i),
-            path + "[" + std::to_string(i) + "]");
-    }
-  }
+  });
 }
 
 // At most kMaxProblems problems are listed, then how many more there were.
@@ -526,7 +512,7 @@ void FillListDefaults(proto::ReidConfig* cfg) {
 Problems Validate(const proto::ReidConfig& cfg) {
   Problems problems;
   Checker c(&problems);
-  RequireFinite(cfg, "", c);
+  RequireFinite(cfg, c);
   ValidateData(cfg, c);
   ValidateModel(cfg, c);
   ValidateInput(cfg, c);
@@ -537,7 +523,7 @@ Problems Validate(const proto::ReidConfig& cfg) {
   ValidateLossEvalDist(cfg, c);
   ValidateCheckpointMonitoring(cfg, c);
   const Problems named = problems;
-  RequireBounded(cfg, "", c, named);
+  RequireBounded(cfg, c, named);
   CapProblems(&problems);
   return problems;
 }

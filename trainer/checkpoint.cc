@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -20,6 +21,7 @@
 #include <streambuf>
 #include <tuple>
 
+#include "base/build_info.h"
 #include "base/file_util.h"
 #include "trainer/model/torch_save_writer.h"
 #include "trainer/model/weights.h"
@@ -284,6 +286,17 @@ Status CopyTensorsByName(const NamedTensors& loaded, const NamedTensors& target,
     dst.copy_(by_name[name]);
   }
   return Status::Ok();
+}
+
+void StampBuildAndTime(proto::CheckpointMeta* meta) {
+  meta->mutable_build()->set_version(base::Version());
+  meta->mutable_build()->set_git_sha(base::GitSha());
+  meta->mutable_build()->set_cuda(base::BuiltWithCudaToolkit());
+  meta->mutable_build()->set_nccl(base::BuiltWithNccl());
+  meta->mutable_build()->set_torch_version(TORCH_VERSION);
+  meta->set_created_unix_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count());
 }
 
 std::string CheckpointName(int stage, int64_t next_epoch, int64_t next_step) {

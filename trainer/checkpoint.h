@@ -49,6 +49,9 @@ Status CopyTensorsByName(const NamedTensors& loaded, const NamedTensors& target,
 // (e10000 sorts before e9999): order by the position in meta.pb instead.
 std::string CheckpointName(int stage, int64_t next_epoch, int64_t next_step);
 
+// Fills meta's build facts (version, git sha, LibTorch, CUDA/NCCL) and its creation time (now).
+void StampBuildAndTime(proto::CheckpointMeta* meta);
+
 class CheckpointStore {
  public:
   // `dir` = OUTPUT_DIR/checkpoints (created on the first commit).

@@ -5,10 +5,8 @@
 // file is checked against the model the config builds.
 #include <gflags/gflags.h>
 
-#include <chrono>
 #include <iostream>
 
-#include "base/build_info.h"
 #include "trainer/checkpoint.h"
 #include "trainer/cmd_common.h"
 #include "trainer/commands.h"
@@ -69,12 +67,7 @@ Status Import(proto::ReidConfig cfg) {
   meta.mutable_sampler()->set_epoch(1);
   meta.mutable_sampler()->set_step(0);
   *meta.mutable_config() = cfg;
-  meta.mutable_build()->set_version(base::Version());
-  meta.mutable_build()->set_git_sha(base::GitSha());
-  meta.mutable_build()->set_torch_version(TORCH_VERSION);
-  meta.set_created_unix_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count());
+  StampBuildAndTime(&meta);
   CheckpointStore store(FLAGS_output_dir + "/checkpoints");
   const std::string name = CheckpointName(2, 1, 0);
   REID_RETURN_IF_ERROR(store.Commit(name, meta, files, 1, false));

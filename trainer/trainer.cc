@@ -554,14 +554,7 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
       (*meta.mutable_metrics())["mAP"] = last_eval_.mAP;
       if (!last_eval_.cmc.empty()) (*meta.mutable_metrics())["rank1"] = last_eval_.cmc[0];
     }
-    meta.mutable_build()->set_version(base::Version());
-    meta.mutable_build()->set_git_sha(base::GitSha());
-    meta.mutable_build()->set_cuda(base::BuiltWithCudaToolkit());
-    meta.mutable_build()->set_nccl(base::BuiltWithNccl());
-    meta.mutable_build()->set_torch_version(TORCH_VERSION);
-    meta.set_created_unix_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count());
+    StampBuildAndTime(&meta);
     const std::string name = CheckpointName(stage, next_epoch, next_step);
     Status s = serialized.ok() ? store_.Commit(name, meta, files, cfg_.checkpoint().keep_last_n(),
                                                cfg_.checkpoint().keep_best())
