@@ -93,7 +93,9 @@ InferenceModelImpl::InferenceModelImpl(model::VisionTransformer image_encoder_in
   image_encoder = register_module("image_encoder", std::move(image_encoder_in));
   bottleneck = register_module("bottleneck", std::move(bottleneck_in));
   bottleneck_proj = register_module("bottleneck_proj", std::move(bottleneck_proj_in));
-  if (cv_embed_in.defined()) cv_embed = register_parameter("cv_embed", cv_embed_in);
+  if (cv_embed_in.defined()) {  // shared: its requires_grad stays the trainer's
+    cv_embed = register_parameter("cv_embed", cv_embed_in, cv_embed_in.requires_grad());
+  }
 }
 
 torch::Tensor InferenceModelImpl::forward(const torch::Tensor& images, const torch::Tensor& cams) {
