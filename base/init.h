@@ -6,7 +6,7 @@
 namespace reid::base {
 
 // Initialises glog (to stderr until SetupRunLogging) and installs the failure signal handler that
-// prints a stack trace on SIGSEGV/SIGABRT. Flags are parsed by the caller (see trainer/main.cc).
+// prints a stack trace on SIGSEGV/SIGABRT. Flags are parsed by the caller (see cli/main.cc).
 void GlobalInit(const char* argv0);
 
 // Makes std::terminate print "error: PROGRAM: WHAT" (the first line of the exception's what(),

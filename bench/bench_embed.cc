@@ -3,7 +3,7 @@
 // (bench/ref_embed.py: PIL open, torchvision Resize + ToTensor + Normalize, a DataLoader with the
 // same number of workers, the model of tests/clipreid_model.py in eval mode under no_grad), on
 // the same JPEG crops with the same weights and thread count. Random weights: the C++ model
-// writes its state dict (CLIP-ReID's key names) with model::WriteTorchSaveFile and the reference
+// writes its state dict (CLIP-ReID's key names) with formats::WriteTorchSaveFile and the reference
 // loads it. Before timing, both sides' features of the same images are compared (max relative
 // difference per row, printed; the run fails above 1e-3), so that the timing is of the same work.
 // Usage (from the project root):
@@ -35,8 +35,8 @@
 #include "data/synth.h"
 #include "proto/config.h"
 #include "trainer/eval/inference_model.h"
-#include "trainer/model/npy.h"
-#include "trainer/model/torch_save_writer.h"
+#include "formats/npy.h"
+#include "formats/torch_save_writer.h"
 
 namespace fs = std::filesystem;
 
@@ -284,7 +284,7 @@ int main(int argc, char** argv) {
     }
     reid::trainer::InferenceModel model = MakeModel(c);
     const std::string weights = dir + "/" + c.name + ".pth";
-    const reid::Status written = reid::model::WriteTorchSaveFile(weights, StateDict(model));
+    const reid::Status written = reid::formats::WriteTorchSaveFile(weights, StateDict(model));
     CHECK(written.ok()) << written.message();
     model->to(device);
     // libjpeg's DCT scaling (on by default) decodes crops at least twice the test size at 1/2
@@ -307,7 +307,7 @@ int main(int argc, char** argv) {
       ok = false;
       continue;
     }
-    const reid::StatusOr<torch::Tensor> ref = reid::model::ReadNpy(ref_features);
+    const reid::StatusOr<torch::Tensor> ref = reid::formats::ReadNpy(ref_features);
     CHECK(ref.ok()) << ref.status().message();
     if (c.dct_scaled) {
       c.ours_dct_s = RunOurs(model, c.cfg, samples, args, device, &ours_dct);

@@ -18,7 +18,7 @@
 #include <thread>
 
 #include "trainer/eval/eval_run.h"
-#include "trainer/model/npy.h"
+#include "formats/npy.h"
 
 namespace {
 
@@ -116,10 +116,10 @@ bool WriteInputs(const reid::trainer::RankingInput& in, const std::string& dir) 
   auto meta = [](const std::vector<int64_t>& p, const std::vector<int64_t>& c) {
     return torch::stack({torch::tensor(p), torch::tensor(c)}, 1).contiguous();  // (N, 2)
   };
-  return reid::model::WriteNpy(dir + "/q.npy", in.query).ok() &&
-         reid::model::WriteNpy(dir + "/g.npy", in.gallery).ok() &&
-         reid::model::WriteNpy(dir + "/q_meta.npy", meta(in.q_pids, in.q_cams)).ok() &&
-         reid::model::WriteNpy(dir + "/g_meta.npy", meta(in.g_pids, in.g_cams)).ok();
+  return reid::formats::WriteNpy(dir + "/q.npy", in.query).ok() &&
+         reid::formats::WriteNpy(dir + "/g.npy", in.gallery).ok() &&
+         reid::formats::WriteNpy(dir + "/q_meta.npy", meta(in.q_pids, in.q_cams)).ok() &&
+         reid::formats::WriteNpy(dir + "/g_meta.npy", meta(in.g_pids, in.g_cams)).ok();
 }
 
 // The floor: the bare (Q, G) product, chunked like ours into one reused block.

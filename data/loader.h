@@ -55,7 +55,7 @@ struct LoaderOptions {
 //     loader.StartEpoch(epoch, sampler.RankBatches(epoch, rank, world, start_step));
 //     for (Batch b; loader.Next(&b);) { TensorBatch t = ToTensors(b, H, W); ... }
 //   }
-// Inference: loader.StartEpoch(0, InferencePlans(n, rank, world, test_batch_size)).
+// Inference: loader.StartEpoch(0, InferencePlans(shard.begin, shard.end, test_batch_size)).
 class Loader {
  public:
   // `samples` must outlive the loader.

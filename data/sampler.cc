@@ -142,38 +142,13 @@ std::vector<std::vector<int64_t>> Stage1GlobalBatches(int64_t n, int batch, uint
   return batches;
 }
 
-std::vector<int64_t> SplitByRank(const std::vector<int64_t>& global, int rank, int world_size) {
-  const ShardRange r = InferenceShard(global.size(), rank, world_size);
-  return std::vector<int64_t>(global.begin() + r.begin, global.begin() + r.end);
-}
-
-ShardRange InferenceShard(int64_t n, int rank, int world_size) {
-  CHECK(world_size > 0 && rank >= 0 && rank < world_size)
-      << "rank " << rank << " of " << world_size;
-  const int64_t base = n / world_size, extra = n % world_size;
-  ShardRange r;
-  r.begin = rank * base + std::min<int64_t>(rank, extra);
-  r.end = r.begin + base + (rank < extra ? 1 : 0);
-  return r;
-}
-
-std::vector<int64_t> InferenceShardCounts(int64_t n, int world_size) {
-  std::vector<int64_t> counts;
-  for (int r = 0; r < world_size; ++r) {
-    const ShardRange s = InferenceShard(n, r, world_size);
-    counts.push_back(s.end - s.begin);
-  }
-  return counts;
-}
-
-std::vector<BatchPlan> InferencePlans(int64_t n, int rank, int world_size, int batch) {
+std::vector<BatchPlan> InferencePlans(int64_t begin_item, int64_t end_item, int batch) {
   CHECK_GT(batch, 0) << "InferencePlans: batch";
-  const ShardRange shard = InferenceShard(n, rank, world_size);
   std::vector<BatchPlan> plans;
-  for (int64_t begin = shard.begin; begin < shard.end; begin += batch) {
+  for (int64_t begin = begin_item; begin < end_item; begin += batch) {
     BatchPlan plan;
     plan.step = static_cast<int64_t>(plans.size());
-    for (int64_t i = begin; i < std::min(shard.end, begin + batch); ++i) {
+    for (int64_t i = begin; i < std::min(end_item, begin + batch); ++i) {
       plan.indices.push_back(i);
       plan.keys.push_back(i);
     }

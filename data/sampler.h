@@ -55,19 +55,8 @@ class PkSampler {
 std::vector<std::vector<int64_t>> Stage1GlobalBatches(int64_t n, int batch, uint64_t seed,
                                                       int64_t epoch);
 
-// Rank r's contiguous part of `global` (sizes differ by at most one; lower ranks get more).
-std::vector<int64_t> SplitByRank(const std::vector<int64_t>& global, int rank, int world_size);
-
-// Inference sharding: rank r handles [begin, end) of n items; shards are contiguous and in rank
-// order, so concatenating the gathered shards restores the original order.
-struct ShardRange {
-  int64_t begin = 0;
-  int64_t end = 0;
-};
-ShardRange InferenceShard(int64_t n, int rank, int world_size);
-std::vector<int64_t> InferenceShardCounts(int64_t n, int world_size);  // for all-gatherv
-
-// The loader plans of rank r's shard of n items, in order, `batch` per step (the last partial).
-std::vector<BatchPlan> InferencePlans(int64_t n, int rank, int world_size, int batch);
+// The loader plans of items [begin, end) (a rank's shard: dist::InferenceShard), in order,
+// `batch` per step (the last partial).
+std::vector<BatchPlan> InferencePlans(int64_t begin, int64_t end, int batch);
 
 }  // namespace reid::data

@@ -123,58 +123,32 @@ TEST(PkSampler, ValidateNamesTheProblem) {
   EXPECT_NE(too_many.Validate(1).message().find("exceeds the 40"), std::string::npos);
 }
 
-TEST(Stage1, PermutationSplitByRank) {
-  for (int world = 1; world <= 4; ++world) {
-    const auto batches = Stage1GlobalBatches(203, 64, 11, 4);
-    ASSERT_EQ(batches.size(), 4u);
-    EXPECT_EQ(batches.back().size(), 203u % 64);
-    std::vector<int64_t> all;
-    for (const auto& b : batches) {
-      std::vector<int64_t> joined;
-      for (int r = 0; r < world; ++r) {
-        const auto part = SplitByRank(b, r, world);
-        EXPECT_LE(part.size(), (b.size() + world - 1) / world);
-        joined.insert(joined.end(), part.begin(), part.end());
-      }
-      EXPECT_EQ(joined, b);
-      all.insert(all.end(), b.begin(), b.end());
-    }
-    std::sort(all.begin(), all.end());
-    for (int64_t i = 0; i < 203; ++i) ASSERT_EQ(all[i], i);
-  }
+TEST(Stage1, GlobalBatchesArePermutation) {
+  const auto batches = Stage1GlobalBatches(203, 64, 11, 4);
+  ASSERT_EQ(batches.size(), 4u);
+  EXPECT_EQ(batches.back().size(), 203u % 64);
+  std::vector<int64_t> all;
+  for (const auto& b : batches) all.insert(all.end(), b.begin(), b.end());
+  std::sort(all.begin(), all.end());
+  for (int64_t i = 0; i < 203; ++i) ASSERT_EQ(all[i], i);
   EXPECT_EQ(Stage1GlobalBatches(128, 64, 1, 0).size(), 2u);  // no empty last batch
   EXPECT_NE(Stage1GlobalBatches(100, 64, 1, 0), Stage1GlobalBatches(100, 64, 1, 1));
 }
 
-TEST(InferenceShard, ContiguousAndOrderRestoring) {
-  for (int world = 1; world <= 4; ++world) {
-    for (int64_t n : {0, 1, 3, 10, 1001}) {
-      int64_t expect_begin = 0;
-      const auto counts = InferenceShardCounts(n, world);
-      for (int r = 0; r < world; ++r) {
-        const ShardRange s = InferenceShard(n, r, world);
-        EXPECT_EQ(s.begin, expect_begin);
-        EXPECT_EQ(s.end - s.begin, counts[r]);
-        EXPECT_LE(counts[0] - counts[r], 1);
-        expect_begin = s.end;
-      }
-      EXPECT_EQ(expect_begin, n);
+TEST(InferencePlans, CoverTheRangeInOrder) {
+  std::vector<int64_t> joined;
+  for (const auto& [begin, end] : std::vector<std::pair<int64_t, int64_t>>{{0, 35}, {35, 103}}) {
+    const std::vector<BatchPlan> plans = InferencePlans(begin, end, 10);
+    for (size_t s = 0; s < plans.size(); ++s) {
+      EXPECT_EQ(plans[s].step, static_cast<int64_t>(s));
+      EXPECT_EQ(plans[s].indices.size(), s + 1 < plans.size() ? 10u : (end - begin - 1) % 10 + 1);
+      EXPECT_EQ(plans[s].keys, plans[s].indices);
+      joined.insert(joined.end(), plans[s].indices.begin(), plans[s].indices.end());
     }
   }
-}
-
-TEST(InferenceShard, PlansCoverTheShardInOrder) {
-  for (int world = 1; world <= 4; ++world) {
-    std::vector<int64_t> joined;
-    for (int r = 0; r < world; ++r) {
-      for (const BatchPlan& p : InferencePlans(103, r, world, 10)) {
-        EXPECT_LE(p.indices.size(), 10u);
-        joined.insert(joined.end(), p.indices.begin(), p.indices.end());
-      }
-    }
-    ASSERT_EQ(joined.size(), 103u);
-    for (int64_t i = 0; i < 103; ++i) ASSERT_EQ(joined[i], i);
-  }
+  ASSERT_EQ(joined.size(), 103u);
+  for (int64_t i = 0; i < 103; ++i) ASSERT_EQ(joined[i], i);
+  EXPECT_TRUE(InferencePlans(7, 7, 10).empty());
 }
 
 }  // namespace

@@ -6,7 +6,7 @@
 #include <sstream>
 #include <string>
 
-#include "trainer/report/report.h"
+#include "monitoring/report/report.h"
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <sstream>
 #include <string>
 
-#include "trainer/model/weights.h"
+#include "formats/torch_save_reader.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string zip;
@@ -22,6 +22,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     writer.writeRecord("data/1", storage, 64);
   }  // the destructor writes the version record and the zip's directory
   std::istringstream in(zip);
-  reid::model::ReadTorchSaveZip(&in);
+  reid::formats::ReadTorchSaveZip(&in);
   return 0;
 }

@@ -12,7 +12,7 @@ namespace reid::config {
 // Every problem found while loading, as printable lines ("FIELD = VALUE: why" or
 // "FILE:LINE:COL: parser message (in: source line)"). Empty means the config is usable. A report
 // rather than a Status (base/status.h) because user errors in a config are collected, all of
-// them, and printed together; trainer/config_flags.cc turns it into one message and exit 2.
+// them, and printed together; cli/config_flags.cc turns it into one message and exit 2.
 using Problems = std::vector<std::string>;
 
 // Sets every unset singular field of `msg` (recursively) to its schema default, so that printing

@@ -99,8 +99,8 @@ for cmd in verify show diff_ resume eval_; do
     "${!cmd}" "$ck-format1"
 done
 loaders=$(grep -nE 'jit::load|InputArchive|OutputArchive|optimizer_->(save|load)' trainer/checkpoint.cc \
-  trainer/trainer.cc trainer/stage1.cc trainer/stage2.cc trainer/cmd_ckpt.cc trainer/cmd_import.cc \
-  trainer/eval/inference_model.cc trainer/optimizer_state.cc trainer/model/torch_save_reader.cc)
+  trainer/trainer.cc trainer/stage1.cc trainer/stage2.cc cli/cmd_ckpt.cc cli/cmd_import.cc \
+  trainer/eval/inference_model.cc trainer/optimizer_state.cc formats/torch_save_reader.cc)
 if [[ -z $loaders ]]; then echo "ok   no-torchscript-loader-on-checkpoint-paths"
 else echo "FAIL no-torchscript-loader-on-checkpoint-paths:"; echo "$loaders"; fail=$((fail + 1)); fi
 

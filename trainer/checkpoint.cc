@@ -23,8 +23,8 @@
 
 #include "base/build_info.h"
 #include "base/file_util.h"
-#include "trainer/model/torch_save_writer.h"
-#include "trainer/model/weights.h"
+#include "formats/torch_save_writer.h"
+#include "formats/torch_save_reader.h"
 
 namespace reid::trainer {
 namespace fs = std::filesystem;
@@ -238,7 +238,7 @@ auto Position(const proto::CheckpointMeta& m) {
 }  // namespace
 
 StatusOr<std::string> SerializeTensors(const NamedTensors& tensors) {
-  StatusOr<std::string> bytes = model::SerializeTorchSave(tensors);
+  StatusOr<std::string> bytes = formats::SerializeTorchSave(tensors);
   if (!bytes.ok()) return Status::Internal("cannot serialize tensors: " + bytes.status().message());
   return bytes;
 }
@@ -246,7 +246,7 @@ StatusOr<std::string> SerializeTensors(const NamedTensors& tensors) {
 StatusOr<NamedTensors> DeserializeTensors(const std::string& bytes, const std::string& what) {
   MemoryStreamBuf buffer(bytes.data(), bytes.size());
   std::istream in(&buffer);
-  StatusOr<model::StateDict> sd = model::ReadTorchSaveZip(&in);
+  StatusOr<formats::StateDict> sd = formats::ReadTorchSaveZip(&in);
   if (!sd.ok()) {
     return Status::DataLoss(what + ": not a checkpoint tensor file (" +
                             OneLine(sd.status().message(), 200) + ")");

@@ -31,11 +31,11 @@ inline constexpr int kMaxCheckpointFiles = 16;
 // about a billion float32 values; the ViT-B/16 model is 0.6 GB.
 inline constexpr uint64_t kMaxModelFileBytes = uint64_t{4} << 30;
 
-// Tensors -> bytes of a torch.save zip (model::SerializeTorchSave), in order. Internal when a
+// Tensors -> bytes of a torch.save zip (formats::SerializeTorchSave), in order. Internal when a
 // tensor cannot be stored (a dtype without a torch.save storage, a repeated name).
 StatusOr<std::string> SerializeTensors(const NamedTensors& tensors);
 // Bytes of a torch.save zip -> tensors, sorted by name, dtypes as stored, read by
-// model::ReadTorchSaveZip (no code runs; memory bounded by the bytes). DataLoss "WHAT: not a
+// formats::ReadTorchSaveZip (no code runs; memory bounded by the bytes). DataLoss "WHAT: not a
 // checkpoint tensor file (REASON)", one line.
 StatusOr<NamedTensors> DeserializeTensors(const std::string& bytes, const std::string& what);
 

@@ -23,6 +23,7 @@
 #include "data/loader.h"
 #include "data/options.h"
 #include "data/synth.h"
+#include "proto/reflection.h"
 #include "trainer/distributed/stop_signal.h"
 #include "trainer/eval/eval_run.h"
 #include "trainer/optimizer_state.h"
@@ -49,37 +50,6 @@ Status WriteTextAtomically(const std::string& path, const std::string& text) {
   fs::rename(tmp, path, ec);
   if (ec) return Status::Internal("cannot rename " + tmp + ": " + ec.message());
   return Status::Ok();
-}
-
-// Leaf fields (dotted paths) whose values differ between two messages of the same type.
-void DiffFields(const google::protobuf::Message& a, const google::protobuf::Message& b,
-                const std::string& prefix, std::vector<std::string>* out) {
-  using google::protobuf::FieldDescriptor;
-  const auto* d = a.GetDescriptor();
-  const auto* ra = a.GetReflection();
-  const auto* rb = b.GetReflection();
-  google::protobuf::TextFormat::Printer printer;
-  for (int i = 0; i < d->field_count(); ++i) {
-    const FieldDescriptor* f = d->field(i);
-    const std::string path = prefix + f->name();
-    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE && !f->is_repeated()) {
-      DiffFields(ra->GetMessage(a, f), rb->GetMessage(b, f), path + ".", out);
-      continue;
-    }
-    auto print = [&](const google::protobuf::Message& m, const auto* r) {
-      std::string all, v;
-      if (!f->is_repeated()) {
-        printer.PrintFieldValueToString(m, f, -1, &all);
-        return all;
-      }
-      for (int k = 0; k < r->FieldSize(m, f); ++k) {
-        printer.PrintFieldValueToString(m, f, k, &v);
-        all += v + ",";
-      }
-      return all;
-    };
-    if (print(a, ra) != print(b, rb)) out->push_back(path);
-  }
 }
 
 // Config fields that change tensor shapes or the data a checkpoint was trained on.
@@ -284,8 +254,8 @@ Status Trainer::Setup() {
 }
 
 Status Trainer::CheckResumeConfig(const proto::ReidConfig& saved) const {
-  std::vector<std::string> diff, fatal, applied;
-  DiffFields(saved, cfg_, "", &diff);
+  std::vector<std::string> fatal, applied;
+  const std::vector<std::string> diff = proto::DiffFields(saved, cfg_);
   for (const std::string& f : diff) (ChangesShapesOrData(f) ? fatal : applied).push_back(f);
   if (!fatal.empty()) {
     return Status::InvalidArgument(

@@ -13,7 +13,8 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "data/sampler.h"
+#include "trainer/distributed/shard.h"
+
 
 namespace reid::trainer {
 namespace {
@@ -247,7 +248,7 @@ RankingSums RankQueries(const RankingInput& in, int64_t begin, int64_t end) {
 EvalResult EvaluateRanking(const RankingInput& in, dist::Communicator* comm) {
   const int64_t nq = static_cast<int64_t>(in.q_pids.size());
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
-  const data::ShardRange shard = data::InferenceShard(nq, rank, world);
+  const dist::ShardRange shard = dist::InferenceShard(nq, rank, world);
   const int max_rank = EffectiveMaxRank(in);
   std::vector<QueryRanking> results = RankEachQuery(in, shard.begin, shard.end);
   if (comm != nullptr && world > 1) {

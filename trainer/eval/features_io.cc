@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "base/file_util.h"
-#include "trainer/model/npy.h"
+#include "formats/npy.h"
 
 namespace reid::trainer {
 namespace {
@@ -106,7 +106,7 @@ Status WriteMetaCsv(const std::string& path, const std::vector<MetaRow>& rows) {
 
 StatusOr<torch::Tensor> ReadFeatures(const std::string& path, int64_t rows,
                                      const std::string& meta_name) {
-  REID_ASSIGN_OR_RETURN(torch::Tensor t, model::ReadNpy(path));
+  REID_ASSIGN_OR_RETURN(torch::Tensor t, formats::ReadNpy(path));
   if (t.dim() != 2 || t.size(1) < 1) {
     return Status::InvalidArgument(path + ": expected a 2-D (N, D) features array, got shape " +
                                    c10::str(t.sizes()));
@@ -131,7 +131,7 @@ StatusOr<torch::Tensor> ReadFeatures(const std::string& path, int64_t rows,
 
 Status WriteFeatures(const std::string& path, const torch::Tensor& features) {
   const std::string tmp = path + ".tmp";
-  REID_RETURN_IF_ERROR(model::WriteNpy(tmp, features.to(torch::kFloat32).contiguous()));
+  REID_RETURN_IF_ERROR(formats::WriteNpy(tmp, features.to(torch::kFloat32).contiguous()));
   if (std::rename(tmp.c_str(), path.c_str()) != 0)
     return Status::Internal(path + ": rename failed");
   return Status::Ok();

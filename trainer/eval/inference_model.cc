@@ -12,6 +12,7 @@
 #include "proto/config.h"
 #include "trainer/checkpoint.h"
 #include "trainer/distributed/communicator.h"
+#include "trainer/distributed/shard.h"
 
 namespace reid::trainer {
 namespace {
@@ -213,10 +214,11 @@ torch::Tensor ExtractBatchedFeatures(const BatchFeatureFn& fn, int64_t dim,
   const auto& size = cfg.input().size_test();
   data::Loader loader(&samples, data::TransformOptionsFromConfig(cfg.input(), false),
                       data::LoaderOptionsFromConfig(cfg), data::TorchBufferAllocator());
-  std::vector<data::BatchPlan> plans = data::InferencePlans(n, rank, world, batch);
+  const dist::ShardRange shard = dist::InferenceShard(n, rank, world);
+  std::vector<data::BatchPlan> plans = data::InferencePlans(shard.begin, shard.end, batch);
   // Every rank polls `stop` as often as the largest shard has batches (collectives match).
   int64_t max_shard = 0;
-  for (int64_t c : data::InferenceShardCounts(n, world)) max_shard = std::max(max_shard, c);
+  for (int64_t c : dist::InferenceShardCounts(n, world)) max_shard = std::max(max_shard, c);
   const int64_t rounds = (max_shard + batch - 1) / batch;
   loader.StartEpoch(0, plans);
   std::vector<torch::Tensor> parts;

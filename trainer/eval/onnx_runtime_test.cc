@@ -18,7 +18,7 @@
 
 #include "trainer/eval/onnx_export.h"
 #include "trainer/eval/onnx_test_util.h"
-#include "trainer/model/npy.h"
+#include "formats/npy.h"
 #include "trainer/model/test_util.h"
 
 namespace reid::trainer {
@@ -72,12 +72,12 @@ class OnnxRuntimeTest : public ::testing::Test {
     const std::string in = dir_ + "/" + tag + "_images.npy";
     const std::string cams_path = dir_ + "/" + tag + "_camids.npy";
     const std::string out_path = dir_ + "/" + tag + "_features.npy";
-    Status st = model::WriteNpy(in, images);
+    Status st = formats::WriteNpy(in, images);
     EXPECT_TRUE(st.ok()) << st.message();
     std::string cmd = "node tests/onnx_runtime_check.js --ort-dir " + Quote(ort_dir_) + " " +
                       Quote(onnx) + " " + Quote(in) + " " + Quote(out_path);
     if (cams.defined()) {
-      st = model::WriteNpy(cams_path, cams);
+      st = formats::WriteNpy(cams_path, cams);
       EXPECT_TRUE(st.ok()) << st.message();
       cmd += " " + Quote(cams_path);
     }
@@ -90,7 +90,7 @@ class OnnxRuntimeTest : public ::testing::Test {
     EXPECT_EQ(rc, 0) << cmd << "\n" << out;
     if (rc != 0) return {};
     std::printf("  %s", out.c_str());
-    StatusOr<torch::Tensor> got = model::ReadNpy(out_path);
+    StatusOr<torch::Tensor> got = formats::ReadNpy(out_path);
     EXPECT_TRUE(got.ok()) << got.status().message();
     return got.ok() ? *got : torch::Tensor();
   }

@@ -10,7 +10,7 @@
 #include <sstream>
 #include <string>
 
-#include "data/sampler.h"
+#include "trainer/distributed/shard.h"
 #include "trainer/eval/evaluator.h"
 
 namespace reid::trainer {
@@ -125,7 +125,7 @@ std::unique_ptr<Reranker> Reranker::Build(const torch::Tensor& query, const torc
 void Reranker::SearchNeighbours(dist::Communicator* comm) {
   const int64_t n = num_all_, k = k_;
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
-  const data::ShardRange shard = data::InferenceShard(n, rank, world);
+  const dist::ShardRange shard = dist::InferenceShard(n, rank, world);
   const int64_t rows = shard.end - shard.begin;
   torch::Tensor knn = torch::empty({rows, k}, torch::kInt32);
   torch::Tensor maxima = torch::empty({rows}, torch::kFloat32);

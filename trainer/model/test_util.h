@@ -6,7 +6,7 @@
 #include <string>
 
 #include "base/torch_glog.h"
-#include "trainer/model/npy.h"
+#include "formats/npy.h"
 
 namespace reid::model::testing {
 
@@ -16,7 +16,7 @@ inline double RelativeError(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 inline torch::Tensor LoadNpyOrDie(const std::string& path) {
-  StatusOr<torch::Tensor> t = ReadNpy(path);
+  StatusOr<torch::Tensor> t = formats::ReadNpy(path);
   CHECK(t.ok()) << t.status().message();
   return *t;
 }
