@@ -14,7 +14,7 @@
 #include "cli/cmd_common.h"
 #include "cli/commands.h"
 #include "trainer/distributed/stop_signal.h"
-#include "trainer/eval/features_io.h"
+#include "formats/features_io.h"
 
 DECLARE_string(out);
 DEFINE_string(images, "",
@@ -51,7 +51,7 @@ StatusOr<std::vector<data::Sample>> ReadableImages(const proto::ReidConfig& cfg,
 
 Status WriteOutputs(const torch::Tensor& f, const std::vector<data::Sample>& samples,
                     const std::vector<std::string>& bad) {
-  REID_RETURN_IF_ERROR(WriteFeatures(FLAGS_out + ".npy", f));
+  REID_RETURN_IF_ERROR(formats::WriteFeatures(FLAGS_out + ".npy", f));
   const std::string csv = FLAGS_out + ".csv", csv_tmp = csv + ".tmp";
   {
     std::ofstream out(csv_tmp, std::ios::trunc);

@@ -19,7 +19,7 @@
 #include "cli/config_flags.h"
 #include "trainer/distributed/stop_signal.h"
 #include "trainer/eval/eval_run.h"
-#include "trainer/eval/features_io.h"
+#include "formats/features_io.h"
 #include "trainer/eval/retrieval_grid.h"
 
 DECLARE_string(data_root);
@@ -47,9 +47,9 @@ double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-std::vector<data::Sample> ToSamples(const std::vector<MetaRow>& rows) {
+std::vector<data::Sample> ToSamples(const std::vector<formats::MetaRow>& rows) {
   std::vector<data::Sample> out;
-  for (const MetaRow& r : rows) {
+  for (const formats::MetaRow& r : rows) {
     out.push_back({r.path, static_cast<int>(r.pid), static_cast<int>(r.camid)});
   }
   return out;
@@ -62,16 +62,16 @@ Status LoadSide(const std::string& features, const std::string& meta, const char
     return Status::InvalidArgument(std::string("--") + side + "_features and --" + side +
                                    "_meta are both required in feature-file mode");
   }
-  StatusOr<std::vector<MetaRow>> rows = ReadMetaCsv(meta);
+  StatusOr<std::vector<formats::MetaRow>> rows = formats::ReadMetaCsv(meta);
   if (!rows.ok()) return rows.status();
-  for (const MetaRow& r : *rows) {
+  for (const formats::MetaRow& r : *rows) {
     if (r.pid < INT32_MIN || r.pid > INT32_MAX || r.camid < INT32_MIN || r.camid > INT32_MAX)
       return Status::InvalidArgument(meta + ": pid or camid out of the 32-bit range");
   }
   if (rows->empty()) {
     return Status::InvalidArgument(meta + ": no rows (an empty " + std::string(side) + " set)");
   }
-  StatusOr<torch::Tensor> t = ReadFeatures(features, static_cast<int64_t>(rows->size()), meta);
+  StatusOr<torch::Tensor> t = formats::ReadFeatures(features, static_cast<int64_t>(rows->size()), meta);
   if (!t.ok()) return t.status();
   *f = *t;
   *samples = ToSamples(*rows);
@@ -321,10 +321,10 @@ int RunExtract(int /*argc*/, char** /*argv*/, const std::vector<std::string>& se
   StatusOr<torch::Tensor> f = Features(*m, job, split);
   if (!f.ok()) return Fail("extract", f.status(), rank);
   if (rank != 0) return kExitOk;
-  std::vector<MetaRow> rows;
+  std::vector<formats::MetaRow> rows;
   for (const data::Sample& x : split) rows.push_back({x.path, x.pid, x.camid});
-  s = WriteFeatures(FLAGS_out + ".npy", *f);
-  if (s.ok()) s = WriteMetaCsv(FLAGS_out + ".csv", rows);
+  s = formats::WriteFeatures(FLAGS_out + ".npy", *f);
+  if (s.ok()) s = formats::WriteMetaCsv(FLAGS_out + ".csv", rows);
   if (!s.ok()) return Fail("extract", s, rank);
   std::cout << "wrote " << FLAGS_out << ".npy (" << f->size(0) << " x " << f->size(1) << ") and "
             << FLAGS_out << ".csv\n";

@@ -4,12 +4,12 @@
 #include <cstdint>
 #include <string>
 
-#include "trainer/eval/features_io.h"
+#include "formats/features_io.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
-  reid::StatusOr<std::vector<reid::trainer::MetaRow>> rows =
-      reid::trainer::ParseMetaCsv(text, "fuzz.csv");
+  reid::StatusOr<std::vector<reid::formats::MetaRow>> rows =
+      reid::formats::ParseMetaCsv(text, "fuzz.csv");
   if (!rows.ok() && rows.status().message().empty()) __builtin_trap();  // errors say what
   return 0;
 }

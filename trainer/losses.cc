@@ -80,4 +80,20 @@ Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score
   return l;
 }
 
+std::vector<std::string> ProgressLossNames(int stage) {
+  std::vector<std::string> names;
+  for (const LossComponent& c : kLossComponents) {
+    if (c.stage == stage && *c.progress != 0) names.push_back(c.progress);
+  }
+  return names;
+}
+
+std::vector<std::string> MetricLossNames(int stage) {
+  std::vector<std::string> names;
+  for (const LossComponent& c : kLossComponents) {
+    if (c.stage == stage) names.push_back(c.metric);
+  }
+  return names;
+}
+
 }  // namespace reid::trainer

@@ -3,6 +3,9 @@
 // K texts/classes, D feature width.
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "base/torch_glog.h"
 #include "proto/reid_config.pb.h"
 
@@ -47,5 +50,19 @@ Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score
                         const torch::Tensor& score_proj, const torch::Tensor& feat_last,
                         const torch::Tensor& feat, const torch::Tensor& feat_proj,
                         const torch::Tensor& logits, const torch::Tensor& labels);
+
+// The loss components each stage reports, total first, in the order Step() averages them: the
+// name on the progress line ("" = not printed) and the metrics' `loss` label. Stage 1 has one
+// loss, L_i2t + L_t2i, which the metrics also report as "supcon".
+struct LossComponent {
+  int stage;
+  const char* progress;
+  const char* metric;
+};
+inline constexpr LossComponent kLossComponents[] = {
+    {1, "loss", "total"}, {1, "", "supcon"},
+    {2, "loss", "total"}, {2, "id", "id"}, {2, "tri", "triplet"}, {2, "i2t", "i2t"}};
+std::vector<std::string> ProgressLossNames(int stage);
+std::vector<std::string> MetricLossNames(int stage);
 
 }  // namespace reid::trainer

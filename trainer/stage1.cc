@@ -9,6 +9,7 @@
 #include "data/options.h"
 #include "trainer/distributed/global_batch.h"
 #include "trainer/distributed/grad_sync.h"
+#include "trainer/distributed/shard.h"
 #include "trainer/eval/inference_model.h"
 #include "trainer/losses.h"
 #include "trainer/schedule.h"
@@ -20,7 +21,7 @@ torch::Tensor Trainer::ExtractFeatures(const std::vector<data::Sample>& split, b
                                        bool* stopped) {
   *stopped = false;
   const bool was_training = model_->is_training();
-  auto stop = [&](int64_t round) { return StopRequested(stage_, -1, round); };
+  auto stop = [&](int64_t round) { return StopRequested(pos_.stage, -1, round); };
   int64_t unreadable = 0;
   torch::Tensor f;
   if (stage1_image) {  // CLIP's encode_image of the frozen encoder, no SIE (reference)
@@ -52,21 +53,17 @@ torch::Tensor Trainer::ClassCenters(const torch::Tensor& features,
   return (sums / counts.clamp_min(1).unsqueeze(1)).to(torch::kFloat32);  // (C, D)
 }
 
-Status Trainer::RunStage1() {
-  const auto& s1 = cfg_.stage1();
-  SetTrainable(1);
-  if (ranks_.rank == 0) std::cout << "stage 1: extracting the training images' features\n";
-  bool stopped = false;
-  torch::Tensor features = ExtractFeatures(dataset_.train, true, &stopped);  // (N, D)
-  if (stopped) return SaveCheckpoint(1, next_epoch_, next_step_);
-  std::vector<int64_t> label_list;
-  for (const data::Sample& s : dataset_.train) label_list.push_back(s.pid);
-  torch::Tensor labels = torch::tensor(label_list, torch::kLong);  // (N)
-  const int64_t n = features.size(0);
+torch::Tensor Trainer::TrainLabels() const {
+  std::vector<int64_t> labels;
+  for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
+  return torch::tensor(labels, torch::kLong);  // (N)
+}
 
+StatusOr<std::unique_ptr<dist::GradSync>> Trainer::StartStage1Optimizer() {
+  const auto& s1 = cfg_.stage1();
   dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
   sync_options.overlap = false;  // tiny parameter set; a rank's share may be small at the end
-  REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync,
+  REID_ASSIGN_OR_RETURN(std::unique_ptr<dist::GradSync> sync,
                         dist::GradSync::Create(comm_, Parameters(), Buffers(), sync_options));
   ParamGroup group;
   for (auto& p : model_->named_parameters()) {
@@ -74,76 +71,72 @@ Status Trainer::RunStage1() {
   }
   group.lr = s1.base_lr();
   group.weight_decay = s1.weight_decay();
-  optimizer_ = MakeOptimizer(s1.optimizer(), s1.momentum(), {group});
+  step_.optimizer = MakeOptimizer(s1.optimizer(), s1.momentum(), {group});
   REID_RETURN_IF_ERROR(RestoreOptimizer(1));
   REID_RETURN_IF_ERROR(StartPrecision(1, s1.amp(), s1.amp_dtype()));
-  const auto scope = cfg_.dist().loss_scope();
-  const torch::Tensor features_dev = features.to(options_.device);
-  const torch::Tensor labels_dev = labels.to(options_.device);
+  return sync;
+}
 
-  stage_start_s_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  last_log_time_ = std::chrono::steady_clock::now();
-  StartMetering(*sync);
-  stage_steps_done_ = 0;
-  stage_steps_total_ = 0;
-  for (int e = static_cast<int>(next_epoch_); e <= s1.max_epochs(); ++e) {
-    stage_steps_total_ += (n + s1.ims_per_batch() - 1) / s1.ims_per_batch();
+StatusOr<StageEnd> Trainer::RunStage1Epoch(int epoch, const Stage1Data& data, StepMeter* meter) {
+  const auto& s1 = cfg_.stage1();
+  SetLearningRates(*step_.optimizer, {1.0}, Stage1LearningRate(s1, epoch));
+  const auto batches = data::Stage1GlobalBatches(data.features.size(0), s1.ims_per_batch(),
+                                                 cfg_.seed(), epoch);
+  const int64_t steps = static_cast<int64_t>(batches.size());
+  const auto scope = cfg_.dist().loss_scope();
+  for (int64_t step = pos_.next_step; step < steps; ++step) {
+    const StepMeter::StepStart start = meter->StartStep();
+    const std::vector<int64_t> mine = dist::SplitByRank(batches[step], comm_.rank(), comm_.size());
+    torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
+    torch::Tensor img = data.features.index_select(0, idx);  // (b, D)
+    torch::Tensor lbl = data.labels.index_select(0, idx);    // (b)
+    torch::Tensor loss;
+    {
+      AutocastScope autocast(step_.precision);
+      torch::Tensor text = model_->EncodeText(lbl, img);  // (b, D)
+      loss = Stage1Loss(dist::GatherForLoss(comm_, img, scope),
+                        dist::GatherForLoss(comm_, text, scope),
+                        dist::GatherForLoss(comm_, lbl, scope), s1.temperature());
+    }
+    REID_ASSIGN_OR_RETURN(const StepOutcome out, Step(loss, {}));
+    StepResult r = Result(epoch, step + 1, steps, out);
+    r.losses = {out.losses[0], out.losses[0]};  // total and supcon: L_i2t + L_t2i is the loss
+    r.images = static_cast<int64_t>(mine.size());
+    r.global_images = static_cast<int64_t>(batches[step].size());
+    meter->EndStep(start, r);
+    REID_ASSIGN_OR_RETURN(const StageEnd end, AfterStep(1, epoch, step + 1, steps, out.stepped));
+    if (end == StageEnd::kPreempted) return end;
   }
-  stage_steps_total_ -= next_step_;
-  std::vector<double> sums;
-  for (int epoch = static_cast<int>(next_epoch_); epoch <= s1.max_epochs(); ++epoch) {
-    SetLearningRates(*optimizer_, {1.0}, Stage1LearningRate(s1, epoch));
-    const auto batches = data::Stage1GlobalBatches(n, s1.ims_per_batch(), cfg_.seed(), epoch);
-    const int64_t steps = static_cast<int64_t>(batches.size());
-    int64_t images = 0;
-    for (int64_t step = next_step_; step < steps; ++step) {
-      const StepClock clock = StartStep();
-      const std::vector<int64_t> mine =
-          data::SplitByRank(batches[step], comm_.rank(), comm_.size());
-      torch::Tensor idx = torch::tensor(mine, torch::kLong).to(options_.device);
-      torch::Tensor img = features_dev.index_select(0, idx);  // (b, D)
-      torch::Tensor lbl = labels_dev.index_select(0, idx);    // (b)
-      torch::Tensor loss;
-      {
-        AutocastScope autocast(precision_);
-        torch::Tensor text = model_->EncodeText(lbl, img);  // (b, D)
-        torch::Tensor img_all = dist::GatherForLoss(comm_, img, scope);
-        torch::Tensor text_all = dist::GatherForLoss(comm_, text, scope);
-        torch::Tensor lbl_all = dist::GatherForLoss(comm_, lbl, scope);
-        loss = Stage1Loss(img_all, text_all, lbl_all, s1.temperature());
-      }
-      std::vector<double> avg;
-      StatusOr<bool> stepped = Step(loss, {}, &avg);
-      if (!stepped.ok()) return stepped.status();
-      MeterStep(1, epoch, *sync, avg, static_cast<int64_t>(mine.size()), clock, 0.0,
-                step + 1 == steps);
-      images += static_cast<int64_t>(batches[step].size());
-      ++stage_steps_done_;
-      if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {
-        LogProgress(1, epoch, s1.max_epochs(), step + 1, steps, avg, {"loss"}, images, 0.0);
-        images = 0;
-      }
-      if (StopRequested(1, epoch, step + 1)) {
-        const bool last = step + 1 == steps;
-        return SaveCheckpoint(1, last ? epoch + 1 : epoch, last ? 0 : step + 1);
-      }
-    }
-    next_step_ = 0;
-    next_epoch_ = epoch + 1;
-    if (epoch % std::max(1, s1.checkpoint_period()) == 0 && epoch < s1.max_epochs()) {
-      Status s = SaveCheckpoint(1, epoch + 1, 0);
-      if (!s.ok()) LOG(WARNING) << s.message();
-    }
+  return StageEnd::kDone;
+}
+
+StatusOr<StageEnd> Trainer::RunStage1() {
+  const auto& s1 = cfg_.stage1();
+  SetTrainable(1);
+  if (ranks_.rank == 0) std::cout << "stage 1: extracting the training images' features\n";
+  bool stopped = false;
+  const torch::Tensor features = ExtractFeatures(dataset_.train, true, &stopped);  // (N, D)
+  if (stopped) return Preempt(1, pos_.next_epoch, pos_.next_step);
+  const torch::Tensor labels = TrainLabels();
+  const Stage1Data data{features.to(options_.device), labels.to(options_.device)};
+  REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync, StartStage1Optimizer());
+
+  const int64_t per_epoch = (features.size(0) + s1.ims_per_batch() - 1) / s1.ims_per_batch();
+  const int64_t total = per_epoch * (s1.max_epochs() - pos_.next_epoch + 1) - pos_.next_step;
+  StepMeter meter = MakeMeter(1, s1.max_epochs(), s1.log_period(), total, *sync);
+  for (int epoch = static_cast<int>(pos_.next_epoch); epoch <= s1.max_epochs(); ++epoch) {
+    REID_ASSIGN_OR_RETURN(const StageEnd end, RunStage1Epoch(epoch, data, &meter));
+    if (end == StageEnd::kPreempted) return end;
+    pos_.next_step = 0;
+    pos_.next_epoch = epoch + 1;
+    const bool period = epoch % std::max(1, s1.checkpoint_period()) == 0;
+    if (epoch < s1.max_epochs()) REID_RETURN_IF_ERROR(EndOfEpochCheckpoint(1, epoch, period));
   }
   class_centers_ = ClassCenters(features, labels);
   REID_RETURN_IF_ERROR(SaveCheckpoint(1, s1.max_epochs() + 1, 0));
-  optimizer_.reset();
-  stage_ = 2;
-  next_epoch_ = 1;
-  next_step_ = 0;
-  global_step_ = 0;
-  return Status::Ok();
+  step_.optimizer.reset();
+  pos_ = Position{2, 1, 0, 0};
+  return StageEnd::kDone;
 }
 
 }  // namespace reid::trainer

@@ -8,6 +8,7 @@
 #include "data/options.h"
 #include "trainer/distributed/global_batch.h"
 #include "trainer/distributed/grad_sync.h"
+#include "trainer/distributed/shard.h"
 #include "trainer/losses.h"
 #include "trainer/schedule.h"
 #include "trainer/trainer.h"
@@ -26,7 +27,7 @@ double Seconds(std::chrono::steady_clock::duration d) {
 torch::Tensor Trainer::BuildTextBank() {
   torch::NoGradGuard no_grad;
   const int64_t c = dataset_.num_train_pids;
-  const data::ShardRange shard = data::InferenceShard(c, comm_.rank(), comm_.size());
+  const dist::ShardRange shard = dist::InferenceShard(c, comm_.rank(), comm_.size());
   std::vector<torch::Tensor> parts;
   for (int64_t b = shard.begin; b < shard.end; b += kTextChunk) {
     const int64_t e = std::min(shard.end, b + kTextChunk);
@@ -41,130 +42,129 @@ torch::Tensor Trainer::BuildTextBank() {
   return bank.to(options_.device);  // (C, D)
 }
 
-Status Trainer::RunStage2() {
+StatusOr<std::unique_ptr<dist::GradSync>> Trainer::StartStage2Optimizer() {
   const auto& s2 = cfg_.stage2();
-  if (model_->has_context_adjust() && !class_centers_.defined()) {
-    // Stage 2 without a stage-1 checkpoint: the class centres g needs, from fresh features.
-    bool stopped = false;
-    torch::Tensor features = ExtractFeatures(dataset_.train, true, &stopped);
-    if (stopped) return SaveCheckpoint(2, next_epoch_, next_step_);
-    std::vector<int64_t> label_list;
-    for (const data::Sample& s : dataset_.train) label_list.push_back(s.pid);
-    class_centers_ = ClassCenters(features, torch::tensor(label_list, torch::kLong));
-  }
-  SetTrainable(2);
-  text_bank_ = BuildTextBank();
-
-  std::vector<int> labels;
-  for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
-  data::PkSampler sampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed());
-  data::Loader loader(&dataset_.train, data::TransformOptionsFromConfig(cfg_.input(), true),
-                      data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
   dist::GradSyncOptions sync_options = dist::GradSyncOptions::FromConfig(cfg_.dist());
   const dist::NamedTensors params = Parameters();
-  REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync,
+  REID_ASSIGN_OR_RETURN(std::unique_ptr<dist::GradSync> sync,
                         dist::GradSync::Create(comm_, params, Buffers(), sync_options));
   dist::NamedTensors trainable;
   for (const auto& [name, p] : params) {
     if (p.requires_grad()) trainable.emplace_back(name, p);
   }
   const std::vector<ParamGroup> groups = Stage2ParamGroups(s2, trainable);
-  base_lrs_.clear();
-  for (const ParamGroup& g : groups) base_lrs_.push_back(g.lr);
-  optimizer_ = MakeOptimizer(s2.optimizer(), s2.momentum(), groups);
+  step_.base_lrs.clear();
+  for (const ParamGroup& g : groups) step_.base_lrs.push_back(g.lr);
+  step_.optimizer = MakeOptimizer(s2.optimizer(), s2.momentum(), groups);
   REID_RETURN_IF_ERROR(RestoreOptimizer(2));
   REID_RETURN_IF_ERROR(StartPrecision(2, s2.amp(), s2.amp_dtype()));
+  return sync;
+}
 
+Stage2Losses Trainer::Stage2Forward(const data::TensorBatch& t, torch::Tensor* y_all) {
   const auto scope = cfg_.dist().loss_scope();
   dist::Communicator* bn_comm = cfg_.dist().sync_bn() && comm_.size() > 1 ? &comm_ : nullptr;
+  torch::Tensor x = t.images.to(options_.device);
+  torch::Tensor y = t.pids.to(options_.device);
+  torch::Tensor cams = model_->cv_embed.defined() ? t.camids.to(options_.device) : torch::Tensor();
+  AutocastScope autocast(step_.precision);
+  model::VisionOutputs v = model_->EncodeImage(x, cams);
+  torch::Tensor score =
+      model_->classifier(dist::SyncBatchNormForward(bn_comm, model_->bottleneck, v.cls));
+  torch::Tensor score_proj = model_->classifier_proj(
+      dist::SyncBatchNormForward(bn_comm, model_->bottleneck_proj, v.cls_proj));
+  // Batch-coupled terms see the global batch (GLOBAL scope); per-sample terms too, so that
+  // every rank computes the same global loss.
+  torch::Tensor proj_all = dist::GatherForLoss(comm_, v.cls_proj, scope);
+  *y_all = dist::GatherForLoss(comm_, y, scope);
+  return Stage2Loss(cfg_.loss(), dist::GatherForLoss(comm_, score, scope),
+                    dist::GatherForLoss(comm_, score_proj, scope),
+                    dist::GatherForLoss(comm_, v.cls_last, scope),
+                    dist::GatherForLoss(comm_, v.cls, scope), proj_all,
+                    model_->ImageTextLogits(proj_all, text_bank_), *y_all);
+}
+
+StatusOr<StageEnd> Trainer::RunStage2Epoch(int epoch, const data::PkSampler& sampler,
+                                           data::Loader* loader, StepMeter* meter) {
+  const auto& s2 = cfg_.stage2();
   const auto& size = cfg_.input().size_train();
-  const bool sie = model_->cv_embed.defined();
-  stage_start_s_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-  last_log_time_ = std::chrono::steady_clock::now();
-  StartMetering(*sync);
-  stage_steps_done_ = 0;
-  stage_steps_total_ = -next_step_;
-  for (int e = static_cast<int>(next_epoch_); e <= s2.max_epochs(); ++e) {
-    stage_steps_total_ += sampler.StepsPerEpoch(e);
+  const int64_t images_factor =
+      cfg_.dist().loss_scope() == proto::DistConfig::LOCAL ? comm_.size() : 1;
+  SetLearningRates(*step_.optimizer, step_.base_lrs, Stage2LrFactor(s2, epoch));
+  const int64_t steps = sampler.StepsPerEpoch(epoch);
+  loader->StartEpoch(epoch,
+                     sampler.RankBatches(epoch, comm_.rank(), comm_.size(), pos_.next_step));
+  int64_t step = pos_.next_step;
+  data::Batch b;
+  for (;;) {
+    const auto wait_start = std::chrono::steady_clock::now();
+    if (!loader->Next(&b)) break;
+    const StepMeter::StepStart start = meter->StartStep();
+    const data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
+    torch::Tensor y_all;
+    const Stage2Losses l = Stage2Forward(t, &y_all);
+    REID_ASSIGN_OR_RETURN(const StepOutcome out, Step(l.total, {l.id, l.tri, l.i2t}));
+    ++step;
+    StepResult r = Result(epoch, step, steps, out);
+    r.images = t.pids.size(0);
+    r.global_images = y_all.size(0) * images_factor;
+    r.data_wait_s = Seconds(start.start - wait_start);
+    meter->EndStep(start, r);
+    REID_ASSIGN_OR_RETURN(const StageEnd end, AfterStep(2, epoch, step, steps, out.stepped));
+    if (end == StageEnd::kPreempted) return end;
   }
+  return StageEnd::kDone;
+}
+
+StatusOr<StageEnd> Trainer::RunStage2() {
+  const auto& s2 = cfg_.stage2();
+  if (model_->has_context_adjust() && !class_centers_.defined()) {
+    // Stage 2 without a stage-1 checkpoint: the class centres g needs, from fresh features.
+    bool stopped = false;
+    torch::Tensor features = ExtractFeatures(dataset_.train, true, &stopped);
+    if (stopped) return Preempt(2, pos_.next_epoch, pos_.next_step);
+    class_centers_ = ClassCenters(features, TrainLabels());
+  }
+  SetTrainable(2);
+  text_bank_ = BuildTextBank();
+  std::vector<int> labels;
+  for (const data::Sample& s : dataset_.train) labels.push_back(s.pid);
+  const data::PkSampler sampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed());
+  data::Loader loader(&dataset_.train, data::TransformOptionsFromConfig(cfg_.input(), true),
+                      data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
+  REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync, StartStage2Optimizer());
+  int64_t total = -pos_.next_step;
+  for (int e = static_cast<int>(pos_.next_epoch); e <= s2.max_epochs(); ++e) {
+    total += sampler.StepsPerEpoch(e);
+  }
+  StepMeter meter = MakeMeter(2, s2.max_epochs(), s2.log_period(), total, *sync);
   model_->train();
   int64_t unreadable_seen = 0;
-  for (int epoch = static_cast<int>(next_epoch_); epoch <= s2.max_epochs(); ++epoch) {
-    SetLearningRates(*optimizer_, base_lrs_, Stage2LrFactor(s2, epoch));
-    const int64_t steps = sampler.StepsPerEpoch(epoch);
-    loader.StartEpoch(epoch, sampler.RankBatches(epoch, comm_.rank(), comm_.size(), next_step_));
-    int64_t step = next_step_, images = 0;
-    double data_wait = 0;
-    data::Batch b;
-    for (;;) {
-      const auto wait_start = std::chrono::steady_clock::now();
-      if (!loader.Next(&b)) break;
-      const StepClock clock = StartStep();
-      const double wait = Seconds(clock.start - wait_start);
-      data_wait += wait;
-      data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
-      torch::Tensor x = t.images.to(options_.device);
-      torch::Tensor y = t.pids.to(options_.device);
-      torch::Tensor cams = sie ? t.camids.to(options_.device) : torch::Tensor();
-      Stage2Losses l;
-      torch::Tensor y_all;
-      {
-        AutocastScope autocast(precision_);
-        model::VisionOutputs v = model_->EncodeImage(x, cams);
-        torch::Tensor score =
-            model_->classifier(dist::SyncBatchNormForward(bn_comm, model_->bottleneck, v.cls));
-        torch::Tensor score_proj = model_->classifier_proj(
-            dist::SyncBatchNormForward(bn_comm, model_->bottleneck_proj, v.cls_proj));
-        // Batch-coupled terms see the global batch (GLOBAL scope); per-sample terms too, so that
-        // every rank computes the same global loss.
-        torch::Tensor proj_all = dist::GatherForLoss(comm_, v.cls_proj, scope);
-        y_all = dist::GatherForLoss(comm_, y, scope);
-        l = Stage2Loss(cfg_.loss(), dist::GatherForLoss(comm_, score, scope),
-                       dist::GatherForLoss(comm_, score_proj, scope),
-                       dist::GatherForLoss(comm_, v.cls_last, scope),
-                       dist::GatherForLoss(comm_, v.cls, scope), proj_all,
-                       model_->ImageTextLogits(proj_all, text_bank_), y_all);
-      }
-      std::vector<double> avg;
-      StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
-      if (!stepped.ok()) return stepped.status();
-      MeterStep(2, epoch, *sync, avg, y.size(0), clock, wait, step + 1 == steps);
-      ++step;
-      ++stage_steps_done_;
-      images += y_all.size(0) * (scope == proto::DistConfig::LOCAL ? comm_.size() : 1);
-      if (step % std::max(1, s2.log_period()) == 0 || step == steps) {
-        LogProgress(2, epoch, s2.max_epochs(), step, steps, avg, {"loss", "id", "tri", "i2t"},
-                    images, data_wait);
-        images = 0;
-        data_wait = 0;
-      }
-      if (StopRequested(2, epoch, step)) {
-        return SaveCheckpoint(2, step == steps ? epoch + 1 : epoch, step == steps ? 0 : step);
-      }
-    }
+  for (int epoch = static_cast<int>(pos_.next_epoch); epoch <= s2.max_epochs(); ++epoch) {
+    REID_ASSIGN_OR_RETURN(const StageEnd end, RunStage2Epoch(epoch, sampler, &loader, &meter));
+    if (end == StageEnd::kPreempted) return end;
     MeterUnreadable(loader.unreadable_count() - unreadable_seen);
     unreadable_seen = loader.unreadable_count();
-    next_step_ = 0;
-    next_epoch_ = epoch + 1;
-    if (epoch % std::max(1, s2.eval_period()) == 0 || epoch == s2.max_epochs()) {
+    pos_.next_step = 0;
+    pos_.next_epoch = epoch + 1;
+    const bool last = epoch == s2.max_epochs();
+    if (epoch % std::max(1, s2.eval_period()) == 0 || last) {
       bool stopped = false;
       Evaluate(epoch, &stopped);
-      if (stopped) return SaveCheckpoint(2, epoch + 1, 0);
+      if (stopped) return Preempt(2, epoch + 1, 0);
     }
-    if (epoch % std::max(1, s2.checkpoint_period()) == 0 || epoch == s2.max_epochs()) {
-      Status s = SaveCheckpoint(2, epoch + 1, 0);
-      if (!s.ok() && epoch == s2.max_epochs()) return s;
-    }
+    const bool period = epoch % std::max(1, s2.checkpoint_period()) == 0;
+    if (last) REID_RETURN_IF_ERROR(SaveCheckpoint(2, epoch + 1, 0));
+    if (!last) REID_RETURN_IF_ERROR(EndOfEpochCheckpoint(2, epoch, period));
   }
-  if (!have_eval_) {  // resumed past the last epoch: report the accuracy of what was loaded
+  if (!eval_.have) {  // resumed past the last epoch: report the accuracy of what was loaded
     bool stopped = false;
     Evaluate(s2.max_epochs(), &stopped);
-    if (stopped) return Status::Ok();  // nothing changed since the checkpoint
+    if (stopped) return StageEnd::kPreempted;  // nothing changed since the checkpoint
   }
-  optimizer_.reset();
-  stage_ = 3;
-  return Status::Ok();
+  step_.optimizer.reset();
+  pos_.stage = 3;
+  return StageEnd::kDone;
 }
 
 }  // namespace reid::trainer

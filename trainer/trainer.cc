@@ -80,19 +80,6 @@ std::string Join(const std::vector<std::string>& v) {
   return s;
 }
 
-std::string FormatDuration(double s) {
-  char buf[32];
-  const int64_t t = static_cast<int64_t>(std::max(0.0, s));
-  if (t >= 3600) {
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(t / 3600),
-                  static_cast<long long>(t / 60 % 60));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(t / 60),
-                  static_cast<long long>(t % 60));
-  }
-  return buf;
-}
-
 // The CUDA caching allocator's bytes allocated to tensors and reserved from the device; -1 when
 // not on CUDA (or with a CPU-only LibTorch, where c10/cuda does not exist).
 void GpuMemory(const torch::Device& device, double* allocated, double* reserved) {
@@ -109,20 +96,6 @@ void GpuMemory(const torch::Device& device, double* allocated, double* reserved)
 #else
   (void)device;
 #endif
-}
-
-// The `loss` label of each averaged loss component (Step's order: total first).
-monitoring::Losses MetricLosses(int stage, const std::vector<double>& losses) {
-  static const char* const kStage1[] = {"total", "supcon"};
-  static const char* const kStage2[] = {"total", "id", "triplet", "i2t"};
-  monitoring::Losses out;
-  if (losses.empty()) return out;
-  if (stage == 1) {
-    for (const char* name : kStage1) out.emplace_back(name, losses[0]);  // L_i2t + L_t2i only
-  } else {
-    for (size_t i = 0; i < losses.size() && i < 4; ++i) out.emplace_back(kStage2[i], losses[i]);
-  }
-  return out;
 }
 
 }  // namespace
@@ -215,7 +188,7 @@ Status Trainer::Setup() {
   REID_RETURN_IF_ERROR(data::PkSampler(labels, s2.ids_per_batch(), s2.num_instances(), cfg_.seed())
                            .Validate(ranks_.world_size));
   REID_RETURN_IF_ERROR(BuildModel());
-  stage_ = options_.start_stage;
+  pos_.stage = options_.start_stage;
 
   if (options_.resume.empty()) return Status::Ok();
   std::string path;
@@ -239,12 +212,12 @@ Status Trainer::Setup() {
   REID_RETURN_IF_ERROR(CheckResumeConfig(meta.config()).Annotate("--resume=" + path));
   REID_RETURN_IF_ERROR(RestoreModel(path, meta));
   if (options_.start_stage == 2 && meta.stage() == 1) {
-    stage_ = 2;  // stage 2 from a stage-1 checkpoint: fresh stage-2 position and optimiser
+    pos_.stage = 2;  // stage 2 from a stage-1 checkpoint: fresh stage-2 position and optimiser
   } else {
-    stage_ = meta.stage();
-    next_epoch_ = meta.sampler().epoch();
-    next_step_ = meta.sampler().step();
-    global_step_ = meta.global_step();
+    pos_.stage = meta.stage();
+    pos_.next_epoch = meta.sampler().epoch();
+    pos_.next_step = meta.sampler().step();
+    pos_.global_step = meta.global_step();
   }
   if (ranks_.rank == 0) {
     std::cout << "resuming from " << path << " (stage " << meta.stage() << ", epoch "
@@ -310,16 +283,16 @@ Status Trainer::RestoreModel(const std::string& path, const proto::CheckpointMet
   if (opt) {
     StatusOr<NamedTensors> o = DeserializeTensors(*opt, path + "/optimizer.pt");
     if (!o.ok()) return o.status();
-    pending_optimizer_ = std::move(*o);
-    pending_optimizer_file_ = path + "/optimizer.pt";
-    pending_optimizer_stage_ = meta.stage();
+    resume_.optimizer = std::move(*o);
+    resume_.optimizer_file = path + "/optimizer.pt";
+    resume_.optimizer_stage = meta.stage();
   }
   REID_ASSIGN_OR_RETURN(const MaybeBytes scaler, optional_file("scaler.pt"));
   if (scaler) {
     StatusOr<NamedTensors> st = DeserializeTensors(*scaler, path + "/scaler.pt");
     if (!st.ok()) return st.status();
-    pending_scaler_ = *st;
-    pending_scaler_stage_ = meta.stage();
+    resume_.scaler = *st;
+    resume_.scaler_stage = meta.stage();
   }
   REID_ASSIGN_OR_RETURN(const MaybeBytes rng, optional_file("rng.pt"));
   if (rng) REID_RETURN_IF_ERROR(RestoreRng(path, meta, *rng));
@@ -371,13 +344,13 @@ Status Trainer::RestoreRng(const std::string& path, const proto::CheckpointMeta&
 }
 
 Status Trainer::RestoreOptimizer(int stage) {
-  if (pending_optimizer_stage_ != stage) return Status::Ok();
-  pending_optimizer_stage_ = 0;
+  if (resume_.optimizer_stage != stage) return Status::Ok();
+  resume_.optimizer_stage = 0;
   NamedTensors params;
   for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-  const NamedTensors state = std::move(pending_optimizer_);
-  pending_optimizer_.clear();
-  return RestoreOptimizerState(optimizer_.get(), params, state, pending_optimizer_file_);
+  const NamedTensors state = std::move(resume_.optimizer);
+  resume_.optimizer.clear();
+  return RestoreOptimizerState(step_.optimizer.get(), params, state, resume_.optimizer_file);
 }
 
 dist::NamedTensors Trainer::Parameters() const {
@@ -408,63 +381,138 @@ void Trainer::SetTrainable(int stage) {
   }
 }
 
-StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts,
-                             std::vector<double>* averaged) {
+bool StepCheckpointDue(int period_steps, int64_t global_step) {
+  return period_steps > 0 && global_step > 0 && global_step % period_steps == 0;
+}
+
+StatusOr<Trainer::StepOutcome> Trainer::Step(const torch::Tensor& loss,
+                                             const std::vector<torch::Tensor>& parts) {
+  StepOutcome out;
   std::vector<torch::Tensor> all = {loss.detach().reshape({1})};
   for (const torch::Tensor& p : parts) all.push_back(p.detach().reshape({1}));
   torch::Tensor values = torch::cat(all).to(torch::kCPU, torch::kFloat64);
   const double reduce_start = NowSeconds();
   if (comm_.size() > 1) comm_.AllReduce(values, dist::ReduceOp::kAvg);
-  loss_allreduce_s_ = NowSeconds() - reduce_start;
-  averaged->assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
-  last_step_nonfinite_ = !std::isfinite((*averaged)[0]);
-  if (last_step_nonfinite_) {  // the same verdict on every rank
-    ++skipped_steps_;
-    if (++consecutive_skipped_ > kMaxConsecutiveSkipped) {
-      return Status::Internal("the loss was not finite in " + std::to_string(consecutive_skipped_) +
+  out.loss_allreduce_s = NowSeconds() - reduce_start;
+  out.losses.assign(values.data_ptr<double>(), values.data_ptr<double>() + values.numel());
+  out.nonfinite = !std::isfinite(out.losses[0]);
+  if (out.nonfinite) {  // the same verdict on every rank
+    ++step_.skipped_nonfinite;
+    if (++step_.consecutive_nonfinite > kMaxConsecutiveSkipped) {
+      return Status::Internal("the loss was not finite in " +
+                              std::to_string(step_.consecutive_nonfinite) +
                               " steps in a row; stopping (the last good checkpoint is kept; lower "
                               "the learning rate or check the data)");
     }
-    LOG(WARNING) << "non-finite loss: step skipped (" << skipped_steps_ << " so far)";
-    return false;
+    LOG(WARNING) << "non-finite loss: step skipped (" << step_.skipped_nonfinite << " so far)";
+    return out;
   }
-  consecutive_skipped_ = 0;
-  optimizer_->zero_grad();
-  scaler_.Scale(loss).backward();  // GradSync averages the gradients across ranks during/after it
-  if (scaler_.enabled()) {
+  step_.consecutive_nonfinite = 0;
+  step_.optimizer->zero_grad();
+  step_.scaler.Scale(loss).backward();  // GradSync averages the gradients during/after it
+  if (step_.scaler.enabled()) {
     std::vector<torch::Tensor> params;
     for (const auto& p : model_->parameters()) params.push_back(p);
-    const bool overflow = scaler_.UnscaleAndCheck(params, comm_);  // the same on every rank
-    scaler_.Update(overflow);
+    const bool overflow = step_.scaler.UnscaleAndCheck(params, comm_);  // the same on every rank
+    step_.scaler.Update(overflow);
     if (overflow) {
-      ++overflow_steps_;
-      LOG(INFO) << "gradient overflow: step skipped, loss scale now " << scaler_.scale();
-      return false;
+      ++step_.overflow_skipped;
+      LOG(INFO) << "gradient overflow: step skipped, loss scale now " << step_.scaler.scale();
+      return out;
     }
   }
-  optimizer_->step();
-  ++global_step_;
-  return true;
+  step_.optimizer->step();
+  ++pos_.global_step;
+  out.stepped = true;
+  return out;
+}
+
+StepMeter Trainer::MakeMeter(int stage, int max_epochs, int log_period, int64_t total_steps,
+                             const dist::GradSync& sync) {
+  MeterOptions o;
+  o.stage = stage;
+  o.max_epochs = max_epochs;
+  o.log_period = log_period;
+  o.metrics_every = cfg_.monitoring().log_every_steps();
+  o.world_size = comm_.size();
+  o.rank = ranks_.rank;
+  o.total_steps = total_steps;
+  o.progress_names = ProgressLossNames(stage);
+  o.metric_names = MetricLossNames(stage);
+  MeterProbes p;
+  p.comm_wait_s = [this] { return comm_.wait_seconds(); };
+  p.sync_wait_s = [&sync] { return sync.stats().wait_seconds; };
+  p.sync_comm_s = [&sync] { return sync.stats().comm_seconds; };
+  p.sync_steps = [&sync] { return sync.stats().steps; };
+  p.sync_total_bytes = [&sync] { return static_cast<double>(sync.total_bytes()); };
+  const torch::Device device = options_.device;
+  p.gpu_memory = [device](double* allocated, double* reserved) {
+    GpuMemory(device, allocated, reserved);
+  };
+  return StepMeter(std::move(o), std::move(p), monitor_, ranks_.rank == 0 ? &std::cout : nullptr);
+}
+
+StepResult Trainer::Result(int epoch, int64_t step, int64_t steps, const StepOutcome& out) {
+  StepResult r;
+  r.epoch = epoch;
+  r.step = step;
+  r.steps = steps;
+  r.losses = out.losses;
+  r.loss_allreduce_s = out.loss_allreduce_s;
+  r.skipped_nonfinite = out.nonfinite;
+  r.learning_rate = CurrentLearningRate(*step_.optimizer);
+  r.loss_scale = step_.scaler.enabled() ? step_.scaler.scale() : 1.0;
+  r.global_step = pos_.global_step;
+  return r;
+}
+
+StatusOr<StageEnd> Trainer::AfterStep(int stage, int epoch, int64_t step, int64_t steps,
+                                      bool stepped) {
+  const bool last = step == steps;
+  const int64_t next_epoch = last ? epoch + 1 : epoch, next_step = last ? 0 : step;
+  if (StopRequested(stage, epoch, step)) return Preempt(stage, next_epoch, next_step);
+  if (stepped && StepCheckpointDue(cfg_.checkpoint().period_steps(), pos_.global_step)) {
+    if (last) {
+      step_checkpoint_pending_ = true;  // after the epoch (and its evaluation)
+    } else {
+      const Status s = SaveCheckpoint(stage, next_epoch, next_step);
+      if (!s.ok()) LOG(WARNING) << "checkpoint.period_steps: " << s.message();
+    }
+  }
+  return StageEnd::kDone;
+}
+
+Status Trainer::EndOfEpochCheckpoint(int stage, int epoch, bool period_due) {
+  if (!period_due && !step_checkpoint_pending_) return Status::Ok();
+  step_checkpoint_pending_ = false;
+  const Status s = SaveCheckpoint(stage, epoch + 1, 0);
+  if (!s.ok()) LOG(WARNING) << "stage " << stage << " epoch " << epoch << ": " << s.message();
+  return Status::Ok();
+}
+
+StatusOr<StageEnd> Trainer::Preempt(int stage, int64_t next_epoch, int64_t next_step) {
+  REID_RETURN_IF_ERROR(SaveCheckpoint(stage, next_epoch, next_step));
+  return StageEnd::kPreempted;
 }
 
 Status Trainer::StartPrecision(int stage, bool amp, proto::AmpDtype dtype) {
-  precision_ = PrecisionFor(amp, dtype, options_.device);
-  scaler_ = LossScaler(precision_.loss_scaling, LossScalerOptions());
+  step_.precision = PrecisionFor(amp, dtype, options_.device);
+  step_.scaler = LossScaler(step_.precision.loss_scaling, LossScalerOptions());
   // Test hook: the loss scaler with this initial scale in any precision (fp32 on CPU), so that
   // its path through backward, GradSync, the skip and the checkpoint runs without a GPU.
   if (const char* init = std::getenv("REID_TEST_LOSS_SCALE"); init != nullptr && *init != 0) {
     LossScalerOptions o;
     o.init_scale = std::strtod(init, nullptr);
     CHECK(std::isfinite(o.init_scale) && o.init_scale > 0) << "REID_TEST_LOSS_SCALE=" << init;
-    scaler_ = LossScaler(true, o);
+    step_.scaler = LossScaler(true, o);
   }
-  if (amp && !precision_.autocast && ranks_.rank == 0) {
+  if (amp && !step_.precision.autocast && ranks_.rank == 0) {
     LOG(INFO) << "stage " << stage << ": amp applies on CUDA only; training in fp32 on CPU";
   }
-  LOG(INFO) << "stage " << stage << " precision: " << precision_.Describe();
-  if (!pending_scaler_.empty() && pending_scaler_stage_ == stage) {
-    if (scaler_.enabled()) REID_RETURN_IF_ERROR(scaler_.Restore(pending_scaler_, "scaler.pt"));
-    pending_scaler_.clear();
+  LOG(INFO) << "stage " << stage << " precision: " << step_.precision.Describe();
+  if (!resume_.scaler.empty() && resume_.scaler_stage == stage) {
+    if (step_.scaler.enabled()) REID_RETURN_IF_ERROR(step_.scaler.Restore(resume_.scaler, "scaler.pt"));
+    resume_.scaler.clear();
   }
   return Status::Ok();
 }
@@ -499,10 +547,10 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
     };
     const model::StateDict state = model::ModuleStateDict(*model_);
     add("model.pt", NamedTensors(state.begin(), state.end()));
-    if (optimizer_ && cfg_.checkpoint().save_optimizer()) {
+    if (step_.optimizer && cfg_.checkpoint().save_optimizer()) {
       NamedTensors params;
       for (const auto& p : model_->named_parameters()) params.emplace_back(p.key(), p.value());
-      add("optimizer.pt", OptimizerStateTensors(*optimizer_, params));
+      add("optimizer.pt", OptimizerStateTensors(*step_.optimizer, params));
     }
     NamedTensors per_rank;
     for (int r = 0; r < rngs.size(0); ++r)
@@ -510,19 +558,19 @@ Status Trainer::SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step)
     add("rng.pt", per_rank);
     if (class_centers_.defined())
       add("class_centers.pt", NamedTensors{{"class_centers", class_centers_}});
-    if (scaler_.enabled() && optimizer_) add("scaler.pt", scaler_.State());
+    if (step_.scaler.enabled() && step_.optimizer) add("scaler.pt", step_.scaler.State());
     proto::CheckpointMeta meta;
     meta.set_stage(stage);
     meta.set_epoch(static_cast<int32_t>(next_epoch - 1));
-    meta.set_global_step(global_step_);
+    meta.set_global_step(pos_.global_step);
     meta.set_world_size(ranks_.world_size);
     meta.mutable_sampler()->set_seed(cfg_.seed());
     meta.mutable_sampler()->set_epoch(static_cast<int32_t>(next_epoch));
     meta.mutable_sampler()->set_step(next_step);
     *meta.mutable_config() = cfg_;
-    if (have_eval_ && stage == 2) {
-      (*meta.mutable_metrics())["mAP"] = last_eval_.mAP;
-      if (!last_eval_.cmc.empty()) (*meta.mutable_metrics())["rank1"] = last_eval_.cmc[0];
+    if (eval_.have && stage == 2) {
+      (*meta.mutable_metrics())["mAP"] = eval_.last.mAP;
+      if (!eval_.last.cmc.empty()) (*meta.mutable_metrics())["rank1"] = eval_.last.cmc[0];
     }
     StampBuildAndTime(&meta);
     const std::string name = CheckpointName(stage, next_epoch, next_step);
@@ -564,128 +612,42 @@ void Trainer::Evaluate(int epoch, bool* stopped) {
     result = RunEvaluation(MakeRankingInput(cfg_.eval(), qf, gf, dataset_.query, dataset_.gallery),
                            cfg_.eval(), false, &comm_);
   }
-  last_eval_ = *result;
-  have_eval_ = true;
+  eval_.last = *result;
+  eval_.have = true;
   if (monitor_ != nullptr) {
-    monitor_->RecordEval({2, epoch, global_step_, last_eval_.mAP, last_eval_.cmc});
+    monitor_->RecordEval({2, epoch, pos_.global_step, eval_.last.mAP, eval_.last.cmc});
   }
-  LOG(INFO) << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_);
+  LOG(INFO) << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(eval_.last);
   if (ranks_.rank != 0) return;
-  std::cout << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(last_eval_) << " | "
+  std::cout << "eval stage 2 epoch " << epoch << " | " << FormatEvalResult(eval_.last) << " | "
             << FormatDuration(NowSeconds() - start) << "\n";
   const std::string json =
-      EvalResultJson(last_eval_, "\"stage\":2,\"epoch\":" + std::to_string(epoch));
+      EvalResultJson(eval_.last, "\"stage\":2,\"epoch\":" + std::to_string(epoch));
   Status s = WriteTextAtomically(options_.output_dir + "/metrics.json", json + "\n");
   if (!s.ok()) LOG(WARNING) << s.message();
 }
 
-void Trainer::LogProgress(int stage, int epoch, int max_epochs, int64_t step, int64_t steps,
-                          const std::vector<double>& losses, const std::vector<const char*>& names,
-                          int64_t images, double data_wait_s) {
-  const auto now = std::chrono::steady_clock::now();
-  const double interval = std::chrono::duration<double>(now - last_log_time_).count();
-  last_log_time_ = now;
-  const double elapsed = NowSeconds() - stage_start_s_;
-  const double eta = stage_steps_done_ > 0
-                         ? elapsed / stage_steps_done_ * (stage_steps_total_ - stage_steps_done_)
-                         : 0.0;
-  char buf[512];
-  int n = std::snprintf(buf, sizeof(buf), "stage %d epoch %d/%d step %lld/%lld | loss %.4f", stage,
-                        epoch, max_epochs, static_cast<long long>(step),
-                        static_cast<long long>(steps), losses.empty() ? 0.0 : losses[0]);
-  if (names.size() > 1) {
-    n += std::snprintf(buf + n, sizeof(buf) - n, " (");
-    for (size_t i = 1; i < names.size() && i < losses.size(); ++i) {
-      n += std::snprintf(buf + n, sizeof(buf) - n, "%s%s %.4f", i > 1 ? " " : "", names[i],
-                         losses[i]);
-    }
-    n += std::snprintf(buf + n, sizeof(buf) - n, ")");
-  }
-  std::snprintf(buf + n, sizeof(buf) - n, " | lr %.2e | %.0f img/s | data %.0f%% | eta %s",
-                CurrentLearningRate(*optimizer_), interval > 0 ? images / interval : 0.0,
-                interval > 0 ? 100.0 * data_wait_s / interval : 0.0, FormatDuration(eta).c_str());
-  LOG(INFO) << buf;
-  if (ranks_.rank == 0) std::cout << buf << std::endl;
-}
-
-void Trainer::StartMetering(const dist::GradSync& sync) {
-  sync_seen_ = sync.stats();
-  interval_ = MetricsInterval();
-  interval_.start = std::chrono::steady_clock::now();
-}
-
-void Trainer::MeterStep(int stage, int epoch, const dist::GradSync& sync,
-                        const std::vector<double>& losses, int64_t images, const StepClock& clock,
-                        double data_wait_s, bool last_of_epoch) {
-  if (monitor_ == nullptr) return;
-  const auto now = std::chrono::steady_clock::now();
-  const dist::GradSync::Stats& stats = sync.stats();
-  monitoring::StepStats step;
-  step.stage = stage;
-  step.epoch = epoch;
-  step.images = images;
-  step.step_seconds = std::chrono::duration<double>(now - clock.start).count();
-  step.data_wait_seconds = data_wait_s;
-  step.allreduce_seconds = stats.wait_seconds - sync_seen_.wait_seconds + loss_allreduce_s_;
-  step.other_collective_seconds =
-      std::max(0.0, comm_.wait_seconds() - clock.comm_wait_s - loss_allreduce_s_);
-  step.skipped_nonfinite = last_step_nonfinite_;
-  monitor_->RecordStep(step);
-  interval_.images += images;
-  interval_.data_wait_s += data_wait_s;
-  interval_.comm_s += stats.comm_seconds - sync_seen_.comm_seconds;
-  interval_.comm_bytes += static_cast<double>(stats.steps - sync_seen_.steps) * sync.total_bytes();
-  sync_seen_ = stats;
-  const bool own_period = cfg_.monitoring().log_every_steps() > 0;
-  const int every = own_period   ? cfg_.monitoring().log_every_steps()
-                    : stage == 1 ? cfg_.stage1().log_period()
-                                 : cfg_.stage2().log_period();
-  if (++interval_.steps % std::max(1, every) == 0 || (last_of_epoch && !own_period)) {
-    MeterInterval(stage, epoch, losses, now);
-  }
-}
-
-void Trainer::MeterInterval(int stage, int epoch, const std::vector<double>& losses,
-                            std::chrono::steady_clock::time_point now) {
-  const double seconds = std::chrono::duration<double>(now - interval_.start).count();
-  const int n = comm_.size();
-  monitoring::IntervalStats s;
-  s.stage = stage;
-  s.epoch = epoch;
-  s.step = global_step_;
-  s.losses = MetricLosses(stage, losses);
-  s.learning_rate = CurrentLearningRate(*optimizer_);
-  s.images_per_second = seconds > 0 ? interval_.images * n / seconds : 0.0;  // shards are equal
-  s.data_wait_fraction = seconds > 0 ? std::min(1.0, interval_.data_wait_s / seconds) : 0.0;
-  s.loss_scale = scaler_.enabled() ? scaler_.scale() : 1.0;
-  if (n > 1 && interval_.comm_s > 0) {  // nccl-tests' bus bandwidth of an all-reduce
-    s.bus_bandwidth_bytes_per_second = interval_.comm_bytes * 2.0 * (n - 1) / n / interval_.comm_s;
-  }
-  GpuMemory(options_.device, &s.gpu_allocated_bytes, &s.gpu_reserved_bytes);
-  monitor_->RecordInterval(s);
-  interval_ = MetricsInterval();
-  interval_.start = now;
-}
-
 StatusOr<RunEnd> Trainer::Run() {
-  if (stage_ == 1 && cfg_.stage1().enabled()) {
-    Status s = RunStage1();
-    if (!s.ok()) return s;
-    if (stage_ == 1) return RunEnd::kPreempted;  // stage 1 did not finish
+  if (pos_.stage == 1 && cfg_.stage1().enabled()) {
+    REID_ASSIGN_OR_RETURN(const StageEnd end, RunStage1());
+    if (end == StageEnd::kPreempted) return RunEnd::kPreempted;
   }
-  stage_ = 2;
+  pos_.stage = 2;
   if (cfg_.stage2().enabled()) {
-    Status s = RunStage2();
-    if (!s.ok()) return s;
-    if (stage_ == 2) return RunEnd::kPreempted;
-  } else if (!have_eval_) {
+    REID_ASSIGN_OR_RETURN(const StageEnd end, RunStage2());
+    if (end == StageEnd::kPreempted) return RunEnd::kPreempted;
+  } else if (!eval_.have) {
     bool stopped = false;
     model_->eval();
     Evaluate(0, &stopped);
     if (stopped) return RunEnd::kPreempted;
   }
-  if (ranks_.rank == 0 && skipped_steps_ > 0) {
-    std::cout << "skipped " << skipped_steps_ << " steps with a non-finite loss\n";
+  if (ranks_.rank == 0 && step_.skipped_nonfinite > 0) {
+    std::cout << "skipped " << step_.skipped_nonfinite << " steps with a non-finite loss\n";
+  }
+  if (ranks_.rank == 0 && step_.overflow_skipped > 0) {
+    std::cout << "the loss scaler skipped " << step_.overflow_skipped
+              << " steps with an overflowing gradient\n";
   }
   return RunEnd::kFinished;
 }

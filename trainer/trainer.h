@@ -11,7 +11,9 @@
 
 #include "base/status.h"
 #include "base/torch_glog.h"
+#include "data/batch_tensor.h"
 #include "data/dataset.h"
+#include "data/loader.h"
 #include "data/sampler.h"
 #include "monitoring/monitor.h"
 #include "proto/checkpoint.pb.h"
@@ -22,7 +24,9 @@
 #include "trainer/distributed/grad_sync.h"
 #include "trainer/distributed/ranks.h"
 #include "trainer/eval/evaluator.h"
+#include "trainer/losses.h"
 #include "trainer/model/reid_model.h"
+#include "trainer/step_meter.h"
 
 namespace reid::trainer {
 
@@ -37,6 +41,12 @@ struct TrainOptions {
 
 // How a run ended.
 enum class RunEnd { kFinished, kPreempted };
+// How a stage (or one of its epochs) ended; a failure is the Status of the StatusOr around it.
+enum class StageEnd { kDone, kPreempted };
+
+// True after the optimiser step that makes `global_step` a multiple of checkpoint.period_steps
+// (0: never).
+bool StepCheckpointDue(int period_steps, int64_t global_step);
 
 class Trainer {
  public:
@@ -49,7 +59,7 @@ class Trainer {
   Status Setup();
   // Both stages, evaluations and checkpoints. Collective.
   StatusOr<RunEnd> Run();
-  const EvalResult& last_eval() const { return last_eval_; }
+  const EvalResult& last_eval() const { return eval_.last; }
   // Where the run reports its metrics (exporter, Pushgateway, history.jsonl); none when null.
   // Not owned; set before Setup.
   void set_monitor(monitoring::Monitor* monitor) { monitor_ = monitor; }
@@ -57,17 +67,65 @@ class Trainer {
   const data::Dataset& dataset() const { return dataset_; }
 
  private:
+  // The position in training: the stage running and the sampler position the next step takes
+  // (what a checkpoint records).
+  struct Position {
+    int stage = 1;
+    int64_t next_epoch = 1, next_step = 0;
+    int64_t global_step = 0;  // optimiser steps of the stage
+  };
+  // The optimiser step's state (trainer.cc: Step, StartPrecision; the stages build the optimiser).
+  struct StepState {
+    std::unique_ptr<torch::optim::Optimizer> optimizer;
+    std::vector<double> base_lrs;  // stage 2's parameter groups
+    Precision precision;
+    LossScaler scaler;
+    int64_t skipped_nonfinite = 0, consecutive_nonfinite = 0;
+    int64_t overflow_skipped = 0;  // optimiser steps the loss scaler skipped
+  };
+  // What the resumed checkpoint holds for a stage that has not started yet (trainer.cc).
+  struct PendingResume {
+    NamedTensors optimizer;
+    std::string optimizer_file;
+    int optimizer_stage = 0;
+    NamedTensors scaler;
+    int scaler_stage = 0;
+  };
+  struct EvalState {
+    EvalResult last;
+    bool have = false;
+  };
+  // One optimiser step's outcome (Step).
+  struct StepOutcome {
+    bool stepped = false;       // false: skipped (non-finite loss or gradient overflow)
+    bool nonfinite = false;     // skipped for a non-finite loss
+    std::vector<double> losses;  // averaged over ranks, total first
+    double loss_allreduce_s = 0;
+  };
+  struct Stage1Data {
+    torch::Tensor features;  // (N, D) on the device
+    torch::Tensor labels;    // (N)
+  };
+
   // --- stage 1 (stage1.cc)
-  Status RunStage1();
+  StatusOr<StageEnd> RunStage1();
+  StatusOr<std::unique_ptr<dist::GradSync>> StartStage1Optimizer();
+  StatusOr<StageEnd> RunStage1Epoch(int epoch, const Stage1Data& data, StepMeter* meter);
   // Inference features of every item of `split` (rows in split order, on every rank): sharded
-  // over ranks and all-gathered. False in *stopped when a preemption interrupted it.
+  // over ranks and all-gathered. True in *stopped when a preemption interrupted it.
   torch::Tensor ExtractFeatures(const std::vector<data::Sample>& split, bool stage1_image,
                                 bool* stopped);
   torch::Tensor ClassCenters(const torch::Tensor& features, const torch::Tensor& labels) const;
+  torch::Tensor TrainLabels() const;  // (N) identity of each training image
   // --- stage 2 (stage2.cc)
-  Status RunStage2();
+  StatusOr<StageEnd> RunStage2();
+  StatusOr<std::unique_ptr<dist::GradSync>> StartStage2Optimizer();
+  StatusOr<StageEnd> RunStage2Epoch(int epoch, const data::PkSampler& sampler,
+                                    data::Loader* loader, StepMeter* meter);
+  // The forward pass and losses of one batch on the global batch; the gathered labels in *y_all.
+  Stage2Losses Stage2Forward(const data::TensorBatch& t, torch::Tensor* y_all);
   torch::Tensor BuildTextBank();
-  // --- shared (trainer.cc)
+  // --- shared by the stages (trainer.cc)
   Status LoadData();
   Status BuildModel();
   void SetTrainable(int stage);
@@ -79,9 +137,21 @@ class Trainer {
   dist::NamedTensors Buffers() const;
   // Averages the loss components over ranks, skips the step when the total is not finite,
   // else backward (of the scaled loss under fp16) + optimiser step, which the loss scaler skips
-  // when a gradient overflowed. Returns false for a skipped step; error after too many.
-  StatusOr<bool> Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts,
-                      std::vector<double>* averaged);
+  // when a gradient overflowed. Error after too many non-finite losses in a row.
+  StatusOr<StepOutcome> Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts);
+  // The stage's meter (progress line on rank 0, metrics to the monitor).
+  StepMeter MakeMeter(int stage, int max_epochs, int log_period, int64_t total_steps,
+                      const dist::GradSync& sync);
+  // What the meter needs of a finished step besides its images and data wait.
+  StepResult Result(int epoch, int64_t step, int64_t steps, const StepOutcome& out);
+  // After step `step` (1-based) of `steps` in `epoch`: a stop request (collective) checkpoints
+  // and preempts; checkpoint.period_steps checkpoints (at the epoch's end when it is the last).
+  StatusOr<StageEnd> AfterStep(int stage, int epoch, int64_t step, int64_t steps, bool stepped);
+  // The checkpoint after a stage's epoch that is not its last, when the epoch period or a step
+  // checkpoint of its last step asks for one; a failure is a warning (training goes on).
+  Status EndOfEpochCheckpoint(int stage, int epoch, bool period_due);
+  // Writes the checkpoint of a stop at (next_epoch, next_step) and says kPreempted.
+  StatusOr<StageEnd> Preempt(int stage, int64_t next_epoch, int64_t next_step);
   // Collective: true on every rank when any rank got SIGTERM/SIGUSR1. (stage, epoch, step) is
   // the position just finished, for the test hook REID_TEST_STOP_AT="stage:epoch:step" (the last
   // rank requests a stop there, as a signal would). Feature extraction passes epoch -1 and its
@@ -89,47 +159,23 @@ class Trainer {
   bool StopRequested(int stage, int64_t epoch, int64_t step);
   Status SaveCheckpoint(int stage, int64_t next_epoch, int64_t next_step);
   // Loads model.pt (size limited by the model built) and reads the checkpoint's other files into
-  // the pending state below; every file listed must read.
+  // resume_; every file listed must read.
   Status RestoreModel(const std::string& path, const proto::CheckpointMeta& meta);
   // This rank's generator from rng.pt (every rank's state by name "rank<r>"); a warning on rank 0
   // when the checkpoint's world size differs (the missing ranks' streams are not exact).
   Status RestoreRng(const std::string& path, const proto::CheckpointMeta& meta,
                     const std::string& bytes);
-  // The resumed checkpoint's optimiser state into optimizer_ when it is of `stage`.
+  // The resumed checkpoint's optimiser state into step_.optimizer when it is of `stage`.
   Status RestoreOptimizer(int stage);
   Status CheckResumeConfig(const proto::ReidConfig& saved) const;
-  // Evaluation of the current model (collective); writes metrics.json on rank 0. False in
+  // Evaluation of the current model (collective); writes metrics.json on rank 0. True in
   // *stopped when preempted.
   void Evaluate(int epoch, bool* stopped);
-  // The progress line of a log interval (rank 0).
-  void LogProgress(int stage, int epoch, int max_epochs, int64_t step, int64_t steps,
-                   const std::vector<double>& losses, const std::vector<const char*>& names,
-                   int64_t images, double data_wait_s);
-  // --- metrics of the monitor (trainer.cc)
-  // At the start of a stage's loop: a new metrics interval; `sync`'s statistics as they are.
-  void StartMetering(const dist::GradSync& sync);
-  // When a step starts (its batch in hand): the time and the communicator's wait so far.
-  struct StepClock {
-    std::chrono::steady_clock::time_point start;
-    double comm_wait_s = 0;
-  };
-  StepClock StartStep() const { return {std::chrono::steady_clock::now(), comm_.wait_seconds()}; }
-  // One step: its counters and timings (`images` this rank processed, the time since `clock`,
-  // its data wait; the all-reduce time from `sync`'s statistics since the previous step and
-  // Step()'s loss all-reduce; the other collectives' from the communicator); every
-  // monitoring.log_every_steps steps (0: the stage's log_period) the interval's gauges and
-  // history line from the step's averaged `losses` (Step's order, total first), and at
-  // `last_of_epoch` when the interval follows log_period (as the progress line does).
-  void MeterStep(int stage, int epoch, const dist::GradSync& sync,
-                 const std::vector<double>& losses, int64_t images, const StepClock& clock,
-                 double data_wait_s, bool last_of_epoch);
-  // The end of a metrics interval at `now`: gauges and rank 0's history line.
-  void MeterInterval(int stage, int epoch, const std::vector<double>& losses,
-                     std::chrono::steady_clock::time_point now);
   void MeterUnreadable(int64_t images) {
     if (monitor_ != nullptr) monitor_->RecordUnreadable(images);
   }
 
+  // Set at construction and Setup.
   proto::ReidConfig cfg_;
   TrainOptions options_;
   dist::Ranks ranks_;
@@ -137,41 +183,16 @@ class Trainer {
   data::Dataset dataset_;
   model::ReidModel model_{nullptr};
   CheckpointStore store_;
-
-  // Position: the stage running and the sampler position the next step takes.
-  int stage_ = 1;
-  int64_t next_epoch_ = 1, next_step_ = 0, global_step_ = 0;
-  torch::Tensor class_centers_;  // (C, D) mean stage-1 feature per class, CPU
-  torch::Tensor text_bank_;      // (C, D) frozen stage-2 text features
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::vector<double> base_lrs_;
-  NamedTensors pending_optimizer_;  // optimiser state of the resumed checkpoint's stage
-  std::string pending_optimizer_file_;
-  int pending_optimizer_stage_ = 0;
-  NamedTensors pending_scaler_;  // loss scaler state of the resumed checkpoint's stage
-  int pending_scaler_stage_ = 0;
-  Precision precision_;
-  LossScaler scaler_;
-  int64_t overflow_steps_ = 0;  // optimiser steps the loss scaler skipped
-
-  int64_t skipped_steps_ = 0, consecutive_skipped_ = 0;
-  EvalResult last_eval_;
-  bool have_eval_ = false;
-  double stage_start_s_ = 0;
-  int64_t stage_steps_done_ = 0, stage_steps_total_ = 0;
-  std::chrono::steady_clock::time_point last_log_time_;
   std::string test_stop_at_;
-
-  // Monitoring (StartMetering / MeterStep).
   monitoring::Monitor* monitor_ = nullptr;
-  double loss_allreduce_s_ = 0;  // Step()'s all-reduce of the loss components
-  bool last_step_nonfinite_ = false;
-  dist::GradSync::Stats sync_seen_;  // the stage's GradSync statistics at the previous step
-  struct MetricsInterval {           // what the current metrics interval accumulated
-    int64_t steps = 0, images = 0;   // images: this rank's
-    double data_wait_s = 0, comm_s = 0, comm_bytes = 0;  // comm: gradient all-reduces
-    std::chrono::steady_clock::time_point start;
-  } interval_;
+
+  Position pos_;
+  PendingResume resume_;
+  StepState step_;
+  torch::Tensor class_centers_;  // (C, D) mean stage-1 feature per class, CPU (stage 1, resume)
+  torch::Tensor text_bank_;      // (C, D) frozen stage-2 text features (stage 2)
+  EvalState eval_;
+  bool step_checkpoint_pending_ = false;  // period_steps fell on an epoch's last step
 };
 
 // The run directory's checks and files before training: creates it, fails (InvalidArgument)

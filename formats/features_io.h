@@ -10,7 +10,7 @@
 #include "base/status.h"
 #include "base/torch_glog.h"
 
-namespace reid::trainer {
+namespace reid::formats {
 
 struct MetaRow {
   std::string path;
@@ -33,4 +33,4 @@ StatusOr<torch::Tensor> ReadFeatures(const std::string& path, int64_t rows,
 // Writes (N, D) float32 features atomically enough for a tool's output (temporary + rename).
 Status WriteFeatures(const std::string& path, const torch::Tensor& features);
 
-}  // namespace reid::trainer
+}  // namespace reid::formats

@@ -1,5 +1,5 @@
 // Meta CSV parsing/writing and checked feature loading.
-#include "trainer/eval/features_io.h"
+#include "formats/features_io.h"
 
 #include <cerrno>
 #include <cstdio>
@@ -10,7 +10,7 @@
 #include "base/file_util.h"
 #include "formats/npy.h"
 
-namespace reid::trainer {
+namespace reid::formats {
 namespace {
 
 constexpr int64_t kMaxLine = 1 << 16;
@@ -137,4 +137,4 @@ Status WriteFeatures(const std::string& path, const torch::Tensor& features) {
   return Status::Ok();
 }
 
-}  // namespace reid::trainer
+}  // namespace reid::formats

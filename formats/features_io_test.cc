@@ -1,11 +1,11 @@
 // Meta CSV parsing: the accepted forms and one clear message per bad input.
-#include "trainer/eval/features_io.h"
+#include "formats/features_io.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-namespace reid::trainer {
+namespace reid::formats {
 namespace {
 
 TEST(MetaCsvTest, ParsesRowsWithCommasInPathsAndCrlf) {
@@ -57,4 +57,4 @@ TEST(MetaCsvTest, FilesMustBeRegular) {
 }
 
 }  // namespace
-}  // namespace reid::trainer
+}  // namespace reid::formats
