@@ -79,8 +79,18 @@ endif()
 message(STATUS "CUDA toolkit: ${REID_HAVE_CUDA}, NCCL: ${REID_HAVE_NCCL}, CUDA LibTorch: ${REID_TORCH_CUDA}")
 
 # Adds a gtest binary `name` from `sources`, linked to `libs`, registered with ctest.
+# reid_add_test(NAME SOURCES foo_test.cc ... LIBS ... LABELS ...): a GoogleTest binary whose tests
+# ctest discovers. One naming pattern: NAME is the folder's last component and the first source's
+# stem (data/sampler_test.cc -> data_sampler_test; monitoring/report/report_test.cc ->
+# report_report_test); another name is a configure error.
 function(reid_add_test name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  list(GET ARG_SOURCES 0 first)
+  get_filename_component(stem ${first} NAME_WE)
+  get_filename_component(folder ${CMAKE_CURRENT_SOURCE_DIR} NAME)
+  if(NOT name STREQUAL "${folder}_${stem}")
+    message(FATAL_ERROR "test target ${name}: name it ${folder}_${stem} (folder_source)")
+  endif()
   if(NOT REID_BUILD_TESTS)
     return()
   endif()

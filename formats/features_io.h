@@ -1,4 +1,4 @@
-// Features given as files, for `reid eval` and written by `reid extract`: float32 (N, D) .npy
+// Features given as files: read by `reid eval`, written by `reid extract` and `reid embed`: float32 (N, D) .npy
 // matrices and meta CSV files (header `path,pid,camid`, one row per feature row). Both are
 // untrusted: every problem is a Status naming the file (and the line).
 #pragma once

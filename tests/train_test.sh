@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end `reid train` on a small synthetic dataset: 1 rank == 2 == 3 ranks (GLOBAL scope),
 # LOCAL scope differs, resume is bit-identical (stop in stage 1, in stage 2, and through SIGTERM
-# on one rank), a damaged checkpoint is detected and skipped, a failed checkpoint write leaves the
+# on one rank), step-period checkpoints change nothing and resume exactly, a damaged checkpoint
+# is detected and skipped, a failed checkpoint write leaves the
 # previous one usable, bad input exits 2 with one clear line, a killed rank ends the job.
 # Usage: train_test.sh PATH/TO/reid MPIEXEC   (run from the repository root)
 set -u
@@ -109,6 +110,23 @@ train 2 "$tmp/r2_long" --set='stage2 { max_epochs: 4 }'
 line=$("$reid" ckpt diff "$(final "$tmp/r2_long")" "$(final "$out")" | tail -1)
 echo "     SIGTERM + resume vs uninterrupted: $line"
 check "sigterm-resume-bit-identical" '[[ $line == "max_abs_diff=0.000000e+00 max_rel_diff=0.000000e+00" ]]'
+
+# checkpoint.period_steps: a checkpoint every 2 optimiser steps besides the epochs' (mid-epoch
+# positions included); checkpoints do not change training, and a resume from a mid-epoch one is
+# exact.
+train 1 "$tmp/steps" --set='checkpoint { period_steps: 2 keep_last_n: 100 }'; rc=$?
+mid=$(ls -d "$tmp/steps"/checkpoints/s[12]-e*-i* 2>/dev/null | grep -v -- '-i000000$' | wc -l)
+echo "     period_steps 2: $mid mid-epoch checkpoints"
+check "period-steps-checkpoints" '[[ $rc -eq 0 && $mid -ge 3 ]]' "$tmp/steps.log"
+line=$("$reid" ckpt diff "$(final "$tmp/r1")" "$(final "$tmp/steps")" | tail -1)
+check "period-steps-same-training" '[[ $line == "max_abs_diff=0.000000e+00 max_rel_diff=0.000000e+00" ]]'
+resume_from=$(ls -d "$tmp/steps"/checkpoints/s2-e*-i* | grep -v -- '-i000000$' | sort | head -1)
+mkdir -p "$tmp/steps_resume/checkpoints"
+cp -r "$resume_from" "$tmp/steps_resume/checkpoints/"
+train 1 "$tmp/steps_resume" --resume=auto; rc=$?
+line=$("$reid" ckpt diff "$(final "$tmp/r1")" "$(final "$tmp/steps_resume")" | tail -1)
+echo "     resume from $(basename "$resume_from") vs uninterrupted: $line"
+check "period-steps-resume-bit-identical" '[[ $rc -eq 0 && $line == "max_abs_diff=0.000000e+00 max_rel_diff=0.000000e+00" ]]' "$tmp/steps_resume.log"
 
 # Damaged checkpoints: verify fails naming the file; --resume=auto skips it with a warning.
 cp -r "$tmp/r1" "$tmp/damaged"
