@@ -91,6 +91,11 @@ Status Trainer::RunStage1() {
     stage_steps_total_ += (n + s1.ims_per_batch() - 1) / s1.ims_per_batch();
   }
   stage_steps_total_ -= next_step_;
+  if (monitor_ != nullptr) {  // progress: steps done (a resumed run's too) and planned
+    const int64_t done =
+        (next_epoch_ - 1) * ((n + s1.ims_per_batch() - 1) / s1.ims_per_batch()) + next_step_;
+    monitor_->StartStage({1, done, done + stage_steps_total_, s1.max_epochs()});
+  }
   std::vector<double> sums;
   for (int epoch = static_cast<int>(next_epoch_); epoch <= s1.max_epochs(); ++epoch) {
     SetLearningRates(*optimizer_, {1.0}, Stage1LearningRate(s1, epoch));

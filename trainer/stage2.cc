@@ -88,6 +88,11 @@ Status Trainer::RunStage2() {
   for (int e = static_cast<int>(next_epoch_); e <= s2.max_epochs(); ++e) {
     stage_steps_total_ += sampler.StepsPerEpoch(e);
   }
+  if (monitor_ != nullptr) {  // progress: steps done (a resumed run's too) and planned
+    int64_t done = next_step_;
+    for (int e = 1; e < next_epoch_ && e <= s2.max_epochs(); ++e) done += sampler.StepsPerEpoch(e);
+    monitor_->StartStage({2, done, done + stage_steps_total_, s2.max_epochs()});
+  }
   model_->train();
   int64_t unreadable_seen = 0;
   for (int epoch = static_cast<int>(next_epoch_); epoch <= s2.max_epochs(); ++epoch) {
