@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <iostream>
-#include <thread>
 
 #include "data/dataset.h"
 #include "proto/config.h"
@@ -20,8 +19,7 @@ DECLARE_string(device);
 namespace reid::trainer {
 
 Job::Job(const proto::ReidConfig& cfg) : ranks(dist::InitRanks()) {
-  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks,
-                                           std::thread::hardware_concurrency()));
+  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks));
   comm = dist::MakeCommunicator(ranks, cfg.dist(), -1);
 }
 

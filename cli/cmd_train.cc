@@ -7,13 +7,14 @@
 #include <glog/logging.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <limits>
-#include <thread>
 
 #include "base/file_util.h"
 #include "base/init.h"
+#include "monitoring/run_identity.h"
 #include "trainer/checkpoint.h"
 #include "cli/cmd_common.h"
 #include "cli/commands.h"
@@ -102,20 +103,24 @@ Status CheckModelSource(const proto::ModelConfig& m) {
   return model::CheckModelFiles(m);
 }
 
-// The monitor of this rank: exporter on metrics_port_base + local rank, rank 0's Pushgateway
-// pushes under run = the run directory's name, and its OUTPUT_DIR/history.jsonl.
-monitoring::MonitorOptions MonitorOptionsFor(const proto::ReidConfig& cfg,
-                                             const dist::Ranks& ranks) {
+// The monitor of this rank: exporter on metrics_port_base + local rank, every series labelled
+// run=`run_label`; rank 0's outcome push and its OUTPUT_DIR/history.jsonl.
+monitoring::MonitorOptions MonitorOptionsFor(const proto::ReidConfig& cfg, const dist::Ranks& ranks,
+                                             const torch::Device& device,
+                                             const std::string& run_label) {
   monitoring::MonitorOptions o;
   o.config = cfg.monitoring();
   o.rank = ranks.rank;
   o.local_rank = ranks.local_rank;
   o.world_size = ranks.world_size;
-  std::filesystem::path dir = std::filesystem::absolute(FLAGS_output_dir).lexically_normal();
-  if (dir.filename().empty()) dir = dir.parent_path();  // a trailing slash
-  o.run_name = dir.filename().string();
+  o.run_label = run_label;
   o.history_path = FLAGS_output_dir + "/history.jsonl";
   o.torch_version = TORCH_VERSION;
+  std::string name;
+  if (device.is_cuda()) {
+    o.gpu_total_bytes =
+        static_cast<double>(AvailableMemoryBytes(true, std::max<int>(0, device.index()), &name));
+  }
   return o;
 }
 
@@ -186,7 +191,10 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   torch::Device device = torch::kCPU;
   Status s = CheckFlags(&device, ranks);
   if (s.ok()) s = CheckModelSource(cfg.model());  // every rank, before the dataset and the lock
+  if (s.ok()) s = monitoring::CheckExporterPorts(cfg.monitoring(), ranks.local_size);
   if (!s.ok()) return Fail(s, ranks.rank);
+  const monitoring::RunLabel run = monitoring::ChooseRunLabel(
+      cfg.name(), FLAGS_output_dir, [](const char* n) { return std::getenv(n); });
   // Rank 0 locks the output directory before anything is written into it (the ranks of one job
   // share it), then clears what a killed run left in checkpoints/ before any rank reads it.
   std::unique_ptr<OutputDirLock> lock;
@@ -201,8 +209,7 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
       locked = l.status();
     }
   }
-  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks,
-                                           std::thread::hardware_concurrency()));
+  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks));
   dist::InstallStopSignalHandlers();
   dist::InstallInterruptHandlers();  // Ctrl-C and a closed terminal checkpoint too
   std::unique_ptr<dist::Communicator> comm =
@@ -230,33 +237,37 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   options.resume = FLAGS_resume;
   options.start_stage = FLAGS_start_stage;
   options.device = device;
+  LOG(INFO) << "run label \"" << run.value << "\" (from " << run.source << ")";
   if (ranks.rank == 0) {
-    std::cout << "reid train: " << cfg.name() << " on " << ranks.world_size << " rank(s), "
+    std::cout << "reid train: run " << run.value << " on " << ranks.world_size << " rank(s), "
               << (device.is_cuda() ? "cuda" : "cpu") << ", " << at::get_num_threads()
               << " thread(s) per rank, output " << FLAGS_output_dir << std::endl;
   }
-  monitoring::Monitor monitor(MonitorOptionsFor(cfg, ranks));  // an exception finishes it: error
+  // An exception finishes the monitor with reason error, status 1.
+  monitoring::Monitor monitor(MonitorOptionsFor(cfg, ranks, device, run.value));
   Trainer trainer(cfg, options, ranks, *comm);
   trainer.set_monitor(&monitor);
   s = trainer.Setup();
   StatusOr<RunEnd> end = s.ok() ? trainer.Run() : StatusOr<RunEnd>(s);
   if (!end.ok()) {
-    monitor.Finish(monitoring::ExitReason::kError);
+    monitor.Finish(monitoring::ExitReason::kError, end.status().exit_code());
     if (ranks.rank == 0) WriteReport(FLAGS_output_dir);
     return Fail(end.status(), ranks.rank);
   }
-  monitor.Finish(*end == RunEnd::kPreempted ? monitoring::ExitReason::kPreempted
-                                            : monitoring::ExitReason::kFinished);
+  const bool stopped = *end == RunEnd::kPreempted;
+  monitor.Finish(stopped ? monitoring::ExitReason::kPreempted : monitoring::ExitReason::kFinished,
+                 stopped ? kExitStopped : kExitOk);
   if (ranks.rank == 0) WriteReport(FLAGS_output_dir);
   if (ranks.rank == 0) {
     if (*end == RunEnd::kPreempted) {
-      std::cout << "stopped by a signal after writing a checkpoint; resume with: reid train "
-                << "--config=... --output_dir=" << FLAGS_output_dir << " --resume=auto\n";
+      std::cout << "stopped by a signal after writing a checkpoint (exit status " << kExitStopped
+                << "); resume with: reid train --config=... --output_dir=" << FLAGS_output_dir
+                << " --resume=auto\n";
     } else {
       std::cout << "done: " << FormatEvalResult(trainer.last_eval()) << "\n";
     }
   }
-  return kExitOk;
+  return stopped ? kExitStopped : kExitOk;
 }
 
 }  // namespace reid::trainer

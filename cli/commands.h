@@ -2,7 +2,7 @@
 // (argv[0] = "reid <name>") and every --set value in command-line order (gflags would keep only
 // the last, so main collects them before gflags sees the arguments), and returns the process exit
 // status: 0 success, 1 failure, 2 user error (bad config, flag, path or data), reported before any
-// collective starts.
+// collective starts; `reid train` also 75 (stopped by a signal after writing its checkpoint).
 #pragma once
 
 #include <string>
@@ -13,6 +13,10 @@ namespace reid::trainer {
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitUsage = 2;
+// `reid train` stopped by a signal (preemption, Ctrl-C) after writing its checkpoint: resume with
+// --resume=auto. sysexits.h's EX_TEMPFAIL ("temporary failure; retry later"), which job scripts
+// test to requeue.
+inline constexpr int kExitStopped = 75;
 
 int RunCkpt(int argc, char** argv, const std::vector<std::string>& set_overrides);
 int RunClipEncode(int argc, char** argv, const std::vector<std::string>& set_overrides);

@@ -11,7 +11,6 @@
 #include <iostream>
 #include <new>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "base/init.h"
@@ -156,12 +155,12 @@ void RenameDeprecatedFlags(const Subcommand& s, std::vector<char*>* args,
   }
 }
 
-// LibTorch defaults to one intra-op thread here: give this process its share of the cores (all of
-// them, divided among the ranks on this node when a launcher started us). The trainer applies
-// dist.intra_op_threads once it has read the config.
+// LibTorch defaults to one intra-op thread here: give this process its share of the CPUs of its
+// affinity mask (divided among the ranks that share it when a launcher started us). The trainer
+// applies dist.intra_op_threads once it has read the config.
 void SetIntraOpThreads() {
   const dist::Ranks ranks = dist::RanksFromEnv([](const char* name) { return std::getenv(name); });
-  at::set_num_threads(dist::IntraOpThreads(0, ranks, std::thread::hardware_concurrency()));
+  at::set_num_threads(dist::IntraOpThreads(0, ranks));
 }
 
 // Takes every --set=TEXT / --set TEXT out of the arguments (gflags would keep only the last).

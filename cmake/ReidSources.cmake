@@ -2,7 +2,7 @@
 # in this one place: each folder's CMakeLists.txt builds its library from its list, and the fuzz
 # build (fuzz/CMakeLists.txt, clang + sanitizers) builds instrumented copies of the same
 # libraries from the same lists, so a source added to a library is fuzzed with it.
-set(REID_BASE_SOURCES base/file_util.cc base/init.cc)  # + the generated build_info.cc
+set(REID_BASE_SOURCES base/cpus.cc base/file_util.cc base/init.cc)  # + the generated build_info.cc
 set(REID_PROTO_SOURCES proto/config.cc proto/reflection.cc)  # + the generated *.pb.cc
 set(REID_PROTO_FILES proto/reid_config.proto proto/checkpoint.proto proto/history.proto)
 set(REID_DATA_SOURCES data/dataset.cc data/image_list.cc data/jpeg.cc data/loader.cc

@@ -96,11 +96,18 @@ bool ShouldRestart(int status, int attempt, int failures_in_a_row,
   if (g_stop_signal != 0) {
     log << "reid-launch: job ended with exit status " << status << " after "
         << strsignal(g_stop_signal) << " was forwarded"
-        << (status == 0 ? " (preempted: checkpoint written); not restarting" : "; not restarting")
+        << (status == 0 || status == kStoppedStatus
+                ? " (preempted: checkpoint written); not restarting"
+                : "; not restarting")
         << std::endl;
     return false;
   }
   if (status == 0) return false;
+  if (status == kStoppedStatus) {
+    log << "reid-launch: job exited with status 75 (stopped by a signal after writing a "
+        << "checkpoint) on attempt " << attempt + 1 << "; not restarting" << std::endl;
+    return false;
+  }
   if (status == kUserErrorStatus) {
     log << "reid-launch: job exited with status 2 (a user error: bad flag, config, path or "
         << "data; see its message above) on attempt " << attempt + 1

@@ -25,6 +25,8 @@ struct SuperviseOptions {
 // The job's status for a user error (a bad flag, config, path or dataset): `reid` reports those
 // before any collective starts, and a restart would only repeat them, so it is never restarted.
 inline constexpr int kUserErrorStatus = 2;
+// `reid train`'s status after a stop signal made it write a checkpoint (trainer/commands.h).
+inline constexpr int kStoppedStatus = 75;
 
 // The wait before the restart that follows the `failures_in_a_row`-th failure in a row (>= 1):
 // restart_delay_s after the first; then max(restart_delay_s, min_backoff_s) x 2^(n-1), at most
@@ -37,10 +39,11 @@ using AttemptCommand = std::function<std::vector<std::string>(int attempt)>;
 
 // Runs attempt 0, then, while it fails and restarts are left, waits RestartDelay and runs the
 // next attempt, logging each restart (attempt, exit status, delay) to `log`. A job that exits
-// with kUserErrorStatus is not restarted: the launcher returns 2 at once. Stop signals:
+// with kUserErrorStatus is not restarted: the launcher returns 2 at once; nor is one that exits
+// kStoppedStatus (its ranks were stopped by a signal after a checkpoint). Stop signals:
 // SIGUSR1 and the first SIGTERM reach the job as SIGUSR1 (mpirun forwards USR1 to every rank, and
 // the trainers checkpoint on it; mpirun and srun would answer TERM by killing the ranks); SIGINT
-// and a second SIGTERM are forwarded as they are (stop now). A job that exits 0 after a
+// and a second SIGTERM are forwarded as they are (stop now). A job that exits 0 or 75 after a
 // forwarded signal was preempted: it is not restarted, nor is a failed job after one. Returns the
 // last attempt's exit status (128 + signal when it died by a signal).
 int Supervise(const AttemptCommand& command, const SuperviseOptions& options, std::ostream& log);

@@ -135,9 +135,9 @@ std::thread SignalLater(int sig) {
   });
 }
 
-// Exits 0 on SIGUSR1 (like a trainer that checkpointed), 9 on SIGTERM, 7 after ~10 s.
+// Exits 75 on SIGUSR1 (like a trainer that checkpointed), 9 on SIGTERM, 7 after ~10 s.
 const char kTrainerLike[] =
-    "trap 'exit 0' USR1; trap 'exit 9' TERM; i=0; "
+    "trap 'exit 75' USR1; trap 'exit 9' TERM; i=0; "
     "while [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; exit 7";
 
 TEST(SupervisorTest, SigtermReachesTheJobAsSigusr1AndIsNotRestarted) {
@@ -146,10 +146,24 @@ TEST(SupervisorTest, SigtermReachesTheJobAsSigusr1AndIsNotRestarted) {
   SuperviseOptions o;
   o.max_restarts = 2;
   std::thread sender = SignalLater(SIGTERM);
-  EXPECT_EQ(Supervise(Shell({kTrainerLike}, &attempts), o, log), 0);
+  EXPECT_EQ(Supervise(Shell({kTrainerLike}, &attempts), o, log), 75);
   sender.join();
   EXPECT_EQ(attempts, 1);
   EXPECT_NE(log.str().find("preempted: checkpoint written); not restarting"), std::string::npos)
+      << log.str();
+}
+
+TEST(SupervisorTest, AJobStoppedAfterACheckpointIsNotRestarted) {
+  int attempts = 0;
+  std::ostringstream log;
+  SuperviseOptions o;
+  o.max_restarts = 2;
+  o.restart_delay_s = 0;
+  EXPECT_EQ(Supervise(Shell({"exit 75"}, &attempts), o, log), 75);  // signalled by someone else
+  EXPECT_EQ(attempts, 1);
+  EXPECT_NE(log.str().find("exited with status 75 (stopped by a signal after writing a "
+                           "checkpoint) on attempt 1; not restarting"),
+            std::string::npos)
       << log.str();
 }
 

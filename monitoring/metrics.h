@@ -1,6 +1,7 @@
-// The reid_ metrics of one rank (monitoring/metrics.txt, docs/monitoring.md) in one prometheus-cpp
-// registry, which the rank's exporter serves and rank 0 pushes to a Pushgateway. Plain values in:
-// nothing here knows the trainer or LibTorch.
+// The reid_ metrics of one rank (monitoring/metrics.txt, docs/monitoring.md): the live series in
+// one prometheus-cpp registry, which the rank's exporter serves (every series labelled with the
+// run and the rank), and the run's outcome in another, which rank 0 pushes to a Pushgateway at
+// the end. Plain values in: nothing here knows the trainer or LibTorch.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -60,14 +61,22 @@ struct EvalStats {
   std::vector<double> cmc;  // CMC at ranks 1.., [0, 1]
 };
 
-// The end-of-run summary (reid_run_*), pushed by rank 0.
-struct RunSummary {
+// The outcome of a run (reid_run_*), pushed by rank 0 at its end: the batch job's result only.
+struct RunOutcome {
   std::string exit_reason;  // finished, preempted or error
+  int exit_status = 0;      // the process's exit status (0, 1, 2, 75)
   double duration_seconds = 0;
-  Losses final_losses;  // the last interval's; empty when no step was logged
-  bool have_eval = false;
+  bool have_eval = false;  // map and rank1 are exported only after an evaluation
   double map = 0, rank1 = 0;
   double last_success_unix_seconds = 0;  // set only when the run finished; 0 = not exported
+};
+
+// Where a stage stands: what progress and ETA queries divide.
+struct StageProgress {
+  int stage = 1;
+  int64_t done_steps = 0;     // steps of the stage done before this process (a resume) started it
+  int64_t planned_steps = 0;  // steps the whole stage takes, from its first epoch to its last
+  int planned_epochs = 0;     // the stage's max_epochs
 };
 
 // Facts of the build and the job (reid_build_info's labels).
@@ -78,11 +87,15 @@ struct BuildFacts {
 
 class Metrics {
  public:
-  Metrics(int rank, const BuildFacts& build);
+  // `run`: the value of the `run` label (a sanitised label value, monitoring/run_identity.h).
+  Metrics(const std::string& run, int rank, const BuildFacts& build);
   Metrics(const Metrics&) = delete;
   Metrics& operator=(const Metrics&) = delete;
 
+  // The live series (what the exporter serves).
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+  // The outcome series (what rank 0 pushes); empty until RecordOutcome.
+  std::shared_ptr<prometheus::Registry> outcome_registry() const { return outcome_registry_; }
 
   // Counters and histograms of one step, the epoch and the last-step time. A few map lookups.
   void RecordStep(const StepStats& s);
@@ -92,14 +105,20 @@ class Metrics {
   void RecordCheckpoint(double unix_seconds, int64_t bytes);
   void RecordUnreadable(int64_t images);
   void SetResidentMemory(double bytes);
-  // Adds the reid_run_* families (once; later calls overwrite their values).
-  void RecordSummary(const RunSummary& s);
+  // The GPU's memory (reid_gpu_memory_total_bytes); not exported when never set.
+  void SetGpuMemoryTotal(double bytes);
+  // The start of a stage's loop; each RecordStep of that stage then counts one more step done.
+  void StartStage(const StageProgress& p);
+  // Fills the outcome registry (once; later calls overwrite its values).
+  void RecordOutcome(const RunOutcome& s);
 
-  // The registry in the Prometheus text format (what /metrics serves).
+  // The live registry in the Prometheus text format (what /metrics serves).
   std::string ExpositionText() const;
+  // The outcome registry in the same format (what a push sends).
+  std::string OutcomeText() const;
 
  private:
-  struct StageMetrics {  // the series labelled {rank, stage}
+  struct StageMetrics {  // the series labelled {run, rank, stage}
     prometheus::Gauge* learning_rate;
     prometheus::Counter* samples;
     prometheus::Counter* steps;
@@ -111,14 +130,16 @@ class Metrics {
     prometheus::Gauge* bus_bandwidth;
     prometheus::Counter* nonfinite_skipped;
     prometheus::Gauge* loss_scale;
+    prometheus::Gauge* done_steps = nullptr;  // progress: from StartStage on
   };
   StageMetrics& Stage(int stage);
 
-  std::shared_ptr<prometheus::Registry> registry_;
+  std::shared_ptr<prometheus::Registry> registry_, outcome_registry_;
+  const prometheus::Labels run_label_;  // {run}: every live family's constant label
   std::string rank_;
   std::map<int, StageMetrics> stages_;
   std::map<std::pair<int, std::string>, prometheus::Gauge*> losses_;
-  // Families with a {rank, stage} or {rank, stage, loss} label set.
+  // Families with a {rank, stage} or {rank, stage, loss} label set (and run).
   prometheus::Family<prometheus::Gauge>* loss_family_;
   prometheus::Family<prometheus::Gauge>* lr_family_;
   prometheus::Family<prometheus::Counter>* samples_family_;
@@ -131,7 +152,10 @@ class Metrics {
   prometheus::Family<prometheus::Gauge>* bus_bandwidth_family_;
   prometheus::Family<prometheus::Counter>* nonfinite_family_;
   prometheus::Family<prometheus::Gauge>* loss_scale_family_;
-  // Series labelled {rank} only.
+  prometheus::Family<prometheus::Gauge>* done_steps_family_;
+  prometheus::Family<prometheus::Gauge>* planned_steps_family_;
+  prometheus::Family<prometheus::Gauge>* planned_epochs_family_;
+  // Series labelled {rank} only (and run).
   prometheus::Gauge* eval_map_ = nullptr;  // eval and checkpoint gauges: from the first one on
   prometheus::Gauge* eval_rank1_ = nullptr;
   prometheus::Gauge* eval_best_map_ = nullptr;
@@ -143,9 +167,10 @@ class Metrics {
   prometheus::Gauge* resident_memory_;
   prometheus::Family<prometheus::Gauge>* gpu_allocated_family_;
   prometheus::Family<prometheus::Gauge>* gpu_reserved_family_;
+  prometheus::Gauge* gpu_total_ = nullptr;
   prometheus::Gauge* last_step_time_;
-  // reid_run_* (RecordSummary), each added when first set.
-  prometheus::Family<prometheus::Gauge>* run_final_loss_ = nullptr;
+  // reid_run_* (RecordOutcome) in outcome_registry_, each added when first set.
+  prometheus::Family<prometheus::Gauge>* run_exit_status_ = nullptr;
   prometheus::Family<prometheus::Gauge>* run_map_ = nullptr;
   prometheus::Family<prometheus::Gauge>* run_rank1_ = nullptr;
   prometheus::Family<prometheus::Gauge>* run_duration_ = nullptr;

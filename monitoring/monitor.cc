@@ -14,8 +14,6 @@
 namespace reid::monitoring {
 namespace {
 
-constexpr double kStuckPushWarningSeconds = 30;
-
 BuildFacts FactsOf(const MonitorOptions& o) {
   BuildFacts f;
   f.version = base::Version();
@@ -48,10 +46,11 @@ double ResidentMemoryBytes() {
 
 Monitor::Monitor(const MonitorOptions& options)
     : options_(options),
-      metrics_(options.rank, FactsOf(options)),
+      metrics_(options.run_label, options.rank, FactsOf(options)),
       start_(std::chrono::steady_clock::now()) {
   const auto& c = options_.config;
   metrics_.SetResidentMemory(ResidentMemoryBytes());
+  metrics_.SetGpuMemoryTotal(options_.gpu_total_bytes);
   if (c.metrics_port_base() > 0) {
     const int port = c.metrics_port_base() + options_.local_rank;
     auto exporter = Exporter::Start(c.metrics_bind(), port, metrics_.registry());
@@ -59,15 +58,15 @@ Monitor::Monitor(const MonitorOptions& options)
       exporter_ = std::move(*exporter);
       exporter_address_ = exporter_->address();
       LOG(INFO) << "monitoring: rank " << options_.rank << " serves metrics on http://"
-                << exporter_address_ << "/metrics";
+                << exporter_address_ << "/metrics (run=\"" << options_.run_label << "\")";
     } else {
       Warn("rank " + std::to_string(options_.rank) + ": " + exporter.status().message());
     }
   }
   if (options_.rank != 0) return;
   if (!c.pushgateway_url().empty()) {
-    auto pusher = Pusher::Start(c.pushgateway_url(), c.job(), options_.run_name,
-                                metrics_.registry(), c.push_period_s());
+    auto pusher = Pusher::Start(c.pushgateway_url(), c.job(), options_.run_label,
+                                metrics_.outcome_registry());
     if (pusher.ok()) {
       pusher_ = std::move(*pusher);
     } else {
@@ -85,7 +84,7 @@ Monitor::Monitor(const MonitorOptions& options)
 }
 
 Monitor::~Monitor() {
-  if (!finished_) Finish(ExitReason::kError);
+  if (!finished_) Finish(ExitReason::kError, 1);
 }
 
 void Monitor::Warn(const std::string& message) {
@@ -112,13 +111,6 @@ proto::HistoryRecord HistoryRecordAt(proto::HistoryRecord::Kind kind, int stage,
 void Monitor::RecordInterval(const IntervalStats& s) {
   metrics_.RecordInterval(s);
   metrics_.SetResidentMemory(ResidentMemoryBytes());
-  last_losses_ = s.losses;
-  if (pusher_ && !warned_stuck_push_ && pusher_->SecondsInPush() > kStuckPushWarningSeconds) {
-    Warn("the Pushgateway at " + pusher_->url() + " has not answered a push for " +
-         std::to_string(static_cast<int>(pusher_->SecondsInPush())) +
-         " s; training goes on, periodic pushes wait meanwhile (warned once)");
-    warned_stuck_push_ = true;
-  }
   if (!history_) return;
   proto::HistoryRecord r = HistoryRecordAt(proto::HistoryRecord::STEP, s.stage, s.epoch, s.step);
   for (const auto& [name, value] : s.losses) (*r.mutable_losses())[name] = value;
@@ -146,30 +138,30 @@ void Monitor::AppendHistory(const proto::HistoryRecord& r) {
   history_failed_ = history_failed_ || !st.ok();
 }
 
-void Monitor::Finish(ExitReason reason) {
+void Monitor::Finish(ExitReason reason, int exit_status) {
   if (finished_) return;
   finished_ = true;
   metrics_.SetResidentMemory(ResidentMemoryBytes());
   if (options_.rank != 0) return;
-  RunSummary summary;
-  summary.exit_reason = ExitReasonName(reason);
-  summary.duration_seconds =
+  RunOutcome outcome;
+  outcome.exit_reason = ExitReasonName(reason);
+  outcome.exit_status = exit_status;
+  outcome.duration_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  summary.final_losses = last_losses_;
-  summary.have_eval = have_eval_;
-  summary.map = last_map_;
-  summary.rank1 = last_rank1_;
-  if (reason == ExitReason::kFinished) summary.last_success_unix_seconds = UnixSeconds();
-  metrics_.RecordSummary(summary);
+  outcome.have_eval = have_eval_;
+  outcome.map = last_map_;
+  outcome.rank1 = last_rank1_;
+  if (reason == ExitReason::kFinished) outcome.last_success_unix_seconds = UnixSeconds();
+  metrics_.RecordOutcome(outcome);
   if (!pusher_) return;
   Status s = pusher_->PushAndWait(options_.final_push_timeout);
   if (s.ok()) {
-    LOG(INFO) << "monitoring: pushed the end-of-run summary (" << summary.exit_reason << ") to "
-              << pusher_->url();
+    LOG(INFO) << "monitoring: pushed the run's outcome (" << outcome.exit_reason << ", status "
+              << exit_status << ") to " << pusher_->url();
   } else {
-    Warn(s.message() + "; the end-of-run summary may be lost");
+    Warn(s.message() + "; the run's outcome may be lost");
   }
-  pusher_.reset();  // no periodic pushes after the summary
+  pusher_.reset();
 }
 
 }  // namespace reid::monitoring

@@ -1,9 +1,9 @@
 // Monitor: what one rank of `reid train` reports, behind one small API the trainer feeds with
 // plain values: the rank's Prometheus exporter (monitoring.metrics_bind :
-// monitoring.metrics_port_base + local rank), rank 0's Pushgateway pushes (periodic and the
-// end-of-run summary) and rank 0's OUTPUT_DIR/history.jsonl. Monitoring never stops a run: a
-// port that cannot be bound, a gateway that refuses or does not answer, a history file that
-// cannot be written are warnings.
+// monitoring.metrics_port_base + local rank; every series labelled with the run), rank 0's push
+// of the run's outcome to a Pushgateway at its end, and rank 0's OUTPUT_DIR/history.jsonl.
+// Monitoring never stops a run: a port that cannot be bound, a gateway that refuses or does not
+// answer, a history file that cannot be written are warnings.
 #pragma once
 
 #include <chrono>
@@ -20,15 +20,17 @@ namespace reid::monitoring {
 class Exporter;
 class Pusher;
 
+// How a run ended; kPreempted: stopped by a signal after writing a checkpoint.
 enum class ExitReason { kFinished, kPreempted, kError };
 const char* ExitReasonName(ExitReason reason);  // "finished", "preempted", "error"
 
 struct MonitorOptions {
   proto::MonitoringConfig config;
   int rank = 0, local_rank = 0, world_size = 1;
-  std::string run_name;      // the Pushgateway grouping key's `run` (the run directory's name)
+  std::string run_label;     // the `run` label of every series and of the push (run_identity.h)
   std::string history_path;  // rank 0 appends history.jsonl here; "" = none
   std::string torch_version;
+  double gpu_total_bytes = -1;  // the rank's GPU memory; < 0: not on a GPU
   // The end-of-run push waits at most this long for the gateway.
   std::chrono::milliseconds final_push_timeout{3000};
 };
@@ -38,7 +40,7 @@ class Monitor {
   // Starts the exporter and (rank 0) the Pushgateway client and history file; each that cannot
   // start is a warning (see warnings()).
   explicit Monitor(const MonitorOptions& options);
-  // A run that never reached Finish (an exception) is finished with reason "error".
+  // A run that never reached Finish (an exception) is finished with reason "error", status 1.
   ~Monitor();
   Monitor(const Monitor&) = delete;
   Monitor& operator=(const Monitor&) = delete;
@@ -53,9 +55,12 @@ class Monitor {
     metrics_.RecordCheckpoint(unix_seconds, bytes);
   }
   void RecordUnreadable(int64_t images) { metrics_.RecordUnreadable(images); }
-  // The end of the run: rank 0 records the reid_run_* summary and pushes it (waiting at most
-  // final_push_timeout); periodic pushes stop. The exporter serves until destruction. Once.
-  void Finish(ExitReason reason);
+  // The start of a stage's loop (progress: done and planned steps).
+  void StartStage(const StageProgress& p) { metrics_.StartStage(p); }
+  // The end of the run: rank 0 records the outcome (reid_run_*, with the process's
+  // `exit_status`) and pushes it, and only it (waiting at most final_push_timeout). The exporter
+  // serves until destruction. Once.
+  void Finish(ExitReason reason, int exit_status);
 
   const Metrics& metrics() const { return metrics_; }
   // "host:port" of the exporter; "" when off or when it could not start.
@@ -76,12 +81,10 @@ class Monitor {
   std::string exporter_address_;
   std::vector<std::string> warnings_;
   std::chrono::steady_clock::time_point start_;
-  Losses last_losses_;
   bool have_eval_ = false;
   double last_map_ = 0, last_rank1_ = 0;
   bool finished_ = false;
   bool history_failed_ = false;
-  bool warned_stuck_push_ = false;
 };
 
 // The resident set size of this process (/proc/self/statm), bytes; 0 when unknown.

@@ -27,7 +27,7 @@ MonitorOptions Options(int rank, int port_base, const std::string& gateway_url =
   o.rank = rank;
   o.local_rank = rank;
   o.world_size = 2;
-  o.run_name = "run-a";
+  o.run_label = "run-a";
   o.torch_version = "1.13.1";
   o.config.set_metrics_port_base(port_base);
   o.config.set_metrics_bind("127.0.0.1");
@@ -59,9 +59,11 @@ TEST(MonitorTest, ExporterPortIsBasePlusLocalRank) {
   ASSERT_EQ(m.exporter_address(), "127.0.0.1:" + std::to_string(base + 1));
   m.RecordInterval(Interval());
   const std::string body = testing::HttpGet(base + 1, "/metrics");
-  EXPECT_NE(body.find("reid_loss{loss=\"supcon\",rank=\"1\",stage=\"1\"} 2"), std::string::npos)
+  EXPECT_NE(body.find("reid_loss{run=\"run-a\",loss=\"supcon\",rank=\"1\",stage=\"1\"} 2"),
+            std::string::npos)
       << body;
-  EXPECT_NE(body.find("reid_process_resident_memory_bytes{rank=\"1\"}"), std::string::npos);
+  EXPECT_NE(body.find("reid_process_resident_memory_bytes{run=\"run-a\",rank=\"1\"}"),
+            std::string::npos);
   EXPECT_TRUE(m.warnings().empty());
 }
 
@@ -73,8 +75,8 @@ TEST(MonitorTest, TakenPortIsAWarningAndTheRunGoesOn) {
   EXPECT_NE(m.warnings()[0].find(std::to_string(taken.port())), std::string::npos);
   EXPECT_NE(m.warnings()[0].find("metrics_port_base"), std::string::npos);
   m.RecordStep(StepStats());  // still records
-  m.Finish(ExitReason::kFinished);
-  EXPECT_NE(m.metrics().ExpositionText().find("reid_run_exit_reason_info{reason=\"finished\"} 1"),
+  m.Finish(ExitReason::kFinished, 0);
+  EXPECT_NE(m.metrics().OutcomeText().find("reid_run_exit_reason_info{reason=\"finished\"} 1"),
             std::string::npos);
 }
 
@@ -92,13 +94,13 @@ TEST(MonitorTest, RankZeroWritesHistoryOthersDoNot) {
   }
 }
 
-TEST(MonitorTest, FinishPushesTheSummary) {
+TEST(MonitorTest, FinishPushesTheOutcomeOnly) {
   testing::FakePushgateway gateway;
   {
     Monitor m(Options(0, 0, "http://127.0.0.1:" + std::to_string(gateway.port())));
     m.RecordInterval(Interval());
     m.RecordEval({2, 1, 7, 0.5, {0.6, 0.7}});
-    m.Finish(ExitReason::kPreempted);
+    m.Finish(ExitReason::kPreempted, 75);
     EXPECT_TRUE(m.warnings().empty());
   }
   const auto requests = gateway.requests();
@@ -106,19 +108,20 @@ TEST(MonitorTest, FinishPushesTheSummary) {
   const std::string& r = requests[0];
   EXPECT_EQ(r.rfind("POST /metrics/job/reid_train/run/run-a ", 0), 0u) << r;
   EXPECT_NE(r.find("reid_run_exit_reason_info{reason=\"preempted\"} 1\n"), std::string::npos) << r;
-  EXPECT_NE(r.find("reid_run_final_loss{loss=\"supcon\"} 2\n"), std::string::npos) << r;
+  EXPECT_NE(r.find("reid_run_exit_status 75\n"), std::string::npos) << r;
   EXPECT_NE(r.find("reid_run_map_ratio 0.5\n"), std::string::npos) << r;
   EXPECT_NE(r.find("reid_run_rank1_ratio 0.6"), std::string::npos) << r;
   EXPECT_NE(r.find("reid_run_duration_seconds "), std::string::npos) << r;
   EXPECT_EQ(r.find("reid_run_last_success_timestamp_seconds"), std::string::npos) << r;
-  EXPECT_NE(r.find("reid_loss{loss=\"total\",rank=\"0\",stage=\"1\"} 2\n"), std::string::npos);
+  EXPECT_EQ(r.find("reid_loss"), std::string::npos) << r;  // live series are scraped, not pushed
+  EXPECT_EQ(r.find("reid_build_info"), std::string::npos) << r;
 }
 
 TEST(MonitorTest, OtherRanksDoNotPush) {
   testing::FakePushgateway gateway;
   {
     Monitor m(Options(1, 0, "http://127.0.0.1:" + std::to_string(gateway.port())));
-    m.Finish(ExitReason::kFinished);
+    m.Finish(ExitReason::kFinished, 0);
   }
   EXPECT_TRUE(gateway.requests().empty());
 }
@@ -129,6 +132,7 @@ TEST(MonitorTest, AnUnfinishedRunPushesError) {
   const auto requests = gateway.requests();
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_NE(requests[0].find("reid_run_exit_reason_info{reason=\"error\"} 1\n"), std::string::npos);
+  EXPECT_NE(requests[0].find("reid_run_exit_status 1\n"), std::string::npos);
 }
 
 TEST(MonitorTest, BlackholedGatewayCostsAtMostTheTimeout) {
@@ -136,7 +140,7 @@ TEST(MonitorTest, BlackholedGatewayCostsAtMostTheTimeout) {
   const auto start = Clock::now();
   {
     Monitor m(Options(0, 0, "http://127.0.0.1:" + std::to_string(blackhole.port())));
-    m.Finish(ExitReason::kFinished);
+    m.Finish(ExitReason::kFinished, 0);
     ASSERT_EQ(m.warnings().size(), 1u);
     EXPECT_NE(m.warnings()[0].find("did not answer within 1.0 s"), std::string::npos)
         << m.warnings()[0];

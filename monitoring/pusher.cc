@@ -84,36 +84,28 @@ std::string DescribePushResult(int code) {
 }
 
 struct Pusher::State {
-  State(const PushgatewayAddress& address, const std::string& job, const std::string& run,
-        double period)
+  State(const PushgatewayAddress& address, const std::string& job, const std::string& run)
       : gateway(address.host, address.port, GroupingKeyValue(job),
-                {{"run", GroupingKeyValue(run)}}),
-        period_s(period) {}
+                {{"run", GroupingKeyValue(run)}}) {}
   prometheus::Gateway gateway;
-  std::string url;
-  const double period_s;
   std::mutex mu;
   std::condition_variable cv;
-  uint64_t requested = 0, completed = 0;  // explicit pushes asked for / answered
+  uint64_t requested = 0, completed = 0;  // pushes asked for / answered
   int last_code = 0;
-  bool stop = false, exited = false, failing = false;
-  bool in_push = false;
-  std::chrono::steady_clock::time_point push_start;
+  bool stop = false, exited = false;
 };
 
 StatusOr<std::unique_ptr<Pusher>> Pusher::Start(const std::string& url, const std::string& job,
                                                 const std::string& run,
-                                                std::weak_ptr<prometheus::Registry> registry,
-                                                double period_s) {
+                                                std::weak_ptr<prometheus::Registry> registry) {
   StatusOr<PushgatewayAddress> address = ParsePushgatewayUrl(url);
   if (!address.ok()) return address.status();
   std::shared_ptr<State> state;
   try {
-    state = std::make_shared<State>(*address, job, run, period_s);
+    state = std::make_shared<State>(*address, job, run);
   } catch (const std::exception& e) {  // libcurl could not initialise
     return Status::Internal("Pushgateway client for " + url + ": " + e.what());
   }
-  state->url = url;
   state->gateway.RegisterCollectable(registry);
   return std::unique_ptr<Pusher>(new Pusher(url, std::move(state)));
 }
@@ -137,46 +129,20 @@ Pusher::~Pusher() {
 }
 
 void Pusher::Loop(std::shared_ptr<State> s) {
-  using Clock = std::chrono::steady_clock;
-  const auto period = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(s->period_s > 0 ? s->period_s : 1e9));
-  auto next = Clock::now() + period;
   std::unique_lock<std::mutex> lock(s->mu);
   while (!s->stop) {
-    const bool asked =
-        s->cv.wait_until(lock, next, [&] { return s->stop || s->requested > s->completed; });
+    s->cv.wait(lock, [&] { return s->stop || s->requested > s->completed; });
     if (s->stop) break;
-    if (!asked && s->period_s <= 0) continue;
     const uint64_t ticket = s->requested;
-    s->in_push = true;
-    s->push_start = Clock::now();
     lock.unlock();
-    const int code = s->gateway.Push();
+    const int code = s->gateway.Push();  // POST (prometheus-cpp 1.0.1)
     lock.lock();
-    s->in_push = false;
-    next = Clock::now() + period;
-    if (asked) {
-      s->completed = ticket;
-      s->last_code = code;
-      s->cv.notify_all();
-    } else if (!IsSuccess(code) && !s->failing) {
-      LOG(WARNING) << "monitoring: periodic push to the Pushgateway at " << s->url
-                   << " failed: " << DescribePushResult(code)
-                   << "; training goes on (not repeated until a push succeeds)";
-    } else if (IsSuccess(code) && s->failing) {
-      LOG(INFO) << "monitoring: pushes to " << s->url << " succeed again";
-    }
-    if (!asked) s->failing = !IsSuccess(code);
+    s->completed = ticket;
+    s->last_code = code;
+    s->cv.notify_all();
   }
   s->exited = true;
   s->cv.notify_all();
-}
-
-double Pusher::SecondsInPush() const {
-  std::lock_guard<std::mutex> lock(state_->mu);
-  if (!state_->in_push) return 0;
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - state_->push_start)
-      .count();
 }
 
 Status Pusher::PushAndWait(std::chrono::milliseconds timeout) {

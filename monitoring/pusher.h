@@ -1,9 +1,8 @@
 // Pushes a registry to a Prometheus Pushgateway from a background thread, with a bounded wait.
 // prometheus-cpp 1.0.1's Gateway (libcurl) sets no timeout and offers no way to set one: a
 // gateway whose port accepts connections but never answers would block a push forever. So every
-// push runs on the Pusher's own thread; the caller waits at most its timeout and goes on; a push
-// stuck in such a gateway only delays the pushes after it (skipped while it is stuck), and the
-// thread is left behind (detached) when the Pusher is destroyed.
+// push runs on the Pusher's own thread; the caller waits at most its timeout and goes on, and a
+// thread stuck in such a gateway is left behind (detached) when the Pusher is destroyed.
 #pragma once
 
 #include <prometheus/registry.h>
@@ -31,13 +30,12 @@ std::string GroupingKeyValue(const std::string& value);
 
 class Pusher {
  public:
-  // Pushes `registry` (the whole of it, with POST: series of the same names are replaced) to
-  // `url` under the grouping key job=`job`, run=`run`. period_s > 0: also every period_s seconds
-  // from the background thread (a failure is a warning, once per streak of failures).
+  // A client that pushes `registry` to `url` under the grouping key job=`job`, run=`run` with
+  // POST: the group's families of the same names are replaced, the others kept (so a failed
+  // run's push leaves the last success's timestamp in place). Nothing is pushed until asked.
   static StatusOr<std::unique_ptr<Pusher>> Start(const std::string& url, const std::string& job,
                                                  const std::string& run,
-                                                 std::weak_ptr<prometheus::Registry> registry,
-                                                 double period_s);
+                                                 std::weak_ptr<prometheus::Registry> registry);
   ~Pusher();
   Pusher(const Pusher&) = delete;
   Pusher& operator=(const Pusher&) = delete;
@@ -47,8 +45,6 @@ class Pusher {
   // goes on in the background).
   Status PushAndWait(std::chrono::milliseconds timeout);
   const std::string& url() const { return url_; }
-  // How long the push under way has been waiting for the gateway; 0 when none is.
-  double SecondsInPush() const;
 
  private:
   struct State;

@@ -49,11 +49,10 @@ TEST(PusherTest, ParsesUrls) {
 TEST(PusherTest, PushesUnderJobAndRun) {
   testing::FakePushgateway gateway;
   auto registry = OneGauge();
-  auto pusher = Pusher::Start(Url(gateway.port()), "reid_train", "run 1", registry, 0);
+  auto pusher = Pusher::Start(Url(gateway.port()), "reid_train", "run 1", registry);
   ASSERT_TRUE(pusher.ok()) << pusher.status().message();
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_TRUE(s.ok()) << s.message();
-  EXPECT_EQ((*pusher)->SecondsInPush(), 0);
   const auto requests = gateway.requests();
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_EQ(requests[0].rfind("POST /metrics/job/reid_train/run/run_1 HTTP/1.1\n\n", 0), 0u)
@@ -61,22 +60,10 @@ TEST(PusherTest, PushesUnderJobAndRun) {
   EXPECT_NE(requests[0].find("reid_test_value 7\n"), std::string::npos) << requests[0];
 }
 
-TEST(PusherTest, PushesPeriodically) {
-  testing::FakePushgateway gateway;
-  auto registry = OneGauge();
-  auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry, 0.1);
-  ASSERT_TRUE(pusher.ok());
-  const auto start = Clock::now();
-  while (gateway.requests().size() < 3 && SecondsSince(start) < 10) {
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-  EXPECT_GE(gateway.requests().size(), 3u);
-}
-
 TEST(PusherTest, GatewayErrorIsReported) {
   testing::FakePushgateway gateway(500);
   auto registry = OneGauge();  // the Pusher holds it weakly, as the exporter does
-  auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry, 0);
+  auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry);
   ASSERT_TRUE(pusher.ok());
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_FALSE(s.ok());
@@ -86,7 +73,7 @@ TEST(PusherTest, GatewayErrorIsReported) {
 TEST(PusherTest, ClosedPortFailsFast) {
   const int port = testing::FreePort();  // nothing listens there
   auto registry = OneGauge();
-  auto pusher = Pusher::Start(Url(port), "j", "r", registry, 0);
+  auto pusher = Pusher::Start(Url(port), "j", "r", registry);
   ASSERT_TRUE(pusher.ok());
   const auto start = Clock::now();
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
@@ -102,10 +89,8 @@ TEST(PusherTest, BlackholedPortTimesOut) {
   auto registry = OneGauge();
   const auto start = Clock::now();
   {
-    auto pusher = Pusher::Start(Url(blackhole.port()), "j", "r", registry, 0.05);
+    auto pusher = Pusher::Start(Url(blackhole.port()), "j", "r", registry);
     ASSERT_TRUE(pusher.ok());
-    std::this_thread::sleep_for(milliseconds(300));  // a periodic push is stuck by now
-    EXPECT_GT((*pusher)->SecondsInPush(), 0.1);
     Status s = (*pusher)->PushAndWait(milliseconds(500));
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.message().find("did not answer within 0.5 s"), std::string::npos) << s.message();
@@ -116,7 +101,7 @@ TEST(PusherTest, BlackholedPortTimesOut) {
 TEST(PusherTest, SlowGatewayWithinTheTimeoutSucceeds) {
   testing::FakePushgateway gateway(202, milliseconds(300));
   auto registry = OneGauge();
-  auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry, 0);
+  auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry);
   ASSERT_TRUE(pusher.ok());
   EXPECT_TRUE((*pusher)->PushAndWait(milliseconds(5000)).ok());
 }

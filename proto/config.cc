@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -405,16 +406,63 @@ void ValidateLossEvalDist(const proto::ReidConfig& cfg, Checker& c) {
   c.InRange(d.intra_op_threads(), 0, 4096, "dist.intra_op_threads");
 }
 
+// Well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, at most U+10FFFF).
+bool IsUtf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+    const unsigned char c = b(i);
+    const size_t n = c < 0x80           ? 1
+                     : (c >> 5) == 0x6  ? 2
+                     : (c >> 4) == 0xe  ? 3
+                     : (c >> 3) == 0x1e ? 4
+                                        : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : c & (0x7f >> n);
+    for (size_t k = 1; k < n; ++k) {
+      if ((b(i + k) & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (b(i + k) & 0x3f);
+    }
+    const uint32_t min = n == 1 ? 0 : n == 2 ? 0x80 : n == 3 ? 0x800 : 0x10000;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n;
+  }
+  return true;
+}
+
+// `name` is free text but also the `run` label of every metric: at most 128 bytes of valid UTF-8
+// without control characters (a newline would split log lines). Shown with control and non-UTF-8
+// bytes escaped.
+void ValidateName(const std::string& name, Checker& c) {
+  std::string shown;
+  bool control = false;
+  for (unsigned char ch : name.substr(0, 160)) {
+    control = control || ch < 0x20 || ch == 0x7f;
+    char hex[8];
+    std::snprintf(hex, sizeof(hex), "\\x%02x", ch);
+    shown += (ch < 0x20 || ch == 0x7f || ch >= 0x80) ? std::string(hex) : std::string(1, ch);
+  }
+  if (name.size() > 160) shown += "...";
+  const bool utf8 = IsUtf8(name);
+  c.Require(name.size() <= 128 && utf8 && !control, "name", "\"" + shown + "\"",
+            "must be at most 128 bytes of UTF-8 text without control characters (it is the run "
+            "label of every metric)");
+}
+
 void ValidateCheckpointMonitoring(const proto::ReidConfig& cfg, Checker& c) {
+  ValidateName(cfg.name(), c);
   const auto& k = cfg.checkpoint();
   c.Require(k.keep_last_n() >= 1, "checkpoint.keep_last_n", k.keep_last_n(), "must be >= 1");
   c.NonNegative(k.period_steps(), "checkpoint.period_steps");
   const auto& m = cfg.monitoring();
-  c.Require(m.metrics_port_base() >= 0 && m.metrics_port_base() <= 65535 - 64,
+  c.Require(m.metrics_port_base() == 0 ||
+                (m.metrics_port_base() >= 1024 && m.metrics_port_base() <= 65535),
             "monitoring.metrics_port_base", m.metrics_port_base(),
-            "must be 0 (off) or a port with room for one per local rank");
-  c.Require(m.push_period_s() >= 0 && m.push_period_s() <= 1e7, "monitoring.push_period_s",
-            m.push_period_s(), "must be in [0, 1e7] seconds");
+            "must be 0 (off) or an unprivileged port in 1024..65535 (the node's ranks take base + "
+            "local rank)");
+  c.Require(m.push_period_s() == 0, "monitoring.push_period_s", m.push_period_s(),
+            "must be 0: the Pushgateway receives only the end-of-run outcome (a periodic push "
+            "would keep a finished run's live values there forever); live metrics are scraped "
+            "from the exporters");
   const std::string& url = m.pushgateway_url();
   const size_t host = url.rfind("http://", 0) == 0 ? 7 : url.rfind("https://", 0) == 0 ? 8 : 0;
   c.Require(url.empty() || (host > 0 && url.size() > host && url[host] != '/' &&

@@ -185,20 +185,37 @@ TEST(Config, CrossAttentionHeadsDivideTheEmbedding) {
 TEST(Config, MonitoringFieldsAreChecked) {
   proto::ReidConfig cfg;
   EXPECT_TRUE(Load("",
-                   {"monitoring { metrics_port_base: 9400 pushgateway_url: "
-                    "'http://127.0.0.1:9091' push_period_s: 30 }"},
+                   {"monitoring { metrics_port_base: 19400 pushgateway_url: "
+                    "'http://127.0.0.1:9091' }"},
                    &cfg)
                   .empty());
-  const Problems problems = Load(
-      "", {"monitoring { metrics_port_base: 65535 metrics_bind: '' push_period_s: -1 }"}, &cfg);
-  EXPECT_TRUE(HasProblem(problems, {"monitoring.metrics_port_base = 65535"})) << Joined(problems);
+  EXPECT_EQ(cfg.monitoring().metrics_port_base(), 19400);
+  const Problems problems =
+      Load("", {"monitoring { metrics_port_base: 80 metrics_bind: '' push_period_s: 30 }"}, &cfg);
+  EXPECT_TRUE(HasProblem(problems, {"monitoring.metrics_port_base = 80", "1024..65535"}))
+      << Joined(problems);
   EXPECT_TRUE(HasProblem(problems, {"monitoring.metrics_bind"})) << Joined(problems);
-  EXPECT_TRUE(HasProblem(problems, {"monitoring.push_period_s = -1"})) << Joined(problems);
+  EXPECT_TRUE(HasProblem(problems, {"monitoring.push_period_s = 30", "only the end-of-run"}))
+      << Joined(problems);
   for (const char* url : {"127.0.0.1:9091", "http://", "http:///x", "http://u:p@h:1"}) {
     const Problems p =
         Load("", {std::string("monitoring { pushgateway_url: '") + url + "' }"}, &cfg);
     EXPECT_TRUE(HasProblem(p, {"monitoring.pushgateway_url", url})) << Joined(p);
   }
+}
+
+TEST(Config, NameIsABoundedTextLabel) {
+  proto::ReidConfig cfg;
+  EXPECT_TRUE(Load("", {"name: 'market 1501 \"v2\" caf\\303\\251'"}, &cfg).empty());
+  EXPECT_EQ(cfg.name(), "market 1501 \"v2\" caf\xc3\xa9");
+  EXPECT_TRUE(Load("", {}, &cfg).empty());
+  EXPECT_EQ(cfg.name(), "");  // empty: the run label comes from SLURM or the output directory
+  Problems p = Load("", {"name: 'two\\nlines'"}, &cfg);
+  EXPECT_TRUE(HasProblem(p, {"name = \"two\\x0alines\"", "control characters"})) << Joined(p);
+  p = Load("", {"name: 'bad \\377 utf8'"}, &cfg);
+  EXPECT_TRUE(HasProblem(p, {"name = \"bad \\xff utf8\"", "UTF-8"})) << Joined(p);
+  p = Load("", {"name: '" + std::string(129, 'x') + "'"}, &cfg);
+  EXPECT_TRUE(HasProblem(p, {"name = \"xxx", "at most 128 bytes"})) << Joined(p);
 }
 
 TEST(Config, MissingFileNamesThePath) {

@@ -140,13 +140,13 @@ start_until() {  # start_until OUT PATTERN [args...]: reid train in the backgrou
 }
 newest() { ls -d "$1"/checkpoints/s* 2>/dev/null | sort | tail -1; }
 
-# SIGINT (Ctrl-C) in stage 1: a checkpoint, exit 0, the resume command. report.html is a
-# directory: one warning line, the run still exits 0.
+# SIGINT (Ctrl-C) in stage 1: a checkpoint, exit 75, the resume command. report.html is a
+# directory: one warning line, the run still exits 75.
 out=$tmp/sigint
 mkdir -p "$out/report.html"
 start_until "$out" "^stage 1 epoch 2/"
 kill -INT $job; wait $job; rc=$?
-check "sigint-stage1-exits-0-with-checkpoint" '[[ $rc -eq 0 ]] && grep -q "stopped by a signal after writing a checkpoint; resume with" "$out.log" && [[ -n $(newest "$out") ]]' "$out.log"
+check "sigint-stage1-exits-75-with-checkpoint" '[[ $rc -eq 75 ]] && grep -q "stopped by a signal after writing a checkpoint (exit status 75); resume with" "$out.log" && [[ -n $(newest "$out") ]]' "$out.log"
 check "sigint-said-so" 'grep -q "SIGINT: stopping after the current step with a checkpoint" "$out.log"' "$out.log"
 check "sigint-checkpoint-verifies" '"$reid" ckpt verify "$(newest "$out")" >/dev/null' "$out.log"
 check "fifo-image-unreadable-counted" 'grep -q "unreadable image .*0001_c1s1_000001_00.jpg (.*not a regular file (a FIFO)" "$out.log"' "$out.log"
@@ -156,7 +156,7 @@ check "report-html-dir-one-warning" '[[ $(grep -c "report.html" "$out.log") -eq 
 out=$tmp/sighup
 start_until "$out" "^stage 2 epoch 1/" --set='stage1 { max_epochs: 2 }'
 kill -HUP $job; wait $job; rc=$?
-check "sighup-stage2-exits-0-with-checkpoint" '[[ $rc -eq 0 ]] && grep -q "stopped by a signal after writing a checkpoint" "$out.log" && [[ $(newest "$out") == */s2-* ]]' "$out.log"
+check "sighup-stage2-exits-75-with-checkpoint" '[[ $rc -eq 75 ]] && grep -q "stopped by a signal after writing a checkpoint" "$out.log" && [[ $(newest "$out") == */s2-* ]]' "$out.log"
 
 # A second SIGINT within 5 s: exit 130 at once, saying so. The second is sent once the first has
 # been handled (two signals sent at once may merge into one), during a stage-2 step made slow

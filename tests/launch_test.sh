@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # reid-launch end to end (2 CPU ranks through mpirun): a rank killed with SIGKILL mid-run makes the
 # launcher restart the whole job with --resume=auto, which finishes with the same parameters as a
-# clean run; SIGTERM to the launcher reaches the ranks as SIGUSR1 (checkpoint, exit 0, no restart)
+# clean run; SIGTERM to the launcher reaches the ranks as SIGUSR1 (checkpoint, exit 75, no restart)
 # and the run resumes to the same parameters; user errors exit 2 with one clear line.
 # Usage: launch_test.sh PATH/TO/reid PATH/TO/reid-launch   (run from the repository root)
 set -u
@@ -61,8 +61,8 @@ line=$("$reid" ckpt diff "$(final "$tmp/clean")" "$(final "$out")" | tail -1)
 echo "     killed + restarted vs clean: $line"
 check "restarted-run-same-parameters" '[[ $line == "$same" ]]'
 
-# SIGTERM to the launcher: the ranks get SIGUSR1, checkpoint at the same step and exit 0; the
-# launcher does not restart (preemption) and exits 0; --resume=auto then finishes the run.
+# SIGTERM to the launcher: the ranks get SIGUSR1, checkpoint at the same step and exit 75; the
+# launcher does not restart (preemption) and exits 75; --resume=auto then finishes the run.
 out="$tmp/preempted"
 "$launch" --nproc_per_node=2 --max_restarts=1 --restart_delay_s=1 -- "${train[@]}" \
   --output_dir="$out" >"$out.log" 2>&1 &
@@ -70,7 +70,7 @@ job=$!
 wait_for 'grep -q "^stage 2 epoch" "$out.log"'
 kill -TERM $job
 wait $job; rc=$?
-check "sigterm-checkpoints-and-exits-0" '[[ $rc -eq 0 ]] && grep -q "stopped by a signal after writing a checkpoint" "$out.log"' "$out.log"
+check "sigterm-checkpoints-and-exits-75" '[[ $rc -eq 75 ]] && grep -q "stopped by a signal after writing a checkpoint (exit status 75)" "$out.log"' "$out.log"
 check "sigterm-not-restarted" 'grep -q "preempted: checkpoint written); not restarting" "$out.log" && ! grep -q "attempt 2/" "$out.log"' "$out.log"
 "$launch" --nproc_per_node=2 -- "${train[@]}" --output_dir="$out" --resume=auto >"$out.2.log" 2>&1
 check "preempted-run-resumes" '[[ $? -eq 0 ]] && grep -q "resuming from" "$out.2.log"' "$out.2.log"

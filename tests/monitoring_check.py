@@ -3,20 +3,26 @@
 
 Checks (exit 1 listing every problem):
 - monitoring/dashboards/reid-training.json is a current Grafana dashboard: schemaVersion >= 36, a
-  Prometheus `datasource` variable that every panel and query uses, `job` and `rank` query
-  variables (label_values), unique panel ids, panels inside the 24-column grid without overlaps;
+  Prometheus `datasource` variable that every panel, query and annotation uses, `job`, `run` and
+  `rank` query variables (label_values; `run` multi-select), unique panel ids, panels inside the
+  24-column grid without overlaps; every live reid_* selector of a query or annotation picks
+  run=~"$run" (the reid_run_* outcome panels pick their Pushgateway job instead);
 - every reid_* metric name in the dashboard and in monitoring/prometheus/alerts.yml is listed in
   monitoring/metrics.txt (histograms as NAME_bucket/_sum/_count only), and every label a selector
-  puts on a reid_* metric is one of that metric's labels (or job, instance, le, run).
+  puts on a reid_* metric is one of that metric's labels (or job, instance, le);
+- every aggregation of the rules keeps `run` (so that one run never hides another), except those
+  by (job, instance) of a scrape target;
+- every alert has a runbook_url "docs/runbook.md#ANCHOR" whose heading exists in docs/runbook.md.
 
---promql-out FILE writes every PromQL expression (dashboard queries, the metric selector of each
-label_values variable, alert and recording rules) to FILE, one per line, with Grafana's template
+--promql-out FILE writes every PromQL expression (dashboard queries and annotations, the metric
+selector of each label_values variable, alert and recording rules) to FILE, one per line, with Grafana's template
 variables made concrete ($__rate_interval and $__interval -> 1m, $__range -> 5m, any other
 $var / ${var} -> .*). Alert expressions are written with `bool` after each comparison operator, so
 that they return a series whether or not the alert fires: a real Prometheus that scraped a real
 run must return data for every line. Expressions that need what a CPU test run lacks are written
-as comment lines "# skip(REASON): EXPR" (REASON: cuda, dcgm, pushgateway) unless --with names
-the reason (--with=pushgateway,cuda). Lines starting with '#' are comments.
+as comment lines "# skip(REASON): EXPR" (REASON: cuda, dcgm, pushgateway; failed, scheduled:
+the outcome of a failed or a scheduled run; hour: an hour of history) unless --with names the
+reason (--with=pushgateway,cuda). Lines starting with '#' are comments.
 
 Usage: tests/monitoring_check.py [ROOT] [--promql-out FILE] [--with REASONS]
 Exit 77 when Python's yaml module is missing (python3-yaml)."""
@@ -29,8 +35,11 @@ import sys
 DASHBOARD = 'monitoring/dashboards/reid-training.json'
 ALERTS = 'monitoring/prometheus/alerts.yml'
 METRICS = 'monitoring/metrics.txt'
-# Labels Prometheus or the Pushgateway add, and the histogram bucket label.
-EXTRA_LABELS = {'job', 'instance', 'le', 'run'}
+RUNBOOK = 'docs/runbook.md'
+# Labels Prometheus adds, and the histogram bucket label.
+EXTRA_LABELS = {'job', 'instance', 'le'}
+AGGREGATION = re.compile(r'\b(?:sum|min|max|avg|count|quantile|topk|bottomk|stddev|stdvar|group)'
+                         r'\s+by\s*\(([^)]*)\)')
 STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 NAME = re.compile(r'(?<![A-Za-z0-9_:])[A-Za-z_:][A-Za-z0-9_:]*')
 SELECTOR = re.compile(r'(?<![A-Za-z0-9_:])(reid_[A-Za-z0-9_]*)\s*\{([^}]*)\}')
@@ -60,11 +69,15 @@ def walk_panels(panels):
 
 
 def dashboard_exprs(dash):
-    """[(where, expr)] of every query and of each label_values variable's series selector."""
+    """[(where, expr)] of every query, Prometheus annotation and label_values variable's series
+    selector."""
     out = []
     for p in walk_panels(dash.get('panels', [])):
         for t in p.get('targets', []):
             out.append(('panel %r %s' % (p.get('title'), t.get('refId')), t.get('expr', '')))
+    for a in dash.get('annotations', {}).get('list', []):
+        if a.get('datasource', {}).get('type') == 'prometheus':
+            out.append(('annotation %r' % a.get('name'), a.get('expr', '')))
     for v in dash.get('templating', {}).get('list', []):
         if v.get('type') != 'query':
             continue
@@ -93,10 +106,25 @@ def check_dashboard(dash):
     ds = variables.get('datasource', {})
     if ds.get('type') != 'datasource' or ds.get('query') != 'prometheus':
         problems.append('dashboard: no Prometheus data source variable named "datasource"')
-    for name in ('job', 'rank'):
+    for name in ('job', 'run', 'rank'):
         v = variables.get(name, {})
         if v.get('type') != 'query' or 'label_values(' not in v.get('definition', ''):
             problems.append('dashboard: no query variable %r with label_values' % name)
+    if not (variables.get('run', {}).get('multi') and variables.get('run', {}).get('includeAll')):
+        problems.append('dashboard: the run variable must be multi-select with All')
+    for a in dash.get('annotations', {}).get('list', []):
+        if a.get('datasource', {}).get('type') == 'prometheus' and (
+                a['datasource'].get('uid') != '${datasource}' or not a.get('expr')):
+            problems.append('dashboard: annotation %r: no expr or not ${datasource}' % a.get('name'))
+    for where, expr in dashboard_exprs(dash):
+        if where in ('variable job', 'variable run'):  # what picks the runs
+            continue
+        for m in SELECTOR.finditer(expr):
+            if m.group(1).startswith('reid_run_'):
+                continue
+            if not re.search(r'\brun\s*=~\s*"\$run"', m.group(2)):
+                problems.append('dashboard: %s: %s{%s} does not pick run=~"$run"'
+                                % (where, m.group(1), m.group(2)))
     ids, boxes = set(), {}
     for p in walk_panels(dash.get('panels', [])):
         title = p.get('title')
@@ -202,11 +230,50 @@ def with_bool(expr):
     return ''.join(out)
 
 
+def check_rules(rules_doc, runbook_anchors):
+    """Aggregations keep run; alerts link an existing runbook section."""
+    problems = []
+    for group in rules_doc.get('groups', []):
+        for rule in group.get('rules', []):
+            name = rule.get('alert') or rule.get('record')
+            for m in AGGREGATION.finditer(STRING.sub('""', str(rule.get('expr', '')))):
+                labels = {l.strip() for l in m.group(1).split(',') if l.strip()}
+                if 'run' not in labels and labels != {'job', 'instance'}:
+                    problems.append('rule %s: aggregates by (%s) without run'
+                                    % (name, ', '.join(sorted(labels))))
+            if 'alert' not in rule:
+                continue
+            url = rule.get('annotations', {}).get('runbook_url', '')
+            m = re.fullmatch(re.escape(RUNBOOK) + r'#([a-z0-9-]+)', url)
+            if not m:
+                problems.append('rule %s: runbook_url %r is not %s#ANCHOR' % (name, url, RUNBOOK))
+            elif m.group(1) not in runbook_anchors:
+                problems.append('rule %s: %s has no heading for #%s' % (name, RUNBOOK, m.group(1)))
+    return problems
+
+
+def markdown_anchors(path):
+    """GitHub's anchors of the headings of a Markdown file."""
+    anchors = set()
+    for line in open(path):
+        m = re.match(r'#+\s+(.*)', line)
+        if m:
+            text = re.sub(r'[^\w\- ]', '', m.group(1).strip().lower())
+            anchors.add(text.replace(' ', '-'))
+    return anchors
+
+
 def skip_reason(expr):
     if 'DCGM_' in expr:
         return 'dcgm'
     if 'reid_gpu_memory_' in expr:
         return 'cuda'
+    if 'reid_scheduled' in expr:
+        return 'scheduled'  # a run pushed under monitoring.job "reid_scheduled"
+    if 'reason="error"' in expr:
+        return 'failed'  # the outcome of a failed run
+    if re.search(r'\[1h\] offset', expr):
+        return 'hour'  # an hour of history
     if 'reid_run_' in expr:
         return 'pushgateway'
     return None
@@ -236,7 +303,8 @@ def main():
     parser.add_argument('root', nargs='?', default=os.path.join(os.path.dirname(__file__), '..'))
     parser.add_argument('--promql-out', help='write the PromQL expressions to this file')
     parser.add_argument('--with', dest='enabled', default='',
-                        help='comma-separated skip reasons to include (cuda,dcgm,pushgateway)')
+                        help='comma-separated skip reasons to include '
+                             '(cuda,dcgm,pushgateway,failed,scheduled,hour)')
     args = parser.parse_args()
     try:
         import yaml
@@ -250,6 +318,9 @@ def main():
     exprs = [(w, e, False) for w, e in dashboard_exprs(dash)] + alert_exprs(rules)
 
     problems = check_dashboard(dash)
+    anchors = markdown_anchors(os.path.join(root, RUNBOOK)) if os.path.exists(
+        os.path.join(root, RUNBOOK)) else set()
+    problems += check_rules(rules, anchors)
     for where, expr, _ in exprs:
         problems += check_names(where, expr, table)
     for p in problems:

@@ -23,7 +23,7 @@ run check-rules promtool check rules monitoring/prometheus/alerts.yml
 run test-rules promtool test rules monitoring/prometheus/alerts_test.yml
 
 # Every expression, each as a recording rule: promtool parses them all (dashboard queries too).
-/usr/bin/python3 tests/monitoring_check.py --promql-out "$tmp/all.promql" --with cuda,dcgm,pushgateway \
+/usr/bin/python3 tests/monitoring_check.py --promql-out "$tmp/all.promql" --with cuda,dcgm,pushgateway,failed,scheduled,hour \
   >"$tmp/check.log" 2>&1
 rc=$?
 if ((rc == 77)); then cat "$tmp/check.log"; exit 77; fi

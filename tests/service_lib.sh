@@ -11,8 +11,9 @@
 #   svc_stop PID                    stops one of them now
 #   wait_http URL PID NAME [SECS]   waits until URL answers 2xx (fails early when PID died)
 #   start_pushgateway PORT          Pushgateway persisting in $SVC_DIR only; waits until ready
-#   start_prometheus PORT FILE      Prometheus with the scrape_configs YAML in FILE, scrape and
-#                                   evaluation interval 1 s, TSDB in $SVC_DIR; waits until ready
+#   start_prometheus PORT FILE [RULES]  Prometheus with the scrape_configs YAML in FILE (and the
+#                                   rule file RULES), scrape and evaluation interval 1 s, TSDB in
+#                                   $SVC_DIR; waits until ready
 #   wait_scraping PORT N [SECS]     waits until N targets exist and each was scraped once (up or
 #                                   down): Prometheus applies targets only ~5 s after start
 #   prom_query PORT EXPR [TIME]     the query's "data" JSON ({"resultType", "result"}) on stdout;
@@ -110,9 +111,10 @@ start_pushgateway() {
 }
 
 start_prometheus() {
-  local port=$1 scrape_configs=$2
+  local port=$1 scrape_configs=$2 rules=${3:-}
   {
     printf 'global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n'
+    [[ -n $rules ]] && printf 'rule_files: ["%s"]\n' "$rules"
     printf 'scrape_configs:\n'
     cat "$scrape_configs"
   } >"$SVC_DIR/prometheus.yml"

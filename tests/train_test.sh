@@ -90,7 +90,7 @@ check "loss-scaler-resume-bit-identical" '[[ $rc -eq 0 && $line == "max_abs_diff
 for at in 1:2:1 2:1:2; do
   out="$tmp/stop_$at"
   REID_TEST_STOP_AT=$at train 2 "$out"; rc=$?
-  check "stop-at-$at-exits-0" '[[ $rc -eq 0 ]] && grep -q "resume with" "$out.log"' "$out.log"
+  check "stop-at-$at-exits-75" '[[ $rc -eq 75 ]] && grep -q "resume with" "$out.log"' "$out.log"
   train 2 "$out" --resume=auto; rc=$?
   check "resume-from-$at" '[[ $rc -eq 0 ]] && grep -q "resuming from" "$out.log"' "$out.log"
   line=$("$reid" ckpt diff "$(final "$tmp/r2")" "$(final "$out")" | tail -1)
@@ -98,12 +98,12 @@ for at in 1:2:1 2:1:2; do
   check "resume-$at-bit-identical" '[[ $line == "max_abs_diff=0.000000e+00 max_rel_diff=0.000000e+00" ]]'
 done
 
-# SIGTERM to one rank during stage 2: every rank checkpoints at the same step and exits 0.
+# SIGTERM to one rank during stage 2: every rank checkpoints at the same step and exits 75.
 out="$tmp/sigterm"
 start_until_stage2 "$out" --set='stage2 { max_epochs: 4 }'
 pkill -TERM -f -n "reid train.*--output_dir=$out"
 wait $job; rc=$?
-check "sigterm-exits-0-with-checkpoint" '[[ $rc -eq 0 ]] && grep -q "resume with" "$out.log"' "$out.log"
+check "sigterm-exits-75-with-checkpoint" '[[ $rc -eq 75 ]] && grep -q "resume with" "$out.log"' "$out.log"
 train 2 "$out" --set='stage2 { max_epochs: 4 }' --resume=auto; rc=$?
 check "sigterm-resume" '[[ $rc -eq 0 ]]' "$out.log"
 train 2 "$tmp/r2_long" --set='stage2 { max_epochs: 4 }'

@@ -123,7 +123,8 @@ StatusOr<StageEnd> Trainer::RunStage1() {
 
   const int64_t per_epoch = (features.size(0) + s1.ims_per_batch() - 1) / s1.ims_per_batch();
   const int64_t total = per_epoch * (s1.max_epochs() - pos_.next_epoch + 1) - pos_.next_step;
-  StepMeter meter = MakeMeter(1, s1.max_epochs(), s1.log_period(), total, *sync);
+  const int64_t before = per_epoch * (pos_.next_epoch - 1) + pos_.next_step;
+  StepMeter meter = MakeMeter(1, s1.max_epochs(), s1.log_period(), before, total, *sync);
   for (int epoch = static_cast<int>(pos_.next_epoch); epoch <= s1.max_epochs(); ++epoch) {
     REID_ASSIGN_OR_RETURN(const StageEnd end, RunStage1Epoch(epoch, data, &meter));
     if (end == StageEnd::kPreempted) return end;

@@ -133,11 +133,11 @@ StatusOr<StageEnd> Trainer::RunStage2() {
   data::Loader loader(&dataset_.train, data::TransformOptionsFromConfig(cfg_.input(), true),
                       data::LoaderOptionsFromConfig(cfg_), data::TorchBufferAllocator());
   REID_ASSIGN_OR_RETURN(const std::unique_ptr<dist::GradSync> sync, StartStage2Optimizer());
-  int64_t total = -pos_.next_step;
-  for (int e = static_cast<int>(pos_.next_epoch); e <= s2.max_epochs(); ++e) {
-    total += sampler.StepsPerEpoch(e);
+  int64_t before = pos_.next_step, total = -pos_.next_step;
+  for (int e = 1; e <= s2.max_epochs(); ++e) {
+    (e < pos_.next_epoch ? before : total) += sampler.StepsPerEpoch(e);
   }
-  StepMeter meter = MakeMeter(2, s2.max_epochs(), s2.log_period(), total, *sync);
+  StepMeter meter = MakeMeter(2, s2.max_epochs(), s2.log_period(), before, total, *sync);
   model_->train();
   int64_t unreadable_seen = 0;
   for (int epoch = static_cast<int>(pos_.next_epoch); epoch <= s2.max_epochs(); ++epoch) {

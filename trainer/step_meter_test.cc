@@ -77,7 +77,7 @@ TEST(StepMeter, FeedsTheMonitorPerStepAndPerInterval) {
   monitoring::MonitorOptions mo;
   mo.config.set_metrics_port_base(0);  // no exporter, no gateway, no history
   mo.world_size = 2;
-  mo.run_name = "meter-test";
+  mo.run_label = "meter-test";
   monitoring::Monitor monitor(mo);
   double comm_wait = 0, sync_wait = 0, sync_comm = 0;
   int64_t sync_steps = 0;
@@ -103,11 +103,11 @@ TEST(StepMeter, FeedsTheMonitorPerStepAndPerInterval) {
   auto has = [&](const std::string& needle) {
     return text.find(needle) != std::string::npos;
   };
-  EXPECT_TRUE(has("reid_steps_total{rank=\"0\",stage=\"2\"} 4")) << text;
-  EXPECT_TRUE(has("reid_samples_total{rank=\"0\",stage=\"2\"} 64")) << text;
+  EXPECT_TRUE(has("reid_steps_total{run=\"meter-test\",rank=\"0\",stage=\"2\"} 4")) << text;
+  EXPECT_TRUE(has("reid_samples_total{run=\"meter-test\",rank=\"0\",stage=\"2\"} 64")) << text;
   // One interval (after step 3): its losses and rate.
-  EXPECT_TRUE(has("reid_loss{loss=\"triplet\",rank=\"0\",stage=\"2\"} 0.25")) << text;
-  EXPECT_TRUE(has("reid_learning_rate{rank=\"0\",stage=\"2\"} 0.0001")) << text;
+  EXPECT_TRUE(has("reid_loss{run=\"meter-test\",loss=\"triplet\",rank=\"0\",stage=\"2\"} 0.25")) << text;
+  EXPECT_TRUE(has("reid_learning_rate{run=\"meter-test\",rank=\"0\",stage=\"2\"} 0.0001")) << text;
 }
 
 TEST(FormatDuration, MinutesAndHours) {

@@ -427,8 +427,11 @@ StatusOr<Trainer::StepOutcome> Trainer::Step(const torch::Tensor& loss,
   return out;
 }
 
-StepMeter Trainer::MakeMeter(int stage, int max_epochs, int log_period, int64_t total_steps,
-                             const dist::GradSync& sync) {
+StepMeter Trainer::MakeMeter(int stage, int max_epochs, int log_period, int64_t steps_before,
+                             int64_t total_steps, const dist::GradSync& sync) {
+  if (monitor_ != nullptr) {  // progress: steps done (a resumed run's too) and planned
+    monitor_->StartStage({stage, steps_before, steps_before + total_steps, max_epochs});
+  }
   MeterOptions o;
   o.stage = stage;
   o.max_epochs = max_epochs;

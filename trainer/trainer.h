@@ -139,9 +139,10 @@ class Trainer {
   // else backward (of the scaled loss under fp16) + optimiser step, which the loss scaler skips
   // when a gradient overflowed. Error after too many non-finite losses in a row.
   StatusOr<StepOutcome> Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts);
-  // The stage's meter (progress line on rank 0, metrics to the monitor).
-  StepMeter MakeMeter(int stage, int max_epochs, int log_period, int64_t total_steps,
-                      const dist::GradSync& sync);
+  // The stage's meter (progress line on rank 0, metrics to the monitor) for `total_steps` steps
+  // in this run after `steps_before` done before it (a resumed run's); tells the monitor both.
+  StepMeter MakeMeter(int stage, int max_epochs, int log_period, int64_t steps_before,
+                      int64_t total_steps, const dist::GradSync& sync);
   // What the meter needs of a finished step besides its images and data wait.
   StepResult Result(int epoch, int64_t step, int64_t steps, const StepOutcome& out);
   // After step `step` (1-based) of `steps` in `epoch`: a stop request (collective) checkpoints

@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
+#include "base/cpus.h"
 #include "trainer/distributed/mpi_check.h"
 
 namespace reid::dist {
@@ -140,10 +142,17 @@ void FinalizeRanks() {
   g_ranks.mpi = false;
 }
 
-int IntraOpThreads(int configured, const Ranks& ranks, unsigned hardware_threads) {
+int IntraOpThreads(int configured, const Ranks& ranks, int affinity_cpus, int online_cpus) {
   if (configured > 0) return configured;
-  int per_rank = static_cast<int>(hardware_threads) / std::max(1, ranks.local_size);
-  return std::max(1, per_rank);
+  const int64_t local = std::max(1, ranks.local_size);
+  const int64_t mask = std::max(1, affinity_cpus);
+  const int64_t online = std::max<int64_t>(mask, online_cpus);
+  const int64_t sharing = std::clamp<int64_t>((local * mask + online - 1) / online, 1, local);
+  return static_cast<int>(std::max<int64_t>(1, mask / sharing));
+}
+
+int IntraOpThreads(int configured, const Ranks& ranks) {
+  return IntraOpThreads(configured, ranks, base::AffinityCpuCount(), base::OnlineCpuCount());
 }
 
 void AbortJob(const std::string& message, int code) {

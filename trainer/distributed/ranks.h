@@ -41,8 +41,13 @@ Ranks InitRanks();
 void FinalizeRanks();
 
 // LibTorch intra-op threads for this rank (dist.intra_op_threads): `configured` when > 0, else
-// this machine's hardware threads shared evenly among the ranks on the node (at least 1).
-int IntraOpThreads(int configured, const Ranks& ranks, unsigned hardware_threads);
+// the CPUs of this process's affinity mask (`affinity_cpus`) shared among the ranks that share
+// them: all the node's ranks when the mask spans the machine's `online_cpus` (no binding), else
+// as many as the node's ranks, spread evenly, put on a mask of this size (1 under srun
+// --cpus-per-task, where each rank has CPUs of its own). At least 1.
+int IntraOpThreads(int configured, const Ranks& ranks, int affinity_cpus, int online_cpus);
+// The same with this process's affinity mask and the machine's online CPUs (base/cpus.h).
+int IntraOpThreads(int configured, const Ranks& ranks);
 
 // Ends every rank of the job at once (MPI_Abort when MPI is up, else _exit), after printing
 // `message` to stderr. For fatal distributed errors (watchdog timeouts); never returns.

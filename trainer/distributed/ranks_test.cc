@@ -7,6 +7,8 @@
 #include <map>
 #include <string>
 
+#include "base/cpus.h"
+
 namespace reid::dist {
 namespace {
 
@@ -71,12 +73,28 @@ TEST(RanksTest, InitWithoutLauncherDoesNotTouchMpi) {
   FinalizeRanks();
 }
 
-TEST(RanksTest, IntraOpThreadsShareTheCores) {
+TEST(RanksTest, IntraOpThreadsFollowTheAffinityMask) {
   Ranks r;
   r.local_size = 4;
-  EXPECT_EQ(IntraOpThreads(0, r, 16), 4);
-  EXPECT_EQ(IntraOpThreads(0, r, 2), 1);
-  EXPECT_EQ(IntraOpThreads(3, r, 16), 3);
+  EXPECT_EQ(IntraOpThreads(0, r, 16, 16), 4);  // unbound (mpirun --bind-to none): shared by 4
+  EXPECT_EQ(IntraOpThreads(0, r, 2, 2), 1);
+  EXPECT_EQ(IntraOpThreads(3, r, 16, 16), 3);  // dist.intra_op_threads wins
+  // srun --cpus-per-task=12 on a 128-CPU node: 12 CPUs of its own, not 128 / 4.
+  EXPECT_EQ(IntraOpThreads(0, r, 12, 128), 12);
+  r.local_size = 8;
+  EXPECT_EQ(IntraOpThreads(0, r, 12, 96), 12);  // 8 x 12 = the whole node, each its own 12
+  // mpirun --bind-to socket, 4 ranks on 2 sockets of 32: two ranks per socket mask.
+  r.local_size = 4;
+  EXPECT_EQ(IntraOpThreads(0, r, 32, 64), 16);
+  r.local_size = 1;
+  EXPECT_EQ(IntraOpThreads(0, r, 6, 64), 6);  // taskset -c 0-5
+}
+
+TEST(RanksTest, IntraOpThreadsOfThisProcessStayWithinItsMask) {
+  Ranks r;
+  const int threads = IntraOpThreads(0, r);
+  EXPECT_GE(threads, 1);
+  EXPECT_LE(threads, base::AffinityCpuCount());
 }
 
 }  // namespace
