@@ -80,4 +80,23 @@ Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score
   return l;
 }
 
+std::vector<torch::Tensor> Stage2LossParts(const Stage2Losses& losses) {
+  return {losses.id, losses.tri, losses.i2t};
+}
+
+const std::vector<ReportedLoss>& ReportedLosses(int stage) {
+  static const std::vector<ReportedLoss> kStage1 = {{"total", "loss", 0}, {"supcon", nullptr, 0}};
+  static const std::vector<ReportedLoss> kStage2 = {
+      {"total", "loss", 0}, {"id", "id", 1}, {"triplet", "tri", 2}, {"i2t", "i2t", 3}};
+  return stage == 1 ? kStage1 : kStage2;
+}
+
+std::vector<const char*> ProgressLossLabels(int stage) {
+  std::vector<const char*> labels;
+  for (const ReportedLoss& r : ReportedLosses(stage)) {
+    if (r.progress != nullptr) labels.push_back(r.progress);
+  }
+  return labels;
+}
+
 }  // namespace reid::trainer

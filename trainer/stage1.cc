@@ -121,7 +121,8 @@ Status Trainer::RunStage1() {
       images += static_cast<int64_t>(batches[step].size());
       ++stage_steps_done_;
       if ((step + 1) % std::max(1, s1.log_period()) == 0 || step + 1 == steps) {
-        LogProgress(1, epoch, s1.max_epochs(), step + 1, steps, avg, {"loss"}, images, 0.0);
+        LogProgress(1, epoch, s1.max_epochs(), step + 1, steps, avg, ProgressLossLabels(1), images,
+                    0.0);
         images = 0;
       }
       if (StopRequested(1, epoch, step + 1)) {

@@ -127,15 +127,15 @@ Status Trainer::RunStage2() {
                        model_->ImageTextLogits(proj_all, text_bank_), y_all);
       }
       std::vector<double> avg;
-      StatusOr<bool> stepped = Step(l.total, {l.id, l.tri, l.i2t}, &avg);
+      StatusOr<bool> stepped = Step(l.total, Stage2LossParts(l), &avg);
       if (!stepped.ok()) return stepped.status();
       MeterStep(2, epoch, *sync, avg, y.size(0), clock, wait, step + 1 == steps);
       ++step;
       ++stage_steps_done_;
       images += y_all.size(0) * (scope == proto::DistConfig::LOCAL ? comm_.size() : 1);
       if (step % std::max(1, s2.log_period()) == 0 || step == steps) {
-        LogProgress(2, epoch, s2.max_epochs(), step, steps, avg, {"loss", "id", "tri", "i2t"},
-                    images, data_wait);
+        LogProgress(2, epoch, s2.max_epochs(), step, steps, avg, ProgressLossLabels(2), images,
+                    data_wait);
         images = 0;
         data_wait = 0;
       }

@@ -23,8 +23,10 @@
 #include "data/loader.h"
 #include "data/options.h"
 #include "data/synth.h"
+#include "proto/config.h"
 #include "trainer/distributed/stop_signal.h"
 #include "trainer/eval/eval_run.h"
+#include "trainer/losses.h"
 #include "trainer/optimizer_state.h"
 #include "trainer/schedule.h"
 
@@ -82,28 +84,6 @@ void DiffFields(const google::protobuf::Message& a, const google::protobuf::Mess
   }
 }
 
-// Config fields that change tensor shapes or the data a checkpoint was trained on.
-bool ChangesShapesOrData(const std::string& path) {
-  static const char* const kPrefixes[] = {"seed",
-                                          "model.",
-                                          "prompt.",
-                                          "context_adjust.",
-                                          "cross_attention.",
-                                          "input.size_train.",
-                                          "input.size_test.",
-                                          "data.dataset",
-                                          "data.synthetic.",
-                                          "stage1.ims_per_batch",
-                                          "stage2.ims_per_batch",
-                                          "stage2.ids_per_batch",
-                                          "stage2.num_instances"};
-  if (path == "model.random_init") return false;  // only says how a fresh run may start
-  for (const char* p : kPrefixes) {
-    if (path.rfind(p, 0) == 0) return true;
-  }
-  return false;
-}
-
 std::string Join(const std::vector<std::string>& v) {
   std::string s;
   for (const std::string& x : v) s += (s.empty() ? "" : ", ") + x;
@@ -143,14 +123,9 @@ void GpuMemory(const torch::Device& device, double* allocated, double* reserved)
 
 // The `loss` label of each averaged loss component (Step's order: total first).
 monitoring::Losses MetricLosses(int stage, const std::vector<double>& losses) {
-  static const char* const kStage1[] = {"total", "supcon"};
-  static const char* const kStage2[] = {"total", "id", "triplet", "i2t"};
   monitoring::Losses out;
-  if (losses.empty()) return out;
-  if (stage == 1) {
-    for (const char* name : kStage1) out.emplace_back(name, losses[0]);  // L_i2t + L_t2i only
-  } else {
-    for (size_t i = 0; i < losses.size() && i < 4; ++i) out.emplace_back(kStage2[i], losses[i]);
+  for (const ReportedLoss& r : ReportedLosses(stage)) {
+    if (static_cast<size_t>(r.value) < losses.size()) out.emplace_back(r.metric, losses[r.value]);
   }
   return out;
 }
@@ -286,7 +261,9 @@ Status Trainer::Setup() {
 Status Trainer::CheckResumeConfig(const proto::ReidConfig& saved) const {
   std::vector<std::string> diff, fatal, applied;
   DiffFields(saved, cfg_, "", &diff);
-  for (const std::string& f : diff) (ChangesShapesOrData(f) ? fatal : applied).push_back(f);
+  for (const std::string& f : diff) {
+    (config::ChangesShapesOrData(f) ? fatal : applied).push_back(f);  // the schema declares it
+  }
   if (!fatal.empty()) {
     return Status::InvalidArgument(
         "the config differs from the checkpoint's in fields that "
@@ -422,21 +399,7 @@ dist::NamedTensors Trainer::Buffers() const {
   return out;
 }
 
-void Trainer::SetTrainable(int stage) {
-  for (auto& p : model_->named_parameters()) {
-    const std::string& n = p.key();
-    bool train;
-    if (stage == 1) {
-      train = n.rfind("prompt_learner.cls_ctx", 0) == 0 || n.rfind("context_adjust.", 0) == 0;
-    } else {
-      train = n.rfind("text_encoder.", 0) != 0 && n.rfind("prompt_learner.", 0) != 0 &&
-              n.rfind("context_adjust.", 0) != 0 && n != "bottleneck.bias" &&
-              n != "bottleneck_proj.bias";
-    }
-    p.value().requires_grad_(train);
-    p.value().mutable_grad() = torch::Tensor();
-  }
-}
+void Trainer::SetTrainable(int stage) { model_->SetTrainable(stage); }  // the model's split
 
 StatusOr<bool> Trainer::Step(const torch::Tensor& loss, const std::vector<torch::Tensor>& parts,
                              std::vector<double>* averaged) {
