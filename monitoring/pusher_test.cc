@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/gauge.h>
 
+#include "base/status_test_util.h"
 #include "monitoring/test_http.h"
 
 namespace reid::monitoring {
@@ -27,15 +28,15 @@ double SecondsSince(Clock::time_point t) {
 
 TEST(PusherTest, ParsesUrls) {
   auto a = ParsePushgatewayUrl("http://127.0.0.1:9091");
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   EXPECT_EQ(a->host, "http://127.0.0.1");
   EXPECT_EQ(a->port, "9091");
   a = ParsePushgatewayUrl("https://gw.example.org/prefix/");
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   EXPECT_EQ(a->host, "https://gw.example.org");
   EXPECT_EQ(a->port, "443/prefix");
   a = ParsePushgatewayUrl("http://[::1]:9091");
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   EXPECT_EQ(a->host, "http://[::1]");
   EXPECT_EQ(a->port, "9091");
   for (const char* bad : {"127.0.0.1:9091", "http://", "http://h:99999", "http://h:x",
@@ -50,9 +51,9 @@ TEST(PusherTest, PushesUnderJobAndRun) {
   testing::FakePushgateway gateway;
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(gateway.port()), "reid_train", "run 1", registry, 0);
-  ASSERT_TRUE(pusher.ok()) << pusher.status().message();
+  ASSERT_OK(pusher);
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
-  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_OK(s);
   EXPECT_EQ((*pusher)->SecondsInPush(), 0);
   const auto requests = gateway.requests();
   ASSERT_EQ(requests.size(), 1u);
@@ -65,7 +66,7 @@ TEST(PusherTest, PushesPeriodically) {
   testing::FakePushgateway gateway;
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry, 0.1);
-  ASSERT_TRUE(pusher.ok());
+  ASSERT_OK(pusher);
   const auto start = Clock::now();
   while (gateway.requests().size() < 3 && SecondsSince(start) < 10) {
     std::this_thread::sleep_for(milliseconds(20));
@@ -77,7 +78,7 @@ TEST(PusherTest, GatewayErrorIsReported) {
   testing::FakePushgateway gateway(500);
   auto registry = OneGauge();  // the Pusher holds it weakly, as the exporter does
   auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry, 0);
-  ASSERT_TRUE(pusher.ok());
+  ASSERT_OK(pusher);
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("HTTP 500"), std::string::npos) << s.message();
@@ -87,7 +88,7 @@ TEST(PusherTest, ClosedPortFailsFast) {
   const int port = testing::FreePort();  // nothing listens there
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(port), "j", "r", registry, 0);
-  ASSERT_TRUE(pusher.ok());
+  ASSERT_OK(pusher);
   const auto start = Clock::now();
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_LT(SecondsSince(start), 2.0);
@@ -103,7 +104,7 @@ TEST(PusherTest, BlackholedPortTimesOut) {
   const auto start = Clock::now();
   {
     auto pusher = Pusher::Start(Url(blackhole.port()), "j", "r", registry, 0.05);
-    ASSERT_TRUE(pusher.ok());
+    ASSERT_OK(pusher);
     std::this_thread::sleep_for(milliseconds(300));  // a periodic push is stuck by now
     EXPECT_GT((*pusher)->SecondsInPush(), 0.1);
     Status s = (*pusher)->PushAndWait(milliseconds(500));
@@ -117,8 +118,8 @@ TEST(PusherTest, SlowGatewayWithinTheTimeoutSucceeds) {
   testing::FakePushgateway gateway(202, milliseconds(300));
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry, 0);
-  ASSERT_TRUE(pusher.ok());
-  EXPECT_TRUE((*pusher)->PushAndWait(milliseconds(5000)).ok());
+  ASSERT_OK(pusher);
+  EXPECT_OK((*pusher)->PushAndWait(milliseconds(5000)));
 }
 
 }  // namespace
