@@ -1,4 +1,5 @@
-// Process start-up shared by every binary: flags, glog, failure signal handler, per-rank logs.
+// Process start-up of the `reid` command: glog, the failure signal handler, the terminate handler
+// and per-rank log files. Flags are not parsed here: the command's main parses them (gflags) first.
 #pragma once
 
 #include <string>
@@ -6,7 +7,8 @@
 namespace reid::base {
 
 // Initialises glog (to stderr until SetupRunLogging) and installs the failure signal handler that
-// prints a stack trace on SIGSEGV/SIGABRT. Flags are parsed by the caller (see cli/main.cc).
+// prints a stack trace on SIGSEGV/SIGABRT. Call once flags are parsed (the `reid` command's main
+// parses them first); later calls do nothing.
 void GlobalInit(const char* argv0);
 
 // Makes std::terminate print "error: PROGRAM: WHAT" (the first line of the exception's what(),
@@ -16,7 +18,8 @@ void GlobalInit(const char* argv0);
 void InstallTerminateHandler(const char* program);
 
 // Sends this rank's log to `run_dir`/logs/rank<rank>.log (all severities); stderr keeps
-// warnings and errors (rank 0 prints progress lines on stdout itself). Creates the folder. Returns the log path.
+// warnings and errors (rank 0 prints progress lines on stdout itself). Creates the folder
+// (std::filesystem throws when it cannot). Returns the log path.
 std::string SetupRunLogging(const std::string& run_dir, int rank);
 
 }  // namespace reid::base

@@ -19,16 +19,10 @@ constexpr const char* kUsage =
 
 int Show(const std::string& arg) {
   StatusOr<std::string> path = ResolveCheckpoint(arg);
-  if (!path.ok()) {
-    std::cerr << "error: " << path.status().message() << "\n";
-    return path.status().exit_code();
-  }
+  if (!path.ok()) return Fail("ckpt", path.status());
   proto::CheckpointMeta meta;
   Status s = ReadCheckpointMeta(*path, &meta);  // an unusable meta.pb is not shown
-  if (!s.ok()) {
-    std::cerr << "error: " << s.message() << "\n";
-    return s.exit_code();
-  }
+  if (!s.ok()) return Fail("ckpt", s);
   s = VerifyCheckpoint(*path, &meta);
   meta.clear_config();  // the config is long; it is in meta.txtpb and in the run directory
   std::string text;
@@ -44,10 +38,7 @@ int Show(const std::string& arg) {
 int Verify(const std::string& path) {
   proto::CheckpointMeta meta;
   Status s = VerifyCheckpoint(path, &meta);
-  if (!s.ok() && s.code() != Status::Code::kDataLoss) {
-    std::cerr << "error: " << s.message() << "\n";
-    return s.exit_code();
-  }
+  if (!s.ok() && s.code() != Status::Code::kDataLoss) return Fail("ckpt", s);
   if (!s.ok()) {
     std::cout << "FAILED " << s.message() << "\n";
     return kExitFailure;
@@ -69,10 +60,7 @@ StatusOr<NamedTensors> LoadModel(const std::string& arg) {
 int Diff(const std::string& a_path, const std::string& b_path) {
   StatusOr<NamedTensors> a = LoadModel(a_path), b = LoadModel(b_path);
   for (const auto* r : {&a, &b}) {
-    if (!r->ok()) {
-      std::cerr << "error: " << r->status().message() << "\n";
-      return r->status().exit_code();
-    }
+    if (!r->ok()) return Fail("ckpt", r->status());
   }
   std::map<std::string, torch::Tensor> bm(b->begin(), b->end());
   double max_abs = 0, max_rel = 0;
@@ -112,8 +100,7 @@ int RunCkpt(int argc, char** argv, const std::vector<std::string>& /*set_overrid
   if (verb == "show" && argc == 3) return Show(argv[2]);
   if (verb == "verify" && argc == 3) return Verify(argv[2]);
   if (verb == "diff" && argc == 4) return Diff(argv[2], argv[3]);
-  std::cerr << "error: " << kUsage << "\n";
-  return kExitUsage;
+  return Fail("ckpt", Status::InvalidArgument(kUsage));
 }
 
 }  // namespace reid::trainer

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
+#include <utility>
 
 #include "base/file_util.h"
 #include "base/torch_glog.h"
@@ -64,141 +66,129 @@ Status CheckOutDir(const std::string& dir) {
   return Status::Ok();
 }
 
-int EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
+Status EncodeImages(model::ClipImpl& clip, const std::string& out_dir) {
   StatusOr<torch::Tensor> read = formats::ReadNpy(FLAGS_images_npy);
-  if (!read.ok()) {
-    std::cerr << "error: --images_npy: " << read.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!read.ok()) return Status::InvalidArgument("--images_npy: " + read.status().message());
   const torch::Tensor images = *read;
   const auto& v = clip.visual->shape();
+  auto size = [&] { return std::to_string(images.size(2)) + "x" + std::to_string(images.size(3)); };
   if (images.dim() != 4 || images.size(1) != 3 || images.scalar_type() != torch::kFloat) {
-    std::cerr << "error: --images_npy " << FLAGS_images_npy << ": want float32 (N, 3, H, W), got "
-              << images.sizes() << " " << images.scalar_type() << "\n";
-    return kExitUsage;
+    std::ostringstream got;
+    got << images.sizes() << " " << images.scalar_type();
+    return Status::InvalidArgument("--images_npy " + FLAGS_images_npy +
+                                   ": want float32 (N, 3, H, W), got " + got.str());
   }
   if (images.size(0) == 0 || images.size(2) < v.patch || images.size(3) < v.patch) {
-    std::cerr << "error: --images_npy " << FLAGS_images_npy << ": images " << images.size(2) << "x"
-              << images.size(3) << (images.size(0) == 0 ? " (none)" : "")
-              << " are smaller than the patch " << v.patch << "\n";
-    return kExitUsage;
+    return Status::InvalidArgument("--images_npy " + FLAGS_images_npy + ": images " + size() +
+                                   (images.size(0) == 0 ? " (none)" : "") +
+                                   " are smaller than the patch " + std::to_string(v.patch));
   }
   auto grid = model::PatchGrid(images.size(2), images.size(3), v.patch, v.stride);
   if (grid != std::make_pair(v.grid_h, v.grid_w)) {
-    std::cerr << "error: --images_npy " << FLAGS_images_npy << ": images " << images.size(2) << "x"
-              << images.size(3) << " do not give the model's " << v.grid_h << "x" << v.grid_w
-              << " patch grid (set --image_size)\n";
-    return kExitUsage;
+    return Status::InvalidArgument("--images_npy " + FLAGS_images_npy + ": images " + size() +
+                                   " do not give the model's " + std::to_string(v.grid_h) + "x" +
+                                   std::to_string(v.grid_w) + " patch grid (set --image_size)");
   }
   torch::Tensor features = clip.EncodeImage(images);  // (N, D)
   const Status written = formats::WriteNpy(out_dir + "/image_features.npy", features);
-  if (!written.ok()) {
-    std::cerr << "error: " << written.message() << "\n";
-    return kExitFailure;
-  }
+  if (!written.ok()) return Status::Internal(written.message());  // exit 1, as any write failure
   std::cout << "image_features.npy " << features.sizes() << "\n";
-  return kExitOk;
+  return Status::Ok();
 }
 
-int EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
+Status EncodeTexts(model::ClipImpl& clip, const std::string& out_dir) {
   StatusOr<std::unique_ptr<model::Tokenizer>> created = model::Tokenizer::Create(FLAGS_bpe_vocab);
-  if (!created.ok()) {
-    std::cerr << "error: --bpe_vocab: " << created.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!created.ok()) return Status::InvalidArgument("--bpe_vocab: " + created.status().message());
   const model::Tokenizer* tokenizer = created->get();
   const auto& t = clip.shape().text;
   if (tokenizer->vocab_size() != t.vocab_size) {
-    std::cerr << "error: --bpe_vocab gives " << tokenizer->vocab_size()
-              << " ids but the checkpoint's vocabulary has " << t.vocab_size << "\n";
-    return kExitUsage;
+    return Status::InvalidArgument("--bpe_vocab gives " + std::to_string(tokenizer->vocab_size()) +
+                                   " ids but the checkpoint's vocabulary has " +
+                                   std::to_string(t.vocab_size));
   }
   // Only a regular file of at most 256 MiB (a FIFO would block the read).
   StatusOr<std::unique_ptr<std::istream>> opened =
       base::OpenRegularFileStream(FLAGS_texts_file, uint64_t{256} << 20, "a texts file");
-  if (!opened.ok()) {
-    std::cerr << "error: --texts_file: " << opened.status().message() << "\n";
-    return opened.status().exit_code();
-  }
+  if (!opened.ok()) return opened.status().Annotate("--texts_file");
   std::istream& in = **opened;
   std::vector<torch::Tensor> rows;
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
     StatusOr<std::vector<int64_t>> ids = tokenizer->Tokenize(line, t.context_length, false);
     if (!ids.ok()) {
-      std::cerr << "error: --texts_file " << FLAGS_texts_file << " line " << n << ": "
-                << ids.status().message() << "\n";
-      return kExitUsage;
+      return Status::InvalidArgument("--texts_file " + FLAGS_texts_file + " line " +
+                                     std::to_string(n) + ": " + ids.status().message());
     }
     ids->resize(t.context_length, 0);
     rows.push_back(torch::tensor(*ids, torch::kLong));
   }
   if (rows.empty()) {
-    std::cerr << "error: --texts_file " << FLAGS_texts_file << " has no lines\n";
-    return kExitUsage;
+    return Status::InvalidArgument("--texts_file " + FLAGS_texts_file + " has no lines");
   }
   torch::Tensor features = clip.EncodeText(torch::stack(rows));  // (N, D)
   const Status written = formats::WriteNpy(out_dir + "/text_features.npy", features);
-  if (!written.ok()) {
-    std::cerr << "error: " << written.message() << "\n";
-    return kExitFailure;
-  }
+  if (!written.ok()) return Status::Internal(written.message());  // exit 1, as any write failure
   std::cout << "text_features.npy " << features.sizes() << "\n";
-  return kExitOk;
+  return Status::Ok();
+}
+
+// The patch grid of --image_size's H x W (parsed by ParseSize) for the model's patch and stride;
+// InvalidArgument when the image is smaller than a patch or the grid too large.
+StatusOr<std::pair<int64_t, int64_t>> GridOfImageSize(int64_t h, int64_t w,
+                                                      const model::VisionShape& v) {
+  if (h < v.patch || w < v.patch) {
+    return Status::InvalidArgument("--image_size = " + FLAGS_image_size +
+                                   ": smaller than the patch " + std::to_string(v.patch));
+  }
+  auto [gh, gw] = model::PatchGrid(h, w, v.patch, v.stride);
+  if (gh * gw > kMaxGridCells) {
+    return Status::InvalidArgument("--image_size = " + FLAGS_image_size + ": a " +
+                                   std::to_string(gh) + "x" + std::to_string(gw) +
+                                   " patch grid is more than " + std::to_string(kMaxGridCells) +
+                                   " patches");
+  }
+  return std::make_pair(gh, gw);
+}
+
+Status ClipEncode() {
+  if (FLAGS_weights.empty() || FLAGS_output_dir.empty() ||
+      (FLAGS_images_npy.empty() && FLAGS_texts_file.empty())) {
+    return Status::InvalidArgument(
+        "needs --weights, --output_dir and --images_npy and/or --texts_file");
+  }
+  int64_t h = 0, w = 0;
+  if (!FLAGS_image_size.empty() && !ParseSize(FLAGS_image_size, &h, &w)) {
+    return Status::InvalidArgument("--image_size = '" + FLAGS_image_size.substr(0, 40) +
+                                   "': want HxW with sides 1.." + std::to_string(kMaxImageSide) +
+                                   ", e.g. 256x128");
+  }
+  const Status out_dir = CheckOutDir(FLAGS_output_dir);
+  if (!out_dir.ok()) {
+    return Status::InvalidArgument("--output_dir '" + FLAGS_output_dir + "' " + out_dir.message());
+  }
+  StatusOr<model::Clip> loaded = model::LoadClip(FLAGS_weights);
+  if (!loaded.ok()) return Status::InvalidArgument("--weights: " + loaded.status().message());
+  model::Clip clip = *loaded;
+  torch::NoGradGuard no_grad;
+  if (h > 0) {
+    REID_ASSIGN_OR_RETURN(const auto grid, GridOfImageSize(h, w, clip->visual->shape()));
+    clip->visual->ResizeGrid(grid.first, grid.second);
+  }
+  if (mkdir(FLAGS_output_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::InvalidArgument("--output_dir '" + FLAGS_output_dir +
+                                   "': cannot create: " + strerror(errno));
+  }
+  if (!FLAGS_images_npy.empty()) REID_RETURN_IF_ERROR(EncodeImages(*clip, FLAGS_output_dir));
+  if (!FLAGS_texts_file.empty()) REID_RETURN_IF_ERROR(EncodeTexts(*clip, FLAGS_output_dir));
+  return Status::Ok();
 }
 
 }  // namespace
 
 int RunClipEncode(int /*argc*/, char** /*argv*/,
                   const std::vector<std::string>& /*set_overrides*/) {
-  if (FLAGS_weights.empty() || FLAGS_output_dir.empty() ||
-      (FLAGS_images_npy.empty() && FLAGS_texts_file.empty())) {
-    std::cerr << "error: reid clip-encode needs --weights, --output_dir and --images_npy and/or "
-                 "--texts_file\n";
-    return kExitUsage;
-  }
-  int64_t h = 0, w = 0;
-  if (!FLAGS_image_size.empty() && !ParseSize(FLAGS_image_size, &h, &w)) {
-    std::cerr << "error: --image_size = '" << FLAGS_image_size.substr(0, 40)
-              << "': want HxW with sides 1.." << kMaxImageSide << ", e.g. 256x128\n";
-    return kExitUsage;
-  }
-  const Status out_dir = CheckOutDir(FLAGS_output_dir);
-  if (!out_dir.ok()) {
-    std::cerr << "error: --output_dir '" << FLAGS_output_dir << "' " << out_dir.message() << "\n";
-    return kExitUsage;
-  }
-  StatusOr<model::Clip> loaded = model::LoadClip(FLAGS_weights);
-  if (!loaded.ok()) {
-    std::cerr << "error: --weights: " << loaded.status().message() << "\n";
-    return kExitUsage;
-  }
-  model::Clip clip = *loaded;
-  torch::NoGradGuard no_grad;
-  if (h > 0) {
-    const auto& v = clip->visual->shape();
-    if (h < v.patch || w < v.patch) {
-      std::cerr << "error: --image_size = " << FLAGS_image_size << ": smaller than the patch "
-                << v.patch << "\n";
-      return kExitUsage;
-    }
-    auto [gh, gw] = model::PatchGrid(h, w, v.patch, v.stride);
-    if (gh * gw > kMaxGridCells) {
-      std::cerr << "error: --image_size = " << FLAGS_image_size << ": a " << gh << "x" << gw
-                << " patch grid is more than " << kMaxGridCells << " patches\n";
-      return kExitUsage;
-    }
-    clip->visual->ResizeGrid(gh, gw);
-  }
-  if (mkdir(FLAGS_output_dir.c_str(), 0755) != 0 && errno != EEXIST) {
-    std::cerr << "error: --output_dir '" << FLAGS_output_dir
-              << "': cannot create: " << strerror(errno) << "\n";
-    return kExitUsage;
-  }
-  int status = kExitOk;
-  if (!FLAGS_images_npy.empty()) status = EncodeImages(*clip, FLAGS_output_dir);
-  if (status == kExitOk && !FLAGS_texts_file.empty()) status = EncodeTexts(*clip, FLAGS_output_dir);
-  return status;
+  const Status s = ClipEncode();
+  return s.ok() ? kExitOk : Fail("clip-encode", s);
 }
 
 }  // namespace reid::trainer

@@ -1,4 +1,4 @@
-// Shared pieces of the subcommands (see cmd_common.h).
+// Shared pieces of the subcommands (see cmd_common.h) and Fail (see commands.h).
 #include "cli/cmd_common.h"
 
 #include <ATen/Parallel.h>
@@ -9,6 +9,7 @@
 
 #include "data/dataset.h"
 #include "proto/config.h"
+#include "cli/commands.h"
 #include "cli/config_flags.h"
 
 DECLARE_string(checkpoint);
@@ -43,7 +44,7 @@ StatusOr<torch::Device> DeviceFromFlag(const dist::Ranks& ranks) {
   return torch::Device(torch::kCPU);
 }
 
-int Fail(const char* cmd, const Status& s, int rank) {
+int Fail(const std::string& cmd, const Status& s, int rank) {
   if (rank == 0) std::cerr << "error: reid " << cmd << ": " << s.message() << "\n";
   return s.exit_code();
 }

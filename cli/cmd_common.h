@@ -1,6 +1,6 @@
-// What several subcommands share: the process's ranks and communicator, the device flag, the
-// error line of a failed command, and the checkpoint opened for inference with the test-time
-// overrides of --config, --set, --dataset and --data_root.
+// What several subcommands share: the process's ranks and communicator, the device flag, and the
+// checkpoint opened for inference with the test-time overrides of --config, --set, --dataset and
+// --data_root. (Fail, the error line of a failed command, is in commands.h.)
 #pragma once
 
 #include <memory>
@@ -25,10 +25,6 @@ struct Job {
 
 // --device: cpu, cuda, or empty = CUDA device <local rank> when there is one.
 StatusOr<torch::Device> DeviceFromFlag(const dist::Ranks& ranks);
-
-// Prints "error: reid CMD: message" on rank 0 and returns the status's exit code (2 for user
-// errors, 1 otherwise).
-int Fail(const char* cmd, const Status& s, int rank = 0);
 
 // --checkpoint opened for inference: verified, its config with the test-time sections of
 // --config (when given), every --set, then --dataset (when given) and --data_root applied.

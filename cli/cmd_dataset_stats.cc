@@ -19,19 +19,17 @@ int RunDatasetStats(int /*argc*/, char** /*argv*/,
                     const std::vector<std::string>& /*set_overrides*/) {
   data::DatasetKind kind;
   if (!data::ParseDatasetKind(FLAGS_dataset, &kind)) {
-    std::cerr << "error: --dataset = '" << FLAGS_dataset
-              << "': expected market1501, dukemtmcreid (or dukemtmc), msmt17, csv or synthetic\n";
-    return kExitUsage;
+    return Fail(
+        "dataset-stats",
+        Status::InvalidArgument(
+            "--dataset = '" + FLAGS_dataset +
+            "': expected market1501, dukemtmcreid (or dukemtmc), msmt17, csv or synthetic"));
   }
   if (FLAGS_data_root.empty()) {
-    std::cerr << "error: --data_root is required\n";
-    return kExitUsage;
+    return Fail("dataset-stats", Status::InvalidArgument("--data_root is required"));
   }
   const StatusOr<data::Dataset> loaded = data::LoadDataset(kind, FLAGS_data_root);
-  if (!loaded.ok()) {
-    std::cerr << "error: " << loaded.status().message() << "\n";
-    return kExitUsage;
-  }
+  if (!loaded.ok()) return Fail("dataset-stats", loaded.status());
   const data::Dataset& d = *loaded;
   if (FLAGS_json) {
     std::cout << data::StatsJson(d) << "\n";

@@ -274,17 +274,17 @@ int RunEval(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_o
   const bool file_mode = !FLAGS_query_features.empty() || !FLAGS_gallery_features.empty() ||
                          !FLAGS_query_meta.empty() || !FLAGS_gallery_meta.empty();
   if (file_mode == !FLAGS_checkpoint.empty()) {
-    std::cerr << "error: reid eval: give either --checkpoint (optionally with --config, --set, "
-                 "--dataset, --data_root) or --query_features, --gallery_features, --query_meta "
-                 "and --gallery_meta\n";
-    return kExitUsage;
+    return Fail("eval", Status::InvalidArgument(
+                            "give either --checkpoint (optionally with --config, --set, "
+                            "--dataset, --data_root) or --query_features, --gallery_features, "
+                            "--query_meta and --gallery_meta"));
   }
   if (const Status s = CheckOutputFlags(); !s.ok()) return Fail("eval", s);
   if (file_mode) {
-    proto::ReidConfig cfg;
-    if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
-    Job job(cfg);
-    return EvalFeatureFiles(cfg, job, FLAGS_rerank || cfg.eval().rerank());
+    StatusOr<proto::ReidConfig> cfg = LoadConfigFromFlags(set_overrides);
+    if (!cfg.ok()) return Fail("eval", cfg.status());
+    Job job(*cfg);
+    return EvalFeatureFiles(*cfg, job, FLAGS_rerank || cfg->eval().rerank());
   }
   StatusOr<InferenceCheckpoint> c = OpenCheckpointFromFlags(set_overrides);
   if (!c.ok()) return Fail("eval", c.status());
@@ -297,9 +297,8 @@ int RunEval(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_o
 int RunExtract(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
   if (FLAGS_checkpoint.empty() || FLAGS_out.empty() ||
       (FLAGS_split != "query" && FLAGS_split != "gallery" && FLAGS_split != "train")) {
-    std::cerr << "error: reid extract: needs --checkpoint, --out=PREFIX and "
-                 "--split=query|gallery|train\n";
-    return kExitUsage;
+    return Fail("extract", Status::InvalidArgument(
+                               "needs --checkpoint, --out=PREFIX and --split=query|gallery|train"));
   }
   StatusOr<InferenceCheckpoint> c = OpenCheckpointFromFlags(set_overrides);
   if (!c.ok()) return Fail("extract", c.status());

@@ -80,9 +80,8 @@ Status Import(proto::ReidConfig cfg) {
 }  // namespace
 
 int RunImport(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
-  proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
-  const Status s = Import(cfg);
+  StatusOr<proto::ReidConfig> cfg = LoadConfigFromFlags(set_overrides);
+  const Status s = cfg.ok() ? Import(*cfg) : cfg.status();
   return s.ok() ? kExitOk : Fail("import", s);
 }
 

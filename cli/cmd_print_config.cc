@@ -8,9 +8,9 @@
 namespace reid::trainer {
 
 int RunPrintConfig(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
-  proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
-  std::cout << config::ToText(cfg);
+  const StatusOr<proto::ReidConfig> cfg = LoadConfigFromFlags(set_overrides);
+  if (!cfg.ok()) return Fail("print-config", cfg.status());
+  std::cout << config::ToText(*cfg);
   return kExitOk;
 }
 

@@ -14,10 +14,7 @@ namespace reid::trainer {
 int RunReport(int, char**, const std::vector<std::string>&) {
   report::ReportInfo info;
   const Status s = report::WriteRunReport(FLAGS_run_dir, &info);
-  if (!s.ok()) {
-    std::cerr << "error: reid report: " << s.message() << "\n";
-    return s.exit_code();
-  }
+  if (!s.ok()) return Fail("report", s);
   for (const std::string& w : info.warnings) std::cerr << "warning: " << w << "\n";
   std::cout << "report: " << info.path << " (" << info.step_records << " training records, "
             << info.eval_records << " evaluations, " << info.bad_lines << " lines skipped)\n";

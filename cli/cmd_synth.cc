@@ -49,27 +49,23 @@ std::string FlagsAsOverride() {
 
 int RunSynth(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
   if (FLAGS_output_dir.empty()) {
-    std::cerr << "error: --output_dir is required\n";
-    return kExitUsage;
+    return Fail("synth", Status::InvalidArgument("--output_dir is required"));
   }
   struct stat st;
   if (stat(FLAGS_output_dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode)) {
-    std::cerr << "error: --output_dir '" << FLAGS_output_dir << "' exists and is not a directory\n";
-    return kExitUsage;
+    return Fail("synth", Status::InvalidArgument("--output_dir '" + FLAGS_output_dir +
+                                                 "' exists and is not a directory"));
   }
   const std::string shortcut = FlagsAsOverride();
   std::vector<std::string> overrides = set_overrides;
   if (!shortcut.empty()) overrides.push_back(shortcut);  // after any --set, so flags win
-  proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(overrides, &cfg)) return kExitUsage;
-  data::SynthOptions opt = data::SynthOptionsFromConfig(cfg.data());
+  const StatusOr<proto::ReidConfig> cfg = LoadConfigFromFlags(overrides);
+  if (!cfg.ok()) return Fail("synth", cfg.status());
+  data::SynthOptions opt = data::SynthOptionsFromConfig(cfg->data());
   opt.threads = std::max(1u, std::thread::hardware_concurrency());
   const auto start = std::chrono::steady_clock::now();
   const StatusOr<data::SynthSummary> written = data::GenerateSynthetic(opt, FLAGS_output_dir);
-  if (!written.ok()) {
-    std::cerr << "error: " << written.status().message() << "\n";
-    return written.status().exit_code();
-  }
+  if (!written.ok()) return Fail("synth", written.status());
   const data::SynthSummary& s = *written;
   const double secs =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

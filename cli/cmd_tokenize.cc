@@ -21,22 +21,23 @@ namespace reid::trainer {
 
 int RunTokenize(int /*argc*/, char** /*argv*/, const std::vector<std::string>& /*set_overrides*/) {
   if (FLAGS_context_length < 2) {
-    std::cerr << "error: --context_length = " << FLAGS_context_length << ": must be at least 2\n";
-    return kExitUsage;
+    return Fail("tokenize", Status::InvalidArgument(
+                                "--context_length = " + std::to_string(FLAGS_context_length) +
+                                ": must be at least 2"));
   }
   StatusOr<std::unique_ptr<model::Tokenizer>> tokenizer = model::Tokenizer::Create(FLAGS_bpe_vocab);
   if (!tokenizer.ok()) {
-    std::cerr << "error: --bpe_vocab: " << tokenizer.status().message() << "\n";
-    return kExitUsage;
+    return Fail("tokenize",
+                Status::InvalidArgument("--bpe_vocab: " + tokenizer.status().message()));
   }
   std::string line;
   for (int64_t n = 1; std::getline(std::cin, line); ++n) {
     StatusOr<std::vector<int64_t>> ids =
         (*tokenizer)->Tokenize(line, FLAGS_context_length, FLAGS_truncate);
     if (!ids.ok()) {
-      std::cerr << "error: stdin line " << n << ": " << ids.status().message()
-                << " (use --truncate)\n";
-      return kExitUsage;
+      return Fail("tokenize",
+                  Status::InvalidArgument("stdin line " + std::to_string(n) + ": " +
+                                          ids.status().message() + " (use --truncate)"));
     }
     for (size_t i = 0; i < ids->size(); ++i) std::cout << (i ? " " : "") << (*ids)[i];
     std::cout << "\n";

@@ -172,17 +172,12 @@ Status CheckMemory(const proto::ReidConfig& cfg, const dist::Ranks& ranks,
   return mine;
 }
 
-int Fail(const Status& s, int rank) {
-  // Every rank reaches the same verdict; one message is enough.
-  if (rank == 0) std::cerr << "error: reid train: " << s.message() << "\n";
-  return s.exit_code();
-}
-
 }  // namespace
 
 int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_overrides) {
-  proto::ReidConfig cfg;
-  if (!LoadConfigFromFlags(set_overrides, &cfg)) return kExitUsage;
+  StatusOr<proto::ReidConfig> loaded = LoadConfigFromFlags(set_overrides);
+  if (!loaded.ok()) return Fail("train", loaded.status());
+  proto::ReidConfig cfg = std::move(*loaded);
   ApplyModelFileFlags(cfg.mutable_model());
   const dist::Ranks ranks = dist::InitRanks();
   struct Finalize {
@@ -190,9 +185,10 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   } finalize;
   torch::Device device = torch::kCPU;
   Status s = CheckFlags(&device, ranks);
+  if (s.ok()) s = dist::CheckBackend(cfg.dist(), device.is_cuda() ? device.index() : -1);
   if (s.ok()) s = CheckModelSource(cfg.model());  // every rank, before the dataset and the lock
   if (s.ok()) s = monitoring::CheckExporterPorts(cfg.monitoring(), ranks.local_size);
-  if (!s.ok()) return Fail(s, ranks.rank);
+  if (!s.ok()) return Fail("train", s, ranks.rank);
   const monitoring::RunLabel run = monitoring::ChooseRunLabel(
       cfg.name(), FLAGS_output_dir, [](const char* n) { return std::getenv(n); });
   // Rank 0 locks the output directory before anything is written into it (the ranks of one job
@@ -217,7 +213,7 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   s = AgreeWithRank0(locked, *comm);  // every rank exits 2 together when rank 0 could not lock
   if (s.ok()) s = CheckMemory(cfg, ranks, device, *comm);
   if (s.ok()) s = PrepareOutputDir(FLAGS_output_dir, cfg, ranks.rank);
-  if (!s.ok()) return Fail(s, ranks.rank);
+  if (!s.ok()) return Fail("train", s, ranks.rank);
   base::SetupRunLogging(FLAGS_output_dir, ranks.rank);
   LOG(INFO) << "reid train: rank " << ranks.rank << " of " << ranks.world_size << " (local "
             << ranks.local_rank << "), device " << device << ", config " << FLAGS_config;
@@ -252,7 +248,7 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
   if (!end.ok()) {
     monitor.Finish(monitoring::ExitReason::kError, end.status().exit_code());
     if (ranks.rank == 0) WriteReport(FLAGS_output_dir);
-    return Fail(end.status(), ranks.rank);
+    return Fail("train", end.status(), ranks.rank);
   }
   const bool stopped = *end == RunEnd::kPreempted;
   monitor.Finish(stopped ? monitoring::ExitReason::kPreempted : monitoring::ExitReason::kFinished,

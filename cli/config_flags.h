@@ -6,15 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "base/status.h"
 #include "proto/reid_config.pb.h"
 
 DECLARE_string(config);
 
 namespace reid::trainer {
 
-// Loads --config with every --set value (`set_overrides`, in order) applied and validates it. On
-// problems prints them all to stderr (one per line, after a header naming the config) and returns
-// false: the caller exits with 2.
-bool LoadConfigFromFlags(const std::vector<std::string>& set_overrides, proto::ReidConfig* cfg);
+// Loads --config with every --set value (`set_overrides`, in order) applied and validates it.
+// InvalidArgument listing every problem (a header naming the config, then one problem per line)
+// when it does not load or validate.
+StatusOr<proto::ReidConfig> LoadConfigFromFlags(const std::vector<std::string>& set_overrides);
 
 }  // namespace reid::trainer

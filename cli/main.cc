@@ -164,25 +164,26 @@ void SetIntraOpThreads() {
 }
 
 // Takes every --set=TEXT / --set TEXT out of the arguments (gflags would keep only the last).
-bool ExtractSetOverrides(std::vector<char*>* args, std::vector<std::string>* overrides) {
+StatusOr<std::vector<std::string>> ExtractSetOverrides(std::vector<char*>* args) {
+  std::vector<std::string> overrides;
   std::vector<char*> kept;
   for (size_t i = 0; i < args->size(); ++i) {
     const std::string a = (*args)[i];
     if (a.rfind("--set=", 0) == 0) {
-      overrides->push_back(a.substr(6));
+      overrides.push_back(a.substr(6));
     } else if (a == "--set") {
-      if (i + 1 >= args->size()) return false;
-      overrides->push_back((*args)[++i]);
+      if (i + 1 >= args->size()) return Status::InvalidArgument("--set needs a value");
+      overrides.push_back((*args)[++i]);
     } else {
       kept.push_back((*args)[i]);
     }
   }
   *args = kept;
-  return true;
+  return overrides;
 }
 
 // A flag given on the command line that the subcommand does not read is a user error.
-bool CheckFlagsBelongTo(const Subcommand& s, const std::vector<char*>& args) {
+Status CheckFlagsBelongTo(const Subcommand& s, const std::vector<char*>& args) {
   for (size_t i = 1; i < args.size(); ++i) {
     std::string a = args[i];
     if (a == "--") break;
@@ -192,17 +193,16 @@ bool CheckFlagsBelongTo(const Subcommand& s, const std::vector<char*>& args) {
     bool known = false;
     for (const char* f : s.flags) known |= (a == f || a == std::string("no") + f);
     if (!known) {
-      std::cerr << "error: reid " << s.name << " does not take --" << a << " (see reid " << s.name
-                << " --help)\n";
-      return false;
+      return Status::InvalidArgument(std::string("does not take --") + a + " (see reid " + s.name +
+                                     " --help)");
     }
   }
-  return true;
+  return Status::Ok();
 }
 
 // gflags exits 1 by itself on a bad value (--ids=abc, --json=2, a bare --config); a bad value is
 // a user error (exit 2), so each one is tried first on a saved copy of the flags.
-bool CheckFlagValues(const std::vector<char*>& args) {
+Status CheckFlagValues(const std::vector<char*>& args) {
   gflags::FlagSaver saver;  // restores every flag on return
   for (size_t i = 1; i < args.size(); ++i) {
     std::string a = args[i];
@@ -222,17 +222,24 @@ bool CheckFlagValues(const std::vector<char*>& args) {
     } else if (i + 1 < args.size()) {
       value = args[++i];
     } else {
-      std::cerr << "error: --" << name << " needs a value (" << info.type << ")\n";
-      return false;
+      return Status::InvalidArgument("--" + name + " needs a value (" + info.type + ")");
     }
     if (gflags::SetCommandLineOption(name.c_str(), value.c_str()).empty()) {
-      std::cerr << "error: --" << name << " = '" << value.substr(0, 40)
-                << (value.size() > 40 ? "..." : "") << "': not a valid " << info.type
-                << (info.type == "bool" ? " (true or false)" : "") << "\n";
-      return false;
+      return Status::InvalidArgument("--" + name + " = '" + value.substr(0, 40) +
+                                     (value.size() > 40 ? "..." : "") + "': not a valid " +
+                                     info.type + (info.type == "bool" ? " (true or false)" : ""));
     }
   }
-  return true;
+  return Status::Ok();
+}
+
+// Only `ckpt` takes positional arguments; elsewhere one is a mistake (`reid tokenize file.txt`
+// would otherwise wait on stdin). `argv` holds what gflags left.
+Status CheckPositionalArguments(const Subcommand& s, int argc, char** argv) {
+  if (argc <= 1 || std::string(s.name) == "ckpt") return Status::Ok();
+  return Status::InvalidArgument("takes no positional argument, got '" +
+                                 std::string(argv[1]).substr(0, 100) + "' (see reid " + s.name +
+                                 " --help)");
 }
 
 int Dispatch(int argc, char** argv) {
@@ -262,27 +269,19 @@ int Dispatch(int argc, char** argv) {
   std::deque<std::string> renamed;  // the renamed arguments, which args points into
   RenameDeprecatedFlags(*sub, &args, &renamed);
   // Before --set is taken out, so that a subcommand which reads no config rejects it too.
-  if (!CheckFlagsBelongTo(*sub, args)) return kExitUsage;
-  std::vector<std::string> set_overrides;
-  if (!ExtractSetOverrides(&args, &set_overrides)) {
-    std::cerr << "error: --set needs a value\n";
-    return kExitUsage;
-  }
-  if (!CheckFlagValues(args)) return kExitUsage;
+  if (Status s = CheckFlagsBelongTo(*sub, args); !s.ok()) return Fail(sub->name, s);
+  StatusOr<std::vector<std::string>> set_overrides = ExtractSetOverrides(&args);
+  if (!set_overrides.ok()) return Fail(sub->name, set_overrides.status());
+  if (Status s = CheckFlagValues(args); !s.ok()) return Fail(sub->name, s);
   int sub_argc = static_cast<int>(args.size());
   char** sub_argv = args.data();
   gflags::ParseCommandLineNonHelpFlags(&sub_argc, &sub_argv, /*remove_flags=*/true);
-  // Only `ckpt` takes positional arguments; elsewhere one is a mistake (`reid tokenize file.txt`
-  // would otherwise wait on stdin).
-  if (sub_argc > 1 && std::string(sub->name) != "ckpt") {
-    std::cerr << "error: reid " << sub->name << " takes no positional argument, got '"
-              << std::string(sub_argv[1]).substr(0, 100) << "' (see reid " << sub->name
-              << " --help)\n";
-    return kExitUsage;
+  if (Status s = CheckPositionalArguments(*sub, sub_argc, sub_argv); !s.ok()) {
+    return Fail(sub->name, s);
   }
   base::GlobalInit(argv[0]);
   SetIntraOpThreads();
-  return sub->run(sub_argc, sub_argv, set_overrides);
+  return sub->run(sub_argc, sub_argv, *set_overrides);
 }
 
 }  // namespace

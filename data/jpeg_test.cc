@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status_test_util.h"
 #include "data/test_util.h"
 #include "data/transforms.h"
 
@@ -69,7 +70,7 @@ TEST(Jpeg, CorruptDataFailsWithAMessage) {
 TEST(Jpeg, ReadFileBytesReadsWholeFilesAndNamesMissingOnes) {
   const std::string path = kTestDataDir + "a.jpg";
   StatusOr<std::vector<uint8_t>> bytes = ReadFileBytes(path);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  ASSERT_OK(bytes);
   EXPECT_EQ(*bytes, ReadAll(path));
   bytes = ReadFileBytes(kTestDataDir + "missing.jpg");
   ASSERT_FALSE(bytes.ok());
@@ -96,10 +97,10 @@ TEST(Jpeg, ReadFileBytesReadsWholeFilesAndNamesMissingOnes) {
 TEST(Jpeg, EncodeRoundTripsWithinJpegLoss) {
   const Image src = DecodeFile("c.jpg");
   StatusOr<std::vector<uint8_t>> jpeg = EncodeJpeg(src, 95);
-  ASSERT_TRUE(jpeg.ok()) << jpeg.status().message();
+  ASSERT_OK(jpeg);
   JpegDecoder decoder;
   StatusOr<Image> back = decoder.Decode(jpeg->data(), jpeg->size(), 0, 0);
-  ASSERT_TRUE(back.ok()) << back.status().message();
+  ASSERT_OK(back);
   ASSERT_EQ(back->height, src.height);
   ASSERT_EQ(back->width, src.width);
   double mean = 0;

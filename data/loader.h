@@ -40,11 +40,14 @@ struct Batch {
   BatchBuffer images;  // (B, 3, H, W)
 };
 
+// Built by LoaderOptionsFromConfig (data/options.h): the schema (data.num_workers,
+// data.prefetch_batches, data.cache_budget_mb, seed) holds the defaults, so none is restated here;
+// a zero count is refused by the Loader.
 struct LoaderOptions {
-  int num_workers = 2;             // decode threads
-  int prefetch_batches = 4;        // batches in flight ahead of the consumer
+  int num_workers = 0;             // decode threads
+  int prefetch_batches = 0;        // batches in flight ahead of the consumer
   int64_t cache_budget_bytes = 0;  // RAM cache of resized uint8 images; 0 = off
-  uint64_t seed = 1234;
+  uint64_t seed = 0;
 };
 
 // Typical use on one rank (stage 2):

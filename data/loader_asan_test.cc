@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "base/status_test_util.h"
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data/options.h"
@@ -23,22 +24,22 @@ TEST(LoaderAsan, ShutdownRestartAndCorruptFilesAreClean) {
   so.ids = 8;
   so.cameras = 3;
   so.images_per_id = 6;
-  ASSERT_TRUE(GenerateSynthetic(so, dir).ok());
+  ASSERT_OK(GenerateSynthetic(so, dir));
   StatusOr<Dataset> loaded = LoadDataset(DatasetKind::kMarket1501, dir);
-  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ASSERT_OK(loaded);
   const Dataset& d = *loaded;
   std::ofstream(d.train[3].path).close();  // one empty file
   std::vector<int> labels;
   for (const Sample& s : d.train) labels.push_back(s.pid);
   PkSampler pk(labels, 2, 4, 1);
-  TransformOptions t;
+  TransformOptions t = TransformOptionsFromConfig(proto::InputConfig(), false);
   t.train = true;
   t.height = 64;
   t.width = 32;
   t.padding = 4;
   int64_t batches = 0;
   for (int workers : {1, 2, 4}) {
-    LoaderOptions lo;
+    LoaderOptions lo = LoaderOptionsFromConfig(proto::ReidConfig());
     lo.num_workers = workers;
     lo.prefetch_batches = 2;
     lo.cache_budget_bytes = 1 << 16;

@@ -24,6 +24,14 @@ namespace fs = std::filesystem;
 namespace reid::data {
 namespace {
 
+// The schema's loader settings (data/options.h builds them from the config), with the two decode
+// threads these tests run on.
+LoaderOptions SchemaLoaderOptions() {
+  LoaderOptions o = LoaderOptionsFromConfig(proto::ReidConfig());
+  o.num_workers = 2;
+  return o;
+}
+
 class LoaderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -44,7 +52,7 @@ class LoaderTest : public ::testing::Test {
     delete dataset_;
   }
   static TransformOptions Train() {
-    TransformOptions t;
+    TransformOptions t = TransformOptionsFromConfig(proto::InputConfig(), false);
     t.train = true;
     t.height = 64;
     t.width = 32;
@@ -75,7 +83,7 @@ TEST_F(LoaderTest, BatchesInPlanOrderMatchTheTransform) {
   PkSampler sampler(labels, 2, 4, 1);
   const auto plans = sampler.RankBatches(0, 0, 1);
   ASSERT_GE(plans.size(), 3u);
-  LoaderOptions lo;
+  LoaderOptions lo = SchemaLoaderOptions();
   lo.num_workers = 3;
   lo.prefetch_batches = 2;
   Loader loader(&dataset_->train, Train(), lo);
@@ -111,10 +119,10 @@ TEST_F(LoaderTest, IndependentOfThreadsAndCache) {
   for (const Sample& s : dataset_->train) labels.push_back(s.pid);
   PkSampler sampler(labels, 4, 4, 2);
   const auto plans = sampler.RankBatches(1, 0, 1);
-  LoaderOptions one;
+  LoaderOptions one = SchemaLoaderOptions();
   one.num_workers = 1;
   one.prefetch_batches = 1;
-  LoaderOptions many;
+  LoaderOptions many = SchemaLoaderOptions();
   many.num_workers = 4;
   many.prefetch_batches = 3;
   many.cache_budget_bytes = 20 * 64 * 32 * 3;  // room for 20 of the 48 images
@@ -163,10 +171,10 @@ TEST_F(LoaderTest, CorruptFilesAreReplacedBySameIdentityAndCounted) {
     plans[0].indices.push_back(i);
     plans[0].keys.push_back(i);
   }
-  TransformOptions test;
+  TransformOptions test = TransformOptionsFromConfig(proto::InputConfig(), false);
   test.height = 64;
   test.width = 32;
-  Loader loader(&split, test, LoaderOptions());
+  Loader loader(&split, test, SchemaLoaderOptions());
   const auto batches = RunEpoch(&loader, plans, 0);
   ASSERT_EQ(batches.size(), 1u);
   EXPECT_EQ(loader.unreadable_count(), 3);
@@ -180,7 +188,7 @@ TEST_F(LoaderTest, CorruptFilesAreReplacedBySameIdentityAndCounted) {
       if (split[k].pid != split[index].pid || k == static_cast<size_t>(index)) continue;
       std::vector<BatchPlan> one(1);
       one[0].indices = {static_cast<int64_t>(k)};
-      Loader single(&split, test, LoaderOptions());
+      Loader single(&split, test, SchemaLoaderOptions());
       const auto b = RunEpoch(&single, one, 0);
       found =
           std::equal(b[0].images.data, b[0].images.data + per, batches[0].images.data + j * per);
@@ -207,10 +215,10 @@ TEST_F(LoaderTest, FifosAndDeviceLinksNamedLikeImagesAreUnreadableAtOnce) {
   EXPECT_EQ(bad, (std::vector<std::string>{fifo, zero}));
   std::vector<BatchPlan> plans(1);
   plans[0].indices = {0, 1, 2};
-  TransformOptions test;
+  TransformOptions test = TransformOptionsFromConfig(proto::InputConfig(), false);
   test.height = 64;
   test.width = 32;
-  Loader loader(&split, test, LoaderOptions());
+  Loader loader(&split, test, SchemaLoaderOptions());
   ASSERT_EQ(RunEpoch(&loader, plans, 0).size(), 1u);
   EXPECT_EQ(loader.unreadable_count(), 2);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10));
@@ -232,11 +240,11 @@ TEST_F(LoaderTest, PngImagesLoadLikeTheirJpegs) {
   split[4].path = png;
   std::vector<BatchPlan> plans(1);
   plans[0].indices = {3, 4};
-  TransformOptions test;
+  TransformOptions test = TransformOptionsFromConfig(proto::InputConfig(), false);
   test.height = 64;
   test.width = 32;
   test.dct_scaling = false;  // PNG has no scaled decoding: both at full size
-  Loader loader(&split, test, LoaderOptions());
+  Loader loader(&split, test, SchemaLoaderOptions());
   const auto batches = RunEpoch(&loader, plans, 0);
   ASSERT_EQ(batches.size(), 1u);
   EXPECT_EQ(loader.unreadable_count(), 0);
@@ -255,7 +263,7 @@ TEST_F(LoaderTest, ShutdownAndRestartMidEpoch) {
     plans.push_back(p);
   }
   for (int workers : {1, 3}) {
-    LoaderOptions lo;
+    LoaderOptions lo = SchemaLoaderOptions();
     lo.num_workers = workers;
     {
       Loader loader(&dataset_->train, Train(), lo);
@@ -308,7 +316,7 @@ TEST_F(LoaderTest, WorkerExceptionsReachTheConsumer) {
   };
   for (int workers : {1, 3}) {
     calls = 0;
-    LoaderOptions lo;
+    LoaderOptions lo = SchemaLoaderOptions();
     lo.num_workers = workers;
     lo.prefetch_batches = 1;
     Loader loader(&dataset_->train, Train(), lo, failing);
@@ -330,7 +338,7 @@ TEST_F(LoaderTest, WorkerExceptionsReachTheConsumer) {
 TEST_F(LoaderTest, TorchBatchesWrapTheLoaderBuffers) {
   std::vector<BatchPlan> plans(1);
   plans[0].indices = {0, 1, 2};
-  Loader loader(&dataset_->train, Train(), LoaderOptions(), TorchBufferAllocator());
+  Loader loader(&dataset_->train, Train(), SchemaLoaderOptions(), TorchBufferAllocator());
   const auto batches = RunEpoch(&loader, plans, 0);
   ASSERT_EQ(batches.size(), 1u);
   const TensorBatch t = ToTensors(batches[0], 64, 32);
@@ -338,7 +346,7 @@ TEST_F(LoaderTest, TorchBatchesWrapTheLoaderBuffers) {
   EXPECT_EQ(t.images.data_ptr<float>(), batches[0].images.data);  // no copy
   EXPECT_EQ(t.pids[2].item<int64_t>(), batches[0].pids[2]);
   EXPECT_GE(t.images.min().item<float>(), -5.0f);
-  Loader heap(&dataset_->train, Train(), LoaderOptions());
+  Loader heap(&dataset_->train, Train(), SchemaLoaderOptions());
   const auto hb = RunEpoch(&heap, plans, 0);
   EXPECT_TRUE(torch::equal(ToTensors(hb[0], 64, 32).images, t.images));
 }

@@ -1,6 +1,10 @@
 // Config -> data pipeline options.
 #include "data/options.h"
 
+#include <glog/logging.h>
+
+#include "proto/config.h"
+
 namespace reid::data {
 
 DatasetKind DatasetKindFromConfig(const proto::DataConfig& data) {
@@ -16,7 +20,13 @@ DatasetKind DatasetKindFromConfig(const proto::DataConfig& data) {
   }
 }
 
-TransformOptions TransformOptionsFromConfig(const proto::InputConfig& input, bool train) {
+TransformOptions TransformOptionsFromConfig(const proto::InputConfig& config_input, bool train) {
+  // Empty pixel lists mean the schema's documented values, which FillListDefaults owns (a loaded
+  // config has them filled already).
+  proto::ReidConfig filled;
+  *filled.mutable_input() = config_input;
+  config::FillListDefaults(&filled);
+  const proto::InputConfig& input = filled.input();
   TransformOptions t;
   const proto::ImageSize& size = train ? input.size_train() : input.size_test();
   t.height = size.height();
@@ -25,9 +35,11 @@ TransformOptions TransformOptionsFromConfig(const proto::InputConfig& input, boo
   t.flip_prob = input.flip_prob();
   t.padding = input.padding();
   t.erasing_prob = input.erasing_prob();
+  CHECK(input.pixel_mean_size() == 3 && input.pixel_std_size() == 3)
+      << "input.pixel_mean / pixel_std: config validation admits 3 values only";
   for (int c = 0; c < 3; ++c) {
-    if (input.pixel_mean_size() == 3) t.mean[c] = input.pixel_mean(c);
-    if (input.pixel_std_size() == 3) t.std[c] = input.pixel_std(c);
+    t.mean[c] = input.pixel_mean(c);
+    t.std[c] = input.pixel_std(c);
   }
   t.dct_scaling = input.jpeg_dct_scaling();
   return t;

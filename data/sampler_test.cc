@@ -9,6 +9,8 @@
 #include <numeric>
 #include <set>
 
+#include "base/status_test_util.h"
+
 namespace reid::data {
 namespace {
 
@@ -60,7 +62,7 @@ TEST(PkSampler, RanksTakeWholeIdentitiesOfTheSameGlobalBatch) {
   const std::vector<int> labels = Labels();
   for (int world = 1; world <= 4; ++world) {
     PkSampler reference(labels, 12, 4, 99);  // P = 12: whole ids for W = 1..4
-    ASSERT_TRUE(reference.Validate(world).ok()) << world;
+    ASSERT_OK(reference.Validate(world)) << world;
     const auto global = reference.GlobalBatches(2);
     std::vector<std::vector<BatchPlan>> per_rank;
     for (int r = 0; r < world; ++r) {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/status_test_util.h"
 #include "data/image.h"
 #include "data/jpeg.h"
 
@@ -32,7 +33,7 @@ inline Image DecodeFile(const std::string& name, int min_h = 0, int min_w = 0) {
   JpegDecoder decoder;
   const std::vector<uint8_t> bytes = ReadAll(kTestDataDir + name);
   StatusOr<Image> img = decoder.Decode(bytes.data(), bytes.size(), min_h, min_w);
-  EXPECT_TRUE(img.ok()) << name << ": " << img.status().message();
+  EXPECT_OK(img) << name;
   return img.ok() ? *std::move(img) : Image();
 }
 

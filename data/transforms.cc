@@ -207,6 +207,8 @@ void ResizePil(const Image& in, int out_height, int out_width, Interpolation int
 }
 
 void ResizeForPipeline(const Image& decoded, const TransformOptions& opt, Image* out) {
+  CHECK(opt.height > 0 && opt.width > 0)
+      << "TransformOptions without a size: build them with TransformOptionsFromConfig";
   ResizePil(decoded, opt.height, opt.width,
             opt.train ? Interpolation::kBicubic : Interpolation::kBilinear, out);
 }
@@ -242,6 +244,8 @@ void TransformToTensor(const Image& resized, const TransformOptions& opt, uint64
   CHECK(resized.height == H && resized.width == W)
       << "TransformToTensor: image " << resized.height << "x" << resized.width << " vs " << H << "x"
       << W << " (resize first)";
+  CHECK(opt.std[0] > 0 && opt.std[1] > 0 && opt.std[2] > 0)
+      << "TransformOptions without pixel_std: build them with TransformOptionsFromConfig";
   const size_t plane = static_cast<size_t>(H) * W;
   // ToTensor then Normalize in float32, the same operations as torchvision: (u / 255 - m) / s.
   float lut[3][256];

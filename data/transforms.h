@@ -17,16 +17,19 @@ enum class Interpolation { kBilinear, kBicubic };
 // 22-bit fixed-point coefficients, uint8 intermediate): bit-exact with Pillow's Resample.c.
 void ResizePil(const Image& in, int out_height, int out_width, Interpolation interp, Image* out);
 
+// Built by TransformOptionsFromConfig (data/options.h) from the config's input block, which holds
+// the defaults (CLIP-ReID's 256x128, flip 0.5, padding 10, erasing 0.5, mean and std 0.5): none is
+// restated here, and the zeros below are no pipeline (a 0x0 input, a zero std).
 struct TransformOptions {
-  int height = 256;  // network input (pixels)
-  int width = 128;
+  int height = 0;  // network input (pixels)
+  int width = 0;
   bool train = false;  // train pipeline (bicubic + augmentation) or test (bilinear)
-  float flip_prob = 0.5f;
-  int padding = 10;
-  float erasing_prob = 0.5f;
-  float mean[3] = {0.5f, 0.5f, 0.5f};
-  float std[3] = {0.5f, 0.5f, 0.5f};
-  bool dct_scaling = true;  // let libjpeg downscale large sources in the DCT domain
+  float flip_prob = 0;
+  int padding = 0;
+  float erasing_prob = 0;
+  float mean[3] = {0, 0, 0};
+  float std[3] = {0, 0, 0};
+  bool dct_scaling = false;  // let libjpeg downscale large sources in the DCT domain
 };
 
 // What the random train transforms drew for one sample (exposed for tests).

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "data/options.h"
 #include "data/test_util.h"
 
 namespace reid::data {
@@ -46,7 +47,7 @@ TEST(Resize, MatchesPil) {
 }
 
 TEST(Transforms, TestPipelineMatchesTorchvision) {
-  TransformOptions opt;
+  TransformOptions opt = TransformOptionsFromConfig(proto::InputConfig(), false);
   opt.height = 64;
   opt.width = 32;
   Image resized;
@@ -76,7 +77,7 @@ Image Gradient(int h, int w) {
 }
 
 TEST(Transforms, TrainFlipPadCropAreConsistentWithTheDraw) {
-  TransformOptions opt;
+  TransformOptions opt = TransformOptionsFromConfig(proto::InputConfig(), false);
   opt.train = true;
   opt.height = 32;
   opt.width = 16;
@@ -106,7 +107,7 @@ TEST(Transforms, TrainFlipPadCropAreConsistentWithTheDraw) {
 }
 
 TEST(Transforms, RandomErasingFollowsTimmRules) {
-  TransformOptions opt;
+  TransformOptions opt = TransformOptionsFromConfig(proto::InputConfig(), false);
   opt.train = true;
   int erased = 0;
   const int n = 4000;
@@ -127,7 +128,7 @@ TEST(Transforms, RandomErasingFollowsTimmRules) {
 }
 
 TEST(Transforms, ErasedPixelsAreStandardNormalNoiseAndDeterministic) {
-  TransformOptions opt;
+  TransformOptions opt = TransformOptionsFromConfig(proto::InputConfig(), false);
   opt.train = true;
   opt.erasing_prob = 1;
   const Image img = Gradient(256, 128);

@@ -5,13 +5,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/status_test_util.h"
+
 namespace reid::formats {
 namespace {
 
 TEST(MetaCsvTest, ParsesRowsWithCommasInPathsAndCrlf) {
   StatusOr<std::vector<MetaRow>> rows =
       ParseMetaCsv("path,pid,camid\r\na/b,c.jpg,12,-1\r\nx.jpg,0,5\r\n\r\n", "m.csv");
-  ASSERT_TRUE(rows.ok()) << rows.status().message();
+  ASSERT_OK(rows);
   ASSERT_EQ(rows->size(), 2u);
   EXPECT_EQ((*rows)[0].path, "a/b,c.jpg");
   EXPECT_EQ((*rows)[0].pid, 12);

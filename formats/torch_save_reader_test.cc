@@ -8,6 +8,7 @@
 #include <sstream>
 #include <string>
 
+#include "base/status_test_util.h"
 #include "formats/torch_save_reader.h"
 
 namespace reid::formats {
@@ -84,7 +85,7 @@ TEST(TorchSaveReader, StackGlobalOfGlobalsDoesNotDouble) {
                    std::string("\x0b\x00\x00\x00", 4) + "OrderedDict\x93)R.";
   std::istringstream in(Zip(ok));
   StatusOr<StateDict> sd = ReadTorchSaveZip(&in);
-  ASSERT_TRUE(sd.ok()) << sd.status().message();
+  ASSERT_OK(sd);
   EXPECT_TRUE(sd->empty());
 }
 

@@ -18,9 +18,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (image->pixels.size() != static_cast<size_t>(image->height) * image->width * 3)
     __builtin_trap();
+  // The pipeline's values (CLIP-ReID's: flip, erasing, mean and std 0.5) at a small size; the
+  // fuzz build has no config, so they are set here.
   reid::data::TransformOptions opt;
   opt.height = 64;
   opt.width = 32;
+  opt.padding = 10;
+  opt.flip_prob = 0.5f;
+  opt.erasing_prob = 0.5f;
+  for (int c = 0; c < 3; ++c) opt.mean[c] = opt.std[c] = 0.5f;
+  opt.dct_scaling = true;
   reid::data::Image resized;
   reid::data::ResizeForPipeline(*image, opt, &resized);
   std::vector<float> out(3 * 64 * 32);

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "base/status_test_util.h"
+
 namespace reid::launcher {
 namespace {
 
@@ -12,7 +14,7 @@ TEST(LaunchArgsTest, FlagsThenCommandAfterDoubleDash) {
   StatusOr<LaunchArgs> a = ParseLaunchArgs(
       {"--nproc_per_node=2", "--max_restarts", "3", "--hostfile=hosts", "--mpirun=/opt/mpirun",
        "--restart_delay_s=0.5", "--", "reid", "train", "--config=c", "--max_restarts=9"});
-  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_OK(a);
   EXPECT_EQ(a->nproc_per_node, 2);
   EXPECT_EQ(a->max_restarts, 3);
   EXPECT_EQ(a->hostfile, "hosts");
@@ -25,7 +27,7 @@ TEST(LaunchArgsTest, FlagsThenCommandAfterDoubleDash) {
 
 TEST(LaunchArgsTest, DefaultsAndCommandWithoutDoubleDash) {
   StatusOr<LaunchArgs> a = ParseLaunchArgs({"reid", "train", "--output_dir=x"});
-  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_OK(a);
   EXPECT_EQ(a->nproc_per_node, 0);  // = one per visible GPU
   EXPECT_EQ(a->max_restarts, 0);
   EXPECT_EQ(a->mpirun, "mpirun");
@@ -35,7 +37,7 @@ TEST(LaunchArgsTest, DefaultsAndCommandWithoutDoubleDash) {
 TEST(LaunchArgsTest, OversubscribeIsASwitch) {
   EXPECT_FALSE(ParseLaunchArgs({"--", "x"})->oversubscribe);
   StatusOr<LaunchArgs> a = ParseLaunchArgs({"--oversubscribe", "reid", "train"});
-  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_OK(a);
   EXPECT_TRUE(a->oversubscribe);
   EXPECT_EQ(a->command, (Args{"reid", "train"}));  // the next argument is not its value
   EXPECT_FALSE(ParseLaunchArgs({"--oversubscribe=false", "--", "x"})->oversubscribe);
@@ -69,7 +71,7 @@ TEST(LaunchArgsTest, NoCommandIsAnErrorUnlessHelp) {
   EXPECT_NE(ParseLaunchArgs({"--nproc_per_node=2", "--"}).status().message().find("no command"),
             std::string::npos);
   StatusOr<LaunchArgs> help = ParseLaunchArgs({"--help"});
-  ASSERT_TRUE(help.ok());
+  ASSERT_OK(help);
   EXPECT_TRUE(help->help);
 }
 

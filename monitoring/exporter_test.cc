@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/gauge.h>
 
+#include "base/status_test_util.h"
 #include "monitoring/test_http.h"
 
 // 256 KiB of static TLS, more than LibTorch + OpenBLAS + glog bring into `reid train` (122 KiB):
@@ -26,7 +27,7 @@ TEST(ExporterTest, ServesTheRegistry) {
   auto registry = OneGauge();
   const int port = testing::FreePort();
   auto exporter = Exporter::Start("127.0.0.1", port, registry);
-  ASSERT_TRUE(exporter.ok()) << exporter.status().message();
+  ASSERT_OK(exporter);
   EXPECT_EQ((*exporter)->address(), "127.0.0.1:" + std::to_string(port));
   for (int i = 0; i < 3; ++i) {  // connection after connection
     const std::string body = testing::HttpGet(port, "/metrics");
@@ -41,7 +42,7 @@ TEST(ExporterTest, PortIsFreeAgainAfterwards) {
   const int port = testing::FreePort();
   for (int i = 0; i < 2; ++i) {  // a restarted run gets its port back (scraped: TIME_WAIT)
     auto exporter = Exporter::Start("127.0.0.1", port, registry);
-    ASSERT_TRUE(exporter.ok()) << exporter.status().message();
+    ASSERT_OK(exporter);
     EXPECT_NE(testing::HttpGet(port, "/metrics"), "");
   }
 }

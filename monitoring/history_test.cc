@@ -9,6 +9,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/status_test_util.h"
+
 namespace reid::monitoring {
 namespace {
 
@@ -57,17 +59,17 @@ TEST(HistoryTest, AppendsAcrossOpensAndRoundTrips) {
   const std::string path = TempPath("history.jsonl");
   {
     auto w = HistoryWriter::Open(path);
-    ASSERT_TRUE(w.ok()) << w.status().message();
-    ASSERT_TRUE((*w)->Append(StepRecord()).ok());
+    ASSERT_OK(w);
+    ASSERT_OK((*w)->Append(StepRecord()));
   }
   {
     auto w = HistoryWriter::Open(path);  // a resumed run appends
-    ASSERT_TRUE(w.ok());
+    ASSERT_OK(w);
     proto::HistoryRecord eval;
     eval.set_kind(proto::HistoryRecord::EVAL);
     eval.set_map(0.75);
     for (double c : {0.8, 0.9, 0.95}) eval.add_cmc(c);
-    ASSERT_TRUE((*w)->Append(eval).ok());
+    ASSERT_OK((*w)->Append(eval));
   }
   const auto lines = Lines(path);
   ASSERT_EQ(lines.size(), 2u);
@@ -89,8 +91,8 @@ TEST(HistoryTest, CutLineOfAKilledRunStaysOnItsOwnLine) {
   std::ofstream(path) << "{\"kind\":\"STEP\",\"ti";  // killed mid-write
   {
     auto w = HistoryWriter::Open(path);
-    ASSERT_TRUE(w.ok());
-    ASSERT_TRUE((*w)->Append(StepRecord()).ok());
+    ASSERT_OK(w);
+    ASSERT_OK((*w)->Append(StepRecord()));
   }
   const auto lines = Lines(path);
   ASSERT_EQ(lines.size(), 2u);

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <prometheus/gauge.h>
 
+#include "base/status_test_util.h"
 #include "monitoring/test_http.h"
 
 namespace reid::monitoring {
@@ -27,15 +28,15 @@ double SecondsSince(Clock::time_point t) {
 
 TEST(PusherTest, ParsesUrls) {
   auto a = ParsePushgatewayUrl("http://127.0.0.1:9091");
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   EXPECT_EQ(a->host, "http://127.0.0.1");
   EXPECT_EQ(a->port, "9091");
   a = ParsePushgatewayUrl("https://gw.example.org/prefix/");
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   EXPECT_EQ(a->host, "https://gw.example.org");
   EXPECT_EQ(a->port, "443/prefix");
   a = ParsePushgatewayUrl("http://[::1]:9091");
-  ASSERT_TRUE(a.ok());
+  ASSERT_OK(a);
   EXPECT_EQ(a->host, "http://[::1]");
   EXPECT_EQ(a->port, "9091");
   for (const char* bad : {"127.0.0.1:9091", "http://", "http://h:99999", "http://h:x",
@@ -50,9 +51,9 @@ TEST(PusherTest, PushesUnderJobAndRun) {
   testing::FakePushgateway gateway;
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(gateway.port()), "reid_train", "run 1", registry);
-  ASSERT_TRUE(pusher.ok()) << pusher.status().message();
+  ASSERT_OK(pusher);
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
-  EXPECT_TRUE(s.ok()) << s.message();
+  EXPECT_OK(s);
   const auto requests = gateway.requests();
   ASSERT_EQ(requests.size(), 1u);
   EXPECT_EQ(requests[0].rfind("POST /metrics/job/reid_train/run/run_1 HTTP/1.1\n\n", 0), 0u)
@@ -64,7 +65,7 @@ TEST(PusherTest, GatewayErrorIsReported) {
   testing::FakePushgateway gateway(500);
   auto registry = OneGauge();  // the Pusher holds it weakly, as the exporter does
   auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry);
-  ASSERT_TRUE(pusher.ok());
+  ASSERT_OK(pusher);
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("HTTP 500"), std::string::npos) << s.message();
@@ -74,7 +75,7 @@ TEST(PusherTest, ClosedPortFailsFast) {
   const int port = testing::FreePort();  // nothing listens there
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(port), "j", "r", registry);
-  ASSERT_TRUE(pusher.ok());
+  ASSERT_OK(pusher);
   const auto start = Clock::now();
   Status s = (*pusher)->PushAndWait(milliseconds(5000));
   EXPECT_LT(SecondsSince(start), 2.0);
@@ -90,7 +91,7 @@ TEST(PusherTest, BlackholedPortTimesOut) {
   const auto start = Clock::now();
   {
     auto pusher = Pusher::Start(Url(blackhole.port()), "j", "r", registry);
-    ASSERT_TRUE(pusher.ok());
+    ASSERT_OK(pusher);
     Status s = (*pusher)->PushAndWait(milliseconds(500));
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.message().find("did not answer within 0.5 s"), std::string::npos) << s.message();
@@ -102,8 +103,8 @@ TEST(PusherTest, SlowGatewayWithinTheTimeoutSucceeds) {
   testing::FakePushgateway gateway(202, milliseconds(300));
   auto registry = OneGauge();
   auto pusher = Pusher::Start(Url(gateway.port()), "j", "r", registry);
-  ASSERT_TRUE(pusher.ok());
-  EXPECT_TRUE((*pusher)->PushAndWait(milliseconds(5000)).ok());
+  ASSERT_OK(pusher);
+  EXPECT_OK((*pusher)->PushAndWait(milliseconds(5000)));
 }
 
 }  // namespace

@@ -627,4 +627,21 @@ std::string ToText(const proto::ReidConfig& cfg) {
   return out;
 }
 
+bool ChangesShapesOrData(const std::string& path) {
+  const google::protobuf::Descriptor* message = proto::ReidConfig::descriptor();
+  bool changes = false;
+  std::istringstream names(path);
+  for (std::string name; std::getline(names, name, '.');) {
+    const google::protobuf::FieldDescriptor* field =
+        message == nullptr ? nullptr : message->FindFieldByName(name);
+    if (field == nullptr) return false;  // not a field of the schema
+    const google::protobuf::FieldOptions& options = field->options();
+    if (options.HasExtension(proto::changes_shapes)) {
+      changes = options.GetExtension(proto::changes_shapes);  // the innermost setting wins
+    }
+    message = field->message_type();
+  }
+  return changes;
+}
+
 }  // namespace reid::config

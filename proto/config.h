@@ -12,7 +12,8 @@ namespace reid::config {
 // Every problem found while loading, as printable lines ("FIELD = VALUE: why" or
 // "FILE:LINE:COL: parser message (in: source line)"). Empty means the config is usable. A report
 // rather than a Status (base/status.h) because user errors in a config are collected, all of
-// them, and printed together; cli/config_flags.cc turns it into one message and exit 2.
+// them, and printed together; the `reid` command's LoadConfigFromFlags turns them into one
+// InvalidArgument status (exit 2).
 using Problems = std::vector<std::string>;
 
 // Sets every unset singular field of `msg` (recursively) to its schema default, so that printing
@@ -40,5 +41,13 @@ Problems LoadFromText(const std::string& config_text, const std::string& source,
 
 // Text format of `cfg`, as written to the run directory and printed by `reid print-config`.
 std::string ToText(const proto::ReidConfig& cfg);
+
+// Whether a change of the ReidConfig field at the dotted `path` (e.g. "model.embed_dim" or
+// "stage2.base_lr") alters tensor shapes or the data a checkpoint was trained on, so that a
+// checkpoint cannot resume under it. The schema declares it with the field option
+// (reid.proto.changes_shapes): the setting on the innermost field of the path that has one
+// decides (a message field's covers the fields inside it); false when none does, or when `path`
+// names no field of the schema.
+bool ChangesShapesOrData(const std::string& path);
 
 }  // namespace reid::config

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <string>
+#include <vector>
 
 namespace reid::config {
 namespace {
@@ -232,6 +234,59 @@ TEST(Config, MaterializeDefaultsKeepsSetValues) {
   EXPECT_EQ(cfg.stage2().max_epochs(), 7);
   EXPECT_TRUE(cfg.stage1().has_max_epochs());
   EXPECT_EQ(cfg.stage1().max_epochs(), 120);
+}
+
+// The dotted path of every leaf field below `d` (singular messages are descended into, as the
+// resume check's diff of two configs does).
+void LeafPaths(const google::protobuf::Descriptor* d, const std::string& prefix,
+               std::vector<std::string>* out) {
+  for (int i = 0; i < d->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* f = d->field(i);
+    if (f->message_type() != nullptr && !f->is_repeated()) {
+      LeafPaths(f->message_type(), prefix + f->name() + ".", out);
+    } else {
+      out->push_back(prefix + f->name());
+    }
+  }
+}
+
+// Which fields change shapes or data is declared once, by the schema's (changes_shapes) option;
+// the resume check asks ChangesShapesOrData. The expected set below is the one resume has always
+// refused to change (seed, the model and its prompt/adjustment/attention modules except
+// model.random_init, the input sizes, the dataset and the batch geometry): a field that loses or
+// gains the option without this list agreeing fails here.
+TEST(Config, ChangesShapesOrDataFollowsTheSchemaOption) {
+  const std::vector<std::string> kRefused = {"seed",
+                                             "model.",
+                                             "prompt.",
+                                             "context_adjust.",
+                                             "cross_attention.",
+                                             "input.size_train.",
+                                             "input.size_test.",
+                                             "data.dataset",
+                                             "data.synthetic.",
+                                             "stage1.ims_per_batch",
+                                             "stage2.ims_per_batch",
+                                             "stage2.ids_per_batch",
+                                             "stage2.num_instances"};
+  std::vector<std::string> paths;
+  LeafPaths(proto::ReidConfig::descriptor(), "", &paths);
+  int refused = 0;
+  for (const std::string& path : paths) {
+    bool want = path != "model.random_init" &&
+                std::any_of(kRefused.begin(), kRefused.end(),
+                            [&](const std::string& p) { return path.rfind(p, 0) == 0; });
+    EXPECT_EQ(ChangesShapesOrData(path), want) << path;
+    refused += want;
+  }
+  EXPECT_GT(refused, 30);  // the model alone has 19 such fields
+  EXPECT_GT(paths.size() - refused, 50);
+  // The option on a message field covers it too; paths outside the schema are not refused.
+  EXPECT_TRUE(ChangesShapesOrData("model"));
+  EXPECT_FALSE(ChangesShapesOrData("stage2"));
+  EXPECT_FALSE(ChangesShapesOrData("no_such_field"));
+  EXPECT_FALSE(ChangesShapesOrData("model.no_such_field"));
+  EXPECT_FALSE(ChangesShapesOrData("seed.below_a_scalar"));
 }
 
 }  // namespace

@@ -35,6 +35,10 @@ expect clip-encode-old-out-dir 2 "output_dir '.*a_file' exists and is not a dire
   "$reid" clip-encode --weights="$tmp/none.pth" --images_npy="$tmp/none.npy" --out_dir "$tmp/a_file"
 expect synth-help-old 0 '--out  deprecated spelling of --output_dir' -- "$reid" synth --help
 expect extract-no-out-dir 2 'does not take --output_dir' -- "$reid" extract --output_dir="$tmp/x"
+# dist.backend is checked against the build and the device at start-up: NCCL never runs on the
+# CPU (and needs a build with NCCL), so this is exit 2 naming the field, not an abort.
+expect nccl-on-cpu 2 'dist.backend = NCCL' -- \
+  "$reid" train --output_dir="$tmp/nccl" --device=cpu --set='dist { backend: NCCL }'
 
 # Every subcommand's --help resolves each flag of the table (a typo there aborts).
 for sub in $("$reid" --help | awk '/^  [a-z-]+ / {print $1}'); do

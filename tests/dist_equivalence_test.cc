@@ -5,6 +5,7 @@
 // partial last batch gives. Every rank also trains the 1-rank reference itself.
 #include <gtest/gtest.h>
 
+#include "base/status_test_util.h"
 #include "trainer/distributed/global_batch.h"
 #include "trainer/distributed/grad_sync.h"
 #include "trainer/distributed/mpi_comm.h"
@@ -124,7 +125,7 @@ std::vector<double> Train(
   options.first_bucket_mb = 1000.0 / (1 << 20);  // several buckets even for this small model
   options.bucket_cap_mb = 3000.0 / (1 << 20);
   StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, buffers, options);
-  EXPECT_TRUE(sync.ok()) << sync.status().message();
+  EXPECT_OK(sync);
   torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   std::vector<double> losses;
   for (int step = 0; step < 10; ++step) {

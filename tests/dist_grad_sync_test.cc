@@ -4,6 +4,7 @@
 // model that differs between ranks is an error on every rank.
 #include <gtest/gtest.h>
 
+#include "base/status_test_util.h"
 #include "trainer/distributed/grad_sync.h"
 #include "trainer/distributed/mpi_comm.h"
 
@@ -71,7 +72,7 @@ void CheckAveraged(int micro_steps) {
   options.bucket_cap_mb = 4000.0 / (1 << 20);
   options.overlap = micro_steps == 1;  // the other test launches all buckets after backward
   StatusOr<std::unique_ptr<GradSync>> created = GradSync::Create(comm, Params(net), {}, options);
-  ASSERT_TRUE(created.ok()) << created.status().message();
+  ASSERT_OK(created);
   GradSync& sync = **created;
   ASSERT_GE(sync.buckets().size(), 4u);
   auto p = net->parameters(), q = ref->parameters();
@@ -123,7 +124,7 @@ TEST(GradSyncMpiTest, ModelMismatchIsAClearErrorOnEveryRank) {
   ASSERT_FALSE(sync.ok()) << "GradSync::Create on rank " << comm.rank();
   EXPECT_EQ(sync.status().message(), s.message());
   NamedTensors same = {{"fc.weight", a}};
-  EXPECT_TRUE(VerifyAcrossRanks(comm, same, "trainable parameters").ok());
+  EXPECT_OK(VerifyAcrossRanks(comm, same, "trainable parameters"));
 }
 
 }  // namespace

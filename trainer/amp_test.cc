@@ -7,6 +7,7 @@
 
 #include <limits>
 
+#include "base/status_test_util.h"
 #include "trainer/distributed/comm.h"
 
 namespace reid::trainer {
@@ -119,7 +120,7 @@ TEST(LossScalerTest, StateRoundTripAndBadStateIsDataLoss) {
   a.Update(false);
   a.Update(false);
   LossScaler b(true, o);
-  ASSERT_TRUE(b.Restore(a.State(), "scaler.pt").ok());
+  ASSERT_OK(b.Restore(a.State(), "scaler.pt"));
   EXPECT_EQ(b.scale(), a.scale());
   EXPECT_EQ(b.growth_tracker(), 2);
   NamedTensors bad = a.State();

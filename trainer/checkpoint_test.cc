@@ -14,6 +14,8 @@
 #include <fstream>
 #include <functional>
 
+#include "base/status_test_util.h"
+
 namespace reid::trainer {
 namespace {
 namespace fs = std::filesystem;
@@ -60,15 +62,15 @@ class CheckpointTest : public ::testing::Test {
 
 TEST_F(CheckpointTest, RoundTripAndVerify) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 3).ok());
+  ASSERT_OK(Write(store, 2, 3));
   const std::string path = dir_ + "/" + CheckpointName(2, 3, 0);
   proto::CheckpointMeta meta;
-  ASSERT_TRUE(VerifyCheckpoint(path, &meta).ok());
+  ASSERT_OK(VerifyCheckpoint(path, &meta));
   EXPECT_EQ(meta.files_size(), 2);
   StatusOr<std::string> bytes = ReadCheckpointFile(path, meta, "model.pt");
-  ASSERT_TRUE(bytes.ok());
+  ASSERT_OK(bytes);
   StatusOr<NamedTensors> t = DeserializeTensors(*bytes, "model.pt");
-  ASSERT_TRUE(t.ok());
+  ASSERT_OK(t);
   EXPECT_TRUE(torch::equal(t->at(0).second, torch::full({3, 2}, 3.0f)));
   EXPECT_TRUE(fs::exists(path + "/meta.txtpb"));
   EXPECT_TRUE(fs::exists(dir_ + "/index.txtpb"));
@@ -76,8 +78,8 @@ TEST_F(CheckpointTest, RoundTripAndVerify) {
 
 TEST_F(CheckpointTest, DetectsDamageAndFallsBack) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 1).ok());
-  ASSERT_TRUE(Write(store, 2, 2).ok());
+  ASSERT_OK(Write(store, 2, 1));
+  ASSERT_OK(Write(store, 2, 2));
   const std::string newest = dir_ + "/" + CheckpointName(2, 2, 0);
   {  // flip one byte of extra.bin
     std::fstream f(newest + "/extra.bin", std::ios::in | std::ios::out | std::ios::binary);
@@ -89,7 +91,7 @@ TEST_F(CheckpointTest, DetectsDamageAndFallsBack) {
   EXPECT_EQ(s.code(), Status::Code::kDataLoss);
   EXPECT_NE(s.message().find("extra.bin"), std::string::npos) << s.message();
   StatusOr<std::string> latest = store.FindLatestValid();
-  ASSERT_TRUE(latest.ok());
+  ASSERT_OK(latest);
   EXPECT_EQ(*latest, dir_ + "/" + CheckpointName(2, 1, 0));
   fs::resize_file(dir_ + "/" + CheckpointName(2, 1, 0) + "/model.pt", 10);  // truncated
   EXPECT_EQ(store.FindLatestValid().status().code(), Status::Code::kNotFound);
@@ -97,17 +99,17 @@ TEST_F(CheckpointTest, DetectsDamageAndFallsBack) {
 
 TEST_F(CheckpointTest, FailedWriteLeavesThePreviousOne) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 1, 1).ok());
+  ASSERT_OK(Write(store, 1, 1));
   setenv("REID_FAULT_CHECKPOINT_WRITE", "2", 1);
   Status s = Write(store, 1, 2);
   unsetenv("REID_FAULT_CHECKPOINT_WRITE");
   EXPECT_FALSE(s.ok());
   EXPECT_FALSE(fs::exists(dir_ + "/" + CheckpointName(1, 2, 0)));
   StatusOr<std::string> latest = store.FindLatestValid();
-  ASSERT_TRUE(latest.ok());
+  ASSERT_OK(latest);
   EXPECT_EQ(*latest, dir_ + "/" + CheckpointName(1, 1, 0));
   proto::CheckpointMeta meta;
-  EXPECT_TRUE(VerifyCheckpoint(*latest, &meta).ok());
+  EXPECT_OK(VerifyCheckpoint(*latest, &meta));
   for (const auto& e : fs::directory_iterator(dir_)) {
     EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
   }
@@ -115,26 +117,26 @@ TEST_F(CheckpointTest, FailedWriteLeavesThePreviousOne) {
 
 TEST_F(CheckpointTest, KeepsLastNBestAndLastStage1) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 1, 5).ok());
-  ASSERT_TRUE(Write(store, 2, 1, 0.9).ok());
-  ASSERT_TRUE(Write(store, 2, 2, 0.5).ok());
-  ASSERT_TRUE(Write(store, 2, 3, 0.6).ok());
-  ASSERT_TRUE(Write(store, 2, 4, 0.7).ok());
+  ASSERT_OK(Write(store, 1, 5));
+  ASSERT_OK(Write(store, 2, 1, 0.9));
+  ASSERT_OK(Write(store, 2, 2, 0.5));
+  ASSERT_OK(Write(store, 2, 3, 0.6));
+  ASSERT_OK(Write(store, 2, 4, 0.7));
   EXPECT_EQ(Left(), (std::vector<std::string>{CheckpointName(1, 5, 0), CheckpointName(2, 1, 0),
                                               CheckpointName(2, 3, 0), CheckpointName(2, 4, 0)}));
 }
 
 TEST_F(CheckpointTest, WritesFormat2TensorFilesThatKeepDtypes) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 1, 1).ok());
+  ASSERT_OK(Write(store, 1, 1));
   proto::CheckpointMeta meta;
-  ASSERT_TRUE(VerifyCheckpoint(dir_ + "/" + CheckpointName(1, 1, 0), &meta).ok());
+  ASSERT_OK(VerifyCheckpoint(dir_ + "/" + CheckpointName(1, 1, 0), &meta));
   EXPECT_EQ(meta.format_version(), kCheckpointFormatVersion);
   NamedTensors t = {{"b", torch::arange(5, torch::kInt64)},
                     {"a", torch::rand({2, 3}, torch::kDouble)},
                     {"c", torch::randint(0, 255, {7}, torch::kByte)}};
   StatusOr<NamedTensors> back = DeserializeTensors(*SerializeTensors(t), "x");
-  ASSERT_TRUE(back.ok()) << back.status().message();
+  ASSERT_OK(back);
   ASSERT_EQ(back->size(), 3u);  // sorted by name
   EXPECT_EQ(back->at(0).first, "a");
   EXPECT_TRUE(torch::equal(back->at(0).second, t[1].second));
@@ -162,8 +164,8 @@ TEST_F(CheckpointTest, ZipRecordsMayNotClaimMoreThanTheFile) {
 
 TEST_F(CheckpointTest, RefusesFormat1) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 1).ok());
-  ASSERT_TRUE(Write(store, 2, 2).ok());
+  ASSERT_OK(Write(store, 2, 1));
+  ASSERT_OK(Write(store, 2, 2));
   const std::string newest = dir_ + "/" + CheckpointName(2, 2, 0);
   EditMeta(newest, [](proto::CheckpointMeta* m) { m->clear_format_version(); });  // = 1
   proto::CheckpointMeta meta;
@@ -175,15 +177,15 @@ TEST_F(CheckpointTest, RefusesFormat1) {
   EXPECT_EQ(store.FindLatestValid().status().code(), Status::Code::kInvalidArgument);
   // Never pruned: a format-1 checkpoint is left as it is.
   keep_last_n_ = 1;
-  ASSERT_TRUE(Write(store, 2, 3).ok());
-  ASSERT_TRUE(Write(store, 2, 4).ok());
+  ASSERT_OK(Write(store, 2, 3));
+  ASSERT_OK(Write(store, 2, 4));
   EXPECT_EQ(Left(), (std::vector<std::string>{CheckpointName(2, 2, 0), CheckpointName(2, 4, 0)}));
 }
 
 TEST_F(CheckpointTest, MetaFileListIsShortUniqueAndHasAModel) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 1).ok());
-  ASSERT_TRUE(Write(store, 2, 2).ok());
+  ASSERT_OK(Write(store, 2, 1));
+  ASSERT_OK(Write(store, 2, 2));
   const std::string newest = dir_ + "/" + CheckpointName(2, 2, 0);
   proto::CheckpointMeta meta;
   auto expect = [&](const std::string& part) {
@@ -212,10 +214,10 @@ TEST_F(CheckpointTest, MetaFileListIsShortUniqueAndHasAModel) {
 
 TEST_F(CheckpointTest, FilesMustBeRegularAndWithinTheirLimit) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 1).ok());
+  ASSERT_OK(Write(store, 2, 1));
   const std::string path = dir_ + "/" + CheckpointName(2, 1, 0);
   proto::CheckpointMeta meta;
-  ASSERT_TRUE(VerifyCheckpoint(path, &meta).ok());
+  ASSERT_OK(VerifyCheckpoint(path, &meta));
   const std::string model = path + "/model.pt";
   // A FIFO and a link to /dev/zero named model.pt: refused without blocking or reading.
   fs::remove(model);
@@ -244,7 +246,7 @@ TEST_F(CheckpointTest, FilesMustBeRegularAndWithinTheirLimit) {
   // A caller's smaller limit (the model it built) names both sizes and where the limit comes from.
   fs::resize_file(model, 3 << 20);
   EditMeta(path, [&](proto::CheckpointMeta* m) { m->mutable_files(0)->set_size_bytes(3 << 20); });
-  ASSERT_TRUE(ReadCheckpointMeta(path, &meta).ok());
+  ASSERT_OK(ReadCheckpointMeta(path, &meta));
   s = ReadCheckpointFile(path, meta, "model.pt", 2 << 20, "the model holds 1 MB").status();
   EXPECT_EQ(s.code(), Status::Code::kDataLoss);
   EXPECT_EQ(s.message(), model +
@@ -264,11 +266,10 @@ TEST_F(CheckpointTest, VerifiesLargeFilesInPieces) {
   proto::CheckpointMeta meta;
   meta.set_stage(2);
   meta.mutable_sampler()->set_epoch(1);
-  ASSERT_TRUE(
-      store.Commit(CheckpointName(2, 1, 0), meta, {{"model.pt", big}, {"extra.bin", "x"}}, 2, false)
-          .ok());
+  ASSERT_OK(store.Commit(CheckpointName(2, 1, 0), meta, {{"model.pt", big}, {"extra.bin", "x"}}, 2,
+                         false));
   const std::string path = dir_ + "/" + CheckpointName(2, 1, 0);
-  EXPECT_TRUE(VerifyCheckpoint(path, &meta).ok());
+  EXPECT_OK(VerifyCheckpoint(path, &meta));
   {  // the last byte of the last piece
     std::fstream f(path + "/model.pt", std::ios::in | std::ios::out | std::ios::binary);
     f.seekp((10 << 20) - 1);
@@ -281,21 +282,21 @@ TEST_F(CheckpointTest, VerifiesLargeFilesInPieces) {
 TEST_F(CheckpointTest, OrdersByPositionNeverByName) {
   keep_last_n_ = 1;
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 9999).ok());
-  ASSERT_TRUE(Write(store, 2, 10000).ok());  // "s2-e10000" sorts before "s2-e9999" by name
+  ASSERT_OK(Write(store, 2, 9999));
+  ASSERT_OK(Write(store, 2, 10000));  // "s2-e10000" sorts before "s2-e9999" by name
   EXPECT_EQ(Left(), (std::vector<std::string>{CheckpointName(2, 10000, 0)}));
   EXPECT_EQ(*store.FindLatestValid(), dir_ + "/" + CheckpointName(2, 10000, 0));
   std::ifstream index(dir_ + "/index.txtpb");
   std::string text((std::istreambuf_iterator<char>(index)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("latest: \"s2-e10000-i000000\""), std::string::npos) << text;
-  ASSERT_TRUE(Write(store, 2, 10001).ok());
+  ASSERT_OK(Write(store, 2, 10001));
   EXPECT_EQ(Left(), (std::vector<std::string>{CheckpointName(2, 10001, 0)}));
 }
 
 TEST_F(CheckpointTest, FoldersThatAreNotOursAreLeftAlone) {
   keep_last_n_ = 1;
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 1).ok());
+  ASSERT_OK(Write(store, 2, 1));
   const std::string real = dir_ + "/" + CheckpointName(2, 1, 0);
   // Copies of a real checkpoint under names that are not its position, and a folder of junk.
   for (const char* name : {"sz-e0001-i000000", "s9-e0001-i000000", "s2-e0005-i000000"}) {
@@ -304,8 +305,8 @@ TEST_F(CheckpointTest, FoldersThatAreNotOursAreLeftAlone) {
   fs::create_directory(dir_ + "/s2-e0006-i000000");
   std::ofstream(dir_ + "/s2-e0006-i000000/notes.txt") << "mine";
   EXPECT_EQ(*store.FindLatestValid(), real);
-  ASSERT_TRUE(Write(store, 2, 2).ok());
-  ASSERT_TRUE(Write(store, 2, 3).ok());
+  ASSERT_OK(Write(store, 2, 2));
+  ASSERT_OK(Write(store, 2, 3));
   EXPECT_EQ(Left(),
             (std::vector<std::string>{CheckpointName(2, 3, 0), "s2-e0005-i000000",
                                       "s2-e0006-i000000", "s9-e0001-i000000", "sz-e0001-i000000"}));
@@ -314,8 +315,8 @@ TEST_F(CheckpointTest, FoldersThatAreNotOursAreLeftAlone) {
 
 TEST_F(CheckpointTest, RemovesWhatAKilledWriteLeft) {
   CheckpointStore store(dir_);
-  ASSERT_TRUE(Write(store, 2, 1).ok());
-  ASSERT_TRUE(Write(store, 2, 2).ok());
+  ASSERT_OK(Write(store, 2, 1));
+  ASSERT_OK(Write(store, 2, 2));
   const std::string a = CheckpointName(2, 1, 0), b = CheckpointName(2, 2, 0);
   fs::create_directory(dir_ + "/.tmp-" + CheckpointName(2, 3, 0));
   std::ofstream(dir_ + "/.tmp-" + CheckpointName(2, 3, 0) + "/model.pt") << "part";
@@ -349,7 +350,7 @@ TEST_F(CheckpointTest, CopyTensorsByNameReportsShapeMismatch) {
   Status s = CopyTensorsByName({{"w", torch::ones({3})}}, {{"w", dst}}, "model.pt");
   EXPECT_EQ(s.code(), Status::Code::kInvalidArgument);
   EXPECT_NE(s.message().find("w has shape"), std::string::npos) << s.message();
-  ASSERT_TRUE(CopyTensorsByName({{"w", torch::ones({2, 2})}}, {{"w", dst}}, "m").ok());
+  ASSERT_OK(CopyTensorsByName({{"w", torch::ones({2, 2})}}, {{"w", dst}}, "m"));
   EXPECT_EQ(dst.sum().item<float>(), 4.0f);
 }
 

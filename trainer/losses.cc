@@ -80,20 +80,23 @@ Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score
   return l;
 }
 
-std::vector<std::string> ProgressLossNames(int stage) {
-  std::vector<std::string> names;
-  for (const LossComponent& c : kLossComponents) {
-    if (c.stage == stage && *c.progress != 0) names.push_back(c.progress);
-  }
-  return names;
+std::vector<torch::Tensor> Stage2LossParts(const Stage2Losses& losses) {
+  return {losses.id, losses.tri, losses.i2t};
 }
 
-std::vector<std::string> MetricLossNames(int stage) {
-  std::vector<std::string> names;
-  for (const LossComponent& c : kLossComponents) {
-    if (c.stage == stage) names.push_back(c.metric);
+const std::vector<ReportedLoss>& ReportedLosses(int stage) {
+  static const std::vector<ReportedLoss> kStage1 = {{"total", "loss", 0}, {"supcon", nullptr, 0}};
+  static const std::vector<ReportedLoss> kStage2 = {
+      {"total", "loss", 0}, {"id", "id", 1}, {"triplet", "tri", 2}, {"i2t", "i2t", 3}};
+  return stage == 1 ? kStage1 : kStage2;
+}
+
+std::vector<const char*> ProgressLossLabels(int stage) {
+  std::vector<const char*> labels;
+  for (const ReportedLoss& r : ReportedLosses(stage)) {
+    if (r.progress != nullptr) labels.push_back(r.progress);
   }
-  return names;
+  return labels;
 }
 
 }  // namespace reid::trainer

@@ -1,6 +1,6 @@
 // The training losses of CLIP-ReID and the improved model, each a plain function of tensors, as
-// the reference code defines them (docs/design.md 6). Shapes: B samples,
-// K texts/classes, D feature width.
+// the reference code defines them (docs/design.md 6), and the names they are reported under.
+// Shapes: B samples, K texts/classes, D feature width.
 #pragma once
 
 #include <string>
@@ -27,8 +27,10 @@ torch::Tensor CrossEntropyLabelSmooth(const torch::Tensor& logits, const torch::
 // distance to a same-label sample (the anchor included), d_an = smallest to another label;
 // margin > 0: mean(max(0, d_ap - d_an + margin)); soft: mean(log(1 + exp(d_ap - d_an))).
 // normalize: L2-normalise the features first. Anchors without a negative contribute nothing.
+// Built by FromConfig from loss.triplet_margin, soft_triplet and triplet_normalize, whose schema
+// defaults are CLIP-ReID's (margin 0.3, hard margin, not normalised); none is restated here.
 struct TripletOptions {
-  double margin = 0.3;
+  double margin = 0;
   bool soft = false;
   bool normalize = false;
   static TripletOptions FromConfig(const proto::LossConfig& loss);
@@ -44,6 +46,22 @@ torch::Tensor Stage1Loss(const torch::Tensor& image, const torch::Tensor& text,
 struct Stage2Losses {
   torch::Tensor id, tri, i2t, total;
 };
+// The components after the total, in the order of ReportedLosses(2)'s values 1, 2, 3.
+std::vector<torch::Tensor> Stage2LossParts(const Stage2Losses& losses);
+
+// The one table of loss names: what a training step reports of its averaged losses (the total,
+// value 0, then the stage's parts in order), as the `loss` label of the metrics and history.jsonl
+// and as the label on the progress line.
+struct ReportedLoss {
+  const char* metric;    // label of reid_loss and history.jsonl
+  const char* progress;  // label on the progress line; nullptr = not shown there
+  int value;             // index into the step's averaged losses: 0 = total
+};
+// Stage 1's total is its only loss (L_i2t + L_t2i of SupConLoss), reported as "total" and
+// "supcon"; stage 2's are total, id, triplet and i2t.
+const std::vector<ReportedLoss>& ReportedLosses(int stage);
+// The progress-line labels of ReportedLosses(stage), in value order ("loss", "id", ...).
+std::vector<const char*> ProgressLossLabels(int stage);
 // id_weight * (CE_ls(score) + CE_ls(score_proj)) + triplet_weight * (tri(feat_last) + tri(feat)
 // + tri(feat_proj)) + i2t_weight * CE_ls(logits).
 Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score,
@@ -51,18 +69,5 @@ Stage2Losses Stage2Loss(const proto::LossConfig& cfg, const torch::Tensor& score
                         const torch::Tensor& feat, const torch::Tensor& feat_proj,
                         const torch::Tensor& logits, const torch::Tensor& labels);
 
-// The loss components each stage reports, total first, in the order Step() averages them: the
-// name on the progress line ("" = not printed) and the metrics' `loss` label. Stage 1 has one
-// loss, L_i2t + L_t2i, which the metrics also report as "supcon".
-struct LossComponent {
-  int stage;
-  const char* progress;
-  const char* metric;
-};
-inline constexpr LossComponent kLossComponents[] = {
-    {1, "loss", "total"}, {1, "", "supcon"},
-    {2, "loss", "total"}, {2, "id", "id"}, {2, "tri", "triplet"}, {2, "i2t", "i2t"}};
-std::vector<std::string> ProgressLossNames(int stage);
-std::vector<std::string> MetricLossNames(int stage);
 
 }  // namespace reid::trainer

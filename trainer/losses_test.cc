@@ -7,6 +7,8 @@
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string>
+#include <vector>
 
 namespace reid::trainer {
 namespace {
@@ -20,9 +22,9 @@ torch::Tensor T(std::vector<std::vector<double>> rows) {
 TEST(LossesTest, ReferenceTestVectors) {
   torch::Tensor feats = T({{0, 0}, {1, 0}, {0.5, 0.5}, {1, 1}});
   torch::Tensor y = torch::tensor({0, 0, 1, 1}, torch::kLong);
-  TripletOptions hard;
+  const TripletOptions hard = TripletOptions::FromConfig(proto::LossConfig());  // margin 0.3
   EXPECT_NEAR(TripletLoss(feats, y, hard).item<double>(), 0.373223, 1e-6);
-  TripletOptions soft;
+  TripletOptions soft = hard;
   soft.soft = true;
   EXPECT_NEAR(TripletLoss(feats, y, soft).item<double>(), 0.737773, 1e-6);
   EXPECT_NEAR(
@@ -66,7 +68,8 @@ TEST(LossesTest, MatchReferenceDefinitionsOnRandomBatches) {
     expect("supcon_ba_t05", SupConLoss(b, a, y, y, 0.5));
     expect("ce_ls", CrossEntropyLabelSmooth(logits, y, 0.1));
     expect("ce_ls_eps0", CrossEntropyLabelSmooth(logits, y, 0.0));
-    TripletOptions o;
+    TripletOptions o;  // make_loss_fixtures.py's margin, a double (loss.triplet_margin is a float)
+    o.margin = 0.3;
     expect("triplet", TripletLoss(a, y, o));
     o.normalize = true;
     expect("triplet_norm", TripletLoss(a, y, o));
@@ -86,7 +89,7 @@ TEST(LossesTest, Stage2LossWeightsTheComponents) {
   const double id =
       0.25 *
       (CrossEntropyLabelSmooth(s, y, 0.1) + CrossEntropyLabelSmooth(sp, y, 0.1)).item<double>();
-  TripletOptions o;
+  TripletOptions o = TripletOptions::FromConfig(proto::LossConfig());
   const double tri =
       (TripletLoss(f1, y, o) + TripletLoss(f2, y, o) + TripletLoss(f3, y, o)).item<double>();
   EXPECT_NEAR(l.id.item<double>(), id, 1e-6);
@@ -95,9 +98,59 @@ TEST(LossesTest, Stage2LossWeightsTheComponents) {
   EXPECT_NEAR(l.total.item<double>(), id + tri + l.i2t.item<double>(), 1e-5);
 }
 
+// The reported names and Stage2LossParts come from one table: each name labels the component it
+// says. With one weight on at a time, only the value of that component's name is non-zero.
+TEST(LossesTest, ReportedNamesLabelTheirComponents) {
+  torch::manual_seed(5);
+  torch::Tensor y = torch::tensor({0, 0, 1, 1, 2, 2}, torch::kLong);
+  torch::Tensor s = torch::randn({6, 3}), sp = torch::randn({6, 3}), lg = torch::randn({6, 3});
+  torch::Tensor f1 = torch::randn({6, 5}), f2 = torch::randn({6, 5}), f3 = torch::randn({6, 4});
+  const std::map<std::string, void (proto::LossConfig::*)(float)> weights = {
+      {"id", &proto::LossConfig::set_id_weight},
+      {"triplet", &proto::LossConfig::set_triplet_weight},
+      {"i2t", &proto::LossConfig::set_i2t_weight}};
+  const std::vector<ReportedLoss>& names = ReportedLosses(2);
+  ASSERT_EQ(names.size(), 4u);
+  EXPECT_STREQ(names[0].metric, "total");
+  EXPECT_EQ(names[0].value, 0);
+  for (const auto& [name, set_weight] : weights) {
+    SCOPED_TRACE(name);
+    proto::LossConfig cfg;
+    cfg.set_id_weight(0);
+    cfg.set_triplet_weight(0);
+    cfg.set_i2t_weight(0);
+    (cfg.*set_weight)(1.0f);
+    const Stage2Losses l = Stage2Loss(cfg, s, sp, f1, f2, f3, lg, y);
+    const std::vector<torch::Tensor> parts = Stage2LossParts(l);
+    ASSERT_EQ(parts.size() + 1, names.size());  // the total, then one value per part
+    int labelled = 0;
+    for (const ReportedLoss& r : names) {
+      if (r.value == 0) continue;
+      ASSERT_GE(r.value, 1);
+      ASSERT_LE(static_cast<size_t>(r.value), parts.size());
+      const double v = parts[r.value - 1].item<double>();
+      if (name == r.metric) {
+        EXPECT_GT(v, 0) << r.metric;
+        ++labelled;
+      } else {
+        EXPECT_EQ(v, 0) << r.metric;
+      }
+    }
+    EXPECT_EQ(labelled, 1);
+  }
+  // The progress line shows each value once, in value order; stage 1 shows its total.
+  auto strings = [](const std::vector<const char*>& labels) {
+    return std::vector<std::string>(labels.begin(), labels.end());
+  };
+  EXPECT_EQ(strings(ProgressLossLabels(2)), (std::vector<std::string>{"loss", "id", "tri", "i2t"}));
+  EXPECT_EQ(strings(ProgressLossLabels(1)), std::vector<std::string>{"loss"});
+  for (const ReportedLoss& r : ReportedLosses(1)) EXPECT_EQ(r.value, 0) << r.metric;
+}
+
 TEST(LossesTest, TripletWithoutNegativesIsZeroAndDifferentiable) {
   torch::Tensor f = torch::randn({4, 3}, torch::requires_grad());
-  torch::Tensor loss = TripletLoss(f, torch::zeros({4}, torch::kLong), TripletOptions());
+  torch::Tensor loss = TripletLoss(f, torch::zeros({4}, torch::kLong),
+                                   TripletOptions::FromConfig(proto::LossConfig()));
   EXPECT_EQ(loss.item<double>(), 0.0);
   loss.backward();
   EXPECT_TRUE(f.grad().defined());

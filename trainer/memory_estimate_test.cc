@@ -8,6 +8,7 @@
 #include <limits>
 #include <string>
 
+#include "base/status_test_util.h"
 #include "proto/config.h"
 
 namespace reid::trainer {
@@ -37,7 +38,7 @@ TEST(MemoryEstimateTest, FollowsTheFormula) {
   EXPECT_EQ(EstimateTrainingMemory(cfg, 1, 2).train_bytes, activations / 2 + 16 * params);
   EXPECT_EQ(EstimateTrainingMemory(cfg, 1, 2).inference_bytes, e.inference_bytes);
   EXPECT_NE(e.detail.find("33^2 attention"), std::string::npos) << e.detail;
-  EXPECT_TRUE(CheckTrainingMemory(e, 2, int64_t{1} << 30, "1 GiB", cfg).ok());
+  EXPECT_OK(CheckTrainingMemory(e, 2, int64_t{1} << 30, "1 GiB", cfg));
 }
 
 TEST(MemoryEstimateTest, VitB16AtMarketSizeFitsAGpu) {
@@ -47,7 +48,7 @@ TEST(MemoryEstimateTest, VitB16AtMarketSizeFitsAGpu) {
   // 24 x 12 + 1 = 289 tokens, 12 heads, width 768, 12 layers, 64 images, fp16: about 7 GB.
   EXPECT_GT(e.bytes(), int64_t{5} << 30);
   EXPECT_LT(e.bytes(), int64_t{12} << 30);
-  EXPECT_TRUE(CheckTrainingMemory(e, 1, int64_t{80} << 30, "CUDA device 0", cfg).ok());
+  EXPECT_OK(CheckTrainingMemory(e, 1, int64_t{80} << 30, "CUDA device 0", cfg));
 }
 
 // input { size_train { height: 4096 width: 4096 } } validated, then aborted in LibTorch (an
@@ -71,7 +72,7 @@ TEST(MemoryEstimateTest, HugeImagesAreRefusedWithTheFigureAndTheLimit) {
       << s.message();
   EXPECT_NE(s.message().find("262145^2 attention"), std::string::npos) << s.message();
   // No limit known: no check.
-  EXPECT_TRUE(CheckTrainingMemory(e, 1, -1, "", cfg).ok());
+  EXPECT_OK(CheckTrainingMemory(e, 1, -1, "", cfg));
 }
 
 TEST(MemoryEstimateTest, SaturatesInsteadOfOverflowing) {

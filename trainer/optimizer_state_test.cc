@@ -8,6 +8,7 @@
 
 #include <functional>
 
+#include "base/status_test_util.h"
 #include "trainer/checkpoint.h"
 #include "trainer/schedule.h"
 
@@ -65,12 +66,12 @@ void ExpectExactResume(const Factory& make) {
   auto opt_b = make(b);
   for (int s = 0; s < 3; ++s) Step(*opt_b, b, s);
   StatusOr<NamedTensors> state = OptimizerStateTensors(*opt_b, b.params);
-  ASSERT_TRUE(state.ok()) << state.status().message();
+  ASSERT_OK(state);
   ASSERT_FALSE(state->empty());
   StatusOr<std::string> bytes = SerializeTensors(*state);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  ASSERT_OK(bytes);
   StatusOr<NamedTensors> read = DeserializeTensors(*bytes, "optimizer.pt");
-  ASSERT_TRUE(read.ok()) << read.status().message();
+  ASSERT_OK(read);
   Model c = MakeModel();
   {
     torch::NoGradGuard no_grad;
@@ -78,7 +79,7 @@ void ExpectExactResume(const Factory& make) {
   }
   auto opt_c = make(c);
   Status s = RestoreOptimizerState(opt_c.get(), c.params, *read, "optimizer.pt");
-  ASSERT_TRUE(s.ok()) << s.message();
+  ASSERT_OK(s);
   for (int k = 3; k < 5; ++k) Step(*opt_c, c, k);
   for (size_t i = 0; i < a.params.size(); ++i) {
     EXPECT_TRUE(torch::equal(a.params[i].second, c.params[i].second)) << a.params[i].first;
@@ -128,7 +129,7 @@ TEST(OptimizerStateTest, NamesEveryFieldByGroupAndParameter) {
   auto opt = MakeOptimizer(proto::ADAM, 0, m.groups);
   Step(*opt, m, 0);
   StatusOr<NamedTensors> state = OptimizerStateTensors(*opt, m.params);
-  ASSERT_TRUE(state.ok());
+  ASSERT_OK(state);
   std::vector<std::string> names;
   for (const auto& [name, t] : *state) names.push_back(name);
   EXPECT_EQ(
@@ -180,7 +181,7 @@ TEST(OptimizerStateTest, RefusesEntriesThatDoNotFit) {
   expect(with([](NamedTensors* t) { t->emplace_back("loose", t->at(0).second); }),
          "is not group<G>/<parameter>/<field>");
   auto target = MakeOptimizer(proto::ADAM, 0, m.groups);
-  EXPECT_TRUE(RestoreOptimizerState(target.get(), m.params, good, "x").ok());
+  EXPECT_OK(RestoreOptimizerState(target.get(), m.params, good, "x"));
   EXPECT_EQ(target->state().size(), 3u);
 }
 

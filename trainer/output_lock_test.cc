@@ -10,6 +10,8 @@
 
 #include <filesystem>
 
+#include "base/status_test_util.h"
+
 namespace reid::trainer {
 namespace {
 
@@ -34,7 +36,7 @@ std::string Host() {
 TEST_F(OutputLockTest, SecondHolderIsRefusedWithTheFirstOnesPidAndHost) {
   const std::string run = dir_ + "/run";  // created by the lock
   auto first = OutputDirLock::Acquire(run);
-  ASSERT_TRUE(first.ok()) << first.status().message();
+  ASSERT_OK(first);
   EXPECT_EQ((*first)->path(), run + "/train.lock");
   EXPECT_EQ((*first)->previous_holder(), "");
   auto second = OutputDirLock::Acquire(run);
@@ -46,7 +48,7 @@ TEST_F(OutputLockTest, SecondHolderIsRefusedWithTheFirstOnesPidAndHost) {
                                            "; lock file " + run + "/train.lock)");
   first->reset();  // released: the next one takes it
   auto third = OutputDirLock::Acquire(run);
-  ASSERT_TRUE(third.ok()) << third.status().message();
+  ASSERT_OK(third);
   EXPECT_EQ((*third)->previous_holder(), "pid " + std::to_string(getpid()) + " on host " + Host());
 }
 
@@ -73,7 +75,7 @@ TEST_F(OutputLockTest, LockOfAKilledHolderIsTakenOver) {
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
   auto taken = OutputDirLock::Acquire(dir_);
-  ASSERT_TRUE(taken.ok()) << taken.status().message();
+  ASSERT_OK(taken);
   EXPECT_EQ((*taken)->previous_holder(), "pid " + std::to_string(child) + " on host " + Host());
   close(ready[0]);
   close(ready[1]);

@@ -100,7 +100,6 @@ StatusOr<StageEnd> Trainer::RunStage1Epoch(int epoch, const Stage1Data& data, St
     }
     REID_ASSIGN_OR_RETURN(const StepOutcome out, Step(loss, {}));
     StepResult r = Result(epoch, step + 1, steps, out);
-    r.losses = {out.losses[0], out.losses[0]};  // total and supcon: L_i2t + L_t2i is the loss
     r.images = static_cast<int64_t>(mine.size());
     r.global_images = static_cast<int64_t>(batches[step].size());
     meter->EndStep(start, r);

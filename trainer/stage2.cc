@@ -103,7 +103,7 @@ StatusOr<StageEnd> Trainer::RunStage2Epoch(int epoch, const data::PkSampler& sam
     const data::TensorBatch t = data::ToTensors(b, size.height(), size.width());
     torch::Tensor y_all;
     const Stage2Losses l = Stage2Forward(t, &y_all);
-    REID_ASSIGN_OR_RETURN(const StepOutcome out, Step(l.total, {l.id, l.tri, l.i2t}));
+    REID_ASSIGN_OR_RETURN(const StepOutcome out, Step(l.total, Stage2LossParts(l)));
     ++step;
     StepResult r = Result(epoch, step, steps, out);
     r.images = t.pids.size(0);

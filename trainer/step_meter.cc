@@ -86,8 +86,10 @@ void StepMeter::EndInterval(const StepResult& r, Clock::time_point now) {
   s.stage = options_.stage;
   s.epoch = r.epoch;
   s.step = r.global_step;
-  for (size_t i = 0; i < r.losses.size() && i < options_.metric_names.size(); ++i) {
-    s.losses.emplace_back(options_.metric_names[i], r.losses[i]);
+  for (const auto& [label, index] : options_.metric_losses) {
+    if (index >= 0 && static_cast<size_t>(index) < r.losses.size()) {
+      s.losses.emplace_back(label, r.losses[index]);
+    }
   }
   s.learning_rate = r.learning_rate;
   s.images_per_second = seconds > 0 ? interval_.images * n / seconds : 0.0;  // shards are equal

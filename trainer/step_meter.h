@@ -8,6 +8,7 @@
 #include <functional>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "monitoring/monitor.h"
@@ -33,8 +34,9 @@ struct MeterOptions {
   int world_size = 1;
   int rank = 0;
   int64_t total_steps = 0;     // the steps this stage takes in this run (the ETA's denominator)
-  std::vector<std::string> progress_names;  // the progress line's loss names, total first
-  std::vector<std::string> metric_names;    // the `loss` labels of the metrics, total first
+  std::vector<std::string> progress_names;  // the progress line's loss names, in losses' order
+  // The metrics' `loss` label of each reported value and its index in StepResult::losses.
+  std::vector<std::pair<std::string, int>> metric_losses;
 };
 
 // One finished step, as the loop knows it.

@@ -18,7 +18,7 @@ MeterOptions Options(int64_t total_steps) {
   o.world_size = 2;
   o.total_steps = total_steps;
   o.progress_names = {"loss", "id", "tri", "i2t"};
-  o.metric_names = {"total", "id", "triplet", "i2t"};
+  o.metric_losses = {{"total", 0}, {"id", 1}, {"triplet", 2}, {"i2t", 3}};
   return o;
 }
 

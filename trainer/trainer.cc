@@ -24,8 +24,10 @@
 #include "data/options.h"
 #include "data/synth.h"
 #include "proto/reflection.h"
+#include "proto/config.h"
 #include "trainer/distributed/stop_signal.h"
 #include "trainer/eval/eval_run.h"
+#include "trainer/losses.h"
 #include "trainer/optimizer_state.h"
 #include "trainer/schedule.h"
 
@@ -50,28 +52,6 @@ Status WriteTextAtomically(const std::string& path, const std::string& text) {
   fs::rename(tmp, path, ec);
   if (ec) return Status::Internal("cannot rename " + tmp + ": " + ec.message());
   return Status::Ok();
-}
-
-// Config fields that change tensor shapes or the data a checkpoint was trained on.
-bool ChangesShapesOrData(const std::string& path) {
-  static const char* const kPrefixes[] = {"seed",
-                                          "model.",
-                                          "prompt.",
-                                          "context_adjust.",
-                                          "cross_attention.",
-                                          "input.size_train.",
-                                          "input.size_test.",
-                                          "data.dataset",
-                                          "data.synthetic.",
-                                          "stage1.ims_per_batch",
-                                          "stage2.ims_per_batch",
-                                          "stage2.ids_per_batch",
-                                          "stage2.num_instances"};
-  if (path == "model.random_init") return false;  // only says how a fresh run may start
-  for (const char* p : kPrefixes) {
-    if (path.rfind(p, 0) == 0) return true;
-  }
-  return false;
 }
 
 std::string Join(const std::vector<std::string>& v) {
@@ -229,7 +209,9 @@ Status Trainer::Setup() {
 Status Trainer::CheckResumeConfig(const proto::ReidConfig& saved) const {
   std::vector<std::string> fatal, applied;
   const std::vector<std::string> diff = proto::DiffFields(saved, cfg_);
-  for (const std::string& f : diff) (ChangesShapesOrData(f) ? fatal : applied).push_back(f);
+  for (const std::string& f : diff) {
+    (config::ChangesShapesOrData(f) ? fatal : applied).push_back(f);  // the schema declares it
+  }
   if (!fatal.empty()) {
     return Status::InvalidArgument(
         "the config differs from the checkpoint's in fields that "
@@ -365,21 +347,7 @@ dist::NamedTensors Trainer::Buffers() const {
   return out;
 }
 
-void Trainer::SetTrainable(int stage) {
-  for (auto& p : model_->named_parameters()) {
-    const std::string& n = p.key();
-    bool train;
-    if (stage == 1) {
-      train = n.rfind("prompt_learner.cls_ctx", 0) == 0 || n.rfind("context_adjust.", 0) == 0;
-    } else {
-      train = n.rfind("text_encoder.", 0) != 0 && n.rfind("prompt_learner.", 0) != 0 &&
-              n.rfind("context_adjust.", 0) != 0 && n != "bottleneck.bias" &&
-              n != "bottleneck_proj.bias";
-    }
-    p.value().requires_grad_(train);
-    p.value().mutable_grad() = torch::Tensor();
-  }
-}
+void Trainer::SetTrainable(int stage) { model_->SetTrainable(stage); }  // the model's split
 
 bool StepCheckpointDue(int period_steps, int64_t global_step) {
   return period_steps > 0 && global_step > 0 && global_step % period_steps == 0;
@@ -440,8 +408,8 @@ StepMeter Trainer::MakeMeter(int stage, int max_epochs, int log_period, int64_t 
   o.world_size = comm_.size();
   o.rank = ranks_.rank;
   o.total_steps = total_steps;
-  o.progress_names = ProgressLossNames(stage);
-  o.metric_names = MetricLossNames(stage);
+  for (const char* label : ProgressLossLabels(stage)) o.progress_names.push_back(label);
+  for (const ReportedLoss& r : ReportedLosses(stage)) o.metric_losses.emplace_back(r.metric, r.value);
   MeterProbes p;
   p.comm_wait_s = [this] { return comm_.wait_seconds(); };
   p.sync_wait_s = [&sync] { return sync.stats().wait_seconds; };

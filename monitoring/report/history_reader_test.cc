@@ -11,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/status_test_util.h"
+
 namespace reid::report {
 namespace {
 
@@ -203,7 +205,7 @@ TEST(HistoryReaderTest, ReadHistoryNamesMissingAndOddPaths) {
   std::ofstream(path) << kStep << "\n" << kEval << "\n";
   StatusOr<History> h = ReadHistory(path);
   std::remove(path);
-  ASSERT_TRUE(h.ok()) << h.status().message();
+  ASSERT_OK(h);
   EXPECT_EQ(h->steps.size(), 1u);
   EXPECT_EQ(h->evals.size(), 1u);
 }

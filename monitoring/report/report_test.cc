@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/status_test_util.h"
 #include "monitoring/report/test_util.h"
 
 namespace reid::report {
@@ -70,7 +71,7 @@ TEST_F(ReportTest, WritesASelfContainedPageWithEveryPart) {
   WriteRun();
   ReportInfo info;
   const Status s = WriteRunReport(dir_, &info);
-  ASSERT_TRUE(s.ok()) << s.message();
+  ASSERT_OK(s);
   EXPECT_EQ(info.path, dir_ + "/report.html");
   EXPECT_EQ(info.step_records, 10);
   EXPECT_EQ(info.eval_records, 2);
@@ -106,7 +107,7 @@ TEST_F(ReportTest, WritesASelfContainedPageWithEveryPart) {
 
 TEST_F(ReportTest, OnlyAHistoryIsEnough) {
   Write(kHistoryFile, "{\"kind\":\"STEP\",\"stage\":1,\"step\":1,\"losses\":{\"total\":1}}\n");
-  ASSERT_TRUE(WriteRunReport(dir_).ok());
+  ASSERT_OK(WriteRunReport(dir_));
   const std::string html = Read("report.html");
   EXPECT_NE(html.find("No metrics.json"), std::string::npos);
   EXPECT_NE(html.find("No evaluations in the history"), std::string::npos);
@@ -116,7 +117,7 @@ TEST_F(ReportTest, OnlyAHistoryIsEnough) {
 
 TEST_F(ReportTest, EmptyHistoryStillWritesAPage) {
   Write(kHistoryFile, "");
-  ASSERT_TRUE(WriteRunReport(dir_).ok());
+  ASSERT_OK(WriteRunReport(dir_));
   EXPECT_NE(Read("report.html").find("No training records"), std::string::npos);
 }
 
@@ -125,7 +126,7 @@ TEST_F(ReportTest, BadOptionalFilesAreNotesNotErrors) {
   Write(kMetricsFile, "[not an object");
   Write(kRetrievalGridFile, "GIF89a");
   ReportInfo info;
-  ASSERT_TRUE(WriteRunReport(dir_, &info).ok());
+  ASSERT_OK(WriteRunReport(dir_, &info));
   ASSERT_EQ(info.warnings.size(), 2u);
   EXPECT_NE(info.warnings[0].find("metrics.json: not a JSON object"), std::string::npos);
   EXPECT_NE(info.warnings[1].find("retrieval_grid.jpg: not a JPEG file"), std::string::npos);
@@ -151,7 +152,7 @@ TEST_F(ReportTest, ReportPathInTheWayAndOddOptionalFiles) {
   ASSERT_EQ(mkfifo((dir_ + "/" + kRetrievalGridFile).c_str(), 0600), 0);
   std::filesystem::create_directory(dir_ + "/" + kConfigFile);
   ReportInfo info;
-  ASSERT_TRUE(WriteRunReport(dir_, &info).ok());
+  ASSERT_OK(WriteRunReport(dir_, &info));
   ASSERT_EQ(info.warnings.size(), 3u);
   EXPECT_EQ(info.warnings[0], dir_ + "/metrics.json: not a regular file (a FIFO), not shown");
   EXPECT_EQ(info.warnings[1],
@@ -179,7 +180,7 @@ TEST_F(ReportTest, MissingDirectoryOrHistoryIsAUserError) {
 TEST(ParseMetricsJsonTest, KnownKeysAndMissingOnes) {
   StatusOr<MetricsSummary> m = ParseMetricsJson(
       R"({"mAP":0.5,"cmc":[0.6,"x"],"num_query":3,"rerank":true,"stage":"2"})", "m.json");
-  ASSERT_TRUE(m.ok()) << m.status().message();
+  ASSERT_OK(m);
   EXPECT_EQ(m->map, 0.5);
   ASSERT_EQ(m->cmc.size(), 2u);
   EXPECT_EQ(m->cmc[0], 0.6);

@@ -135,6 +135,23 @@ torch::Tensor Communicator::AllGatherV(const torch::Tensor& t, std::vector<int64
 
 void Communicator::Barrier() { Await(host_->Barrier()); }
 
+Status CheckBackend(const reid::proto::DistConfig& config, int cuda_device) {
+  if (config.backend() != reid::proto::DistConfig::NCCL) return Status::Ok();
+#ifdef REID_HAVE_NCCL
+  if (cuda_device >= 0) return Status::Ok();
+  return Status::InvalidArgument(std::string("dist.backend = NCCL needs a CUDA device, but ") +
+                                 (torch::cuda::is_available()
+                                      ? "this run is on the CPU (--device=cpu)"
+                                      : "no GPU is visible (or LibTorch has no CUDA)") +
+                                 ": run on a GPU, or use AUTO or MPI");
+#else
+  (void)cuda_device;
+  return Status::InvalidArgument(
+      "dist.backend = NCCL but this build has no NCCL (the CUDA toolkit or NCCL was not found at "
+      "build time; `reid version` says what is compiled in): use AUTO or MPI");
+#endif
+}
+
 std::unique_ptr<Communicator> MakeCommunicator(const Ranks& ranks,
                                                const reid::proto::DistConfig& config,
                                                int cuda_device) {
@@ -150,9 +167,9 @@ std::unique_ptr<Communicator> MakeCommunicator(const Ranks& ranks,
     device = MakeNcclComm(*host, cuda_device);
   }
 #else
-  CHECK(config.backend() != reid::proto::DistConfig::NCCL)
-      << "dist.backend = NCCL but this build has no NCCL (CUDA toolkit not found at build time)";
-  (void)cuda_device;
+  // An invariant: `reid train` refuses such a config first (CheckBackend, exit 2).
+  CHECK(cuda_device < 0 || config.backend() != reid::proto::DistConfig::NCCL)
+      << "dist.backend = NCCL in a build without NCCL: CheckBackend was not called";
 #endif
   return std::make_unique<Communicator>(std::move(host), std::move(device));
 }

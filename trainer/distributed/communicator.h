@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "base/status.h"
 #include "base/torch_glog.h"
 #include "proto/reid_config.pb.h"
 #include "trainer/distributed/comm.h"
@@ -51,9 +52,17 @@ class Communicator {
   std::atomic<int64_t> wait_ns_{0};  // atomic: autograd's device threads run collectives too
 };
 
+// OK when this build and this run can use `config`'s backend for a job on `cuda_device` (-1: the
+// CPU): NCCL needs a build with NCCL and a CUDA device (a visible GPU); AUTO and MPI always work.
+// Else InvalidArgument naming dist.backend and the reason. Checked at start-up, on every rank,
+// before MakeCommunicator, for any world size (a config that cannot run on N ranks is refused
+// on one too).
+Status CheckBackend(const reid::proto::DistConfig& config, int cuda_device);
+
 // The job's communicator for `ranks`: world size 1 -> local (no MPI), else MPI on
 // MPI_COMM_WORLD with `config`'s timeout (and NCCL for CUDA tensors when built with it and
-// `cuda_device` >= 0).
+// `cuda_device` >= 0). With `cuda_device` >= 0, CheckBackend(config, cuda_device) must be OK;
+// with -1 (inference commands) dist.backend does not matter: collectives run on the CPU.
 std::unique_ptr<Communicator> MakeCommunicator(const Ranks& ranks,
                                                const reid::proto::DistConfig& config,
                                                int cuda_device = -1);

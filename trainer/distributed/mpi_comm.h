@@ -13,8 +13,9 @@ namespace reid::dist {
 
 struct MpiCommOptions {
   // A collective unfinished after this many seconds aborts the whole job (MPI_Abort) with a
-  // message naming rank, operation and sequence number. <= 0 disables the watchdog.
-  double timeout_s = 600.0;
+  // message naming rank, operation and sequence number. <= 0 disables the watchdog. The job's
+  // value is dist.timeout_s (MakeCommunicator sets it), whose default the schema holds.
+  double timeout_s = 0;
   // Buffers are processed in pieces of at most this many bytes (int counts, bounded scratch).
   // 1 MiB measured best on the 2-core VM (bench_allreduce --chunk_bytes): larger pieces fell to
   // under 1 GB/s at 16 MB and up, as Open MPI's own all-reduce does.

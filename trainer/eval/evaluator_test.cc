@@ -7,6 +7,7 @@
 #include <cmath>
 #include <memory>
 
+#include "trainer/eval/eval_run.h"
 #include "trainer/eval/rerank.h"
 
 namespace reid::trainer {
@@ -195,7 +196,7 @@ TEST(EvaluatorTest, RerankingOfIdenticalFeaturesIsARowOfTies) {
     RankingInput in = TiedCase(f.repeat({6, 1}), f.repeat({20, 1}));
     const EvalResult plain = EvaluateRanking(in, nullptr);
     for (int k2 : {1, 3}) {
-      RerankOptions o;
+      RerankOptions o = RerankOptionsFromConfig(proto::EvalConfig());  // schema defaults
       o.k1 = 5;
       o.k2 = k2;
       std::shared_ptr<Reranker> r(Reranker::Build(in.query, in.gallery, true, o, nullptr));

@@ -13,6 +13,7 @@
 #include <map>
 #include <ostream>
 
+#include "base/status_test_util.h"
 #include "trainer/eval/onnx_test_util.h"
 
 namespace reid::trainer {
@@ -137,7 +138,7 @@ TEST_P(OnnxExportTest, PassesCheckerAndHasTheInterface) {
   const TinySpec spec = GetParam().spec;
   InferenceModel model = TinyModel(spec);
   StatusOr<std::string> bytes = ExportOnnx(model, Info(spec));
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  ASSERT_OK(bytes);
   onnx::ModelProto m = Parse(*bytes);
   EXPECT_NO_THROW(onnx::checker::check_model(m));
   ExpectInterface(m, spec);

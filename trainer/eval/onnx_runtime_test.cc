@@ -16,6 +16,7 @@
 #include <fstream>
 #include <string>
 
+#include "base/status_test_util.h"
 #include "trainer/eval/onnx_export.h"
 #include "trainer/eval/onnx_test_util.h"
 #include "formats/npy.h"
@@ -73,12 +74,12 @@ class OnnxRuntimeTest : public ::testing::Test {
     const std::string cams_path = dir_ + "/" + tag + "_camids.npy";
     const std::string out_path = dir_ + "/" + tag + "_features.npy";
     Status st = formats::WriteNpy(in, images);
-    EXPECT_TRUE(st.ok()) << st.message();
+    EXPECT_OK(st);
     std::string cmd = "node tests/onnx_runtime_check.js --ort-dir " + Quote(ort_dir_) + " " +
                       Quote(onnx) + " " + Quote(in) + " " + Quote(out_path);
     if (cams.defined()) {
       st = formats::WriteNpy(cams_path, cams);
-      EXPECT_TRUE(st.ok()) << st.message();
+      EXPECT_OK(st);
       cmd += " " + Quote(cams_path);
     }
     std::string out;
@@ -91,7 +92,7 @@ class OnnxRuntimeTest : public ::testing::Test {
     if (rc != 0) return {};
     std::printf("  %s", out.c_str());
     StatusOr<torch::Tensor> got = formats::ReadNpy(out_path);
-    EXPECT_TRUE(got.ok()) << got.status().message();
+    EXPECT_OK(got);
     return got.ok() ? *got : torch::Tensor();
   }
 
@@ -103,7 +104,7 @@ class OnnxRuntimeTest : public ::testing::Test {
     info.width = spec.width;
     info.producer_version = "test";
     StatusOr<std::string> bytes = ExportOnnx(model, info);
-    ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+    ASSERT_OK(bytes);
     const std::string onnx = dir_ + "/" + name + ".onnx";
     std::ofstream(onnx, std::ios::binary) << *bytes;
     for (int64_t batch : {1, 7, 32}) {
@@ -155,7 +156,7 @@ TEST_F(OnnxRuntimeTest, PerturbedWeightIsCaught) {
   info.height = spec.height;
   info.width = spec.width;
   StatusOr<std::string> bytes = ExportOnnx(model, info);
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
+  ASSERT_OK(bytes);
   onnx::ModelProto proto;
   ASSERT_TRUE(proto.ParseFromString(*bytes));
   bool found = false;

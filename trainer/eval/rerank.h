@@ -18,11 +18,14 @@
 
 namespace reid::trainer {
 
+// Built by RerankOptionsFromConfig (eval_run.h) from eval.rerank_k1, rerank_k2, rerank_lambda,
+// chunk_rows and rerank_max_memory_mb, which hold the defaults (the reference's k1 20, k2 6,
+// lambda 0.3); none is restated here.
 struct RerankOptions {
-  int k1 = 20;                  // neighbours of the k-reciprocal sets
-  int k2 = 6;                   // neighbours of the query expansion
-  float lambda = 0.3f;          // weight of the original distance
-  int64_t chunk_rows = 1024;    // rows per distance block
+  int k1 = 0;                   // neighbours of the k-reciprocal sets
+  int k2 = 0;                   // neighbours of the query expansion
+  float lambda = 0;             // weight of the original distance
+  int64_t chunk_rows = 0;       // rows per distance block
   int64_t memory_limit_mb = 0;  // refuse above this; 0 = MemAvailable of /proc/meminfo
 };
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "base/status_test_util.h"
 #include "trainer/model/test_util.h"
 #include "trainer/model/weights.h"
 
@@ -24,7 +25,7 @@ class ClipParity : public ::testing::TestWithParam<const char*> {};
 TEST_P(ClipParity, EncodeImageAndTextMatchPython) {
   REQUIRE_FIXTURES();
   StatusOr<Clip> loaded = LoadClip(dir + "/" + GetParam());
-  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ASSERT_OK(loaded);
   Clip clip = *loaded;
   EXPECT_EQ(clip->shape().vision.heads, 2);
   EXPECT_EQ(clip->shape().text.vocab_size, 514);
@@ -42,7 +43,7 @@ INSTANTIATE_TEST_SUITE_P(BothFormats, ClipParity,
 // overlapping stride with SIE; all three outputs.
 void CheckReidCase(const std::string& dir, const std::string& name, int64_t stride, bool sie) {
   StatusOr<Clip> loaded = LoadClip(dir + "/clip_state.pth");
-  ASSERT_TRUE(loaded.ok()) << loaded.status().message();
+  ASSERT_OK(loaded);
   Clip clip = *loaded;
   VisionShape s = clip->visual->shape();
   s.stride = stride;
@@ -52,7 +53,7 @@ void CheckReidCase(const std::string& dir, const std::string& name, int64_t stri
   sd["positional_embedding"] =
       ResizePositionalEmbedding(sd["positional_embedding"], 4, 4, s.grid_h, s.grid_w);
   const Status fitted = LoadStateDict(*vis, sd, "visual");
-  ASSERT_TRUE(fitted.ok()) << fitted.message();
+  ASSERT_OK(fitted);
   torch::NoGradGuard no_grad;
   torch::Tensor cv = sie ? LoadNpyOrDie(dir + "/cv_" + name + ".npy") : torch::Tensor();
   VisionOutputs o = vis(LoadNpyOrDie(dir + "/images_" + name + ".npy"), cv);

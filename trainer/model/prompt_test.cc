@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "base/status_test_util.h"
 #include "trainer/model/tokenizer.h"
 
 namespace reid::model {
@@ -14,13 +15,13 @@ namespace {
 TEST(PromptTemplate, PositionsOfContextAndEnd) {
   auto tok = *Tokenizer::Create("");
   StatusOr<PromptTemplate> t = BuildPromptTemplate(*tok, "A photo of a {ctx} person.", 4, 77);
-  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_OK(t);
   EXPECT_EQ(t->ctx_start, 10);  // <sot> a p h o t o o f a (no merges in the byte-level fallback)
   EXPECT_EQ(t->tokens.size(), 77u);
   EXPECT_EQ(t->tokens[10], 343);
   EXPECT_EQ(t->tokens[t->eot], tok->eot());
   t = BuildPromptTemplate(*tok, "{ctx} person.", 8, 24);
-  ASSERT_TRUE(t.ok()) << t.status().message();
+  ASSERT_OK(t);
   EXPECT_EQ(t->ctx_start, 1);
   t = BuildPromptTemplate(*tok, "no placeholder", 4, 77);
   ASSERT_FALSE(t.ok());
@@ -40,7 +41,7 @@ TEST(PromptTemplate, PositionsOfContextAndEnd) {
 TEST(PromptLearner, ContextTokensPlusAdjustmentBetweenPrefixAndSuffix) {
   auto tok = *Tokenizer::Create("");
   StatusOr<PromptTemplate> built = BuildPromptTemplate(*tok, "a {ctx} person.", 2, 16);
-  ASSERT_TRUE(built.ok()) << built.status().message();
+  ASSERT_OK(built);
   const PromptTemplate& t = *built;
   ASSERT_EQ(t.ctx_start, 2);
   EXPECT_EQ(t.eot, 11);

@@ -59,6 +59,20 @@ ReidModelImpl::ReidModelImpl(const proto::ReidConfig& cfg, const ReidShape& shap
   neck_after_ = m.neck_feat() == proto::ModelConfig::AFTER;
 }
 
+bool ReidModelImpl::TrainsInStage(const std::string& name, int stage) {
+  auto under = [&](const char* prefix) { return name.rfind(prefix, 0) == 0; };
+  if (stage == 1) return under("prompt_learner.cls_ctx") || under("context_adjust.");
+  return !under("text_encoder.") && !under("prompt_learner.") && !under("context_adjust.") &&
+         name != "bottleneck.bias" && name != "bottleneck_proj.bias";
+}
+
+void ReidModelImpl::SetTrainable(int stage) {
+  for (auto& p : named_parameters()) {
+    p.value().requires_grad_(TrainsInStage(p.key(), stage));
+    p.value().mutable_grad() = torch::Tensor();
+  }
+}
+
 VisionOutputs ReidModelImpl::EncodeImage(const torch::Tensor& images, const torch::Tensor& cams) {
   torch::Tensor cv;
   if (cv_embed.defined()) {

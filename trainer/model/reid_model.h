@@ -48,6 +48,15 @@ class ReidModelImpl : public torch::nn::Module {
   // Copies CLIP's weights (image encoder with the grid resized; text encoder; prompt embeddings).
   void LoadFromClip(ClipImpl& clip);
 
+  // Whether the parameter `name` (as named_parameters() gives it) trains in `stage`, as CLIP-ReID
+  // splits the model: stage 1 learns the prompts' context tokens (prompt_learner.cls_ctx) and the
+  // context adjustment network g; stage 2 everything else except the text side (text encoder,
+  // prompt learner, g) and the BN necks' biases, which stay frozen at zero.
+  static bool TrainsInStage(const std::string& name, int stage);
+  // Sets requires_grad of every parameter as TrainsInStage(name, stage) says and drops its
+  // gradient.
+  void SetTrainable(int stage);
+
   const ReidShape& shape() const { return shape_; }
   bool has_context_adjust() const { return !context_adjust.is_empty(); }
   bool has_cross_attention() const { return !cross_attention.is_empty(); }

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "base/status_test_util.h"
 #include "proto/config.h"
 #include "trainer/model/test_util.h"
 
@@ -25,7 +26,7 @@ TEST(ReidModel, TinyConfigShapesHeadsAndModules) {
   proto::ReidConfig cfg = TinyConfig();
   cfg.mutable_model()->set_sie_camera(true);
   StatusOr<ReidModel> built = BuildReidModel(cfg, /*num_classes=*/6, /*num_cameras=*/4);
-  ASSERT_TRUE(built.ok()) << built.status().message();
+  ASSERT_OK(built);
   ReidModel model = *built;
   EXPECT_TRUE(model->has_context_adjust());
   EXPECT_TRUE(model->has_cross_attention());
@@ -54,6 +55,53 @@ TEST(ReidModel, TinyConfigShapesHeadsAndModules) {
   EXPECT_GT(model->context_adjust->fc1->weight.grad().abs().sum().item<double>(), 0);
 }
 
+// The stage split is the model's: checked against its submodules, not against name prefixes.
+TEST(ReidModel, SetTrainableSplitsTheStagesByModule) {
+  proto::ReidConfig cfg = TinyConfig();
+  cfg.mutable_model()->set_sie_camera(true);
+  StatusOr<ReidModel> built = BuildReidModel(cfg, /*num_classes=*/6, /*num_cameras=*/4);
+  ASSERT_OK(built);
+  ReidModel model = *built;
+  ASSERT_TRUE(model->has_context_adjust());
+  ASSERT_TRUE(model->has_cross_attention());
+  auto all_train = [](const torch::nn::Module& m, bool want) {
+    int64_t n = 0;
+    for (const auto& p : m.named_parameters()) {
+      EXPECT_EQ(p.value().requires_grad(), want) << p.key();
+      ++n;
+    }
+    return n;
+  };
+  // A gradient left from before is dropped.
+  model->prompt_learner->cls_ctx.mutable_grad() = torch::ones_like(model->prompt_learner->cls_ctx);
+
+  model->SetTrainable(1);
+  EXPECT_FALSE(model->prompt_learner->cls_ctx.grad().defined());
+  EXPECT_TRUE(model->prompt_learner->cls_ctx.requires_grad());
+  EXPECT_GT(all_train(*model->context_adjust, true), 0);
+  all_train(*model->image_encoder, false);
+  all_train(*model->text_encoder, false);
+  all_train(*model->cross_attention, false);
+  all_train(*model->classifier, false);
+  EXPECT_FALSE(model->cv_embed.requires_grad());
+  int64_t stage1 = 0;
+  for (const auto& p : model->parameters()) stage1 += p.requires_grad();
+  EXPECT_EQ(stage1, 1 + static_cast<int64_t>(model->context_adjust->parameters().size()));
+
+  model->SetTrainable(2);
+  EXPECT_GT(all_train(*model->image_encoder, true), 0);
+  EXPECT_GT(all_train(*model->cross_attention, true), 0);
+  all_train(*model->classifier, true);
+  all_train(*model->classifier_proj, true);
+  EXPECT_TRUE(model->cv_embed.requires_grad());
+  EXPECT_TRUE(model->bottleneck->weight.requires_grad());
+  EXPECT_FALSE(model->bottleneck->bias.requires_grad());  // frozen at zero, as CLIP-ReID
+  EXPECT_FALSE(model->bottleneck_proj->bias.requires_grad());
+  all_train(*model->text_encoder, false);
+  all_train(*model->prompt_learner, false);
+  all_train(*model->context_adjust, false);
+}
+
 TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
   if (testing::ClipFixtureDir().empty())
     GTEST_SKIP() << "trainer/model/testdata/clip_fixtures missing";
@@ -64,7 +112,7 @@ TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
   cfg.mutable_model()->set_transformer_heads(2);
   cfg.mutable_input()->mutable_size_train()->set_height(48);  // 6x4 grid from the 4x4 checkpoint
   StatusOr<ReidModel> built = BuildReidModel(cfg, 5, 2);
-  ASSERT_TRUE(built.ok()) << built.status().message();
+  ASSERT_OK(built);
   ReidModel model = *built;
   EXPECT_EQ(model->image_encoder->positional_embedding.size(0), 1 + 6 * 4);
   EXPECT_EQ(model->shape().vision.heads, 2);
@@ -75,7 +123,7 @@ TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
   torch::save(model, path);
   cfg.mutable_model()->set_weights(path);
   StatusOr<ReidModel> reloaded = BuildReidModel(cfg, 5, 2);
-  ASSERT_TRUE(reloaded.ok()) << reloaded.status().message();
+  ASSERT_OK(reloaded);
   ReidModel again = *reloaded;
   model->eval();
   again->eval();
@@ -92,7 +140,7 @@ TEST(ReidModel, LoadsOpenAiClipAndItsOwnCheckpoint) {
 
 TEST(ReidModel, CheckModelFilesComparesWeightsAndVocabularyWithTheConfig) {
   proto::ReidConfig cfg = TinyConfig();
-  EXPECT_TRUE(CheckModelFiles(cfg.model()).ok()) << "random init, byte-level tokenizer: 514 ids";
+  EXPECT_OK(CheckModelFiles(cfg.model())) << "random init, byte-level tokenizer: 514 ids";
   cfg.mutable_model()->set_vocab_size(49408);
   Status s = CheckModelFiles(cfg.model());
   EXPECT_EQ(s.exit_code(), 2);
@@ -112,7 +160,7 @@ TEST(ReidModel, CheckModelFilesComparesWeightsAndVocabularyWithTheConfig) {
       << s.message();
   cfg.mutable_model()->set_context_length(77);
   cfg.mutable_model()->set_transformer_width(128);
-  EXPECT_TRUE(CheckModelFiles(cfg.model()).ok());
+  EXPECT_OK(CheckModelFiles(cfg.model()));
   cfg.mutable_model()->set_bpe_vocab("/nonexistent/bpe_simple_vocab_16e6.txt.gz");
   s = CheckModelFiles(cfg.model());
   EXPECT_EQ(s.exit_code(), 2) << s.message();

@@ -13,6 +13,8 @@
 #include <set>
 #include <sstream>
 
+#include "base/status_test_util.h"
+
 namespace reid::model {
 namespace {
 
@@ -56,7 +58,7 @@ TEST(Tokenizer, MatchesOpenAiOnSharedCases) {
     GTEST_SKIP() << "no " << kSharedDir << "tokenizer_cases.tsv or merges file beside it";
   }
   StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create(merges);
-  ASSERT_TRUE(created.ok()) << created.status().message();
+  ASSERT_OK(created);
   const Tokenizer* tok = created->get();
   EXPECT_EQ(tok->vocab_size(), 49408);
   int checked = 0;
@@ -69,7 +71,7 @@ TEST(Tokenizer, MatchesOpenAiOnSharedCases) {
     std::istringstream ids(line.substr(tab + 1));
     for (int64_t id; ids >> id;) want.push_back(id);
     StatusOr<std::vector<int64_t>> got = tok->Tokenize(text, 1 << 20, false);
-    ASSERT_TRUE(got.ok()) << got.status().message();
+    ASSERT_OK(got);
     EXPECT_EQ(*got, want) << "text: " << text;
     ++checked;
   }
@@ -78,7 +80,7 @@ TEST(Tokenizer, MatchesOpenAiOnSharedCases) {
 
 TEST(Tokenizer, ByteLevelFallbackHas514Ids) {
   StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("");
-  ASSERT_TRUE(created.ok()) << created.status().message();
+  ASSERT_OK(created);
   const Tokenizer* tok = created->get();
   EXPECT_EQ(tok->vocab_size(), 514);
   EXPECT_EQ(tok->sot(), 512);
@@ -90,7 +92,7 @@ TEST(Tokenizer, ByteLevelFallbackHas514Ids) {
 
 TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacters) {
   StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("");
-  ASSERT_TRUE(created.ok()) << created.status().message();
+  ASSERT_OK(created);
   const Tokenizer* tok = created->get();
   // A UTF-8-encoded surrogate, an overlong NUL and a lead byte past U+10FFFF: each byte becomes
   // U+FFFD (as Python's errors="replace"), and the text after them is still tokenized.
@@ -107,7 +109,7 @@ TEST(Tokenizer, InvalidUtf8BecomesReplacementCharacters) {
 
 TEST(Tokenizer, TruncatesToContextWithEndToken) {
   StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create("");
-  ASSERT_TRUE(created.ok()) << created.status().message();
+  ASSERT_OK(created);
   const Tokenizer* tok = created->get();
   StatusOr<std::vector<int64_t>> ids = tok->Tokenize("a b c d e f", 5, false);
   ASSERT_FALSE(ids.ok());
@@ -115,7 +117,7 @@ TEST(Tokenizer, TruncatesToContextWithEndToken) {
   EXPECT_NE(ids.status().message().find("more than context length 5"), std::string::npos)
       << ids.status().message();
   ids = tok->Tokenize("a b c d e f", 5, true);
-  ASSERT_TRUE(ids.ok());
+  ASSERT_OK(ids);
   EXPECT_EQ(ids->size(), 5u);
   EXPECT_EQ(ids->front(), 512);
   EXPECT_EQ(ids->back(), 513);
@@ -188,7 +190,7 @@ TEST(Tokenizer, HeapBpeMatchesPythonsMergeOrder) {
   out.close();
   StatusOr<std::unique_ptr<Tokenizer>> created = Tokenizer::Create(path);
   std::remove(path);
-  ASSERT_TRUE(created.ok()) << created.status().message();
+  ASSERT_OK(created);
   const Tokenizer* tok = created->get();
   // Ids: byte symbols in bytes_to_unicode order ('a' = 64, 'a</w>' = 256 + 64), merges 512 + rank.
   auto id_of = [&](const std::string& sym) -> int64_t {
@@ -210,7 +212,7 @@ TEST(Tokenizer, HeapBpeMatchesPythonsMergeOrder) {
   std::string big;
   for (int i = 0; i < 1000000; ++i) big.push_back("abc"[rng() % 3]);
   StatusOr<std::vector<int64_t>> ids = tok->Tokenize(big, 77, /*truncate=*/true);
-  ASSERT_TRUE(ids.ok());
+  ASSERT_OK(ids);
   EXPECT_EQ(ids->size(), 77u);
   EXPECT_FALSE(tok->Encode(big).empty());
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 20);
