@@ -2,6 +2,7 @@
 // brute-force re-statement of eval_func on random data.
 #include "trainer/eval/evaluator.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -98,14 +99,30 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
   }
   in.max_rank = 20;
   const EvalResult want = BruteForce(in);
+  // Blocks of 1, 5 or all queries; tiles of 7, 16 or all gallery items (each identity's items
+  // then spread over several tiles).
   for (int64_t chunk : {1, 5, 1024}) {
-    in.chunk_rows = chunk;
-    const EvalResult got = EvaluateRanking(in, nullptr);
-    EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
-    EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
-    ASSERT_EQ(got.cmc.size(), want.cmc.size());
-    for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    for (int64_t tile : {7, 16, 0}) {
+      in.chunk_rows = chunk;
+      in.tile_cols = tile;
+      const EvalResult got = EvaluateRanking(in, nullptr);
+      EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+      EXPECT_NEAR(got.mAP, want.mAP, 1e-12) << chunk << " " << tile;
+      ASSERT_EQ(got.cmc.size(), want.cmc.size());
+      for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    }
   }
+  // The same bits on 1 and 3 threads (tiles taken in any order).
+  in.chunk_rows = 5;
+  in.tile_cols = 7;
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const EvalResult one = EvaluateRanking(in, nullptr);
+  at::set_num_threads(3);
+  const EvalResult three = EvaluateRanking(in, nullptr);
+  at::set_num_threads(threads);
+  EXPECT_EQ(one.mAP, three.mAP);
+  EXPECT_EQ(one.cmc, three.cmc);
   // Shards summed in any split give the same sums as the whole.
   RankingSums whole = RankQueries(in, 0, 37), a = RankQueries(in, 0, 20),
               b = RankQueries(in, 20, 37);
@@ -133,11 +150,14 @@ TEST(EvaluatorTest, TiesRankByGalleryIndex) {
   in.feat_norm = false;  // integer features: every distance exact, ties exact
   const EvalResult want = BruteForce(in);
   for (int64_t chunk : {1, 7}) {
-    in.chunk_rows = chunk;
-    const EvalResult got = EvaluateRanking(in, nullptr);
-    EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
-    EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
-    for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    for (int64_t tile : {3, 8, 0}) {
+      in.chunk_rows = chunk;
+      in.tile_cols = tile;
+      const EvalResult got = EvaluateRanking(in, nullptr);
+      EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+      EXPECT_NEAR(got.mAP, want.mAP, 1e-12) << chunk << " " << tile;
+      for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    }
   }
 }
 
@@ -180,6 +200,24 @@ TEST(EvaluatorTest, NanDistancesRankLast) {
   const EvalResult one = EvaluateRanking(in, nullptr);
   EXPECT_EQ(one.cmc[0], 0.0);  // items 1, 2, 3 are other pids; item 4 is the first match
   EXPECT_LE(one.mAP, 1.0);
+}
+
+// A query of NaN features (every distance NaN) ranks the gallery in index order in the tiles too,
+// as given NaN distances do.
+TEST(EvaluatorTest, NanFeaturesRankInIndexOrder) {
+  torch::manual_seed(2);
+  RankingInput in = TiedCase(torch::randn({6, 4}), torch::randn({20, 4}));
+  in.query[2].fill_(NAN);
+  in.tile_cols = 6;
+  const std::vector<QueryRanking> tiled = RankEachQuery(in, 0, 6);
+  in.distance_rows = [](int64_t begin, int64_t end) {
+    return torch::full({end - begin, 20}, NAN, torch::kFloat32);
+  };
+  const std::vector<QueryRanking> given = RankEachQuery(in, 2, 3);
+  EXPECT_EQ(tiled[2].ap, given[0].ap);
+  EXPECT_EQ(tiled[2].first_hit, given[0].first_hit);
+  EXPECT_GE(tiled[2].ap, 0.0);
+  EXPECT_LE(tiled[2].ap, 1.0);
 }
 
 // Re-ranking with every feature identical: every distance is 0, so the reference's scaling by the
