@@ -2,15 +2,23 @@
 #include "trainer/eval/evaluator.h"
 
 #include <ATen/Parallel.h>
+#include <dlfcn.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <numeric>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
 
 #include "trainer/distributed/shard.h"
@@ -114,6 +122,51 @@ std::unordered_map<int64_t, std::vector<int64_t>> IndexByPid(const std::vector<i
 
 }  // namespace
 
+namespace {
+
+// OpenBLAS' thread count, looked up at run time: LibTorch reaches BLAS through libblas.so.3, which
+// may be another implementation (then both stay null and the scope does nothing).
+struct BlasThreadControl {
+  void (*set)(int) = nullptr;
+  int (*get)() = nullptr;
+};
+
+const BlasThreadControl& BlasControl() {
+  static const BlasThreadControl control = [] {
+    BlasThreadControl c;
+    c.set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    c.get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    if (c.set == nullptr || c.get == nullptr) c = BlasThreadControl();
+    return c;
+  }();
+  return control;
+}
+
+}  // namespace
+
+ScopedBlasThreads::ScopedBlasThreads(int threads) {
+  const BlasThreadControl& c = BlasControl();
+  if (c.set == nullptr) return;
+  const int now = c.get();
+  if (now == threads) return;
+  saved_ = now;
+  c.set(threads);
+}
+
+ScopedBlasThreads::~ScopedBlasThreads() {
+  if (saved_ > 0) BlasControl().set(saved_);
+}
+
+void ForEachDynamic(int64_t n, const std::function<void(int64_t, int)>& fn) {
+  if (n <= 0) return;
+  std::atomic<int64_t> next{0};
+  const int64_t threads = std::min<int64_t>(n, std::max(1, at::get_num_threads()));
+  at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
+    const int thread = at::get_thread_num();
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i, thread);
+  });
+}
+
 torch::Tensor HugePageEmpty(at::IntArrayRef sizes) {
   int64_t bytes = sizeof(float);
   for (int64_t s : sizes) bytes *= s;
@@ -146,61 +199,355 @@ torch::Tensor SquaredNorms(const torch::Tensor& x) {
   const float* p = f.data_ptr<float>();
   float* o = out.data_ptr<float>();
   at::parallel_for(0, n, 256, [&](int64_t lo, int64_t hi) {  // no (N, D) temporary
-    for (int64_t i = lo; i < hi; ++i) {
-      const float* row = p + i * d;
-      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-      int64_t k = 0;
-      for (; k + 8 <= d; k += 8) {
-        for (int t = 0; t < 8; ++t) acc[t] += row[k + t] * row[k + t];
-      }
-      float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-      for (; k < d; ++k) sum += row[k] * row[k];
-      o[i] = sum;
-    }
+    for (int64_t i = lo; i < hi; ++i) o[i] = SquaredNorm(p + i * d, d);
   });
   return out;
 }
 
-std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, int64_t end) {
+float SquaredNorm(const float* row, int64_t d) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= d; k += 8) {
+    for (int t = 0; t < 8; ++t) acc[t] += row[k + t] * row[k + t];
+  }
+  float sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; k < d; ++k) sum += row[k] * row[k];
+  return sum;
+}
+
+namespace {
+
+const float kInf = std::numeric_limits<float>::infinity();
+
+// The protocol's key of a distance: NaN ranks last (see RankRow).
+inline float Key(float d) { return std::isnan(d) ? kInf : d; }
+
+// The size of near-equal parts of at most `max` that cover n.
+int64_t EvenPart(int64_t n, int64_t max) {
+  const int64_t parts = std::max<int64_t>(1, (n + max - 1) / max);
+  return std::max<int64_t>(1, (n + parts - 1) / parts);
+}
+
+// The gallery in (pid, index) order: each identity's items are one range of positions, so a
+// block of queries sorted by pid finds all its matches and junk in a few adjacent tiles.
+struct PidGallery {
+  int64_t g = 0, width = 0, tiles = 0;  // items; columns per tile; tiles
+  std::vector<int64_t> index, cam;      // per position: gallery index, camera
+  std::unordered_map<int64_t, std::pair<int64_t, int64_t>> range;  // pid -> positions [lo, hi)
+  torch::Tensor feats;    // (tiles * width, D) float32 in position order, normalised; zero padding
+  std::vector<float> sq;  // (tiles * width) squared norms of feats' rows
+};
+
+PidGallery OrderGallery(const RankingInput& in) {
+  PidGallery p;
+  p.g = static_cast<int64_t>(in.g_pids.size());
+  p.index.resize(p.g);
+  std::iota(p.index.begin(), p.index.end(), 0);
+  std::stable_sort(p.index.begin(), p.index.end(),
+                   [&](int64_t a, int64_t b) { return in.g_pids[a] < in.g_pids[b]; });
+  p.cam.resize(p.g);
+  for (int64_t pos = 0; pos < p.g; ++pos) {
+    const int64_t j = p.index[pos];
+    p.cam[pos] = in.g_cams[j];
+    auto [it, fresh] = p.range.try_emplace(in.g_pids[j], pos, pos + 1);
+    if (!fresh) it->second.second = pos + 1;
+  }
+  p.width = EvenPart(std::max<int64_t>(p.g, 1), in.tile_cols > 0 ? in.tile_cols : kTileCols);
+  p.tiles = (p.g + p.width - 1) / p.width;
+  return p;
+}
+
+// out (rows, D) float32: the rows `order` of src (the rest zero), L2-normalised when asked, and
+// their squared norms in sq (rows), 256 rows at a time on the intra-op threads (one pass).
+void GatherRows(const torch::Tensor& src, const std::vector<int64_t>& order, bool normalize,
+                torch::Tensor& out, std::vector<float>* sq) {
+  const int64_t rows = out.size(0), d = out.size(1), n = static_cast<int64_t>(order.size());
+  sq->assign(rows, 0.0f);
+  const torch::Tensor index =
+      torch::from_blob(const_cast<int64_t*>(order.data()), {n}, torch::kInt64);
+  constexpr int64_t kRows = 256;
+  at::parallel_for(0, (rows + kRows - 1) / kRows, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t b = lo; b < hi; ++b) {
+      const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
+      const int64_t real = std::clamp<int64_t>(n - r0, 0, r1 - r0);
+      torch::Tensor part = out.slice(0, r0, r1);
+      if (real < r1 - r0) part.slice(0, real).zero_();
+      if (real > 0) {
+        torch::Tensor dst = part.slice(0, 0, real);
+        const torch::Tensor rows_in = src.index_select(0, index.slice(0, r0, r0 + real));
+        if (normalize) {
+          NormalizeRowsInto(rows_in, dst);
+        } else {
+          dst.copy_(rows_in);
+        }
+      }
+      const float* f = part.data_ptr<float>();
+      for (int64_t r = 0; r < r1 - r0; ++r) (*sq)[r0 + r] = SquaredNorm(f + r * d, d);
+    }
+  });
+}
+
+// A query of a block: its identity's positions, its matches (sorted by distance, then gallery
+// index) and its counts: counts[c] = items of other identities ranked after exactly c matches.
+struct BlockQuery {
+  int64_t query = 0;
+  int64_t lo = 0, hi = 0;            // its pid's gallery positions
+  int64_t h = 0;                     // matches (other cameras)
+  int64_t first = 0, counts_at = 0;  // its matches in Block::t/m (padded to 4); its h + 1 counts
+  float qn = 0, tmax = 0;            // squared norm; the distance of its last match
+};
+
+// A block of queries (rows [row0, row0 + rows) of the sorted queries) and its tasks: make the
+// tiles of its own identities (tiles [t_lo, t_lo + ns)), make and count every other tile, count
+// its own identities' tiles (once their matches are known).
+struct Block {
+  std::vector<BlockQuery> q;
+  std::vector<float> t;    // match distances, each query's padded to a multiple of 4 with NaN
+  std::vector<int64_t> m;  // match gallery indices
+  int64_t counts = 0, row0 = 0, t_lo = 0, ns = 0, tasks_at = 0;
+  std::once_flag ready;
+  torch::Tensor own_tiles;           // (ns * rows * w), from the pool
+  std::vector<int64_t> counts_of;    // (threads, counts)
+  std::atomic<int64_t> made{0}, left{0};
+  std::atomic<bool> known{false};    // t, m and tmax are set
+};
+
+// One query's row of a tile (positions [c0, c1), `dots` at c0), items of its own identity
+// skipped: each item adds 1 to counts[c], c = the number of matches ranked before it. Items after
+// the last match are passed over four at a time.
+void CountRow(const float* dots, int64_t c0, int64_t c1, const BlockQuery& bq, const float* t,
+              const int64_t* m, const PidGallery& gal, int64_t* counts) {
+  const float* row = dots - c0;  // row[pos]
+  const float* gs = gal.sq.data();
+  const float qn = bq.qn, tmax = bq.tmax;
+  const int64_t h = bq.h;
+  const auto count = [&](int64_t pos) {
+    const float x = Key((qn + gs[pos]) - 2.0f * row[pos]);
+    if (x > tmax) return;
+    int64_t before = 0, equal = 0;
+#if defined(__SSE2__)
+    const __m128 x4 = _mm_set1_ps(x);
+    __m128i lt = _mm_setzero_si128(), eq = _mm_setzero_si128();
+    for (int64_t i = 0; i < h; i += 4) {  // the padding is NaN: neither below nor equal
+      const __m128 t4 = _mm_loadu_ps(t + i);
+      lt = _mm_sub_epi32(lt, _mm_castps_si128(_mm_cmplt_ps(t4, x4)));
+      eq = _mm_sub_epi32(eq, _mm_castps_si128(_mm_cmpeq_ps(t4, x4)));
+    }
+    alignas(16) int32_t l[4], e[4];
+    _mm_store_si128(reinterpret_cast<__m128i*>(l), lt);
+    _mm_store_si128(reinterpret_cast<__m128i*>(e), eq);
+    before = (l[0] + l[1]) + (l[2] + l[3]);
+    equal = (e[0] + e[1]) + (e[2] + e[3]);
+#else
+    for (int64_t i = 0; i < h; ++i) {
+      before += t[i] < x;
+      equal += t[i] == x;
+    }
+#endif
+    if (equal > 0) {  // exact ties with matches: those of larger gallery index rank after it
+      const int64_t j = gal.index[pos];
+      for (int64_t i = before, e = before + equal; i < e && m[i] < j; ++i) ++before;
+    }
+    ++counts[before];
+  };
+  const auto span = [&](int64_t a, int64_t b) {
+    int64_t pos = a;
+#if defined(__SSE2__)
+    // Four at a time: the items not above tmax (NaN included; Key decides) as a bit mask.
+    const __m128 qn4 = _mm_set1_ps(qn), tmax4 = _mm_set1_ps(tmax);
+    for (; pos + 4 <= b; pos += 4) {
+      const __m128 dot = _mm_loadu_ps(row + pos);
+      const __m128 d = _mm_sub_ps(_mm_add_ps(qn4, _mm_loadu_ps(gs + pos)), _mm_add_ps(dot, dot));
+      for (int mask = _mm_movemask_ps(_mm_cmpngt_ps(d, tmax4)); mask != 0; mask &= mask - 1) {
+        count(pos + __builtin_ctz(mask));
+      }
+    }
+#endif
+    for (; pos < b; ++pos) count(pos);
+  };
+  span(c0, std::max(c0, std::min(c1, bq.lo)));
+  span(std::min(c1, std::max(c0, bq.hi)), c1);
+}
+
+// Queries [begin, end) with a match, sorted by (pid, index), ranked in blocks of at most
+// min(chunk_rows, kTileRows) queries against gallery tiles of `width` items (docs/evaluation.md):
+// per block, the tiles holding the block's own identities are made first and give each query's
+// matches; every other tile is made by one thread and counted by it at once, while in cache. The
+// tasks of all blocks form one list taken in order by the intra-op threads, so no thread waits
+// for another until the end (a block's own tiles are counted after its matches are read). Every
+// tile has one shape (queries and gallery padded), so each distance comes from the same product
+// kernel whatever the threads and shards; no distance matrix is held.
+std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64_t end) {
+  std::vector<QueryRanking> results(std::max<int64_t>(0, end - begin));
+  PidGallery gal = OrderGallery(in);
+  std::vector<BlockQuery> valid;
+  for (int64_t q = begin; q < end; ++q) {
+    const auto it = gal.range.find(in.q_pids[q]);
+    if (it == gal.range.end()) continue;
+    BlockQuery bq;
+    bq.query = q;
+    std::tie(bq.lo, bq.hi) = it->second;
+    for (int64_t pos = bq.lo; pos < bq.hi; ++pos) bq.h += gal.cam[pos] != in.q_cams[q];
+    if (bq.h > 0) valid.push_back(bq);  // else no remaining match: skipped, as the reference does
+  }
+  if (valid.empty()) return results;
+  std::stable_sort(valid.begin(), valid.end(), [&](const BlockQuery& a, const BlockQuery& b) {
+    return in.q_pids[a.query] < in.q_pids[b.query];
+  });
+  const int64_t n = static_cast<int64_t>(valid.size()), d = in.query.size(1), w = gal.width;
+  const int64_t rows = EvenPart(n, std::clamp<int64_t>(in.chunk_rows, 1, kTileRows));
+  const int64_t num_blocks = (n + rows - 1) / rows;
+  gal.feats = HugePageEmpty({std::max<int64_t>(gal.tiles * w, 1), d});
+  GatherRows(in.gallery, gal.index, in.feat_norm, gal.feats, &gal.sq);
+  torch::Tensor queries = HugePageEmpty({num_blocks * rows, d});  // sorted, padded
+  std::vector<float> q_sq;
+  {
+    std::vector<int64_t> order(n);
+    for (int64_t i = 0; i < n; ++i) order[i] = valid[i].query;
+    GatherRows(in.query, order, in.feat_norm, queries, &q_sq);
+  }
+  const int threads = std::max(1, at::get_num_threads());
+  std::vector<std::unique_ptr<Block>> blocks;
+  int64_t tasks = 0;
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    auto blk = std::make_unique<Block>();
+    blk->row0 = b * rows;
+    blk->q.assign(valid.begin() + blk->row0, valid.begin() + std::min(n, blk->row0 + rows));
+    for (int64_t r = 0; r < static_cast<int64_t>(blk->q.size()); ++r) {
+      BlockQuery& bq = blk->q[r];
+      bq.qn = q_sq[blk->row0 + r];
+      bq.first = static_cast<int64_t>(blk->t.size());
+      bq.counts_at = blk->counts;
+      blk->t.resize(bq.first + (bq.h + 3) / 4 * 4, std::numeric_limits<float>::quiet_NaN());
+      blk->counts += bq.h + 1;
+    }
+    blk->m.resize(blk->t.size());
+    // The block's own identities' tiles (pid ranges ascend with the sorted queries).
+    blk->t_lo = blk->q.front().lo / w;
+    blk->ns = (blk->q.back().hi - 1) / w - blk->t_lo + 1;
+    blk->tasks_at = tasks;
+    blk->left = gal.tiles + blk->ns;
+    tasks += gal.tiles + blk->ns;
+    blocks.push_back(std::move(blk));
+  }
+  ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that counts it
+  std::vector<torch::Tensor> own(threads);  // per thread: its tile
+  for (torch::Tensor& t : own) t = HugePageEmpty({rows, w});
+  std::mutex pool_mutex;
+  std::vector<torch::Tensor> pool;  // buffers for blocks' own tiles, reused
+  const float* gs = gal.sq.data();
+  const auto product = [&](const Block& blk, int64_t tile, torch::Tensor out) {
+    at::mm_out(out, queries.slice(0, blk.row0, blk.row0 + rows),
+               gal.feats.slice(0, tile * w, (tile + 1) * w).t());
+  };
+  const auto own_tile = [&](const Block& blk, int64_t i) {
+    return blk.own_tiles.narrow(0, i * rows * w, rows * w).view({rows, w});
+  };
+  const auto read_matches = [&](Block& blk) {
+    const float* sp = blk.own_tiles.data_ptr<float>();
+    std::vector<Keyed> matches;
+    for (int64_t r = 0; r < static_cast<int64_t>(blk.q.size()); ++r) {
+      BlockQuery& bq = blk.q[r];
+      const int64_t cam = in.q_cams[bq.query];
+      matches.clear();
+      for (int64_t pos = bq.lo; pos < bq.hi; ++pos) {
+        if (gal.cam[pos] == cam) continue;  // junk: removed
+        const float dot = sp[((pos / w) - blk.t_lo) * rows * w + r * w + pos % w];
+        matches.push_back({Key((bq.qn + gs[pos]) - 2.0f * dot), gal.index[pos]});
+      }
+      std::sort(matches.begin(), matches.end());
+      for (int64_t i = 0; i < bq.h; ++i) {
+        blk.t[bq.first + i] = matches[i].d;
+        blk.m[bq.first + i] = matches[i].j;
+      }
+      bq.tmax = matches.back().d;
+    }
+  };
+  const auto count_tile = [&](Block& blk, int64_t tile, const float* dots, int thread) {
+    const int64_t c0 = tile * w, c1 = std::min(gal.g, c0 + w);
+    int64_t* cnt = blk.counts_of.data() + thread * blk.counts;
+    for (int64_t r = 0; r < static_cast<int64_t>(blk.q.size()); ++r) {
+      const BlockQuery& bq = blk.q[r];
+      CountRow(dots + r * w, c0, c1, bq, blk.t.data() + bq.first, blk.m.data() + bq.first, gal,
+               cnt + bq.counts_at);
+    }
+  };
+  const auto finish = [&](Block& blk) {
+    for (const BlockQuery& bq : blk.q) {
+      // Position of match i among the kept items: the i matches before it and the items of other
+      // identities ranked before it (counts[0..i] summed over the threads).
+      int64_t others = 0;
+      double precision_sum = 0;
+      QueryRanking& out = results[bq.query - begin];
+      for (int64_t i = 0; i < bq.h; ++i) {
+        for (int th = 0; th < threads; ++th) others += blk.counts_of[th * blk.counts + bq.counts_at + i];
+        const int64_t position = i + others;
+        if (i == 0) out.first_hit = position;
+        precision_sum += static_cast<double>(i + 1) / static_cast<double>(position + 1);
+      }
+      out.ap = precision_sum / static_cast<double>(bq.h);
+    }
+    std::lock_guard<std::mutex> lock(pool_mutex);
+    pool.push_back(std::move(blk.own_tiles));
+    std::vector<int64_t>().swap(blk.counts_of);
+  };
+  ForEachDynamic(tasks, [&](int64_t task, int thread) {
+    const auto it = std::upper_bound(blocks.begin(), blocks.end(), task,
+                                     [](int64_t k, const std::unique_ptr<Block>& b) {
+                                       return k < b->tasks_at;
+                                     });
+    Block& blk = **(it - 1);
+    std::call_once(blk.ready, [&] {
+      blk.counts_of.assign(static_cast<size_t>(threads) * blk.counts, 0);
+      const int64_t need = blk.ns * rows * w;
+      std::lock_guard<std::mutex> lock(pool_mutex);
+      for (size_t i = 0; i < pool.size(); ++i) {
+        if (pool[i].numel() >= need) {
+          blk.own_tiles = std::move(pool[i]);
+          pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
+          return;
+        }
+      }
+      blk.own_tiles = HugePageEmpty({need});
+    });
+    const auto wait_for_matches = [&] {
+      while (!blk.known.load(std::memory_order_acquire)) std::this_thread::yield();
+    };
+    const int64_t i = task - blk.tasks_at, others = gal.tiles - blk.ns;
+    if (i < blk.ns) {  // one of the block's own identities' tiles
+      product(blk, blk.t_lo + i, own_tile(blk, i));
+      if (blk.made.fetch_add(1) + 1 == blk.ns) {
+        read_matches(blk);
+        blk.known.store(true, std::memory_order_release);
+      }
+    } else if (i < blk.ns + others) {  // another tile
+      const int64_t k = i - blk.ns, tile = k < blk.t_lo ? k : k + blk.ns;
+      product(blk, tile, own[thread]);
+      wait_for_matches();
+      count_tile(blk, tile, own[thread].data_ptr<float>(), thread);
+    } else {  // count one of the block's own identities' tiles
+      const int64_t k = i - blk.ns - others;
+      wait_for_matches();
+      count_tile(blk, blk.t_lo + k, own_tile(blk, k).data_ptr<float>(), thread);
+    }
+    if (blk.left.fetch_sub(1) == 1) finish(blk);
+  });
+  return results;
+}
+
+// Ranks full rows of given distances (re-ranking), `chunk_rows` at a time.
+std::vector<QueryRanking> RankDistanceRows(const RankingInput& in, int64_t begin, int64_t end) {
   const int64_t g = static_cast<int64_t>(in.g_pids.size());
   const auto by_pid = IndexByPid(in.g_pids);
   const std::vector<int64_t> none;
-  torch::Tensor gallery, g_sq;
-  if (!in.distance_rows) {
-    gallery = in.feat_norm ? NormalizeRows(in.gallery) : in.gallery.to(torch::kFloat32);
-    gallery = gallery.contiguous();
-    g_sq = SquaredNorms(gallery);  // (G)
-  }
   const int64_t chunk = std::max<int64_t>(1, in.chunk_rows);
   std::vector<QueryRanking> results(std::max<int64_t>(0, end - begin));
-  // Reused blocks (fresh pages cost a fault each): a chunk's queries and its dot products.
-  torch::Tensor block, q_block;
-  if (!in.distance_rows) {
-    const int64_t rows = std::min(chunk, std::max<int64_t>(end - begin, 1));
-    block = HugePageEmpty({rows, g});
-    q_block = HugePageEmpty({rows, in.query.size(1)});
-  }
   for (int64_t b = begin; b < end; b += chunk) {
     const int64_t e = std::min(end, b + chunk);
-    torch::Tensor rows, q_sq;  // (e - b, G): distances, or dot products with the gallery
-    if (in.distance_rows) {
-      rows = in.distance_rows(b, e).to(torch::kFloat32).contiguous();
-      CHECK_EQ(rows.size(0), e - b);
-      CHECK_EQ(rows.size(1), g);
-    } else {
-      torch::Tensor q = q_block.slice(0, 0, e - b);
-      if (in.feat_norm) {
-        NormalizeRowsInto(in.query.slice(0, b, e), q);
-      } else {
-        q.copy_(in.query.slice(0, b, e));
-      }
-      q_sq = SquaredNorms(q);
-      rows = block.slice(0, 0, e - b);
-      at::mm_out(rows, q, gallery.t());
-    }
+    const torch::Tensor rows = in.distance_rows(b, e).to(torch::kFloat32).contiguous();
+    CHECK_EQ(rows.size(0), e - b);
+    CHECK_EQ(rows.size(1), g);
     const float* base = rows.data_ptr<float>();
-    const float* gs = g_sq.defined() ? g_sq.data_ptr<float>() : nullptr;
-    const float* qs = q_sq.defined() ? q_sq.data_ptr<float>() : nullptr;
     at::parallel_for(0, e - b, 1, [&](int64_t lo, int64_t hi) {
       Scratch scratch;
       for (int64_t r = lo; r < hi; ++r) {
@@ -208,23 +555,22 @@ std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, i
         const auto it = by_pid.find(in.q_pids[q]);
         const std::vector<int64_t>& same = it == by_pid.end() ? none : it->second;
         const float* row = base + r * g;
-        QueryRanking& out = results[q - begin];
-        if (qs == nullptr) {
-          out = RankRow([row](int64_t j) { return row[j]; }, g, same, in.g_cams, in.q_cams[q],
-                        &scratch);
-        } else {
-          // Squared Euclidean distance as the reference's addmm: (|q|^2 + |g|^2) - 2 q.g.
-          const float qn = qs[r];
-          out = RankRow([row, gs, qn](int64_t j) { return (qn + gs[j]) - 2.0f * row[j]; }, g, same,
-                        in.g_cams, in.q_cams[q], &scratch);
-        }
+        results[q - begin] = RankRow([row](int64_t j) { return row[j]; }, g, same, in.g_cams,
+                                     in.q_cams[q], &scratch);
       }
     });
   }
   return results;
 }
 
+}  // namespace
+
+std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, int64_t end) {
+  return in.distance_rows ? RankDistanceRows(in, begin, end) : RankTiled(in, begin, end);
+}
+
 namespace {
+
 
 // Sums in query order: independent of the thread count and of the shards.
 RankingSums Sum(const std::vector<QueryRanking>& results, int max_rank) {

@@ -27,7 +27,8 @@ struct RankingInput {
   std::vector<int64_t> q_pids, q_cams, g_pids, g_cams;
   int max_rank = 50;
   bool feat_norm = true;
-  int64_t chunk_rows = 1024;  // query rows per distance block
+  int64_t chunk_rows = 1024;  // query rows per distance block (at most kTileRows when tiled)
+  int64_t tile_cols = 0;      // gallery columns per tile; 0 = kTileCols (tests set small ones)
   // When set, gives rows [begin, end) of the (Q, G) distance matrix instead of the squared
   // Euclidean distance of the features (re-ranking); `query` and `gallery` are then unused.
   std::function<torch::Tensor(int64_t begin, int64_t end)> distance_rows;
@@ -47,11 +48,39 @@ struct RankingSums {
   std::vector<int64_t> cmc_hits;  // per rank position: queries whose first match is at or before
 };
 
+// The evaluation's tiles of squared Euclidean distances (docs/performance.md#evaluation-bench_eval):
+// a block of up to kTileRows queries times kTileCols gallery items, D deep, is one single-threaded
+// product on one thread, ranked by that thread as soon as it is made: 1024 x 2048 x 4 B = 8 MiB of
+// distances per thread, two threads' tiles in this machine's 32 MiB L3, while the product's packed
+// panels work in the 1 MiB L2 of each core. Smaller tiles would stay in L2 but repack the
+// operands more often per flop (256 x 256 makes the product about 10% slower here, 1024 x 512 5%).
+constexpr int64_t kTileRows = 1024;
+constexpr int64_t kTileCols = 2048;
+
 // Ranks queries [begin, end) against the whole gallery. Ties in distance are broken by gallery
-// index, so results do not depend on threads or sharding. Memory: one chunk of distances.
+// index, so results do not depend on threads or sharding. Squared Euclidean distances are made
+// and ranked tile by tile (memory: a tile per thread and the tiles holding the block's own
+// identities); `distance_rows` are ranked a chunk of `chunk_rows` full rows at a time.
 std::vector<QueryRanking> RankEachQuery(const RankingInput& in, int64_t begin, int64_t end);
 // The same, summed.
 RankingSums RankQueries(const RankingInput& in, int64_t begin, int64_t end);
+
+// Sets the BLAS library's own thread count (OpenBLAS; a no-op elsewhere) for the scope, and
+// restores it: products made on each of our threads at once must not each start a thread pool.
+class ScopedBlasThreads {
+ public:
+  explicit ScopedBlasThreads(int threads);
+  ~ScopedBlasThreads();
+  ScopedBlasThreads(const ScopedBlasThreads&) = delete;
+  ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
+
+ private:
+  int saved_ = 0;
+};
+
+// Calls fn(i, thread) for i in [0, n) on the intra-op threads, each taking the next i when done
+// (thread: at::get_thread_num(), for per-thread buffers).
+void ForEachDynamic(int64_t n, const std::function<void(int64_t, int)>& fn);
 
 // An uninitialised float32 tensor in memory advised for transparent huge pages: first touches of
 // large blocks cost far less than with 4 KiB pages.
@@ -62,6 +91,8 @@ torch::Tensor NormalizeRows(const torch::Tensor& x);
 void NormalizeRowsInto(const torch::Tensor& x, torch::Tensor& out);
 // Per-row sums of squares (N) of (N, D), without an (N, D) temporary.
 torch::Tensor SquaredNorms(const torch::Tensor& x);
+// The same for one row of `d` floats (SquaredNorms' arithmetic, bit for bit).
+float SquaredNorm(const float* row, int64_t d);
 
 // The whole protocol: this rank ranks its shard of the queries, the per-query results are
 // all-gathered and summed in query order, so every rank returns the same result, bit for bit the

@@ -2,6 +2,7 @@
 // brute-force re-statement of eval_func on random data.
 #include "trainer/eval/evaluator.h"
 
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -99,14 +100,30 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
   }
   in.max_rank = 20;
   const EvalResult want = BruteForce(in);
+  // Blocks of 1, 5 or all queries; tiles of 7, 16 or all gallery items (each identity's items
+  // then spread over several tiles).
   for (int64_t chunk : {1, 5, 1024}) {
-    in.chunk_rows = chunk;
-    const EvalResult got = EvaluateRanking(in, nullptr);
-    EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
-    EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
-    ASSERT_EQ(got.cmc.size(), want.cmc.size());
-    for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    for (int64_t tile : {7, 16, 0}) {
+      in.chunk_rows = chunk;
+      in.tile_cols = tile;
+      const EvalResult got = EvaluateRanking(in, nullptr);
+      EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+      EXPECT_NEAR(got.mAP, want.mAP, 1e-12) << chunk << " " << tile;
+      ASSERT_EQ(got.cmc.size(), want.cmc.size());
+      for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    }
   }
+  // The same bits on 1 and 3 threads (tiles taken in any order).
+  in.chunk_rows = 5;
+  in.tile_cols = 7;
+  const int threads = at::get_num_threads();
+  at::set_num_threads(1);
+  const EvalResult one = EvaluateRanking(in, nullptr);
+  at::set_num_threads(3);
+  const EvalResult three = EvaluateRanking(in, nullptr);
+  at::set_num_threads(threads);
+  EXPECT_EQ(one.mAP, three.mAP);
+  EXPECT_EQ(one.cmc, three.cmc);
   // Shards summed in any split give the same sums as the whole.
   RankingSums whole = RankQueries(in, 0, 37), a = RankQueries(in, 0, 20),
               b = RankQueries(in, 20, 37);
@@ -134,11 +151,14 @@ TEST(EvaluatorTest, TiesRankByGalleryIndex) {
   in.feat_norm = false;  // integer features: every distance exact, ties exact
   const EvalResult want = BruteForce(in);
   for (int64_t chunk : {1, 7}) {
-    in.chunk_rows = chunk;
-    const EvalResult got = EvaluateRanking(in, nullptr);
-    EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
-    EXPECT_NEAR(got.mAP, want.mAP, 1e-12);
-    for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    for (int64_t tile : {3, 8, 0}) {
+      in.chunk_rows = chunk;
+      in.tile_cols = tile;
+      const EvalResult got = EvaluateRanking(in, nullptr);
+      EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+      EXPECT_NEAR(got.mAP, want.mAP, 1e-12) << chunk << " " << tile;
+      for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+    }
   }
 }
 
@@ -183,6 +203,24 @@ TEST(EvaluatorTest, NanDistancesRankLast) {
   EXPECT_LE(one.mAP, 1.0);
 }
 
+// A query of NaN features (every distance NaN) ranks the gallery in index order in the tiles too,
+// as given NaN distances do.
+TEST(EvaluatorTest, NanFeaturesRankInIndexOrder) {
+  torch::manual_seed(2);
+  RankingInput in = TiedCase(torch::randn({6, 4}), torch::randn({20, 4}));
+  in.query[2].fill_(NAN);
+  in.tile_cols = 6;
+  const std::vector<QueryRanking> tiled = RankEachQuery(in, 0, 6);
+  in.distance_rows = [](int64_t begin, int64_t end) {
+    return torch::full({end - begin, 20}, NAN, torch::kFloat32);
+  };
+  const std::vector<QueryRanking> given = RankEachQuery(in, 2, 3);
+  EXPECT_EQ(tiled[2].ap, given[0].ap);
+  EXPECT_EQ(tiled[2].first_hit, given[0].first_hit);
+  EXPECT_GE(tiled[2].ap, 0.0);
+  EXPECT_LE(tiled[2].ap, 1.0);
+}
+
 // Re-ranking with every feature identical: every distance is 0, so the reference's scaling by the
 // row maximum was 0/0 (NaN) and the mAP came out at 300%. Now each row is a row of ties: the
 // re-ranked result equals the plain one, which ranks ties by gallery index.
@@ -210,6 +248,31 @@ TEST(EvaluatorTest, RerankingOfIdenticalFeaturesIsARowOfTies) {
       EXPECT_NEAR(got.mAP, plain.mAP, 1e-12) << "k2 " << k2 << "\n" << f;
       for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], plain.cmc[k], 1e-12);
     }
+  }
+}
+
+// The neighbour search's tiles (one, or many: each pair met once, in a tile above the diagonal)
+// and the threads give the same re-ranked distances, bit for bit.
+TEST(EvaluatorTest, RerankingIgnoresSearchTilesAndThreads) {
+  torch::manual_seed(9);
+  const torch::Tensor q = torch::randn({23, 12}), g = torch::randn({61, 12});
+  // Coarse copies: exact ties between items, broken by index in every list.
+  const torch::Tensor qt = q.round(), gt = torch::cat({g.slice(0, 0, 30), g.slice(0, 0, 31)}).round();
+  for (const auto& [query, gallery] : {std::pair{q, g}, std::pair{qt, gt}}) {
+    RerankOptions o;
+    o.k1 = 6;
+    o.k2 = 3;
+    const torch::Tensor whole = Reranker::Build(query, gallery, true, o, nullptr)->DistanceRows(0, 23);
+    const int threads = at::get_num_threads();
+    for (int64_t tile : {5, 16, 84}) {
+      for (int t : {1, 3}) {
+        at::set_num_threads(t);
+        o.search_tile = tile;
+        const torch::Tensor got = Reranker::Build(query, gallery, true, o, nullptr)->DistanceRows(0, 23);
+        EXPECT_TRUE(torch::equal(got, whole)) << "tile " << tile << ", " << t << " threads";
+      }
+    }
+    at::set_num_threads(threads);
   }
 }
 

@@ -2,6 +2,9 @@
 #include "trainer/eval/rerank.h"
 
 #include <ATen/Parallel.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -99,20 +102,26 @@ std::unique_ptr<Reranker> Reranker::Build(const torch::Tensor& query, const torc
   std::unique_ptr<Reranker> r(new Reranker());
   r->options_ = options;
   r->num_query_ = query.size(0);
-  r->all_ = HugePageEmpty({query.size(0) + gallery.size(0), query.size(1)});  // (N, D)
+  const int64_t n = query.size(0) + gallery.size(0);
+  const int64_t side = options.search_tile > 0 ? options.search_tile : kSearchTile;
+  const int64_t parts = std::max<int64_t>(1, (n + side - 1) / side);
+  r->tile_ = std::max<int64_t>(1, (n + parts - 1) / parts);  // near-equal parts of N
+  const int64_t padded = (n + r->tile_ - 1) / r->tile_ * r->tile_;
+  r->all_ = HugePageEmpty({std::max<int64_t>(padded, 1), query.size(1)});  // (N, D), zero padding
+  if (padded > n) r->all_.slice(0, n).zero_();
   for (auto [part, rows] : {std::pair{r->all_.slice(0, 0, r->num_query_), query},
-                            {r->all_.slice(0, r->num_query_), gallery}}) {
+                            {r->all_.slice(0, r->num_query_, n), gallery}}) {
     if (normalize) {
       NormalizeRowsInto(rows, part);
     } else {
       part.copy_(rows);
     }
   }
-  r->num_all_ = r->all_.size(0);
+  r->num_all_ = n;
   r->width_ = r->all_.size(1);
   r->k_ = std::min<int64_t>(r->num_all_, std::max(options.k1 + 1, options.k2));
-  const torch::Tensor sq = SquaredNorms(r->all_);
-  r->sq_.assign(sq.data_ptr<float>(), sq.data_ptr<float>() + r->num_all_);
+  const torch::Tensor sq = SquaredNorms(r->all_);  // padding rows: 0
+  r->sq_.assign(sq.data_ptr<float>(), sq.data_ptr<float>() + sq.size(0));
   r->SearchNeighbours(comm);
   r->BuildV();
   if (options.k2 != 1) r->ExpandQueries();
@@ -120,60 +129,183 @@ std::unique_ptr<Reranker> Reranker::Build(const torch::Tensor& query, const torc
   return r;
 }
 
-// initial_rank[:, :k] and the row maxima: the (N, N) distance a block of rows at a time, this
-// rank's shard of the rows, then gathered.
+namespace {
+
+// Each item's k best (distance, index) so far, as a max-heap, and its largest distance: one per
+// thread of the neighbour search, merged at the end (both are independent of the order of the
+// candidates, so of the threads, the ranks and the tiles).
+struct TopK {
+  int64_t k = 0;
+  std::vector<Keyed> heap;    // (N, k)
+  std::vector<int32_t> size;  // (N)
+  std::vector<float> worst;   // (N) the heap's largest distance once full; +inf before
+  std::vector<float> max;     // (N) largest distance seen (NaN ignored)
+
+  TopK(int64_t n, int64_t k_) : k(k_), heap(n * k_), size(n, 0), worst(n, INFINITY), max(n, -INFINITY) {}
+
+  void Offer(int64_t i, float d, int32_t j) {
+    const Keyed x{std::isnan(d) ? INFINITY : d, j};  // NaN ranks last
+    Keyed* h = heap.data() + i * k;
+    int32_t& n = size[i];
+    if (n < k) {
+      h[n++] = x;
+      std::push_heap(h, h + n);
+      if (n == k) worst[i] = h[0].d;
+    } else if (x < h[0]) {
+      std::pop_heap(h, h + k);
+      h[k - 1] = x;
+      std::push_heap(h, h + k);
+      worst[i] = h[0].d;
+    }
+  }
+};
+
+}  // namespace
+
+// initial_rank[:, :k] and the row maxima from the (N, N) distance made in square tiles of
+// kSearchTile items: the distance is symmetric (the product gives d(i, j) and d(j, i) the same
+// bits), so only tiles on and above the diagonal are made, each on one thread (single-threaded
+// product) and offered at once to the rows of both its items' blocks; half the (N, N) product.
+// Over ranks the tiles are dealt round-robin and the per-item lists merged after a gather.
 void Reranker::SearchNeighbours(dist::Communicator* comm) {
-  const int64_t n = num_all_, k = k_;
+  const int64_t n = num_all_, k = k_, b = tile_, blocks = (n + b - 1) / b;
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->size() : 1;
-  const dist::ShardRange shard = dist::InferenceShard(n, rank, world);
-  const int64_t rows = shard.end - shard.begin;
-  torch::Tensor knn = torch::empty({rows, k}, torch::kInt32);
-  torch::Tensor maxima = torch::empty({rows}, torch::kFloat32);
-  int32_t* knn_out = knn.data_ptr<int32_t>();
-  float* max_out = maxima.data_ptr<float>();
-  const int64_t chunk = std::max<int64_t>(1, options_.chunk_rows);
-  torch::Tensor block = HugePageEmpty({std::max<int64_t>(1, std::min(chunk, rows)), n});
-  for (int64_t b = shard.begin; b < shard.end; b += chunk) {
-    const int64_t e = std::min(shard.end, b + chunk);
-    torch::Tensor dots = block.slice(0, 0, e - b);
-    at::mm_out(dots, all_.slice(0, b, e), all_.t());
-    const float* base = dots.data_ptr<float>();
-    at::parallel_for(0, e - b, 1, [&](int64_t lo, int64_t hi) {
-      std::vector<Keyed> heap;
-      for (int64_t r = lo; r < hi; ++r) {
-        const float* dot = base + r * n;
-        const float si = sq_[b + r];
-        float row_max = -INFINITY;
-        heap.clear();
-        for (int64_t j = 0; j < n; ++j) {
-          const Keyed x{(si + sq_[j]) - 2.0f * dot[j], static_cast<int32_t>(j)};
-          row_max = std::max(row_max, x.d);
-          if (static_cast<int64_t>(heap.size()) < k) {
-            heap.push_back(x);
-            std::push_heap(heap.begin(), heap.end());
-          } else if (x < heap.front()) {
-            std::pop_heap(heap.begin(), heap.end());
-            heap.back() = x;
-            std::push_heap(heap.begin(), heap.end());
+  std::vector<std::pair<int64_t, int64_t>> tiles;  // this rank's (I, J), J >= I
+  for (int64_t t = 0, bi = 0; bi < blocks; ++bi) {
+    for (int64_t bj = bi; bj < blocks; ++bj, ++t) {
+      if (t % world == rank) tiles.emplace_back(bi, bj);
+    }
+  }
+  const int threads = std::max(1, at::get_num_threads());
+  std::vector<std::unique_ptr<TopK>> best(threads);
+  std::vector<torch::Tensor> own(threads);
+  const float* sq = sq_.data();
+  {
+    ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that reads it
+    ForEachDynamic(static_cast<int64_t>(tiles.size()), [&](int64_t task, int thread) {
+      if (!best[thread]) {
+        best[thread] = std::make_unique<TopK>(n, k);
+        own[thread] = HugePageEmpty({b, b});
+      }
+      TopK& top = *best[thread];
+      const auto [bi, bj] = tiles[task];
+      at::mm_out(own[thread], all_.slice(0, bi * b, (bi + 1) * b),
+                 all_.slice(0, bj * b, (bj + 1) * b).t());
+      const float* dots = own[thread].data_ptr<float>();
+      const bool diagonal = bi == bj;  // then each pair is met twice: rows only
+      const int64_t rows = std::min(b, n - bi * b), cols = std::min(b, n - bj * b);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t i = bi * b + r;
+        const float* dot = dots + r * b;
+        const float si = sq[i];
+        const auto offer = [&](int64_t c, float d) {
+          const int64_t j = bj * b + c;
+          top.max[i] = std::max(top.max[i], d);
+          top.Offer(i, d, static_cast<int32_t>(j));
+          if (!diagonal) {
+            top.max[j] = std::max(top.max[j], d);
+            top.Offer(j, d, static_cast<int32_t>(i));
+          }
+        };
+        int64_t c = 0;
+#if defined(__SSE2__)
+        // Four at a time: the row's and the columns' maxima, and the candidates not above a
+        // list's current k-th distance (NaN included; Offer decides).
+        const __m128 si4 = _mm_set1_ps(si);
+        __m128 row_max = _mm_set1_ps(top.max[i]);
+        float* col_max = top.max.data() + bj * b;
+        const float* col_worst = top.worst.data() + bj * b;
+        for (; c + 4 <= cols; c += 4) {
+          const __m128 dt = _mm_loadu_ps(dot + c);
+          const __m128 d4 =
+              _mm_sub_ps(_mm_add_ps(si4, _mm_loadu_ps(sq + bj * b + c)), _mm_add_ps(dt, dt));
+          row_max = _mm_max_ps(d4, row_max);  // a NaN distance keeps the maximum
+          int mask = _mm_movemask_ps(_mm_cmpngt_ps(d4, _mm_set1_ps(top.worst[i])));
+          if (!diagonal) {
+            _mm_storeu_ps(col_max + c, _mm_max_ps(d4, _mm_loadu_ps(col_max + c)));
+            mask |= _mm_movemask_ps(_mm_cmpngt_ps(d4, _mm_loadu_ps(col_worst + c)));
+          }
+          if (mask == 0) continue;
+          alignas(16) float d[4];
+          _mm_store_ps(d, d4);
+          for (; mask != 0; mask &= mask - 1) {
+            const int e = __builtin_ctz(mask);
+            const int64_t j = bj * b + c + e;
+            top.Offer(i, d[e], static_cast<int32_t>(j));
+            if (!diagonal) top.Offer(j, d[e], static_cast<int32_t>(i));
           }
         }
-        std::sort_heap(heap.begin(), heap.end());
-        const int64_t out = b - shard.begin + r;
-        for (int64_t t = 0; t < k; ++t) knn_out[out * k + t] = heap[t].j;
-        if (!(row_max > 0)) {  // a row of ties once scaled (see Scaled): index order
-          for (int64_t t = 0; t < k; ++t) knn_out[out * k + t] = static_cast<int32_t>(t);
-        }
-        max_out[out] = row_max;
+        alignas(16) float m[4];
+        _mm_store_ps(m, row_max);
+        top.max[i] = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+#endif
+        for (; c < cols; ++c) offer(c, (si + sq[bj * b + c]) - 2.0f * dot[c]);
       }
     });
   }
-  if (comm != nullptr && world > 1) {
-    knn = comm->AllGatherV(knn).to(torch::kInt32).contiguous();
-    maxima = comm->AllGatherV(maxima).to(torch::kFloat32).contiguous();
+  // This rank's lists: per item its threads' candidates, best k, as (distance, index) pairs.
+  torch::Tensor dist_part = torch::full({n, k}, INFINITY, torch::kFloat32);
+  torch::Tensor index_part = torch::full({n, k}, std::numeric_limits<int32_t>::max(), torch::kInt32);
+  torch::Tensor max_part = torch::full({n}, -INFINITY, torch::kFloat32);
+  const auto merge = [k](std::vector<Keyed>* all, float* d_out, int32_t* j_out) {
+    const int64_t keep = std::min<int64_t>(k, static_cast<int64_t>(all->size()));
+    std::partial_sort(all->begin(), all->begin() + keep, all->end());
+    for (int64_t t = 0; t < keep; ++t) {
+      d_out[t] = (*all)[t].d;
+      j_out[t] = (*all)[t].j;
+    }
+  };
+  {
+    float* d_out = dist_part.data_ptr<float>();
+    int32_t* j_out = index_part.data_ptr<int32_t>();
+    float* m_out = max_part.data_ptr<float>();
+    at::parallel_for(0, n, 256, [&](int64_t lo, int64_t hi) {
+      std::vector<Keyed> all;
+      for (int64_t i = lo; i < hi; ++i) {
+        all.clear();
+        for (const auto& top : best) {
+          if (!top) continue;
+          all.insert(all.end(), top->heap.begin() + i * k, top->heap.begin() + i * k + top->size[i]);
+          m_out[i] = std::max(m_out[i], top->max[i]);
+        }
+        merge(&all, d_out + i * k, j_out + i * k);
+      }
+    });
   }
-  CHECK_EQ(knn.size(0), n);
-  knn_.assign(knn.data_ptr<int32_t>(), knn.data_ptr<int32_t>() + n * k);
-  row_max_.assign(maxima.data_ptr<float>(), maxima.data_ptr<float>() + n);
+  best.clear();
+  own.clear();
+  if (comm != nullptr && world > 1) {  // every rank's lists, merged the same way on each
+    const torch::Tensor d_all = comm->AllGatherV(dist_part).to(torch::kFloat32).contiguous();
+    const torch::Tensor j_all = comm->AllGatherV(index_part).to(torch::kInt32).contiguous();
+    const torch::Tensor m_all = comm->AllGatherV(max_part).to(torch::kFloat32).contiguous();
+    CHECK_EQ(d_all.size(0), world * n);
+    const float* d_in = d_all.data_ptr<float>();
+    const int32_t* j_in = j_all.data_ptr<int32_t>();
+    const float* m_in = m_all.data_ptr<float>();
+    float* d_out = dist_part.data_ptr<float>();
+    int32_t* j_out = index_part.data_ptr<int32_t>();
+    float* m_out = max_part.data_ptr<float>();
+    at::parallel_for(0, n, 256, [&](int64_t lo, int64_t hi) {
+      std::vector<Keyed> all;
+      for (int64_t i = lo; i < hi; ++i) {
+        all.clear();
+        for (int w = 0; w < world; ++w) {
+          const int64_t row = w * n + i;
+          for (int64_t t = 0; t < k; ++t) all.push_back({d_in[row * k + t], j_in[row * k + t]});
+          m_out[i] = std::max(m_out[i], m_in[w * n + i]);
+        }
+        merge(&all, d_out + i * k, j_out + i * k);
+      }
+    });
+  }
+  const int32_t* j_out = index_part.data_ptr<int32_t>();
+  knn_.assign(j_out, j_out + n * k);
+  row_max_.assign(max_part.data_ptr<float>(), max_part.data_ptr<float>() + n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (!(row_max_[i] > 0)) {  // a row of ties once scaled (see Scaled): index order
+      for (int64_t t = 0; t < k; ++t) knn_[i * k + t] = static_cast<int32_t>(t);
+    }
+  }
 }
 
 float Reranker::Original(int64_t i, int64_t j) const {

@@ -18,6 +18,10 @@
 
 namespace reid::trainer {
 
+// The neighbour search's square tiles: 1024 x 1024 x 4 B = 4 MiB of distances per thread (two
+// threads' in this machine's 32 MiB L3), offered to both items' lists while there.
+constexpr int64_t kSearchTile = 1024;
+
 // Built by RerankOptionsFromConfig (eval_run.h) from eval.rerank_k1, rerank_k2, rerank_lambda,
 // chunk_rows and rerank_max_memory_mb, which hold the defaults (the reference's k1 20, k2 6,
 // lambda 0.3); none is restated here.
@@ -27,6 +31,7 @@ struct RerankOptions {
   float lambda = 0;             // weight of the original distance
   int64_t chunk_rows = 0;       // rows per distance block
   int64_t memory_limit_mb = 0;  // refuse above this; 0 = MemAvailable of /proc/meminfo
+  int64_t search_tile = 0;      // items per side of the search's tiles; 0 = kSearchTile (tests)
 };
 
 // An upper bound of the memory re-ranking Q x G items of width D holds at its peak, in bytes,
@@ -67,8 +72,9 @@ class Reranker {
   RerankOptions options_;
   int64_t num_query_ = 0, num_all_ = 0, width_ = 0;
   int64_t k_ = 0;               // neighbours kept per item: max(k1 + 1, k2)
-  torch::Tensor all_;           // (N, D) query rows then gallery rows
-  std::vector<float> sq_;       // (N) squared norms
+  int64_t tile_ = 1;            // the search's tile: near-equal parts of N, at most kSearchTile
+  torch::Tensor all_;           // (N, D) query rows then gallery rows, zero rows up to tiles
+  std::vector<float> sq_;       // (N) squared norms (then the padding's zeros)
   std::vector<float> row_max_;  // (N) largest distance of each row
   std::vector<int32_t> knn_;    // (N, k_) nearest first (the reference's initial_rank)
   Sparse v_;                    // (N, N) V, then V_qe
