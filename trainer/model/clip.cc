@@ -6,6 +6,8 @@
 #include <cmath>
 #include <limits>
 
+#include "trainer/model/cpu_kernels.h"
+
 namespace reid::model {
 namespace F = torch::nn::functional;
 
@@ -36,10 +38,17 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torc
   out = at::scaled_dot_product_attention(
       q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
 #else
-  q = q * (1.0 / std::sqrt(static_cast<double>(hd)));
-  auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, heads, L, L)
-  if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
-  out = torch::matmul(torch::softmax(scores, -1), v);  // (B, heads, L, hd)
+  const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  if (FusedCpuKernels() && x.device().is_cpu() && x.scalar_type() == torch::kFloat) {
+    // The scale and mask inside the softmax's one pass (cpu_kernels.h).
+    auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, heads, L, L)
+    out = torch::matmul(ScaledMaskedSoftmax(scores, scale, mask.defined() ? mask.to(x.dtype()) : mask), v);
+  } else {
+    q = q * scale;
+    auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, heads, L, L)
+    if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
+    out = torch::matmul(torch::softmax(scores, -1), v);  // (B, heads, L, hd)
+  }
 #endif
   out = out.transpose(1, 2).reshape({b, l, w});
   return out_proj(out);
@@ -51,9 +60,7 @@ MlpImpl::MlpImpl(int64_t width) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  auto h = c_fc(x);
-  h = h * torch::sigmoid(1.702 * h);  // QuickGELU
-  return c_proj(h);
+  return c_proj(QuickGelu(c_fc(x)));
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads) {

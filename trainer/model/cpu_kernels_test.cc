@@ -1,0 +1,186 @@
+// The fused CPU kernels against the unfused LibTorch ops they replace: forward and gradients to
+// 1e-6 relative (max |fused - unfused| / max |unfused|), forward values also element by element,
+// on sizes with vector tails, 2 threads, inputs reaching exp's overflow and underflow. Negative
+// controls: the same checks reject a kernel whose constant is off by 1e-5 (values) or 1e-4
+// (gradients), so they are tight enough to catch a slightly wrong kernel.
+#include "trainer/model/cpu_kernels.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "trainer/model/clip.h"
+#include "trainer/model/test_util.h"
+
+namespace reid::model {
+namespace {
+
+using testing::RelativeError;
+
+constexpr double kBound = 1e-6;
+
+// max over elements of |a - b| / |b| (equal elements, zeros included, count 0).
+double ElementwiseRelativeError(const torch::Tensor& a, const torch::Tensor& b) {
+  auto d = (a - b).abs() / b.abs();
+  return torch::where(a == b, torch::zeros_like(d), d).max().item<double>();
+}
+
+class FusedKernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::set_num_threads(2);
+    torch::manual_seed(7);
+    SetFusedCpuKernels(true);
+  }
+  void TearDown() override { SetFusedCpuKernels(true); }
+};
+
+// QuickGELU inputs: 3 * 40,009 normal values (tasks of 32,768 elements and vector tails),
+// including the region where the derivative crosses zero.
+torch::Tensor GeluInput() { return torch::randn({3, 40009}) * 3; }
+
+// Forward values and the gradient of sum(f(x) * g) for a random g (an upstream gradient that is
+// not all ones, so a wrong term cannot hide).
+std::pair<torch::Tensor, torch::Tensor> ValueAndGrad(
+    const std::function<torch::Tensor(const torch::Tensor&)>& f, const torch::Tensor& x0,
+    const torch::Tensor& g) {
+  auto x = x0.clone().requires_grad_(true);
+  auto y = f(x);
+  (y * g).sum().backward();
+  return {y.detach(), x.grad()};
+}
+
+TEST_F(FusedKernels, QuickGeluMatchesUnfused) {
+  const auto x = GeluInput();
+  const auto g = torch::randn_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  EXPECT_LT(RelativeError(y, y_ref), kBound);
+  EXPECT_LT(ElementwiseRelativeError(y, y_ref), kBound);
+  EXPECT_LT(RelativeError(gx, gx_ref), kBound);
+  torch::NoGradGuard no_grad;  // inference: the same values without autograd
+  EXPECT_TRUE(torch::equal(QuickGelu(x), y));
+}
+
+// exp(-1.702 x) overflowing (x -60, -100: ATen's exp gives inf, sigmoid 0) and underflowing
+// (x 55, 100), zero, and infinities (-inf * 0 is NaN in both).
+TEST_F(FusedKernels, QuickGeluExtremeValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const auto x = torch::tensor({-100.f, -60.f, -52.f, -51.f, -1.25f, 0.f, 55.f, 100.f, inf, -inf});
+  const auto g = torch::ones_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  const auto finite = y_ref.isfinite();
+  EXPECT_TRUE(torch::equal(finite, y.isfinite()));
+  EXPECT_LT(ElementwiseRelativeError(y.masked_select(finite), y_ref.masked_select(finite)),
+            kBound);
+  const auto gfinite = gx_ref.isfinite();
+  EXPECT_TRUE(torch::equal(gfinite, gx.isfinite()));
+  EXPECT_LT((gx - gx_ref).masked_select(gfinite).abs().max().item<double>(), 1e-6);
+}
+
+TEST_F(FusedKernels, BoundCatchesASlightlyWrongQuickGelu) {
+  const auto x = GeluInput();
+  const auto g = torch::randn_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto alpha_off = [](double rel) {
+    return [rel](const torch::Tensor& t) { return t * torch::sigmoid(1.702 * (1 + rel) * t); };
+  };
+  auto [y_bad, unused] = ValueAndGrad(alpha_off(1e-5), x, g);
+  EXPECT_GT(ElementwiseRelativeError(y, y_bad), kBound);
+  auto [unused2, gx_bad] = ValueAndGrad(alpha_off(1e-4), x, g);
+  EXPECT_GT(RelativeError(gx, gx_bad), kBound);
+}
+
+TEST_F(FusedKernels, QuickGeluNonContiguousInput) {
+  const auto x = torch::randn({64, 130}).t();  // transposed view
+  const auto g = torch::randn_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  EXPECT_LT(RelativeError(y, y_ref), kBound);
+  EXPECT_LT(RelativeError(gx, gx_ref), kBound);
+}
+
+// Attention scores (B, heads, Lq, Lk) of magnitude like a trained model's (up to ~40 after
+// scaling), the ViT's L = 129 (vector tail) and the text's causal 77.
+void CheckSoftmax(int64_t l, double scale, bool causal) {
+  auto s = torch::randn({2, 3, l, l}) * 60;
+  const auto g = torch::randn_like(s);
+  torch::Tensor mask;
+  if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
+  auto fused = [&](const torch::Tensor& t) { return ScaledMaskedSoftmax(t, scale, mask); };
+  auto unfused = [&](const torch::Tensor& t) {
+    return ScaledMaskedSoftmaxUnfused(t, scale, mask);
+  };
+  auto [p, gs] = ValueAndGrad(fused, s, g);
+  auto [p_ref, gs_ref] = ValueAndGrad(unfused, s, g);
+  EXPECT_LT(RelativeError(p, p_ref), kBound) << "L " << l << " scale " << scale;
+  EXPECT_LT(ElementwiseRelativeError(p, p_ref), kBound) << "L " << l << " scale " << scale;
+  EXPECT_LT(RelativeError(gs, gs_ref), kBound) << "L " << l << " scale " << scale;
+  if (causal) EXPECT_EQ(p.triu(1).abs().max().item<float>(), 0.0f);
+  EXPECT_LT((p.sum(-1) - 1).abs().max().item<double>(), 1e-5);
+}
+
+TEST_F(FusedKernels, SoftmaxMatchesUnfused) {
+  CheckSoftmax(129, 0.125, false);
+  CheckSoftmax(77, 0.125, true);
+  CheckSoftmax(16, 1 / std::sqrt(32.0), true);  // a scale that is not a power of two
+}
+
+TEST_F(FusedKernels, BoundCatchesASlightlyWrongSoftmax) {
+  const auto s = torch::randn({2, 3, 129, 129}) * 60;
+  const auto g = torch::randn_like(s);
+  auto fused = [](const torch::Tensor& t) { return ScaledMaskedSoftmax(t, 0.125, {}); };
+  auto scale_off = [](double rel) {
+    return [rel](const torch::Tensor& t) {
+      return ScaledMaskedSoftmaxUnfused(t, 0.125 * (1 + rel), {});
+    };
+  };
+  auto [p, gs] = ValueAndGrad(fused, s, g);
+  auto [p_bad, unused] = ValueAndGrad(scale_off(1e-5), s, g);
+  EXPECT_GT(ElementwiseRelativeError(p, p_bad), kBound);
+  EXPECT_GT(RelativeError(p, p_bad), kBound);
+  auto [unused2, gs_bad] = ValueAndGrad(scale_off(1e-4), s, g);
+  EXPECT_GT(RelativeError(gs, gs_bad), kBound);
+}
+
+TEST_F(FusedKernels, OtherDtypesAndSwitchOffRunTheUnfusedOps) {
+  const auto x = torch::randn({5, 33}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(QuickGelu(x), QuickGeluUnfused(x)));
+  EXPECT_TRUE(torch::equal(ScaledMaskedSoftmax(x, 0.3, {}), ScaledMaskedSoftmaxUnfused(x, 0.3, {})));
+  SetFusedCpuKernels(false);
+  const auto f = torch::randn({5, 33});
+  EXPECT_TRUE(torch::equal(QuickGelu(f), QuickGeluUnfused(f)));
+  EXPECT_TRUE(torch::equal(ScaledMaskedSoftmax(f, 0.3, {}), ScaledMaskedSoftmaxUnfused(f, 0.3, {})));
+}
+
+// A whole residual block (attention with and without the causal mask, MLP) with the fused
+// kernels against the same block with them off: output and every parameter's gradient.
+TEST_F(FusedKernels, ResidualBlockMatchesUnfused) {
+  for (const bool causal : {false, true}) {
+    ResidualAttentionBlock block(64, 4);  // head width 16: scale 1/4
+    const int64_t l = causal ? 77 : 129;
+    const auto x = torch::randn({3, l, 64});
+    const auto g = torch::randn({3, l, 64});
+    torch::Tensor mask;
+    if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
+    std::vector<torch::Tensor> grads[2], outs(2);
+    for (const bool fused : {true, false}) {
+      SetFusedCpuKernels(fused);
+      block->zero_grad();
+      auto y = block(x, mask);
+      (y * g).sum().backward();
+      outs[fused] = y.detach();
+      for (const auto& p : block->parameters()) grads[fused].push_back(p.grad().clone());
+    }
+    EXPECT_LT(RelativeError(outs[1], outs[0]), kBound);
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      EXPECT_LT(RelativeError(grads[1][i], grads[0][i]), kBound) << "parameter " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace reid::model
