@@ -26,6 +26,7 @@
 #include <torch/cuda.h>
 
 #include "trainer/model/clip.h"
+#include "trainer/model/cpu_kernels.h"
 
 namespace {
 
@@ -126,7 +127,7 @@ struct Gemm {
 };
 
 struct Ours {
-  double step_s = 1e30, gemm_s = 1e30, gemm_flops = 0;
+  double step_s = 1e30, unfused_s = 1e30, gemm_s = 1e30, gemm_flops = 0;
   double faults_per_step = 0;  // minor page faults (the kernel mapping fresh memory)
 };
 
@@ -136,8 +137,9 @@ long MinorFaults() {
   return u.ru_minflt;
 }
 
-// Best step (after a warm-up step) and best GEMM, the GEMM timed before and after each step so
-// that both see the same load.
+// Best step with the fused CPU kernels (cpu_kernels.h) and without, and the best GEMM, timed in
+// turn (GEMM, fused step, unfused step) so that all three see the same load; one warm-up step of
+// each first. The profile runs one fused step.
 Ours RunOurs(const Args& args, bool profile) {
   torch::manual_seed(0);
   const reid::model::VisionShape shape = BenchShape();
@@ -146,31 +148,38 @@ Ours RunOurs(const Args& args, bool profile) {
   vis->to(device);
   vis->train();
   auto x = torch::randn({args.batch, 3, 256, 128}, torch::TensorOptions().device(device));
-  auto step = [&] {
+  auto step = [&](bool fused) {
+    reid::model::SetFusedCpuKernels(fused);
+    const auto start = std::chrono::steady_clock::now();
     reid::model::VisionOutputs o = vis(x);
     (o.cls_last.sum() + o.cls.sum() + o.cls_proj.sum()).backward();
     if (device.is_cuda()) torch::cuda::synchronize();
+    return Seconds(start);
   };
   Gemm gemm(shape, args.batch, device);
   Ours r;
   r.gemm_flops = gemm.flops;
-  step();
+  step(true);
   if (profile) {
     namespace prof = torch::autograd::profiler;
     prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(
         torch::profiler::impl::ProfilerState::CPU, /*report_input_shapes=*/false,
         /*profile_memory=*/false));
+    const long faults = MinorFaults();
+    r.step_s = step(true);
+    r.faults_per_step = static_cast<double>(MinorFaults() - faults);
+    return r;
   }
-  const int steps = profile ? 1 : args.iters;
-  for (int i = 0; i < steps; ++i) {
+  step(false);
+  for (int i = 0; i < args.iters; ++i) {
     r.gemm_s = std::min(r.gemm_s, gemm.Best(5, device));
     const long faults = MinorFaults();
-    const auto start = std::chrono::steady_clock::now();
-    step();
-    r.step_s = std::min(r.step_s, Seconds(start));
-    r.faults_per_step += static_cast<double>(MinorFaults() - faults) / steps;
+    r.step_s = std::min(r.step_s, step(true));
+    r.faults_per_step += static_cast<double>(MinorFaults() - faults) / args.iters;
+    r.unfused_s = std::min(r.unfused_s, step(false));
   }
   r.gemm_s = std::min(r.gemm_s, gemm.Best(5, device));
+  reid::model::SetFusedCpuKernels(true);
   return r;
 }
 
@@ -260,16 +269,19 @@ int main(int argc, char** argv) {
         "{\"benchmark\":\"clip_vit_b16_fwd_bwd\",\"batch\":%d,\"image\":\"256x128\","
         "\"device\":\"%s\",\"threads\":%d,\"iters\":%d,\"ours_s\":%.4f,\"reference_s\":%.4f,"
         "\"reference\":\"Python PyTorch %s\",\"ratio\":%.3f,\"step_gflop\":%.1f,"
-        "\"step_gflops\":%.1f,\"gemm_gflops\":%.1f,\"peak_fraction\":%.3f,\"page_faults_per_step\":%.0f}\n",
+        "\"step_gflops\":%.1f,\"gemm_gflops\":%.1f,\"peak_fraction\":%.3f,\"unfused_s\":%.4f,"
+        "\"fused_speedup\":%.3f,\"page_faults_per_step\":%.0f}\n",
         args.batch, args.device.c_str(), args.threads, args.iters, ours.step_s, ref,
-        "bench/ref_clip.py", ratio, step_flops / 1e9, step_gflops, gemm_gflops, peak_fraction,
-        ours.faults_per_step);
+        "bench/ref_clip.py", ratio, step_flops / 1e9, step_gflops, gemm_gflops, peak_fraction, ours.unfused_s,
+        ours.unfused_s / ours.step_s, ours.faults_per_step);
   } else {
     std::printf("ViT-B/16 forward+backward, batch %d at 256x128 on %s, %d threads (best of %d)\n",
                 args.batch, args.device.c_str(), args.threads, args.iters);
     std::printf("  ours (LibTorch)   %.3f s/step\n  Python PyTorch    %.3f s/step\n", ours.step_s,
                 ref);
     std::printf("ratio (reference / ours, > 1 = ours faster): %.2f\n", ratio);
+    std::printf("  ours without the fused CPU kernels %.3f s/step (%.2fx)\n", ours.unfused_s,
+                ours.unfused_s / ours.step_s);
     std::printf(
         "step: %.1f GFLOP of matrix products, %.1f GFLOP/s; plain GEMM %.1f GFLOP/s; "
         "peak_fraction %.3f\n",

@@ -1,6 +1,6 @@
-// Fused CPU float32 kernels for the transformer's memory-bound steps, where LibTorch 1.13 runs
-// one pass (and one temporary) per operator: QuickGELU and the attention softmax with its scale
-// and mask, forward and backward in one pass each. Each entry point takes the fused path for CPU
+// Fused CPU float32 kernels for the transformer's steps where LibTorch 1.13 runs one pass (and one
+// temporary) per operator: QuickGELU, the attention softmax with its scale and mask, and the whole
+// attention of a block (products, softmax, the heads' copies), forward and backward. Each entry point takes the fused path for CPU
 // float32 tensors (while SetFusedCpuKernels(true), the default) and otherwise runs the unfused
 // LibTorch ops, which the *Unfused functions expose; cpu_kernels_test.cc holds the two to 1e-6
 // relative (max |fused - unfused| / max |unfused|), forward and gradients.
@@ -29,5 +29,15 @@ torch::Tensor ScaledMaskedSoftmax(const torch::Tensor& scores, double scale,
                                   const torch::Tensor& mask);
 torch::Tensor ScaledMaskedSoftmaxUnfused(const torch::Tensor& scores, double scale,
                                          const torch::Tensor& mask);
+
+// Multi-head attention over the packed input projection: qkv (B, L, 3W) holds q, k, v side by
+// side, each of `heads` heads of width hd = W / heads; returns softmax(q k^T / sqrt(hd) + mask) v
+// per head, heads side by side: (B, L, W); mask (L, L) additive or undefined. Fused: per (batch,
+// head) the two products, the softmax and the scatter into (B, L, W) in one task, reading q, k, v
+// in place (saving qkv and the probabilities; the backward likewise writes the gradient of qkv
+// directly); unfused: nn.MultiheadAttention's ops (scaled q, matmul, mask, softmax, matmul,
+// transpose, reshape).
+torch::Tensor Attention(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask);
+torch::Tensor AttentionUnfused(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask);
 
 }  // namespace reid::model

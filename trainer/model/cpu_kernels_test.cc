@@ -8,10 +8,13 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <limits>
+#include <string>
 
 #include "trainer/model/clip.h"
+#include "trainer/model/cpu_gemm.h"
 #include "trainer/model/test_util.h"
 
 namespace reid::model {
@@ -154,6 +157,68 @@ TEST_F(FusedKernels, OtherDtypesAndSwitchOffRunTheUnfusedOps) {
   const auto f = torch::randn({5, 33});
   EXPECT_TRUE(torch::equal(QuickGelu(f), QuickGeluUnfused(f)));
   EXPECT_TRUE(torch::equal(ScaledMaskedSoftmax(f, 0.3, {}), ScaledMaskedSoftmaxUnfused(f, 0.3, {})));
+}
+
+TEST(SmallGemm, MatchesMmWithStridedAAndTails) {
+  torch::manual_seed(3);
+  for (const auto& [m, k, n] : {std::array<int64_t, 3>{129, 64, 144}, {7, 129, 64}, {1, 3, 16}}) {
+    const auto a = torch::randn({k, m});  // used transposed: A(i, p) = a[p][i]
+    const auto b = torch::randn({k, n + 5});
+    auto c = torch::full({m, n + 3}, 7.0f);
+    SmallGemm({a.data_ptr<float>(), 1, m}, m, k, b.data_ptr<float>(), n + 5, n,
+              c.data_ptr<float>(), n + 3);
+    const auto ref = torch::mm(a.t(), b.slice(1, 0, n));
+    EXPECT_LT(RelativeError(c.slice(1, 0, n), ref), kBound) << m << "x" << k << "x" << n;
+    EXPECT_TRUE(torch::equal(c.slice(1, n), torch::full({m, 3}, 7.0f)));  // beyond n untouched
+  }
+}
+
+// qkv (B, L, 3W) like an input projection's output, heads of width hd: the fused attention against
+// nn.MultiheadAttention's ops, output and qkv's gradient; hd 64 (rows read in place) and 24
+// (padded copies), the ViT's 129 tokens and the text's causal 77.
+void CheckAttention(int64_t l, int64_t heads, int64_t hd, bool causal) {
+  const auto qkv = torch::randn({3, l, 3 * heads * hd}) * 3;
+  const auto g = torch::randn({3, l, heads * hd});
+  torch::Tensor mask;
+  if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
+  auto fused = [&](const torch::Tensor& t) { return Attention(t, heads, mask); };
+  auto unfused = [&](const torch::Tensor& t) { return AttentionUnfused(t, heads, mask); };
+  auto [o, gx] = ValueAndGrad(fused, qkv, g);
+  auto [o_ref, gx_ref] = ValueAndGrad(unfused, qkv, g);
+  const std::string what = "L " + std::to_string(l) + " heads " + std::to_string(heads) + " hd " +
+                           std::to_string(hd) + (causal ? " causal" : "");
+  EXPECT_LT(RelativeError(o, o_ref), kBound) << what;
+  for (int part = 0; part < 3; ++part) {  // q, k, v separately: each must be right
+    const int64_t w = heads * hd;
+    EXPECT_LT(RelativeError(gx.slice(2, part * w, (part + 1) * w),
+                            gx_ref.slice(2, part * w, (part + 1) * w)),
+              kBound)
+        << what << " part " << part;
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(Attention(qkv, heads, mask), o)) << what;
+}
+
+TEST_F(FusedKernels, AttentionMatchesUnfused) {
+  CheckAttention(129, 12, 64, false);
+  CheckAttention(77, 8, 64, true);
+  CheckAttention(19, 2, 24, false);
+  CheckAttention(5, 3, 24, true);
+}
+
+TEST_F(FusedKernels, BoundCatchesASlightlyWrongAttention) {
+  const auto qkv = torch::randn({2, 129, 3 * 4 * 64}) * 3;
+  const auto g = torch::randn({2, 129, 4 * 64});
+  auto [o, gx] = ValueAndGrad([](const torch::Tensor& t) { return Attention(t, 4, {}); }, qkv, g);
+  // One head's scores 1e-5 too large (q scaled): output and gradient move beyond the bound.
+  auto wrong = [](const torch::Tensor& t) {
+    auto q_scale = torch::ones({1, 1, 3 * 4 * 64});
+    q_scale.slice(2, 0, 64).fill_(1 + 1e-5);
+    return AttentionUnfused(t * q_scale, 4, {});
+  };
+  auto [o_bad, gx_bad] = ValueAndGrad(wrong, qkv, g);
+  EXPECT_GT(RelativeError(o, o_bad), kBound);
+  EXPECT_GT(RelativeError(gx, gx_bad), kBound);
 }
 
 // A whole residual block (attention with and without the causal mask, MLP) with the fused
