@@ -41,12 +41,23 @@ REID_INLINE void Gemm(const StridedMatrix& a, int64_t m, int64_t k, const float*
     int64_t i0 = 0;
     for (; i0 + 6 <= m; i0 += 6) Block<6>(a, i0, k, b, ldb, j0, c, ldc);
     switch (m - i0) {
-      case 5: Block<5>(a, i0, k, b, ldb, j0, c, ldc); break;
-      case 4: Block<4>(a, i0, k, b, ldb, j0, c, ldc); break;
-      case 3: Block<3>(a, i0, k, b, ldb, j0, c, ldc); break;
-      case 2: Block<2>(a, i0, k, b, ldb, j0, c, ldc); break;
-      case 1: Block<1>(a, i0, k, b, ldb, j0, c, ldc); break;
-      default: break;
+      case 5:
+        Block<5>(a, i0, k, b, ldb, j0, c, ldc);
+        break;
+      case 4:
+        Block<4>(a, i0, k, b, ldb, j0, c, ldc);
+        break;
+      case 3:
+        Block<3>(a, i0, k, b, ldb, j0, c, ldc);
+        break;
+      case 2:
+        Block<2>(a, i0, k, b, ldb, j0, c, ldc);
+        break;
+      case 1:
+        Block<1>(a, i0, k, b, ldb, j0, c, ldc);
+        break;
+      default:
+        break;
     }
   }
 }

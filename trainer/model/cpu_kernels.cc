@@ -1,21 +1,19 @@
-// Fused CPU float32 kernels: plain loops that the compiler vectorises (cloned for AVX2, chosen at
-// load time), parallelised with at::parallel_for, wrapped in autograd Functions. The arithmetic
-// follows LibTorch's own kernels operation by operation (same order, no fused multiply-add: the
-// file is built with -ffp-contract=off) so that the results differ only by the exponential's last
-// bits and by the order of the row sums.
+// The fused kernels' switch, QuickGELU and the softmax rows of the attention: plain loops that the
+// compiler vectorises (cloned for AVX2, chosen at load time), parallelised with at::parallel_for,
+// wrapped in autograd Functions. The arithmetic follows LibTorch's own kernels operation by
+// operation (same order, no fused multiply-add: the file is built with -ffp-contract=off), so the
+// results differ only in the exponential's last bits.
 #include "trainer/model/cpu_kernels.h"
 
 #include <ATen/Parallel.h>
-#include <torch/version.h>
 
 #include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <vector>
 
-#include "trainer/model/cpu_gemm.h"
+#include "trainer/model/cpu_kernels_internal.h"
 
 namespace reid::model {
 namespace {
@@ -29,8 +27,7 @@ namespace {
 std::atomic<bool> g_fused{true};
 
 constexpr float kQuickGeluAlpha = 1.702f;
-constexpr int64_t kGrain = 32768;  // elements per task, as ATen's elementwise kernels
-constexpr int kLanes = 16;         // independent running maxima of a row
+constexpr int kLanes = 16;  // independent running maxima of a row
 
 // exp(x) in float, branch-free so that loops over it vectorise: x = n ln2 + r with |r| <= ln2/2
 // (ln2 split in two for an exact n ln2), exp(r) by Cephes' degree-6 polynomial (about 1 ulp), times
@@ -106,24 +103,27 @@ inline float SumLikeAten(const float* x, int64_t n) {
   return (lane[0] + lane[2]) + (lane[1] + lane[3]);
 }
 
-// One row of softmax(s * scale + mask) as ATen's softmax: the row's max, exp(z - max) stored, their
-// sum, the row times the sum's reciprocal. mask may be null.
-REID_VECTOR_CLONES void SoftmaxRow(const float* s, const float* mask, float scale, float* out,
-                                   int64_t n) {
+}  // namespace
+
+namespace internal {
+
+// One row of softmax(s + mask) as ATen's softmax: the row's max, exp(z - max) stored, their sum,
+// the row times the sum's reciprocal. mask may be null.
+REID_VECTOR_CLONES void SoftmaxRow(const float* s, const float* mask, float* out, int64_t n) {
   constexpr float kInf = std::numeric_limits<float>::infinity();
   float lane[kLanes];
   for (float& m : lane) m = -kInf;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const float z = mask ? s[i + l] * scale + mask[i + l] : s[i + l] * scale;
+      const float z = mask ? s[i + l] + mask[i + l] : s[i + l];
       out[i + l] = z;
       lane[l] = lane[l] < z ? z : lane[l];
     }
   }
   float max = -kInf;
   for (; i < n; ++i) {
-    out[i] = mask ? s[i] * scale + mask[i] : s[i] * scale;
+    out[i] = mask ? s[i] + mask[i] : s[i];
     max = max < out[i] ? out[i] : max;
   }
   for (const float m : lane) max = max < m ? m : max;
@@ -132,19 +132,25 @@ REID_VECTOR_CLONES void SoftmaxRow(const float* s, const float* mask, float scal
   for (i = 0; i < n; ++i) out[i] = out[i] * inv;
 }
 
-// One row of the backward: gs = ((gp - sum(gp * p)) * p) * scale, ATen's softmax backward (its
-// products summed in reduce_all's order) then the scale's product.
-REID_VECTOR_CLONES void SoftmaxBackwardRow(const float* gp, const float* p, float scale,
-                                           float* gs, int64_t n) {
+// One row of the backward: gs = (gp - sum(gp * p)) * p, ATen's softmax backward (its products
+// summed in reduce_all's order).
+REID_VECTOR_CLONES void SoftmaxBackwardRow(const float* gp, const float* p, float* gs, int64_t n) {
   for (int64_t i = 0; i < n; ++i) gs[i] = gp[i] * p[i];
   const float dot = SumLikeAten(gs, n);
-  for (int64_t i = 0; i < n; ++i) gs[i] = (gp[i] - dot) * p[i] * scale;
+  for (int64_t i = 0; i < n; ++i) gs[i] = (gp[i] - dot) * p[i];
 }
 
 bool TakesFusedPath(const torch::Tensor& x) {
   return g_fused.load(std::memory_order_relaxed) && x.defined() && x.device().is_cpu() &&
          x.scalar_type() == torch::kFloat && x.layout() == torch::kStrided;
 }
+
+}  // namespace internal
+
+namespace {
+
+using internal::kGrain;
+using internal::TakesFusedPath;
 
 torch::Tensor QuickGeluForward(const torch::Tensor& input) {
   const torch::Tensor x = input.contiguous();
@@ -177,228 +183,9 @@ class QuickGeluFunction : public torch::autograd::Function<QuickGeluFunction> {
   }
 };
 
-// Rows per task: about kGrain elements.
-int64_t RowGrain(int64_t row) { return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, row)); }
-
-torch::Tensor SoftmaxForward(const torch::Tensor& scores, float scale, const torch::Tensor& mask) {
-  const torch::Tensor s = scores.contiguous();
-  const int64_t lq = s.size(-2), lk = s.size(-1), rows = s.numel() / lk;
-  torch::Tensor out = torch::empty_like(s, at::MemoryFormat::Contiguous);
-  const float* sp = s.data_ptr<float>();
-  const float* mp = mask.defined() ? mask.data_ptr<float>() : nullptr;
-  float* op = out.data_ptr<float>();
-  at::parallel_for(0, rows, RowGrain(lk), [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      SoftmaxRow(sp + r * lk, mp ? mp + (r % lq) * lk : nullptr, scale, op + r * lk, lk);
-    }
-  });
-  return out;
-}
-
-// The mask travels outside autograd's inputs (it has no gradient and may be undefined).
-struct ConstantMask {
-  torch::Tensor mask;
-};
-
-class SoftmaxFunction : public torch::autograd::Function<SoftmaxFunction> {
- public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& scores,
-                               double scale, const ConstantMask& mask) {
-    torch::Tensor p = SoftmaxForward(scores, static_cast<float>(scale), mask.mask);
-    ctx->save_for_backward({p});
-    ctx->saved_data["scale"] = scale;
-    return p;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const torch::Tensor p = ctx->get_saved_variables()[0];
-    const float scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
-    const torch::Tensor g = grads[0].contiguous();
-    const int64_t lk = p.size(-1), rows = p.numel() / lk;
-    torch::Tensor gs = torch::empty_like(p, at::MemoryFormat::Contiguous);
-    const float *gp = g.data_ptr<float>(), *pp = p.data_ptr<float>();
-    float* gsp = gs.data_ptr<float>();
-    at::parallel_for(0, rows, RowGrain(lk), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        SoftmaxBackwardRow(gp + r * lk, pp + r * lk, scale, gsp + r * lk, lk);
-      }
-    });
-    return {gs, torch::Tensor(), torch::Tensor()};
-  }
-};
-
-int64_t RoundUp16(int64_t n) { return (n + 15) / 16 * 16; }
-
-// The geometry of one attention call: qkv (B, L, 3W), heads of width hd; row lengths padded to
-// 16 for SmallGemm (lp, hdp).
-struct AttentionShape {
-  int64_t b, l, w, heads, hd, lp, hdp;
-  AttentionShape(const torch::Tensor& qkv, int64_t h)
-      : b(qkv.size(0)), l(qkv.size(1)), w(qkv.size(2) / 3), heads(h), hd(w / h),
-        lp(RoundUp16(l)), hdp(RoundUp16(w / h)) {}
-};
-
-// rows x cols floats, `ld` apart, into buf (rows x ldp, ldp >= cols; zero padded), or in place
-// when the rows need no padding. Returns the rows' start; *ld_out their stride.
-const float* RowsPadded(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t ldp,
-                        float* buf, int64_t* ld_out) {
-  if (cols == ldp) {
-    *ld_out = ld;
-    return src;
-  }
-  for (int64_t i = 0; i < rows; ++i) {
-    std::memcpy(buf + i * ldp, src + i * ld, cols * sizeof(float));
-    std::memset(buf + i * ldp + cols, 0, (ldp - cols) * sizeof(float));
-  }
-  *ld_out = ldp;
-  return buf;
-}
-
-// The transpose of rows x cols floats (`ld` apart) into buf: cols x ldp, zero padded to ldp.
-void TransposePadded(const float* src, int64_t ld, int64_t rows, int64_t cols, int64_t ldp,
-                     float* buf) {
-  std::memset(buf, 0, cols * ldp * sizeof(float));
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t d = 0; d < cols; ++d) buf[d * ldp + i] = src[i * ld + d];
-  }
-}
-
-// C (rows x cols) from a padded product into dst rows `ld` apart (no copy when C is dst).
-void StoreRows(const float* c, int64_t ldc, int64_t rows, int64_t cols, float* dst, int64_t ld) {
-  if (c == dst) return;
-  for (int64_t i = 0; i < rows; ++i) std::memcpy(dst + i * ld, c + i * ldc, cols * sizeof(float));
-}
-
-// q * scale (LibTorch's rounding of the scaled q) into buf: rows x cols, ldp apart, zero padded.
-void ScaledRows(const float* q, int64_t ld, int64_t rows, int64_t cols, float scale, int64_t ldp,
-                float* buf) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t d = 0; d < cols; ++d) buf[i * ldp + d] = q[i * ld + d] * scale;
-    for (int64_t d = cols; d < ldp; ++d) buf[i * ldp + d] = 0.0f;
-  }
-}
-
-// Forward of one (batch, head), the unfused ops' arithmetic: S = (q scale) k^T, P = softmax(S +
-// mask) into p (L x L), O = P v into out's head columns.
-void AttentionForwardHead(const AttentionShape& g, const float* qkv, const float* mask, float scale,
-                          float* p, float* out, std::vector<float>& scratch) {
-  const int64_t l = g.l, hd = g.hd, ld = 3 * g.w;
-  scratch.resize(g.hd * g.lp + g.l * g.lp + 3 * g.l * g.hdp);
-  float* kt = scratch.data();   // (hd, Lp)
-  float* s = kt + g.hd * g.lp;  // (L, Lp)
-  float* qs = s + g.l * g.lp;   // (L, hdp)
-  float* vbuf = qs + g.l * g.hdp;
-  float* obuf = vbuf + g.l * g.hdp;
-  const float *q = qkv, *k = qkv + g.w, *v = qkv + 2 * g.w;
-  ScaledRows(q, ld, l, hd, scale, g.hdp, qs);
-  TransposePadded(k, ld, l, hd, g.lp, kt);
-  SmallGemm({qs, g.hdp, 1}, l, hd, kt, g.lp, g.lp, s, g.lp);
-  for (int64_t i = 0; i < l; ++i) {
-    SoftmaxRow(s + i * g.lp, mask ? mask + i * l : nullptr, 1.0f, p + i * l, l);
-  }
-  int64_t ldv = 0;
-  const float* vr = RowsPadded(v, ld, l, hd, g.hdp, vbuf, &ldv);
-  float* o = hd == g.hdp ? out : obuf;
-  SmallGemm({p, l, 1}, l, l, vr, ldv, g.hdp, o, hd == g.hdp ? g.w : g.hdp);
-  StoreRows(o, g.hdp, l, hd, out, g.w);
-}
-
-// Backward of one (batch, head), again the unfused ops' arithmetic: from gO (the head's columns
-// of the output's gradient) gP = gO v^T, gS = softmax's backward, gV = P^T gO, gQ = (gS k) scale,
-// gK = gS^T (q scale), written into gqkv's head columns.
-void AttentionBackwardHead(const AttentionShape& g, const float* qkv, const float* p,
-                           const float* gout, float scale, float* gqkv,
-                           std::vector<float>& scratch) {
-  const int64_t l = g.l, hd = g.hd, ld = 3 * g.w;
-  scratch.resize(g.hd * g.lp + 2 * g.l * g.lp + 4 * g.l * g.hdp);
-  float* vt = scratch.data();    // (hd, Lp)
-  float* gp = vt + g.hd * g.lp;  // (L, Lp)
-  float* gs = gp + g.l * g.lp;   // (L, Lp)
-  float* rows[4];                // padded rows of gO, k, q scale and a product's output
-  for (int i = 0; i < 4; ++i) rows[i] = gs + g.l * g.lp + i * g.l * g.hdp;
-  const float *q = qkv, *k = qkv + g.w, *v = qkv + 2 * g.w;
-  TransposePadded(v, ld, l, hd, g.lp, vt);
-  SmallGemm({gout, g.w, 1}, l, hd, vt, g.lp, g.lp, gp, g.lp);  // gP = gO v^T
-  for (int64_t i = 0; i < l; ++i) {
-    SoftmaxBackwardRow(gp + i * g.lp, p + i * l, 1.0f, gs + i * g.lp, l);
-  }
-  const bool direct = hd == g.hdp;
-  auto product = [&](const StridedMatrix& a, const float* b, int64_t ldb, float* dst) {
-    float* c = direct ? dst : rows[3];
-    SmallGemm(a, l, l, b, ldb, g.hdp, c, direct ? ld : g.hdp);
-    StoreRows(c, g.hdp, l, hd, dst, ld);
-  };
-  int64_t ldo = 0, ldk = 0;
-  const float* go = RowsPadded(gout, g.w, l, hd, g.hdp, rows[0], &ldo);
-  const float* kr = RowsPadded(k, ld, l, hd, g.hdp, rows[1], &ldk);
-  ScaledRows(q, ld, l, hd, scale, g.hdp, rows[2]);
-  product({p, 1, l}, go, ldo, gqkv + 2 * g.w);         // gV = P^T gO
-  product({gs, g.lp, 1}, kr, ldk, gqkv);               // gQ = gS k, scaled below
-  product({gs, 1, g.lp}, rows[2], g.hdp, gqkv + g.w);  // gK = gS^T (q scale)
-  for (int64_t i = 0; i < l; ++i) {
-    for (int64_t d = 0; d < hd; ++d) gqkv[i * ld + d] = gqkv[i * ld + d] * scale;
-  }
-}
-
-torch::Tensor AttentionForward(const torch::Tensor& qkv, const AttentionShape& g,
-                               const torch::Tensor& mask, float scale, torch::Tensor* probs) {
-  torch::Tensor out = torch::empty({g.b, g.l, g.w}, qkv.options());
-  *probs = torch::empty({g.b, g.heads, g.l, g.l}, qkv.options());
-  const float* x = qkv.data_ptr<float>();
-  const float* m = mask.defined() ? mask.data_ptr<float>() : nullptr;
-  float *o = out.data_ptr<float>(), *p = probs->data_ptr<float>();
-  at::parallel_for(0, g.b * g.heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch;
-    for (int64_t t = begin; t < end; ++t) {
-      const int64_t bi = t / g.heads, h = t % g.heads;
-      AttentionForwardHead(g, x + bi * g.l * 3 * g.w + h * g.hd, m, scale, p + t * g.l * g.l,
-                           o + bi * g.l * g.w + h * g.hd, scratch);
-    }
-  });
-  return out;
-}
-
-class AttentionFunction : public torch::autograd::Function<AttentionFunction> {
- public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& qkv,
-                               int64_t heads, double scale, const ConstantMask& mask) {
-    torch::Tensor probs;
-    torch::Tensor out =
-        AttentionForward(qkv, AttentionShape(qkv, heads), mask.mask, static_cast<float>(scale), &probs);
-    ctx->save_for_backward({qkv, probs});
-    ctx->saved_data["heads"] = heads;
-    ctx->saved_data["scale"] = scale;
-    return out;
-  }
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const torch::Tensor& qkv = saved[0];
-    const torch::Tensor& probs = saved[1];
-    const AttentionShape g(qkv, ctx->saved_data["heads"].toInt());
-    const float scale = static_cast<float>(ctx->saved_data["scale"].toDouble());
-    const torch::Tensor gout = grads[0].contiguous();
-    torch::Tensor gqkv = torch::empty_like(qkv);
-    const float *x = qkv.data_ptr<float>(), *p = probs.data_ptr<float>();
-    const float* go = gout.data_ptr<float>();
-    float* gx = gqkv.data_ptr<float>();
-    at::parallel_for(0, g.b * g.heads, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> scratch;
-      for (int64_t t = begin; t < end; ++t) {
-        const int64_t bi = t / g.heads, h = t % g.heads;
-        AttentionBackwardHead(g, x + bi * g.l * 3 * g.w + h * g.hd, p + t * g.l * g.l,
-                              go + bi * g.l * g.w + h * g.hd, scale,
-                              gx + bi * g.l * 3 * g.w + h * g.hd, scratch);
-      }
-    });
-    return {gqkv, torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
-};
-
 }  // namespace
 
 void SetFusedCpuKernels(bool on) { g_fused.store(on, std::memory_order_relaxed); }
-bool FusedCpuKernels() { return g_fused.load(std::memory_order_relaxed); }
 
 torch::Tensor QuickGeluUnfused(const torch::Tensor& x) { return x * torch::sigmoid(1.702 * x); }
 
@@ -406,71 +193,6 @@ torch::Tensor QuickGelu(const torch::Tensor& x) {
   if (!TakesFusedPath(x)) return QuickGeluUnfused(x);
   if (!(torch::GradMode::is_enabled() && x.requires_grad())) return QuickGeluForward(x);
   return QuickGeluFunction::apply(x);
-}
-
-torch::Tensor ScaledMaskedSoftmaxUnfused(const torch::Tensor& scores, double scale,
-                                         const torch::Tensor& mask) {
-  auto z = scores * scale;
-  if (mask.defined()) z = z + mask.to(z.scalar_type());
-  return torch::softmax(z, -1);
-}
-
-torch::Tensor ScaledMaskedSoftmax(const torch::Tensor& scores, double scale,
-                                  const torch::Tensor& mask) {
-  CHECK_GE(scores.dim(), 2) << "softmax scores must be (..., Lq, Lk)";
-  if (!TakesFusedPath(scores) || (mask.defined() && !TakesFusedPath(mask)) ||
-      (mask.defined() && mask.requires_grad())) {
-    return ScaledMaskedSoftmaxUnfused(scores, scale, mask);
-  }
-  const torch::Tensor m = mask.defined() ? mask.contiguous() : mask;
-  if (m.defined()) {
-    CHECK(m.dim() == 2 && m.size(0) == scores.size(-2) && m.size(1) == scores.size(-1))
-        << "attention mask " << m.sizes() << " vs scores " << scores.sizes();
-  }
-  if (!(torch::GradMode::is_enabled() && scores.requires_grad())) {
-    return SoftmaxForward(scores, static_cast<float>(scale), m);
-  }
-  return SoftmaxFunction::apply(scores, scale, ConstantMask{m});
-}
-
-}  // namespace reid::model
-
-namespace reid::model {
-
-torch::Tensor AttentionUnfused(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask) {
-  const int64_t b = qkv.size(0), l = qkv.size(1), w = qkv.size(2) / 3, hd = w / heads;
-  // (B, L, 3W) -> 3 x (B, heads, L, hd)
-  auto parts = qkv.view({b, l, 3, heads, hd}).permute({2, 0, 3, 1, 4});
-  torch::Tensor q = parts[0], k = parts[1], v = parts[2], out;
-#if TORCH_VERSION_MAJOR >= 2
-  out = at::scaled_dot_product_attention(
-      q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
-#else
-  q = q * (1.0 / std::sqrt(static_cast<double>(hd)));
-  auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, heads, L, L)
-  if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
-  out = torch::matmul(torch::softmax(scores, -1), v);  // (B, heads, L, hd)
-#endif
-  return out.transpose(1, 2).reshape({b, l, w});
-}
-
-torch::Tensor Attention(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask) {
-  CHECK(qkv.dim() == 3 && qkv.size(2) % (3 * heads) == 0)
-      << "attention input " << qkv.sizes() << " is not (B, L, 3W) with W divisible by " << heads;
-  if (!TakesFusedPath(qkv) || (mask.defined() && (!TakesFusedPath(mask) || mask.requires_grad()))) {
-    return AttentionUnfused(qkv, heads, mask);
-  }
-  const int64_t l = qkv.size(1);
-  const torch::Tensor m = mask.defined() ? mask.contiguous() : mask;
-  CHECK(!m.defined() || (m.dim() == 2 && m.size(0) == l && m.size(1) == l))
-      << "attention mask " << m.sizes() << " for " << l << " tokens";
-  const torch::Tensor x = qkv.contiguous();
-  const double scale = 1.0 / std::sqrt(static_cast<double>(qkv.size(2) / 3 / heads));
-  if (!(torch::GradMode::is_enabled() && qkv.requires_grad())) {
-    torch::Tensor probs;
-    return AttentionForward(x, AttentionShape(x, heads), m, static_cast<float>(scale), &probs);
-  }
-  return AttentionFunction::apply(x, heads, scale, ConstantMask{m});
 }
 
 }  // namespace reid::model

@@ -77,8 +77,7 @@ TEST_F(FusedKernels, QuickGeluExtremeValues) {
   auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
   const auto finite = y_ref.isfinite();
   EXPECT_TRUE(torch::equal(finite, y.isfinite()));
-  EXPECT_LT(ElementwiseRelativeError(y.masked_select(finite), y_ref.masked_select(finite)),
-            kBound);
+  EXPECT_LT(ElementwiseRelativeError(y.masked_select(finite), y_ref.masked_select(finite)), kBound);
   const auto gfinite = gx_ref.isfinite();
   EXPECT_TRUE(torch::equal(gfinite, gx.isfinite()));
   EXPECT_LT((gx - gx_ref).masked_select(gfinite).abs().max().item<double>(), 1e-6);
@@ -106,57 +105,16 @@ TEST_F(FusedKernels, QuickGeluNonContiguousInput) {
   EXPECT_LT(RelativeError(gx, gx_ref), kBound);
 }
 
-// Attention scores (B, heads, Lq, Lk) of magnitude like a trained model's (up to ~40 after
-// scaling), the ViT's L = 129 (vector tail) and the text's causal 77.
-void CheckSoftmax(int64_t l, double scale, bool causal) {
-  auto s = torch::randn({2, 3, l, l}) * 60;
-  const auto g = torch::randn_like(s);
-  torch::Tensor mask;
-  if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
-  auto fused = [&](const torch::Tensor& t) { return ScaledMaskedSoftmax(t, scale, mask); };
-  auto unfused = [&](const torch::Tensor& t) {
-    return ScaledMaskedSoftmaxUnfused(t, scale, mask);
-  };
-  auto [p, gs] = ValueAndGrad(fused, s, g);
-  auto [p_ref, gs_ref] = ValueAndGrad(unfused, s, g);
-  EXPECT_LT(RelativeError(p, p_ref), kBound) << "L " << l << " scale " << scale;
-  EXPECT_LT(ElementwiseRelativeError(p, p_ref), kBound) << "L " << l << " scale " << scale;
-  EXPECT_LT(RelativeError(gs, gs_ref), kBound) << "L " << l << " scale " << scale;
-  if (causal) EXPECT_EQ(p.triu(1).abs().max().item<float>(), 0.0f);
-  EXPECT_LT((p.sum(-1) - 1).abs().max().item<double>(), 1e-5);
-}
-
-TEST_F(FusedKernels, SoftmaxMatchesUnfused) {
-  CheckSoftmax(129, 0.125, false);
-  CheckSoftmax(77, 0.125, true);
-  CheckSoftmax(16, 1 / std::sqrt(32.0), true);  // a scale that is not a power of two
-}
-
-TEST_F(FusedKernels, BoundCatchesASlightlyWrongSoftmax) {
-  const auto s = torch::randn({2, 3, 129, 129}) * 60;
-  const auto g = torch::randn_like(s);
-  auto fused = [](const torch::Tensor& t) { return ScaledMaskedSoftmax(t, 0.125, {}); };
-  auto scale_off = [](double rel) {
-    return [rel](const torch::Tensor& t) {
-      return ScaledMaskedSoftmaxUnfused(t, 0.125 * (1 + rel), {});
-    };
-  };
-  auto [p, gs] = ValueAndGrad(fused, s, g);
-  auto [p_bad, unused] = ValueAndGrad(scale_off(1e-5), s, g);
-  EXPECT_GT(ElementwiseRelativeError(p, p_bad), kBound);
-  EXPECT_GT(RelativeError(p, p_bad), kBound);
-  auto [unused2, gs_bad] = ValueAndGrad(scale_off(1e-4), s, g);
-  EXPECT_GT(RelativeError(gs, gs_bad), kBound);
-}
-
 TEST_F(FusedKernels, OtherDtypesAndSwitchOffRunTheUnfusedOps) {
   const auto x = torch::randn({5, 33}, torch::kDouble);
   EXPECT_TRUE(torch::equal(QuickGelu(x), QuickGeluUnfused(x)));
-  EXPECT_TRUE(torch::equal(ScaledMaskedSoftmax(x, 0.3, {}), ScaledMaskedSoftmaxUnfused(x, 0.3, {})));
+  const auto qkv = torch::randn({2, 5, 3 * 8}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(Attention(qkv, 2, {}), AttentionUnfused(qkv, 2, {})));
   SetFusedCpuKernels(false);
   const auto f = torch::randn({5, 33});
   EXPECT_TRUE(torch::equal(QuickGelu(f), QuickGeluUnfused(f)));
-  EXPECT_TRUE(torch::equal(ScaledMaskedSoftmax(f, 0.3, {}), ScaledMaskedSoftmaxUnfused(f, 0.3, {})));
+  const auto fqkv = torch::randn({2, 5, 3 * 8});
+  EXPECT_TRUE(torch::equal(Attention(fqkv, 2, {}), AttentionUnfused(fqkv, 2, {})));
 }
 
 TEST(SmallGemm, MatchesMmWithStridedAAndTails) {
@@ -165,8 +123,8 @@ TEST(SmallGemm, MatchesMmWithStridedAAndTails) {
     const auto a = torch::randn({k, m});  // used transposed: A(i, p) = a[p][i]
     const auto b = torch::randn({k, n + 5});
     auto c = torch::full({m, n + 3}, 7.0f);
-    SmallGemm({a.data_ptr<float>(), 1, m}, m, k, b.data_ptr<float>(), n + 5, n,
-              c.data_ptr<float>(), n + 3);
+    SmallGemm({a.data_ptr<float>(), 1, m}, m, k, b.data_ptr<float>(), n + 5, n, c.data_ptr<float>(),
+              n + 3);
     const auto ref = torch::mm(a.t(), b.slice(1, 0, n));
     EXPECT_LT(RelativeError(c.slice(1, 0, n), ref), kBound) << m << "x" << k << "x" << n;
     EXPECT_TRUE(torch::equal(c.slice(1, n), torch::full({m, 3}, 7.0f)));  // beyond n untouched
