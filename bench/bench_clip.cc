@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/cuda.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,8 +24,7 @@
 #include <utility>
 #include <vector>
 
-#include <torch/cuda.h>
-
+#include "base/init.h"
 #include "trainer/model/clip.h"
 #include "trainer/model/cpu_kernels.h"
 
@@ -142,8 +142,8 @@ struct LinearProducts {
       : blocks(s.layers) {
     const int64_t rows = b * (s.grid_h * s.grid_w + 1), w = s.width;
     const auto opts = torch::TensorOptions().device(device);
-    for (const auto& [in, out] : {std::pair<int64_t, int64_t>{w, 3 * w}, {w, w}, {w, 4 * w},
-                                  {4 * w, w}}) {
+    for (const auto& [in, out] :
+         {std::pair<int64_t, int64_t>{w, 3 * w}, {w, w}, {w, 4 * w}, {4 * w, w}}) {
       layers.push_back({torch::randn({rows, in}, opts), torch::randn({out, in}, opts),
                         torch::empty({rows, out}, opts), torch::randn({rows, out}, opts),
                         torch::empty({rows, in}, opts), torch::empty({out, in}, opts)});
@@ -259,8 +259,8 @@ void PrintProfile(const torch::autograd::profiler::thread_event_lists& lists, do
     total_us += v.first;
   }
   std::sort(rows.rbegin(), rows.rend());
-  std::printf("step %.3f s; operators' self time %.3f s (the rest: outside any operator)\n",
-              step_s, total_us / 1e6);
+  std::printf("step %.3f s; operators' self time %.3f s (the rest: outside any operator)\n", step_s,
+              total_us / 1e6);
   std::printf("%-48s %9s %6s %6s\n", "operator", "self ms", "share", "calls");
   for (size_t i = 0; i < rows.size() && i < 30; ++i) {
     std::printf("%-48s %9.1f %5.1f%% %6d\n", rows[i].second.c_str(), rows[i].first / 1e3,
@@ -274,6 +274,14 @@ int Profile(const Args& args) {
   PrintProfile(torch::autograd::profiler::disableProfilerLegacy(), r.step_s);
   std::printf("minor page faults in the step: %.0f\n", r.faults_per_step);
   return 0;
+}
+
+// OMP_WAIT_POLICY (and GOMP_SPINCOUNT) as this process and the reference run with.
+std::string WaitPolicy() {
+  const char* policy = std::getenv("OMP_WAIT_POLICY");
+  const char* spin = std::getenv("GOMP_SPINCOUNT");
+  return std::string(policy ? policy : "unset") +
+         (spin ? std::string(", GOMP_SPINCOUNT=") + spin : "");
 }
 
 double RunReference(const Args& args) {
@@ -293,6 +301,7 @@ double RunReference(const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  reid::base::ReexecWithPassiveOpenMP(argv);  // as `reid train` does
   Args args;
   if (!ParseArgs(argc, argv, &args)) return 2;
   if (args.profile) return Profile(args);
@@ -317,11 +326,11 @@ int main(int argc, char** argv) {
         "\"reference\":\"Python PyTorch %s\",\"ratio\":%.3f,\"step_gflop\":%.1f,"
         "\"step_gflops\":%.1f,\"gemm_gflops\":%.1f,\"peak_fraction\":%.3f,\"unfused_s\":%.4f,"
         "\"fused_speedup\":%.3f,\"linear_products_gflops\":%.1f,\"products_peak_fraction\":%.3f,"
-        "\"page_faults_per_step\":%.0f}\n",
+        "\"page_faults_per_step\":%.0f,\"omp_wait_policy\":\"%s\"}\n",
         args.batch, args.device.c_str(), args.threads, args.iters, ours.step_s, ref,
-        "bench/ref_clip.py", ratio, step_flops / 1e9, step_gflops, gemm_gflops, peak_fraction, ours.unfused_s,
-        ours.unfused_s / ours.step_s, products_gflops, products_gflops / gemm_gflops,
-        ours.faults_per_step);
+        "bench/ref_clip.py", ratio, step_flops / 1e9, step_gflops, gemm_gflops, peak_fraction,
+        ours.unfused_s, ours.unfused_s / ours.step_s, products_gflops,
+        products_gflops / gemm_gflops, ours.faults_per_step, WaitPolicy().c_str());
   } else {
     std::printf("ViT-B/16 forward+backward, batch %d at 256x128 on %s, %d threads (best of %d)\n",
                 args.batch, args.device.c_str(), args.threads, args.iters);
