@@ -2,6 +2,7 @@
 #include "base/init.h"
 
 #include <glog/logging.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -39,6 +40,13 @@ const char* g_program = "";
 void InstallTerminateHandler(const char* program) {
   g_program = program;
   std::set_terminate(OnTerminate);
+}
+
+void ReexecWithPassiveOpenMP(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
+  if (setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1) != 0) return;
+  execv("/proc/self/exe", argv);
+  unsetenv("OMP_WAIT_POLICY");  // exec failed: carry on as started
 }
 
 void GlobalInit(const char* argv0) {

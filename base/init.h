@@ -17,6 +17,15 @@ void GlobalInit(const char* argv0);
 // line and a failure status like one that reaches main. `program` must outlive the process.
 void InstallTerminateHandler(const char* program);
 
+// libgomp (LibTorch's OpenMP runtime) reads OMP_WAIT_POLICY once, when it loads; by default its
+// idle workers spin for milliseconds after every parallel region, which on a machine with as many
+// busy threads as cores takes the cores from OpenBLAS's own workers (the matrix products) and
+// from other processes. Unless the environment sets OMP_WAIT_POLICY or GOMP_SPINCOUNT, this
+// re-executes the program (same pid, arguments and otherwise the same environment) with
+// OMP_WAIT_POLICY=PASSIVE, under which idle workers sleep at once. Call first thing in main();
+// returns only when it did not re-execute (the variables were set, or exec failed).
+void ReexecWithPassiveOpenMP(char** argv);
+
 // Sends this rank's log to `run_dir`/logs/rank<rank>.log (all severities); stderr keeps
 // warnings and errors (rank 0 prints progress lines on stdout itself). Creates the folder
 // (std::filesystem throws when it cannot). Returns the log path.

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/init.h"
 #include "proto/config.h"
 #include "trainer/losses.h"
 #include "trainer/model/reid_model.h"
@@ -175,6 +176,7 @@ double RunReference(const Case& c, const Args& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  reid::base::ReexecWithPassiveOpenMP(argv);  // as `reid train` does
   Args args;
   if (!ParseArgs(argc, argv, &args)) return 2;
   at::set_num_threads(args.threads);
@@ -231,8 +233,11 @@ int main(int argc, char** argv) {
           i ? "," : "", c.name.c_str(), static_cast<long long>(c.batch), c.image.c_str(), c.iters,
           c.batch / c.ours_s, c.batch / c.ref_s, c.ref_s / c.ours_s);
     }
-    std::printf("],\"reference\":\"Python PyTorch bench/ref_train_step.py\",\"ratio\":%.3f}\n",
-                ratio);
+    const char* policy = std::getenv("OMP_WAIT_POLICY");
+    std::printf(
+        "],\"reference\":\"Python PyTorch bench/ref_train_step.py\",\"ratio\":%.3f,"
+        "\"omp_wait_policy\":\"%s\"}\n",
+        ratio, policy ? policy : "unset");
     return 0;
   }
   std::printf("stage-2 training step on %s, %d threads (best of the timed steps)\n",

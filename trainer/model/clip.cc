@@ -1,10 +1,10 @@
 // OpenAI CLIP's encoders (clip/model.py) with CLIP-ReID's image-side adaptations.
 #include "trainer/model/clip.h"
 
-#include <torch/version.h>
-
 #include <cmath>
 #include <limits>
+
+#include "trainer/model/cpu_kernels.h"
 
 namespace reid::model {
 namespace F = torch::nn::functional;
@@ -26,23 +26,8 @@ MultiheadAttentionImpl::MultiheadAttentionImpl(int64_t width, int64_t heads) : h
 }
 
 torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
-  const int64_t b = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads_;
-  // (B, L, 3W) -> 3 x (B, heads, L, hd), hd = W / heads
-  auto qkv = F::linear(x, in_proj_weight, in_proj_bias).view({b, l, 3, heads_, hd});
-  qkv = qkv.permute({2, 0, 3, 1, 4});
-  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-  torch::Tensor out;
-#if TORCH_VERSION_MAJOR >= 2
-  out = at::scaled_dot_product_attention(
-      q, k, v, mask.defined() ? c10::optional<at::Tensor>(mask) : c10::nullopt);
-#else
-  q = q * (1.0 / std::sqrt(static_cast<double>(hd)));
-  auto scores = torch::matmul(q, k.transpose(-2, -1));  // (B, heads, L, L)
-  if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
-  out = torch::matmul(torch::softmax(scores, -1), v);  // (B, heads, L, hd)
-#endif
-  out = out.transpose(1, 2).reshape({b, l, w});
-  return out_proj(out);
+  auto qkv = F::linear(x, in_proj_weight, in_proj_bias);  // (B, L, 3W)
+  return out_proj(Attention(qkv, heads_, mask));
 }
 
 MlpImpl::MlpImpl(int64_t width) {
@@ -51,9 +36,7 @@ MlpImpl::MlpImpl(int64_t width) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  auto h = c_fc(x);
-  h = h * torch::sigmoid(1.702 * h);  // QuickGELU
-  return c_proj(h);
+  return c_proj(QuickGelu(c_fc(x)));
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads) {

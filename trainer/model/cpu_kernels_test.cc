@@ -1,0 +1,209 @@
+// The fused CPU kernels against the unfused LibTorch ops they replace: forward and gradients to
+// 1e-6 relative (max |fused - unfused| / max |unfused|), forward values also element by element,
+// on sizes with vector tails, 2 threads, inputs reaching exp's overflow and underflow. Negative
+// controls: the same checks reject a kernel whose constant is off by 1e-5 (values) or 1e-4
+// (gradients), so they are tight enough to catch a slightly wrong kernel.
+#include "trainer/model/cpu_kernels.h"
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <string>
+
+#include "trainer/model/clip.h"
+#include "trainer/model/cpu_gemm.h"
+#include "trainer/model/test_util.h"
+
+namespace reid::model {
+namespace {
+
+using testing::RelativeError;
+
+constexpr double kBound = 1e-6;
+
+// max over elements of |a - b| / |b| (equal elements, zeros included, count 0).
+double ElementwiseRelativeError(const torch::Tensor& a, const torch::Tensor& b) {
+  auto d = (a - b).abs() / b.abs();
+  return torch::where(a == b, torch::zeros_like(d), d).max().item<double>();
+}
+
+class FusedKernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    at::set_num_threads(2);
+    torch::manual_seed(7);
+    SetFusedCpuKernels(true);
+  }
+  void TearDown() override { SetFusedCpuKernels(true); }
+};
+
+// QuickGELU inputs: 3 * 40,009 normal values (tasks of 32,768 elements and vector tails),
+// including the region where the derivative crosses zero.
+torch::Tensor GeluInput() { return torch::randn({3, 40009}) * 3; }
+
+// Forward values and the gradient of sum(f(x) * g) for a random g (an upstream gradient that is
+// not all ones, so a wrong term cannot hide).
+std::pair<torch::Tensor, torch::Tensor> ValueAndGrad(
+    const std::function<torch::Tensor(const torch::Tensor&)>& f, const torch::Tensor& x0,
+    const torch::Tensor& g) {
+  auto x = x0.clone().requires_grad_(true);
+  auto y = f(x);
+  (y * g).sum().backward();
+  return {y.detach(), x.grad()};
+}
+
+TEST_F(FusedKernels, QuickGeluMatchesUnfused) {
+  const auto x = GeluInput();
+  const auto g = torch::randn_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  EXPECT_LT(RelativeError(y, y_ref), kBound);
+  EXPECT_LT(ElementwiseRelativeError(y, y_ref), kBound);
+  EXPECT_LT(RelativeError(gx, gx_ref), kBound);
+  torch::NoGradGuard no_grad;  // inference: the same values without autograd
+  EXPECT_TRUE(torch::equal(QuickGelu(x), y));
+}
+
+// exp(-1.702 x) overflowing (x -60, -100: ATen's exp gives inf, sigmoid 0) and underflowing
+// (x 55, 100), zero, and infinities (-inf * 0 is NaN in both).
+TEST_F(FusedKernels, QuickGeluExtremeValues) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const auto x = torch::tensor({-100.f, -60.f, -52.f, -51.f, -1.25f, 0.f, 55.f, 100.f, inf, -inf});
+  const auto g = torch::ones_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  const auto finite = y_ref.isfinite();
+  EXPECT_TRUE(torch::equal(finite, y.isfinite()));
+  EXPECT_LT(ElementwiseRelativeError(y.masked_select(finite), y_ref.masked_select(finite)), kBound);
+  const auto gfinite = gx_ref.isfinite();
+  EXPECT_TRUE(torch::equal(gfinite, gx.isfinite()));
+  EXPECT_LT((gx - gx_ref).masked_select(gfinite).abs().max().item<double>(), 1e-6);
+}
+
+TEST_F(FusedKernels, BoundCatchesASlightlyWrongQuickGelu) {
+  const auto x = GeluInput();
+  const auto g = torch::randn_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto alpha_off = [](double rel) {
+    return [rel](const torch::Tensor& t) { return t * torch::sigmoid(1.702 * (1 + rel) * t); };
+  };
+  auto [y_bad, unused] = ValueAndGrad(alpha_off(1e-5), x, g);
+  EXPECT_GT(ElementwiseRelativeError(y, y_bad), kBound);
+  auto [unused2, gx_bad] = ValueAndGrad(alpha_off(1e-4), x, g);
+  EXPECT_GT(RelativeError(gx, gx_bad), kBound);
+}
+
+TEST_F(FusedKernels, QuickGeluNonContiguousInput) {
+  const auto x = torch::randn({64, 130}).t();  // transposed view
+  const auto g = torch::randn_like(x);
+  auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
+  auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  EXPECT_LT(RelativeError(y, y_ref), kBound);
+  EXPECT_LT(RelativeError(gx, gx_ref), kBound);
+}
+
+TEST_F(FusedKernels, OtherDtypesAndSwitchOffRunTheUnfusedOps) {
+  const auto x = torch::randn({5, 33}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(QuickGelu(x), QuickGeluUnfused(x)));
+  const auto qkv = torch::randn({2, 5, 3 * 8}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(Attention(qkv, 2, {}), AttentionUnfused(qkv, 2, {})));
+  SetFusedCpuKernels(false);
+  const auto f = torch::randn({5, 33});
+  EXPECT_TRUE(torch::equal(QuickGelu(f), QuickGeluUnfused(f)));
+  const auto fqkv = torch::randn({2, 5, 3 * 8});
+  EXPECT_TRUE(torch::equal(Attention(fqkv, 2, {}), AttentionUnfused(fqkv, 2, {})));
+}
+
+TEST(SmallGemm, MatchesMmWithStridedAAndTails) {
+  torch::manual_seed(3);
+  for (const auto& [m, k, n] : {std::array<int64_t, 3>{129, 64, 144}, {7, 129, 64}, {1, 3, 16}}) {
+    const auto a = torch::randn({k, m});  // used transposed: A(i, p) = a[p][i]
+    const auto b = torch::randn({k, n + 5});
+    auto c = torch::full({m, n + 3}, 7.0f);
+    SmallGemm({a.data_ptr<float>(), 1, m}, m, k, b.data_ptr<float>(), n + 5, n, c.data_ptr<float>(),
+              n + 3);
+    const auto ref = torch::mm(a.t(), b.slice(1, 0, n));
+    EXPECT_LT(RelativeError(c.slice(1, 0, n), ref), kBound) << m << "x" << k << "x" << n;
+    EXPECT_TRUE(torch::equal(c.slice(1, n), torch::full({m, 3}, 7.0f)));  // beyond n untouched
+  }
+}
+
+// qkv (B, L, 3W) like an input projection's output, heads of width hd: the fused attention against
+// nn.MultiheadAttention's ops, output and qkv's gradient; hd 64 (rows read in place) and 24
+// (padded copies), the ViT's 129 tokens and the text's causal 77.
+void CheckAttention(int64_t l, int64_t heads, int64_t hd, bool causal) {
+  const auto qkv = torch::randn({3, l, 3 * heads * hd}) * 3;
+  const auto g = torch::randn({3, l, heads * hd});
+  torch::Tensor mask;
+  if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
+  auto fused = [&](const torch::Tensor& t) { return Attention(t, heads, mask); };
+  auto unfused = [&](const torch::Tensor& t) { return AttentionUnfused(t, heads, mask); };
+  auto [o, gx] = ValueAndGrad(fused, qkv, g);
+  auto [o_ref, gx_ref] = ValueAndGrad(unfused, qkv, g);
+  const std::string what = "L " + std::to_string(l) + " heads " + std::to_string(heads) + " hd " +
+                           std::to_string(hd) + (causal ? " causal" : "");
+  EXPECT_LT(RelativeError(o, o_ref), kBound) << what;
+  for (int part = 0; part < 3; ++part) {  // q, k, v separately: each must be right
+    const int64_t w = heads * hd;
+    EXPECT_LT(RelativeError(gx.slice(2, part * w, (part + 1) * w),
+                            gx_ref.slice(2, part * w, (part + 1) * w)),
+              kBound)
+        << what << " part " << part;
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_TRUE(torch::equal(Attention(qkv, heads, mask), o)) << what;
+}
+
+TEST_F(FusedKernels, AttentionMatchesUnfused) {
+  CheckAttention(129, 12, 64, false);
+  CheckAttention(77, 8, 64, true);
+  CheckAttention(19, 2, 24, false);
+  CheckAttention(5, 3, 24, true);
+}
+
+TEST_F(FusedKernels, BoundCatchesASlightlyWrongAttention) {
+  const auto qkv = torch::randn({2, 129, 3 * 4 * 64}) * 3;
+  const auto g = torch::randn({2, 129, 4 * 64});
+  auto [o, gx] = ValueAndGrad([](const torch::Tensor& t) { return Attention(t, 4, {}); }, qkv, g);
+  // One head's scores 1e-5 too large (q scaled): output and gradient move beyond the bound.
+  auto wrong = [](const torch::Tensor& t) {
+    auto q_scale = torch::ones({1, 1, 3 * 4 * 64});
+    q_scale.slice(2, 0, 64).fill_(1 + 1e-5);
+    return AttentionUnfused(t * q_scale, 4, {});
+  };
+  auto [o_bad, gx_bad] = ValueAndGrad(wrong, qkv, g);
+  EXPECT_GT(RelativeError(o, o_bad), kBound);
+  EXPECT_GT(RelativeError(gx, gx_bad), kBound);
+}
+
+// A whole residual block (attention with and without the causal mask, MLP) with the fused
+// kernels against the same block with them off: output and every parameter's gradient.
+TEST_F(FusedKernels, ResidualBlockMatchesUnfused) {
+  for (const bool causal : {false, true}) {
+    ResidualAttentionBlock block(64, 4);  // head width 16: scale 1/4
+    const int64_t l = causal ? 77 : 129;
+    const auto x = torch::randn({3, l, 64});
+    const auto g = torch::randn({3, l, 64});
+    torch::Tensor mask;
+    if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
+    std::vector<torch::Tensor> grads[2], outs(2);
+    for (const bool fused : {true, false}) {
+      SetFusedCpuKernels(fused);
+      block->zero_grad();
+      auto y = block(x, mask);
+      (y * g).sum().backward();
+      outs[fused] = y.detach();
+      for (const auto& p : block->parameters()) grads[fused].push_back(p.grad().clone());
+    }
+    EXPECT_LT(RelativeError(outs[1], outs[0]), kBound);
+    for (size_t i = 0; i < grads[0].size(); ++i) {
+      EXPECT_LT(RelativeError(grads[1][i], grads[0][i]), kBound) << "parameter " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace reid::model
