@@ -61,7 +61,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
 
 // Images/s of our loader with `threads` decode threads; the first batch (start-up) is not timed.
 double RunOurs(const std::vector<reid::data::Sample>& samples, int threads, const Args& args) {
-  reid::data::TransformOptions t;
+  reid::data::TransformOptions t =
+      reid::data::TransformOptionsFromConfig(reid::proto::InputConfig(), false);
   t.train = true;  // 256x128, bicubic, flip 0.5, pad 10, crop, normalise, erasing 0.5
   reid::data::LoaderOptions lo;
   lo.num_workers = threads;
