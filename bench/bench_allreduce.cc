@@ -2,7 +2,8 @@
 // busbw = S/t * 2(n-1)/n) of our MPI backend vs raw MPI_Allreduce on the same reused buffer,
 // 4 KB..256 MB; then GradSync on a ViT-B/16-sized parameter set: step time with and without sync,
 // communication alone, and the fraction of it hidden behind backward. --json: one JSON object whose
-// `ratio` is the smallest ours/raw busbw ratio over the sizes from 1 MB up.
+// `ratio` is the smallest ours/raw busbw ratio over the sizes from 1 MB up. Usage:
+//   mpirun -np 2 bench_allreduce [--json] [--max_bytes=N] [--rows=N] [--steps=N] [--chunk_bytes=N]
 #include <mpi.h>
 
 #include <algorithm>
@@ -13,8 +14,16 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_flags.h"
 #include "trainer/distributed/grad_sync.h"
 #include "trainer/distributed/mpi_comm.h"
+
+DEFINE_bool(json, false, "print one JSON object (with a `ratio` field) instead of a table");
+DEFINE_int64(max_bytes, int64_t{256} << 20, "largest all-reduce size in bytes (from 4 KB up)");
+DEFINE_int32(rows, 64, "rows of the GradSync step's activations");
+DEFINE_int32(steps, 7, "GradSync steps per measurement");
+DEFINE_int64(chunk_bytes, static_cast<int64_t>(reid::dist::MpiCommOptions().chunk_bytes),
+             "the MPI backend's chunk size in bytes");
 
 namespace {
 
@@ -178,30 +187,19 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool json = false;
-  size_t max_bytes = 256u << 20;
-  int rows = 64, steps = 7;
-  reid::dist::MpiCommOptions options;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--json")
-      json = true;
-    else if (a.rfind("--max_bytes=", 0) == 0)
-      max_bytes = std::stoull(a.substr(12));
-    else if (a.rfind("--rows=", 0) == 0)
-      rows = std::stoi(a.substr(7));
-    else if (a.rfind("--steps=", 0) == 0)
-      steps = std::stoi(a.substr(8));
-    else if (a.rfind("--chunk_bytes=", 0) == 0)
-      options.chunk_bytes = std::stoull(a.substr(14));
-    else {
-      std::fprintf(stderr,
-                   "usage: mpirun -np 2 %s [--json] [--max_bytes=N] [--rows=N] [--steps=N] "
-                   "[--chunk_bytes=N]\n",
-                   argv[0]);
-      return 2;
-    }
+  reid::bench::ParseBenchFlags(
+      "usage: mpirun -np 2 bench_allreduce [--json] [--max_bytes=N] [--rows=N] [--steps=N] "
+      "[--chunk_bytes=N]",
+      &argc, &argv);
+  if (FLAGS_max_bytes <= 0 || FLAGS_rows <= 0 || FLAGS_steps <= 0 || FLAGS_chunk_bytes <= 0) {
+    std::fprintf(stderr, "error: --max_bytes, --rows, --steps and --chunk_bytes must be > 0\n");
+    return 2;
   }
+  const bool json = FLAGS_json;
+  const size_t max_bytes = static_cast<size_t>(FLAGS_max_bytes);
+  const int rows = FLAGS_rows, steps = FLAGS_steps;
+  reid::dist::MpiCommOptions options;
+  options.chunk_bytes = static_cast<size_t>(FLAGS_chunk_bytes);
   reid::dist::Ranks ranks = reid::dist::InitRanks();
   if (!ranks.mpi) {
     std::fprintf(stderr,

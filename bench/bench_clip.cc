@@ -25,8 +25,18 @@
 #include <vector>
 
 #include "base/init.h"
+#include "bench/bench_flags.h"
 #include "trainer/model/clip.h"
 #include "trainer/model/cpu_kernels.h"
+
+DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
+DEFINE_bool(profile, false, "ours only: one step under LibTorch's profiler, time per operator");
+DEFINE_bool(no_reference, false, "skip the Python reference");
+DEFINE_int32(threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+             "intra-op threads (default: the machine's cores)");
+DEFINE_int32(iters, 3, "timed steps (best of)");
+DEFINE_int32(batch, 8, "images per step");
+DEFINE_string(device, "cpu", "cpu or cuda");
 
 namespace {
 
@@ -41,28 +51,17 @@ struct Args {
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    if (s == "--json") {
-      a->json = true;
-    } else if (s == "--profile") {
-      a->profile = true;
-    } else if (s == "--no_reference") {
-      a->reference = false;
-    } else if (s.rfind("--threads=", 0) == 0) {
-      a->threads = std::atoi(s.c_str() + 10);
-    } else if (s.rfind("--iters=", 0) == 0) {
-      a->iters = std::atoi(s.c_str() + 8);
-    } else if (s.rfind("--batch=", 0) == 0) {
-      a->batch = std::atoi(s.c_str() + 8);
-    } else if (s.rfind("--device=", 0) == 0) {
-      a->device = s.substr(9);
-    } else {
-      std::cerr << "usage: bench_clip [--json] [--threads=N] [--iters=N] [--batch=8] "
-                   "[--device=cpu|cuda] [--profile] [--no_reference]\n";
-      return false;
-    }
-  }
+  reid::bench::ParseBenchFlags(
+      "usage: bench_clip [--json] [--threads=N] [--iters=N] [--batch=8] [--device=cpu|cuda] "
+      "[--profile] [--no_reference]",
+      &argc, &argv);
+  a->json = FLAGS_json;
+  a->profile = FLAGS_profile;
+  a->reference = !FLAGS_no_reference;
+  a->threads = FLAGS_threads;
+  a->iters = FLAGS_iters;
+  a->batch = FLAGS_batch;
+  a->device = FLAGS_device;
   if (a->device != "cpu" && a->device != "cuda") {
     std::cerr << "error: --device=" << a->device << ": must be cpu or cuda\n";
     return false;
@@ -71,7 +70,11 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     std::cerr << "error: --device=cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return false;
   }
-  return a->threads > 0 && a->iters > 0 && a->batch > 0;
+  if (a->threads <= 0 || a->iters <= 0 || a->batch <= 0) {
+    std::cerr << "error: --threads, --iters and --batch must be > 0\n";
+    return false;
+  }
+  return true;
 }
 
 double Seconds(std::chrono::steady_clock::time_point start) {

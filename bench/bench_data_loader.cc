@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_flags.h"
 #include "data/loader.h"
 #include "data/options.h"
 #include "data/rng.h"
@@ -20,6 +21,13 @@
 
 namespace fs = std::filesystem;
 using reid::data::BatchPlan;
+
+DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
+DEFINE_int32(images, 2048, "images per run");
+DEFINE_string(threads, "1,2", "comma-separated decode thread counts (DataLoader workers), each run");
+DEFINE_int32(batch, 64, "images per batch");
+DEFINE_string(dir, "", "folder of JPEGs (default: synthetic ones in a temporary folder)");
+DEFINE_string(python, "/usr/bin/python3", "the Python that runs bench/ref_data_loader.py");
 
 namespace {
 
@@ -31,32 +39,30 @@ struct Args {
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      const std::string prefix = std::string(name) + "=";
-      return s.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
-    };
-    if (s == "--json") {
-      a->json = true;
-    } else if (const char* v = value("--images")) {
-      a->images = std::atoi(v);
-    } else if (const char* v = value("--batch")) {
-      a->batch = std::atoi(v);
-    } else if (const char* v = value("--dir")) {
-      a->dir = v;
-    } else if (const char* v = value("--python")) {
-      a->python = v;
-    } else if (const char* v = value("--threads")) {
-      a->threads.clear();
-      std::stringstream ss(v);
-      for (std::string t; std::getline(ss, t, ',');) a->threads.push_back(std::atoi(t.c_str()));
-    } else {
-      std::cerr << "error: unknown argument " << s << "\n";
+  reid::bench::ParseBenchFlags(
+      "usage: bench_data_loader [--json] [--images=N] [--threads=1,2] [--batch=64] "
+      "[--dir=FOLDER_OF_JPEGS] [--python=/usr/bin/python3]",
+      &argc, &argv);
+  a->json = FLAGS_json;
+  a->images = FLAGS_images;
+  a->batch = FLAGS_batch;
+  a->dir = FLAGS_dir;
+  a->python = FLAGS_python;
+  a->threads.clear();
+  std::stringstream ss(FLAGS_threads);
+  for (std::string t; std::getline(ss, t, ',');) {
+    const int n = std::atoi(t.c_str());
+    if (n <= 0 || std::to_string(n) != t) {
+      std::cerr << "error: --threads=" << FLAGS_threads << ": want positive integers, e.g. 1,2\n";
       return false;
     }
+    a->threads.push_back(n);
   }
-  return a->images > 0 && a->batch > 0 && !a->threads.empty();
+  if (a->threads.empty() || a->images <= 0 || a->batch <= 0) {
+    std::cerr << "error: --images and --batch must be > 0, --threads not empty\n";
+    return false;
+  }
+  return true;
 }
 
 // Images/s of our loader with `threads` decode threads; the first batch (start-up) is not timed.

@@ -29,6 +29,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_flags.h"
 #include "data/dataset.h"
 #include "data/jpeg.h"
 #include "data/options.h"
@@ -39,6 +40,18 @@
 #include "formats/torch_save_writer.h"
 
 namespace fs = std::filesystem;
+
+DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
+DEFINE_bool(flip, false, "also the horizontally flipped crops (as TEST.FLIP_FEATS)");
+DEFINE_string(model, "tiny,vitb16", "comma-separated: tiny, vitb16");
+DEFINE_string(device, "cpu", "cpu or cuda");
+DEFINE_string(keep, "", "keep the crops, weights and features in this folder");
+DEFINE_int32(threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+             "intra-op threads (default: the machine's cores)");
+DEFINE_int32(workers, 0, "decode threads / DataLoader workers (0: = --threads)");
+DEFINE_int32(images, 0, "crops per pass (0: 512 for tiny, 64 for vitb16 on CPU, 512 on GPU)");
+DEFINE_int32(passes, 2, "timed passes over the crops after a warm-up pass (best of)");
+DEFINE_string(source, "128x64", "the crops' size HxW");
 
 namespace {
 
@@ -53,38 +66,28 @@ struct Args {
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    auto value = [&](const char* name) -> const char* {
-      const std::string prefix = std::string(name) + "=";
-      return s.rfind(prefix, 0) == 0 ? argv[i] + prefix.size() : nullptr;
-    };
-    if (s == "--json") {
-      a->json = true;
-    } else if (s == "--flip") {
-      a->flip = true;
-    } else if (const char* v = value("--model")) {
-      a->models = v;
-    } else if (const char* v = value("--device")) {
-      a->device = v;
-    } else if (const char* v = value("--keep")) {
-      a->keep = v;
-    } else if (const char* v = value("--threads")) {
-      a->threads = std::atoi(v);
-    } else if (const char* v = value("--workers")) {
-      a->workers = std::atoi(v);
-    } else if (const char* v = value("--images")) {
-      a->images = std::atoi(v);
-    } else if (const char* v = value("--passes")) {
-      a->passes = std::atoi(v);
-    } else if (const char* v = value("--source")) {
-      if (std::sscanf(v, "%dx%d", &a->source_h, &a->source_w) != 2) return false;
-    } else {
-      std::cerr << "usage: bench_embed [--json] [--model=tiny,vitb16] [--threads=N] "
-                   "[--workers=N] [--images=N] [--source=HxW] [--passes=N] [--flip] "
-                   "[--device=cpu|cuda] [--keep=DIR]\n";
-      return false;
-    }
+  reid::bench::ParseBenchFlags(
+      "usage: bench_embed [--json] [--model=tiny,vitb16] [--threads=N] [--workers=N] "
+      "[--images=N] [--source=HxW] [--passes=N] [--flip] [--device=cpu|cuda] [--keep=DIR]",
+      &argc, &argv);
+  a->json = FLAGS_json;
+  a->flip = FLAGS_flip;
+  a->models = FLAGS_model;
+  a->device = FLAGS_device;
+  a->keep = FLAGS_keep;
+  a->threads = FLAGS_threads;
+  a->workers = FLAGS_workers;
+  a->images = FLAGS_images;
+  a->passes = FLAGS_passes;
+  char rest = 0;
+  if (std::sscanf(FLAGS_source.c_str(), "%dx%d%c", &a->source_h, &a->source_w, &rest) != 2 ||
+      a->source_h < 16 || a->source_w < 16 || a->source_h > 4096 || a->source_w > 4096) {
+    std::cerr << "error: --source=" << FLAGS_source << ": want HxW, each in 16..4096\n";
+    return false;
+  }
+  if (a->threads <= 0 || a->workers < 0 || a->images < 0 || a->passes <= 0) {
+    std::cerr << "error: --threads and --passes must be > 0, --workers and --images >= 0\n";
+    return false;
   }
   if (a->workers == 0) a->workers = a->threads;
   if (a->device != "cpu" && a->device != "cuda") {
@@ -95,8 +98,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     std::cerr << "error: --device=cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return false;
   }
-  return a->threads > 0 && a->workers > 0 && a->images >= 0 && a->passes > 0 && a->source_h >= 16 &&
-         a->source_w >= 16 && a->source_h <= 4096 && a->source_w <= 4096;
+  return true;
 }
 
 double Now() {

@@ -7,6 +7,8 @@
 // block). Re-ranking: ours vs the reference's re_ranking at Market scale, ours alone at MSMT17
 // scale (the reference's (Q+G)^2 matrices do not fit). Usage (from the project root):
 //   bench_eval [--json] [--threads=N] [--ref_queries=1000] [--no_rerank] [--market_only]
+//              [--rerank_only] [--scale=1] [--profile=market|msmt17]
+// --profile needs its value (--profile=market or --profile=msmt17): a bare --profile is an error.
 #include <ATen/Parallel.h>
 
 #include <time.h>
@@ -19,8 +21,19 @@
 #include <string>
 #include <thread>
 
+#include "bench/bench_flags.h"
 #include "trainer/eval/eval_run.h"
 #include "formats/npy.h"
+
+DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
+DEFINE_bool(no_rerank, false, "skip re-ranking");
+DEFINE_bool(market_only, false, "Market-1501 scale only");
+DEFINE_bool(rerank_only, false, "re-ranking only");
+DEFINE_double(scale, 1, "the datasets' sizes times this, in (0, 1] (for trying changes quickly)");
+DEFINE_int32(threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+             "intra-op threads (default: the machine's cores)");
+DEFINE_int64(ref_queries, 1000, "queries the reference runs at MSMT17 scale (scaled linearly)");
+DEFINE_string(profile, "", "market or msmt17: ours and the floor alone at that scale, three times");
 
 namespace {
 
@@ -72,33 +85,31 @@ double PeakMb() {
 }
 
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    if (s == "--json") {
-      a->json = true;
-    } else if (s == "--no_rerank") {
-      a->rerank = false;
-    } else if (s == "--profile" || s == "--profile=market") {
-      a->profile = "market";
-    } else if (s == "--profile=msmt17") {
-      a->profile = "msmt17";
-    } else if (s == "--market_only") {
-      a->market_only = true;
-    } else if (s == "--rerank_only") {
-      a->rerank_only = true;
-    } else if (s.rfind("--scale=", 0) == 0) {
-      a->scale = std::atof(s.c_str() + 8);
-    } else if (s.rfind("--threads=", 0) == 0) {
-      a->threads = std::atoi(s.c_str() + 10);
-    } else if (s.rfind("--ref_queries=", 0) == 0) {
-      a->ref_queries = std::atoll(s.c_str() + 14);
-    } else {
-      std::cerr << "usage: bench_eval [--json] [--threads=N] [--ref_queries=1000] [--no_rerank] "
-                   "[--market_only] [--rerank_only] [--scale=1] [--profile=market|msmt17]\n";
-      return false;
-    }
+  reid::bench::ParseBenchFlags(
+      "usage: bench_eval [--json] [--threads=N] [--ref_queries=1000] [--no_rerank] "
+      "[--market_only] [--rerank_only] [--scale=1] [--profile=market|msmt17]",
+      &argc, &argv);
+  a->json = FLAGS_json;
+  a->rerank = !FLAGS_no_rerank;
+  a->market_only = FLAGS_market_only;
+  a->rerank_only = FLAGS_rerank_only;
+  a->scale = FLAGS_scale;
+  a->threads = FLAGS_threads;
+  a->ref_queries = FLAGS_ref_queries;
+  a->profile = FLAGS_profile;
+  if (!a->profile.empty() && a->profile != "market" && a->profile != "msmt17") {
+    std::cerr << "error: --profile=" << a->profile << ": must be market or msmt17\n";
+    return false;
   }
-  return a->threads > 0 && a->ref_queries > 0 && a->scale > 0 && a->scale <= 1;
+  if (a->threads <= 0 || a->ref_queries <= 0) {
+    std::cerr << "error: --threads and --ref_queries must be > 0\n";
+    return false;
+  }
+  if (!(a->scale > 0 && a->scale <= 1)) {
+    std::cerr << "error: --scale=" << a->scale << ": must be in (0, 1]\n";
+    return false;
+  }
+  return true;
 }
 
 // Features (N, D) around one random centre per identity; pids 1..ids (0: distractors).

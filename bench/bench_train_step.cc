@@ -24,10 +24,19 @@
 #include <vector>
 
 #include "base/init.h"
+#include "bench/bench_flags.h"
 #include "proto/config.h"
 #include "trainer/losses.h"
 #include "trainer/model/reid_model.h"
 #include "trainer/schedule.h"
+
+DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
+DEFINE_int32(threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+             "intra-op threads (default: the machine's cores)");
+DEFINE_int32(iters, 3, "timed steps of ViT-B/16 per round (best of); the tiny model gets 10x");
+DEFINE_int32(rounds, 2, "rounds of ours then the reference");
+DEFINE_string(device, "cpu", "cpu or cuda");
+DEFINE_string(models, "tiny,vit_b16", "comma-separated: tiny, vit_b16");
 
 namespace {
 
@@ -41,26 +50,16 @@ struct Args {
 };
 
 bool ParseArgs(int argc, char** argv, Args* a) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string s = argv[i];
-    if (s == "--json") {
-      a->json = true;
-    } else if (s.rfind("--threads=", 0) == 0) {
-      a->threads = std::atoi(s.c_str() + 10);
-    } else if (s.rfind("--iters=", 0) == 0) {
-      a->iters = std::atoi(s.c_str() + 8);
-    } else if (s.rfind("--device=", 0) == 0) {
-      a->device = s.substr(9);
-    } else if (s.rfind("--rounds=", 0) == 0) {
-      a->rounds = std::atoi(s.c_str() + 9);
-    } else if (s.rfind("--models=", 0) == 0) {
-      a->models = s.substr(9);
-    } else {
-      std::cerr << "usage: bench_train_step [--json] [--threads=N] [--iters=N] "
-                   "[--device=cpu|cuda] [--models=tiny,vit_b16] [--rounds=2]\n";
-      return false;
-    }
-  }
+  reid::bench::ParseBenchFlags(
+      "usage: bench_train_step [--json] [--threads=N] [--iters=N] [--device=cpu|cuda] "
+      "[--models=tiny,vit_b16] [--rounds=2]",
+      &argc, &argv);
+  a->json = FLAGS_json;
+  a->threads = FLAGS_threads;
+  a->iters = FLAGS_iters;
+  a->rounds = FLAGS_rounds;
+  a->device = FLAGS_device;
+  a->models = FLAGS_models;
   if (a->device != "cpu" && a->device != "cuda") {
     std::cerr << "error: --device=" << a->device << ": must be cpu or cuda\n";
     return false;
@@ -69,7 +68,11 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     std::cerr << "error: --device=cuda: this LibTorch has no CUDA or no GPU is visible\n";
     return false;
   }
-  return a->threads > 0 && a->iters > 0 && a->rounds > 0;
+  if (a->threads <= 0 || a->iters <= 0 || a->rounds <= 0) {
+    std::cerr << "error: --threads, --iters and --rounds must be > 0\n";
+    return false;
+  }
+  return true;
 }
 
 // One benchmarked model: a config (file + overrides), its class count and batch.
