@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -116,14 +117,45 @@ void Exporter::Answer(int connection) {
       request.rfind("GET /metrics ", 0) == 0 || request.rfind("GET /metrics?", 0) == 0;
   auto registry = registry_.lock();
   std::string status = "404 Not Found", body = "reid exporter: GET /metrics\n";
-  if (metrics && registry) {
+  const bool scrape = metrics && registry;
+  int64_t index = 0;
+  if (scrape) {
     status = "200 OK";
-    body = prometheus::TextSerializer().Serialize(registry->Collect());
+    std::lock_guard<std::mutex> lock(mu_);
+    index = ++started_;
   }
-  SendAll(connection, "HTTP/1.0 " + status +
-                          "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
-                          "Content-Length: " +
-                          std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  if (scrape) body = prometheus::TextSerializer().Serialize(registry->Collect());
+  const bool sent = SendAll(
+      connection, "HTTP/1.0 " + status +
+                      "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                      "Content-Length: " +
+                      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  if (!scrape) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (sent) {
+    ++served_;
+    last_sent_ = index;
+    previous_ = last_;
+    last_ = std::chrono::steady_clock::now();
+  }
+  scraped_.notify_all();
+}
+
+int64_t Exporter::scrapes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return served_;
+}
+
+bool Exporter::AwaitNextScrape(std::chrono::milliseconds cap) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (served_ < 2 || cap.count() <= 0) return false;
+  const auto interval = last_ - previous_;
+  const auto limit = std::min<std::chrono::steady_clock::duration>(
+      cap, 2 * interval + std::chrono::seconds(1));
+  // Answers are numbered as they read the registry: the ones numbered after started_ read it
+  // after this call.
+  const int64_t want = started_ + 1;
+  return scraped_.wait_for(lock, limit, [&] { return last_sent_ >= want; });
 }
 
 }  // namespace reid::monitoring

@@ -8,7 +8,11 @@
 #include <prometheus/registry.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -33,6 +37,14 @@ class Exporter {
 
   const std::string& address() const { return address_; }
 
+  // At the end of a run: waits for one scrape that reads the registry after this call, so that
+  // the last values (the final step, the outcome) reach the scraper. Waits only when scraped at
+  // least twice already (someone scrapes regularly), and at most two of those scrapes' intervals
+  // plus 1 s, and at most `cap`. True when such a scrape was served.
+  bool AwaitNextScrape(std::chrono::milliseconds cap);
+  // /metrics answers served so far.
+  int64_t scrapes() const;
+
  private:
   Exporter(int fd, std::string address, std::weak_ptr<prometheus::Registry> registry);
   void Serve();
@@ -43,6 +55,12 @@ class Exporter {
   std::string address_;
   std::weak_ptr<prometheus::Registry> registry_;
   std::atomic<bool> stop_{false};
+  mutable std::mutex mu_;  // guards the scrape bookkeeping below
+  std::condition_variable scraped_;
+  int64_t started_ = 0;    // /metrics answers begun (each numbered as it reads the registry)
+  int64_t served_ = 0;     // ... and sent in full
+  int64_t last_sent_ = 0;  // the number of the last one sent in full
+  std::chrono::steady_clock::time_point last_, previous_;  // when the last two were sent
   std::thread thread_;
 };
 

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <prometheus/gauge.h>
 
+#include <chrono>
+#include <thread>
+
 #include "base/status_test_util.h"
 #include "monitoring/test_http.h"
 
@@ -35,6 +38,44 @@ TEST(ExporterTest, ServesTheRegistry) {
         << body;
   }
   EXPECT_EQ(testing::HttpGet(port, "/other"), "");  // 404
+}
+
+// The end of a run waits for one scrape that reads the registry after the call, bounded by the
+// observed interval; an exporter scraped fewer than two times does not wait.
+TEST(ExporterTest, AwaitNextScrapeSeesTheFinalValue) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto& gauge =
+      prometheus::BuildGauge().Name("reid_test_value").Help("t").Register(*registry).Add({});
+  const int port = testing::FreePort();
+  auto exporter = Exporter::Start("127.0.0.1", port, registry);
+  ASSERT_OK(exporter);
+  Exporter& e = **exporter;
+  EXPECT_FALSE(e.AwaitNextScrape(std::chrono::seconds(5)));  // never scraped: no wait
+  gauge.Set(1);
+  for (int i = 0; i < 2; ++i) testing::HttpGet(port, "/metrics");
+  EXPECT_EQ(e.scrapes(), 2);
+  gauge.Set(2);  // the final value
+  std::string seen;
+  std::thread scraper([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    seen = testing::HttpGet(port, "/metrics");
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(e.AwaitNextScrape(std::chrono::seconds(5)));
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  scraper.join();
+  EXPECT_NE(seen.find("reid_test_value 2\n"), std::string::npos) << seen;
+  EXPECT_GE(waited, 0.25);
+  EXPECT_EQ(e.scrapes(), 3);
+  // Nobody scrapes again: the wait ends after two intervals + 1 s, well before the cap.
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(e.AwaitNextScrape(std::chrono::seconds(60)));
+  const double gave_up =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  EXPECT_GE(gave_up, 1.0);
+  EXPECT_LT(gave_up, 10.0);
+  EXPECT_FALSE(e.AwaitNextScrape(std::chrono::milliseconds(0)));  // 0: off
 }
 
 TEST(ExporterTest, PortIsFreeAgainAfterwards) {

@@ -142,7 +142,16 @@ void Monitor::Finish(ExitReason reason, int exit_status) {
   if (finished_) return;
   finished_ = true;
   metrics_.SetResidentMemory(ResidentMemoryBytes());
-  if (options_.rank != 0) return;
+  if (options_.rank == 0) RecordAndPushOutcome(reason, exit_status);
+  // The last values (the final step's progress, the outcome) for the scraper.
+  const double wait_s = options_.config.final_scrape_wait_s();
+  if (exporter_ && wait_s > 0 &&
+      exporter_->AwaitNextScrape(std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)))) {
+    LOG(INFO) << "monitoring: the final values were scraped from " << exporter_address_;
+  }
+}
+
+void Monitor::RecordAndPushOutcome(ExitReason reason, int exit_status) {
   RunOutcome outcome;
   outcome.exit_reason = ExitReasonName(reason);
   outcome.exit_status = exit_status;

@@ -473,6 +473,9 @@ void ValidateCheckpointMonitoring(const proto::ReidConfig& cfg, Checker& c) {
             "\"\"", "must name the exporters' address (e.g. 127.0.0.1 or 0.0.0.0)");
   c.Require(!m.job().empty(), "monitoring.job", "\"\"", "must not be empty");
   c.NonNegative(m.log_every_steps(), "monitoring.log_every_steps");
+  c.Require(m.final_scrape_wait_s() >= 0 && m.final_scrape_wait_s() <= 3600,
+            "monitoring.final_scrape_wait_s", m.final_scrape_wait_s(),
+            "must be in 0..3600 seconds");
 }
 
 }  // namespace
