@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench/bench_flags.h"
+#include "proto/reid_config.pb.h"
 #include "trainer/distributed/grad_sync.h"
 #include "trainer/distributed/mpi_comm.h"
 
@@ -138,7 +139,9 @@ SyncResult BenchGradSync(Communicator& comm, int rows, int steps) {
   reid::dist::NamedTensors params;
   for (const auto& p : net->named_parameters()) params.emplace_back(p.key(), p.value());
   std::unique_ptr<reid::dist::GradSync> sync =
-      reid::dist::GradSync::Create(comm, params, {}).value();
+      reid::dist::GradSync::Create(
+          comm, params, {}, reid::dist::GradSyncOptions::FromConfig(reid::proto::DistConfig()))
+          .value();  // the schema's bucket sizes
   SyncResult r;
   for (const auto& p : params) r.params += p.second.numel();
   r.bytes = sync->total_bytes();

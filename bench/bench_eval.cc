@@ -119,7 +119,7 @@ reid::trainer::RankingInput MakeInput(const Scale& s, int64_t dim) {
   const torch::Tensor q_pids = torch::arange(s.q) % s.ids + 1;
   const torch::Tensor g_pids = torch::cat({torch::arange(s.g - s.distractors) % s.ids + 1,
                                            torch::zeros({s.distractors}, torch::kLong)});
-  reid::trainer::RankingInput in;
+  reid::trainer::RankingInput in = reid::trainer::RankingInputFromConfig(reid::proto::EvalConfig());
   in.query = centers.index_select(0, q_pids) + 3.0 * torch::randn({s.q, dim});
   in.gallery = centers.index_select(0, g_pids) + 3.0 * torch::randn({s.g, dim});
   const torch::Tensor q_cams = torch::randint(0, s.cams, {s.q}, torch::kLong);
@@ -169,10 +169,9 @@ double TimeProduct(const reid::trainer::RankingInput& in) {
 // The re-ranking's floor: its neighbour search's bare (Q+G) x (Q+G) product, timed like the
 // evaluation's (chunks of chunk_rows rows into one pre-touched block, the same BLAS threads).
 double TimeRerankProduct(const reid::trainer::RankingInput& in) {
-  reid::trainer::RankingInput all;
+  reid::trainer::RankingInput all = in;
   all.query = torch::cat({in.query, in.gallery});
   all.gallery = all.query;
-  all.chunk_rows = in.chunk_rows;
   return TimeProduct(all);
 }
 

@@ -67,6 +67,12 @@ Status VerifyAcrossRanks(Communicator& comm, const NamedTensors& tensors, const 
 StatusOr<std::unique_ptr<GradSync>> GradSync::Create(Communicator& comm, const NamedTensors& params,
                                                      const NamedTensors& buffers,
                                                      GradSyncOptions options) {
+  if (!(options.bucket_cap_mb > 0) || !(options.first_bucket_mb > 0)) {
+    return Status::InvalidArgument(
+        "gradient buckets need positive sizes (dist.bucket_cap_mb " +
+        std::to_string(options.bucket_cap_mb) + ", dist.first_bucket_mb " +
+        std::to_string(options.first_bucket_mb) + "): build the options with FromConfig");
+  }
   std::unique_ptr<GradSync> sync(new GradSync(comm, params, options.overlap));
   const NamedTensors trainable = sync->Trainable();
   REID_RETURN_IF_ERROR(VerifyAcrossRanks(comm, trainable, "trainable parameters"));

@@ -22,8 +22,9 @@ namespace reid::dist {
 using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
 struct GradSyncOptions {
-  double bucket_cap_mb = 25.0;     // MiB
-  double first_bucket_mb = 1.0;    // MiB
+  // From proto::DistConfig (FromConfig); no defaults of their own.
+  double bucket_cap_mb = 0;        // MiB
+  double first_bucket_mb = 0;      // MiB
   bool broadcast_at_start = true;  // parameters and buffers from rank 0 at construction
   // Launch each bucket's all-reduce as soon as it is full (during backward). false: launch them
   // all when backward ends, which is faster where no core is free for the communication thread
@@ -47,7 +48,7 @@ class GradSync {
   // alike, when the ranks' trainable parameters or buffers differ (VerifyAcrossRanks).
   static StatusOr<std::unique_ptr<GradSync>> Create(Communicator& comm, const NamedTensors& params,
                                                     const NamedTensors& buffers,
-                                                    GradSyncOptions options = {});
+                                                    GradSyncOptions options);
   ~GradSync();
   GradSync(const GradSync&) = delete;
   GradSync& operator=(const GradSync&) = delete;

@@ -52,12 +52,22 @@ TEST(GradSyncTest, OneRankKeepsGradientsAndAccumulates) {
                     sync.buckets().size()));  // the reference backward above was synced too
 }
 
+// Options that were not built from a config (zero bucket sizes) are refused, not bucketed.
+TEST(GradSyncTest, OptionsWithoutSizesAreRefused) {
+  torch::nn::Linear a(3, 3);
+  Communicator comm(MakeLocalComm());
+  NamedTensors params = {{"a.weight", a->weight}};
+  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, {}, GradSyncOptions());
+  ASSERT_FALSE(sync.ok());
+  EXPECT_NE(sync.status().message().find("FromConfig"), std::string::npos);
+}
+
 TEST(GradSyncTest, FrozenParametersAreLeftOut) {
   torch::nn::Linear a(3, 3), b(3, 3);
   b->weight.requires_grad_(false);
   Communicator comm(MakeLocalComm());
   NamedTensors params = {{"a.weight", a->weight}, {"a.bias", a->bias}, {"b.weight", b->weight}};
-  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, {}, {});
+  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, {}, GradSyncOptions::FromConfig(proto::DistConfig()));
   ASSERT_OK(sync);
   EXPECT_EQ((*sync)->names(), (std::vector<std::string>{"a.weight", "a.bias"}));
 }

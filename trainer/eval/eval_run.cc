@@ -3,10 +3,18 @@
 
 namespace reid::trainer {
 
+RankingInput RankingInputFromConfig(const proto::EvalConfig& cfg) {
+  RankingInput in;
+  in.max_rank = cfg.max_rank();
+  in.feat_norm = cfg.feat_norm();
+  in.chunk_rows = cfg.chunk_rows();
+  return in;
+}
+
 RankingInput MakeRankingInput(const proto::EvalConfig& cfg, const torch::Tensor& query,
                               const torch::Tensor& gallery, const std::vector<data::Sample>& q,
                               const std::vector<data::Sample>& g) {
-  RankingInput in;
+  RankingInput in = RankingInputFromConfig(cfg);
   in.query = query;
   in.gallery = gallery;
   for (const data::Sample& s : q) {
@@ -17,9 +25,6 @@ RankingInput MakeRankingInput(const proto::EvalConfig& cfg, const torch::Tensor&
     in.g_pids.push_back(s.pid);
     in.g_cams.push_back(s.camid);
   }
-  in.max_rank = cfg.max_rank();
-  in.feat_norm = cfg.feat_norm();
-  in.chunk_rows = cfg.chunk_rows();
   return in;
 }
 

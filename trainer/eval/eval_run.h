@@ -12,6 +12,9 @@
 
 namespace reid::trainer {
 
+// A ranking input with the config's settings (max_rank, feat_norm, chunk_rows) and no data.
+RankingInput RankingInputFromConfig(const proto::EvalConfig& cfg);
+
 // The ranking input of features (Q, D), (G, D) and the splits' pids and cameras.
 RankingInput MakeRankingInput(const proto::EvalConfig& cfg, const torch::Tensor& query,
                               const torch::Tensor& gallery, const std::vector<data::Sample>& q,

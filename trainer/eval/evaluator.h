@@ -25,9 +25,10 @@ struct EvalResult {
 struct RankingInput {
   torch::Tensor query, gallery;  // (Q, D), (G, D) float32, CPU
   std::vector<int64_t> q_pids, q_cams, g_pids, g_cams;
-  int max_rank = 50;
-  bool feat_norm = true;
-  int64_t chunk_rows = 1024;  // query rows per distance block (at most kTileRows when tiled)
+  // From proto::EvalConfig (RankingInputFromConfig); no defaults of their own.
+  int max_rank = 0;
+  bool feat_norm = false;
+  int64_t chunk_rows = 0;     // query rows per distance block (at most kTileRows when tiled)
   int64_t tile_cols = 0;      // gallery columns per tile; 0 = kTileCols (tests set small ones)
   // When set, gives rows [begin, end) of the (Q, G) distance matrix instead of the squared
   // Euclidean distance of the features (re-ranking); `query` and `gallery` are then unused.

@@ -27,7 +27,7 @@ TEST(EvaluatorTest, ReferenceTestVector) {
   }
   torch::Tensor norms = g.pow(2).sum(1);
   torch::Tensor extra = (norms.max() - norms + 1e-3).sqrt().unsqueeze(1);
-  RankingInput in;
+  RankingInput in = RankingInputFromConfig(proto::EvalConfig());  // schema defaults
   in.query = torch::cat({q, torch::zeros({3, 1})}, 1);
   in.gallery = torch::cat({g, extra}, 1);
   in.q_pids = {1, 2, 3};
@@ -87,7 +87,7 @@ EvalResult BruteForce(const RankingInput& in) {
 
 TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
   torch::manual_seed(11);
-  RankingInput in;
+  RankingInput in = RankingInputFromConfig(proto::EvalConfig());  // schema defaults
   in.query = torch::randn({37, 8});
   in.gallery = torch::randn({90, 8});
   for (int i = 0; i < 37; ++i) {
@@ -135,7 +135,7 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
 // the brute force does, whatever the chunking; per-query AP sums do not depend on the split.
 TEST(EvaluatorTest, TiesRankByGalleryIndex) {
   torch::manual_seed(5);
-  RankingInput in;
+  RankingInput in = RankingInputFromConfig(proto::EvalConfig());  // schema defaults
   in.query = torch::randint(0, 3, {23, 4}).to(torch::kFloat32) + 1;
   torch::Tensor g = torch::randint(0, 3, {30, 4}).to(torch::kFloat32) + 1;
   in.gallery = torch::cat({g, g.slice(0, 0, 10)});
@@ -164,7 +164,7 @@ TEST(EvaluatorTest, TiesRankByGalleryIndex) {
 
 // Identities and cameras of a small tied case: 6 queries, 20 gallery items.
 RankingInput TiedCase(torch::Tensor query, torch::Tensor gallery) {
-  RankingInput in;
+  RankingInput in = RankingInputFromConfig(proto::EvalConfig());  // schema defaults
   in.query = std::move(query);
   in.gallery = std::move(gallery);
   for (int i = 0; i < in.query.size(0); ++i) {
@@ -277,7 +277,7 @@ TEST(EvaluatorTest, RerankingIgnoresSearchTilesAndThreads) {
 }
 
 TEST(EvaluatorTest, SmallGalleryShortensCmcAndJsonHasTheKeys) {
-  RankingInput in;
+  RankingInput in = RankingInputFromConfig(proto::EvalConfig());  // schema defaults
   in.query = torch::eye(2);
   in.gallery = torch::eye(2);
   in.q_pids = {1, 2};
