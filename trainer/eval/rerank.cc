@@ -441,23 +441,23 @@ void Reranker::InvertGallery() {
   }
 }
 
+// Rows [begin, end) of the final distance: per row, the Jaccard term of the items sharing a
+// neighbour with it (sparse, from V_qe and its inverted index), then the gallery a tile of
+// kDistanceTile items at a time on each thread: the tile's products with the rows (single-threaded
+// product) give the original distance, written with the Jaccard term where there is one.
 torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
-  const int64_t q = num_query_, g = num_all_ - num_query_;
+  const int64_t q = num_query_, g = num_all_ - num_query_, rows = end - begin;
   CHECK(begin >= 0 && begin <= end && end <= q);
-  if (!dots_block_.defined() || dots_block_.size(0) < end - begin) {
-    dots_block_ = HugePageEmpty({end - begin, g});
-    out_block_ = HugePageEmpty({end - begin, g});
-  }
-  torch::Tensor dots = dots_block_.slice(0, 0, end - begin);
-  at::mm_out(dots, all_.slice(0, begin, end), all_.slice(0, q, num_all_).t());
-  torch::Tensor out = out_block_.slice(0, 0, end - begin);
-  const float* dot = dots.data_ptr<float>();
-  float* o = out.data_ptr<float>();
+  if (!out_block_.defined() || out_block_.size(0) < rows) out_block_ = HugePageEmpty({rows, g});
+  torch::Tensor out = out_block_.slice(0, 0, rows);
+  if (rows == 0 || g == 0) return out;
   const float lambda = options_.lambda;
   // numpy: jaccard_dist (fp16) * (1 - lambda) stays fp16, the scalar rounded to fp16 first.
   const float jaccard_weight = H(static_cast<float>(1.0 - static_cast<double>(lambda)));
   const float untouched = H(1.0f * jaccard_weight);  // no shared neighbour: jaccard 1
-  at::parallel_for(0, end - begin, 1, [&](int64_t lo, int64_t hi) {
+  // Per row: (gallery item, its fp16 Jaccard term), ascending.
+  std::vector<std::vector<std::pair<int32_t, float>>> jaccard(rows);
+  at::parallel_for(0, rows, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> min_sum(g, 0.0f);  // the reference's temp_min, fp16 values
     std::vector<char> seen(g, 0);
     std::vector<int32_t> touched;
@@ -476,20 +476,46 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
           min_sum[j] = H(min_sum[j] + std::min(vi, static_cast<float>(inv_.val[t])));
         }
       }
-      float* row = o + r * g;
-      const float* d = dot + r * g;
-      const float si = sq_[i], m = row_max_[i];
-      for (int64_t j = 0; j < g; ++j) {
-        const float original = Scaled((si + sq_[q + j]) - 2.0f * d[j], m);
-        row[j] = untouched + original * lambda;
-      }
+      std::sort(touched.begin(), touched.end());
+      std::vector<std::pair<int32_t, float>>& terms = jaccard[r];
+      terms.reserve(touched.size());
       for (int32_t j : touched) {
         const float t = min_sum[j];
-        const float jaccard = H(1.0f - H(t / H(2.0f - t)));
-        const float original = Scaled((si + sq_[q + j]) - 2.0f * d[j], m);
-        row[j] = H(jaccard * jaccard_weight) + original * lambda;
+        terms.emplace_back(j, H(H(1.0f - H(t / H(2.0f - t))) * jaccard_weight));
         min_sum[j] = 0.0f;
         seen[j] = 0;
+      }
+    }
+  });
+  const int64_t parts = std::max<int64_t>(1, (g + kDistanceTile - 1) / kDistanceTile);
+  const int64_t w = (g + parts - 1) / parts, tiles = (g + w - 1) / w;
+  const int threads = std::max(1, at::get_num_threads());
+  std::vector<torch::Tensor> own(threads);
+  const torch::Tensor query_rows = all_.slice(0, begin, end);
+  float* o = out.data_ptr<float>();
+  ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that reads it
+  ForEachDynamic(tiles, [&](int64_t tile, int thread) {
+    const int64_t c0 = tile * w, c1 = std::min(g, c0 + w), cols = c1 - c0;
+    if (!own[thread].defined()) own[thread] = HugePageEmpty({rows, w});
+    torch::Tensor dots = own[thread].view({-1}).narrow(0, 0, rows * cols).view({rows, cols});
+    at::mm_out(dots, query_rows, all_.slice(0, q + c0, q + c1).t());
+    const float* dot = dots.data_ptr<float>();
+    const float* sg = sq_.data() + q;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = begin + r;
+      const float si = sq_[i], m = row_max_[i];
+      const float* d = dot + r * cols;
+      float* row = o + r * g;
+      for (int64_t c = 0; c < cols; ++c) {
+        const float original = Scaled((si + sg[c0 + c]) - 2.0f * d[c], m);
+        row[c0 + c] = untouched + original * lambda;
+      }
+      const std::vector<std::pair<int32_t, float>>& terms = jaccard[r];
+      auto it = std::lower_bound(terms.begin(), terms.end(), std::pair<int32_t, float>(c0, -INFINITY));
+      for (; it != terms.end() && it->first < c1; ++it) {
+        const int64_t j = it->first;
+        const float original = Scaled((si + sg[j]) - 2.0f * d[j - c0], m);
+        row[j] = it->second + original * lambda;
       }
     }
   });

@@ -21,6 +21,9 @@ namespace reid::trainer {
 // The neighbour search's square tiles: 1024 x 1024 x 4 B = 4 MiB of distances per thread (two
 // threads' in this machine's 32 MiB L3), offered to both items' lists while there.
 constexpr int64_t kSearchTile = 1024;
+// The final distance's tiles: its rows (up to chunk_rows, 1024) x 2048 gallery items, 8 MiB of
+// products per thread, read at once into the rows.
+constexpr int64_t kDistanceTile = 2048;
 
 struct RerankOptions {
   int k1 = 20;                  // neighbours of the k-reciprocal sets
@@ -76,8 +79,8 @@ class Reranker {
   std::vector<int32_t> knn_;    // (N, k_) nearest first (the reference's initial_rank)
   Sparse v_;                    // (N, N) V, then V_qe
   Sparse inv_;                  // (N, G) per column of V_qe: gallery rows that have it
-  // DistanceRows' reused blocks (fresh pages cost a fault each): dot products, the result.
-  mutable torch::Tensor dots_block_, out_block_;
+  // DistanceRows' reused block (fresh pages cost a fault each).
+  mutable torch::Tensor out_block_;
 };
 
 }  // namespace reid::trainer
