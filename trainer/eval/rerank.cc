@@ -71,11 +71,15 @@ int64_t RerankMemoryBytes(int64_t q, int64_t g, int64_t d, const RerankOptions& 
   const int64_t qe_row = o.k2 > 1 ? std::min<int64_t>(n, o.k2 * v_row) : v_row;
   const int64_t entry = sizeof(int32_t) + sizeof(Half);
   const int64_t threads = at::get_num_threads();
-  int64_t bytes = 2 * n * d * 4;                            // the caller's features and ours
-  bytes += n * (8 + k * 4);                                 // norms, row maxima, neighbours
-  bytes += std::min<int64_t>(o.chunk_rows, n) * n * 4 * 2;  // search block; ranking block
-  bytes += n * v_row * entry + 2 * n * qe_row * entry;      // V, V_qe, inverted V_qe
-  bytes += threads * n * 8;                                 // per-thread dense rows
+  const int64_t tile = std::min<int64_t>(n, o.search_tile > 0 ? o.search_tile : kSearchTile);
+  const int64_t rows = std::min<int64_t>(o.chunk_rows, q);
+  int64_t bytes = 2 * (n + tile) * d * 4;                 // the caller's features and ours
+  bytes += n * (12 + k * 4);                               // norms, row maxima, neighbours
+  bytes += threads * (n * (k * 8 + 12) + tile * tile * 4);  // the search's lists and tiles
+  bytes += 2 * n * (k * 8 + 4);                            // the lists merged (and gathered)
+  bytes += n * v_row * entry + 2 * n * qe_row * entry;     // V, V_qe, inverted V_qe
+  bytes += rows * g * 4 * 2;                               // a block of distance rows; ranking's
+  bytes += threads * (rows * kDistanceTile * 4 + g * 9);   // per thread: products, dense rows
   return bytes;
 }
 
@@ -441,10 +445,10 @@ void Reranker::InvertGallery() {
   }
 }
 
-// Rows [begin, end) of the final distance: per row, the Jaccard term of the items sharing a
-// neighbour with it (sparse, from V_qe and its inverted index), then the gallery a tile of
-// kDistanceTile items at a time on each thread: the tile's products with the rows (single-threaded
-// product) give the original distance, written with the Jaccard term where there is one.
+// Rows [begin, end) of the final distance: per row, the Jaccard terms of the items sharing a
+// neighbour with it (sparse, from V_qe and its inverted index) written into the row, then the
+// gallery a tile of kDistanceTile items at a time on each thread: the tile's products with the
+// rows (single-threaded product) give the original distance, added to the rows while in cache.
 torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
   const int64_t q = num_query_, g = num_all_ - num_query_, rows = end - begin;
   CHECK(begin >= 0 && begin <= end && end <= q);
@@ -455,8 +459,9 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
   // numpy: jaccard_dist (fp16) * (1 - lambda) stays fp16, the scalar rounded to fp16 first.
   const float jaccard_weight = H(static_cast<float>(1.0 - static_cast<double>(lambda)));
   const float untouched = H(1.0f * jaccard_weight);  // no shared neighbour: jaccard 1
-  // Per row: (gallery item, its fp16 Jaccard term), ascending.
-  std::vector<std::vector<std::pair<int32_t, float>>> jaccard(rows);
+  // Per row, into the row itself: each gallery item's fp16 Jaccard term where it shares a
+  // neighbour with the row's item, -1 elsewhere (the terms are >= 0).
+  float* o = out.data_ptr<float>();
   at::parallel_for(0, rows, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> min_sum(g, 0.0f);  // the reference's temp_min, fp16 values
     std::vector<char> seen(g, 0);
@@ -476,12 +481,11 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
           min_sum[j] = H(min_sum[j] + std::min(vi, static_cast<float>(inv_.val[t])));
         }
       }
-      std::sort(touched.begin(), touched.end());
-      std::vector<std::pair<int32_t, float>>& terms = jaccard[r];
-      terms.reserve(touched.size());
+      float* row = o + r * g;
+      std::fill(row, row + g, -1.0f);
       for (int32_t j : touched) {
         const float t = min_sum[j];
-        terms.emplace_back(j, H(H(1.0f - H(t / H(2.0f - t))) * jaccard_weight));
+        row[j] = H(H(1.0f - H(t / H(2.0f - t))) * jaccard_weight);
         min_sum[j] = 0.0f;
         seen[j] = 0;
       }
@@ -490,32 +494,27 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
   const int64_t parts = std::max<int64_t>(1, (g + kDistanceTile - 1) / kDistanceTile);
   const int64_t w = (g + parts - 1) / parts, tiles = (g + w - 1) / w;
   const int threads = std::max(1, at::get_num_threads());
-  std::vector<torch::Tensor> own(threads);
+  std::vector<torch::Tensor>& own = dot_tiles_;  // per thread, reused
+  if (static_cast<int>(own.size()) < threads) own.resize(threads);
   const torch::Tensor query_rows = all_.slice(0, begin, end);
-  float* o = out.data_ptr<float>();
   ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that reads it
   ForEachDynamic(tiles, [&](int64_t tile, int thread) {
     const int64_t c0 = tile * w, c1 = std::min(g, c0 + w), cols = c1 - c0;
-    if (!own[thread].defined()) own[thread] = HugePageEmpty({rows, w});
+    if (!own[thread].defined() || own[thread].numel() < rows * w) {
+      own[thread] = HugePageEmpty({rows, w});
+    }
     torch::Tensor dots = own[thread].view({-1}).narrow(0, 0, rows * cols).view({rows, cols});
     at::mm_out(dots, query_rows, all_.slice(0, q + c0, q + c1).t());
     const float* dot = dots.data_ptr<float>();
-    const float* sg = sq_.data() + q;
+    const float* sg = sq_.data() + q + c0;
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t i = begin + r;
       const float si = sq_[i], m = row_max_[i];
       const float* d = dot + r * cols;
-      float* row = o + r * g;
+      float* row = o + r * g + c0;
       for (int64_t c = 0; c < cols; ++c) {
-        const float original = Scaled((si + sg[c0 + c]) - 2.0f * d[c], m);
-        row[c0 + c] = untouched + original * lambda;
-      }
-      const std::vector<std::pair<int32_t, float>>& terms = jaccard[r];
-      auto it = std::lower_bound(terms.begin(), terms.end(), std::pair<int32_t, float>(c0, -INFINITY));
-      for (; it != terms.end() && it->first < c1; ++it) {
-        const int64_t j = it->first;
-        const float original = Scaled((si + sg[j]) - 2.0f * d[j - c0], m);
-        row[j] = it->second + original * lambda;
+        const float original = Scaled((si + sg[c]) - 2.0f * d[c], m);
+        row[c] = (row[c] < 0 ? untouched : row[c]) + original * lambda;
       }
     }
   });

@@ -79,8 +79,9 @@ class Reranker {
   std::vector<int32_t> knn_;    // (N, k_) nearest first (the reference's initial_rank)
   Sparse v_;                    // (N, N) V, then V_qe
   Sparse inv_;                  // (N, G) per column of V_qe: gallery rows that have it
-  // DistanceRows' reused block (fresh pages cost a fault each).
+  // DistanceRows' reused blocks (fresh pages cost a fault each): the rows, per-thread tiles.
   mutable torch::Tensor out_block_;
+  mutable std::vector<torch::Tensor> dot_tiles_;
 };
 
 }  // namespace reid::trainer
