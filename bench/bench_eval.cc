@@ -279,7 +279,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!args.profile.empty()) {
-    const reid::trainer::RankingInput in = MakeInput(args.profile == "msmt17" ? msmt : market, 1280);
+    const Scale& scale = args.profile == "msmt17" ? msmt : market;
+    const reid::trainer::RankingInput in = MakeInput(scale, 1280);
     for (int i = 0; i < 3; ++i) {
       const double start = Now(), cpu = CpuNow();
       const double map = Evaluate(in, false).mAP;

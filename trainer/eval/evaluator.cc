@@ -495,7 +495,9 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
       double precision_sum = 0;
       QueryRanking& out = results[bq.query - begin];
       for (int64_t i = 0; i < bq.h; ++i) {
-        for (int th = 0; th < threads; ++th) others += blk.counts_of[th * blk.counts + bq.counts_at + i];
+        for (int th = 0; th < threads; ++th) {
+          others += blk.counts_of[th * blk.counts + bq.counts_at + i];
+        }
         const int64_t position = i + others;
         if (i == 0) out.first_hit = position;
         precision_sum += static_cast<double>(i + 1) / static_cast<double>(position + 1);

@@ -256,19 +256,22 @@ TEST(EvaluatorTest, RerankingIgnoresSearchTilesAndThreads) {
   torch::manual_seed(9);
   const torch::Tensor q = torch::randn({23, 12}), g = torch::randn({61, 12});
   // Coarse copies: exact ties between items, broken by index in every list.
-  const torch::Tensor qt = q.round(), gt = torch::cat({g.slice(0, 0, 30), g.slice(0, 0, 31)}).round();
+  const torch::Tensor qt = q.round();
+  const torch::Tensor gt = torch::cat({g.slice(0, 0, 30), g.slice(0, 0, 31)}).round();
   for (const auto& [query, gallery] : {std::pair{q, g}, std::pair{qt, gt}}) {
     RerankOptions o;
     o.k1 = 6;
     o.k2 = 3;
-    const torch::Tensor whole = Reranker::Build(query, gallery, true, o, nullptr)->DistanceRows(0, 23);
+    const auto distances = [&] {
+      return Reranker::Build(query, gallery, true, o, nullptr)->DistanceRows(0, 23).clone();
+    };
+    const torch::Tensor whole = distances();
     const int threads = at::get_num_threads();
     for (int64_t tile : {5, 16, 84}) {
       for (int t : {1, 3}) {
         at::set_num_threads(t);
         o.search_tile = tile;
-        const torch::Tensor got = Reranker::Build(query, gallery, true, o, nullptr)->DistanceRows(0, 23);
-        EXPECT_TRUE(torch::equal(got, whole)) << "tile " << tile << ", " << t << " threads";
+        EXPECT_TRUE(torch::equal(distances(), whole)) << "tile " << tile << ", " << t << " threads";
       }
     }
     at::set_num_threads(threads);

@@ -145,7 +145,8 @@ struct TopK {
   std::vector<float> worst;   // (N) the heap's largest distance once full; +inf before
   std::vector<float> max;     // (N) largest distance seen (NaN ignored)
 
-  TopK(int64_t n, int64_t k_) : k(k_), heap(n * k_), size(n, 0), worst(n, INFINITY), max(n, -INFINITY) {}
+  TopK(int64_t n, int64_t k_)
+      : k(k_), heap(n * k_), size(n, 0), worst(n, INFINITY), max(n, -INFINITY) {}
 
   void Offer(int64_t i, float d, int32_t j) {
     const Keyed x{std::isnan(d) ? INFINITY : d, j};  // NaN ranks last
@@ -249,7 +250,8 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
   }
   // This rank's lists: per item its threads' candidates, best k, as (distance, index) pairs.
   torch::Tensor dist_part = torch::full({n, k}, INFINITY, torch::kFloat32);
-  torch::Tensor index_part = torch::full({n, k}, std::numeric_limits<int32_t>::max(), torch::kInt32);
+  torch::Tensor index_part =
+      torch::full({n, k}, std::numeric_limits<int32_t>::max(), torch::kInt32);
   torch::Tensor max_part = torch::full({n}, -INFINITY, torch::kFloat32);
   const auto merge = [k](std::vector<Keyed>* all, float* d_out, int32_t* j_out) {
     const int64_t keep = std::min<int64_t>(k, static_cast<int64_t>(all->size()));
@@ -269,7 +271,8 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
         all.clear();
         for (const auto& top : best) {
           if (!top) continue;
-          all.insert(all.end(), top->heap.begin() + i * k, top->heap.begin() + i * k + top->size[i]);
+          const auto row = top->heap.begin() + i * k;
+          all.insert(all.end(), row, row + top->size[i]);
           m_out[i] = std::max(m_out[i], top->max[i]);
         }
         merge(&all, d_out + i * k, j_out + i * k);
