@@ -278,6 +278,19 @@ TEST(EvaluatorTest, RerankingIgnoresSearchTilesAndThreads) {
   }
 }
 
+// A query that is a copy of a gallery item has the same expanded neighbourhood (k2 6) as it: the
+// Jaccard distance is 0 up to the fp16 sums, which can pass 1 and make it slightly negative; that
+// is still the pair's term (not "no shared neighbour", 1), so the re-ranked distance stays near 0
+// (the reference's re_ranking gives at most 0.0041 on these features).
+TEST(EvaluatorTest, RerankedCopiesStayClose) {
+  torch::manual_seed(4);
+  const torch::Tensor g = torch::randn({400, 24});
+  const torch::Tensor q = g.slice(0, 0, 200);
+  const auto reranker = Reranker::Build(q, g, true, RerankOptions(), nullptr);
+  const torch::Tensor d = reranker->DistanceRows(0, 200);
+  EXPECT_LT(d.diagonal().abs().max().item<float>(), 0.01f);
+}
+
 TEST(EvaluatorTest, SmallGalleryShortensCmcAndJsonHasTheKeys) {
   RankingInput in;
   in.query = torch::eye(2);

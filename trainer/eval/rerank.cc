@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <queue>
 #include <sstream>
@@ -61,6 +62,20 @@ struct Keyed {
 // every match as first: an mAP of 3). Such a row is all zeros instead, so its items tie and keep
 // their index order, as every other tie does.
 inline float Scaled(float d, float row_max) { return row_max > 0 ? d / row_max : 0.0f; }
+
+// "No Jaccard term here": a NaN whose payload no arithmetic makes (an invalid operation gives the
+// default NaN, a NaN operand passes on its own payload), compared by its bits.
+constexpr uint32_t kNoTermBits = 0x7fc0deadu;
+inline float NoTerm() {
+  float f;
+  std::memcpy(&f, &kNoTermBits, sizeof(f));
+  return f;
+}
+inline bool IsNoTerm(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits == kNoTermBits;
+}
 
 }  // namespace
 
@@ -463,8 +478,10 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
   const float jaccard_weight = H(static_cast<float>(1.0 - static_cast<double>(lambda)));
   const float untouched = H(1.0f * jaccard_weight);  // no shared neighbour: jaccard 1
   // Per row, into the row itself: each gallery item's fp16 Jaccard term where it shares a
-  // neighbour with the row's item, -1 elsewhere (the terms are >= 0).
+  // neighbour with the row's item, kNoTerm elsewhere (a term may be any float: fp16 sums of the
+  // overlap can pass 1 and make it negative).
   float* o = out.data_ptr<float>();
+  const float no_term = NoTerm();
   at::parallel_for(0, rows, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> min_sum(g, 0.0f);  // the reference's temp_min, fp16 values
     std::vector<char> seen(g, 0);
@@ -485,7 +502,7 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
         }
       }
       float* row = o + r * g;
-      std::fill(row, row + g, -1.0f);
+      std::fill(row, row + g, no_term);
       for (int32_t j : touched) {
         const float t = min_sum[j];
         row[j] = H(H(1.0f - H(t / H(2.0f - t))) * jaccard_weight);
@@ -517,7 +534,7 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
       float* row = o + r * g + c0;
       for (int64_t c = 0; c < cols; ++c) {
         const float original = Scaled((si + sg[c]) - 2.0f * d[c], m);
-        row[c] = (row[c] < 0 ? untouched : row[c]) + original * lambda;
+        row[c] = (IsNoTerm(row[c]) ? untouched : row[c]) + original * lambda;
       }
     }
   });
