@@ -285,8 +285,9 @@ struct PidGallery {
   int64_t g = 0, width = 0, tiles = 0;  // items; columns per tile; tiles
   std::vector<int64_t> index, cam;      // per position: gallery index, camera
   std::unordered_map<int64_t, std::pair<int64_t, int64_t>> range;  // pid -> positions [lo, hi)
-  torch::Tensor feats;    // (tiles * width, D) float32 in position order, normalised; zero padding
-  std::vector<float> sq;  // (tiles * width) squared norms of feats' rows
+  torch::Tensor feats;       // (G, D) the caller's features as float32, contiguous
+  std::vector<float> norm;   // per position: the row's divisor (its L2 norm, at least 1e-12)
+  std::vector<float> sq;     // per position: squared norm of the row as used (normalised or not)
 };
 
 PidGallery OrderGallery(const RankingInput& in) {
@@ -308,34 +309,55 @@ PidGallery OrderGallery(const RankingInput& in) {
   return p;
 }
 
-// out (rows, D) float32: the rows `order` of src (the rest zero), L2-normalised when asked, and
-// their squared norms in sq (rows), 256 rows at a time on the intra-op threads (one pass).
-void GatherRows(const torch::Tensor& src, const std::vector<int64_t>& order, bool normalize,
-                torch::Tensor& out, std::vector<float>* sq) {
-  const int64_t rows = out.size(0), d = out.size(1), n = static_cast<int64_t>(order.size());
-  sq->assign(rows, 0.0f);
-  const torch::Tensor index =
-      torch::from_blob(const_cast<int64_t*>(order.data()), {n}, torch::kInt64);
+// The gallery rows' divisors and squared norms (one pass, no copy of the features): the norms
+// from ATen as NormalizeRowsInto takes them, the squared norms of the rows divided by them.
+void MeasureGallery(const RankingInput& in, PidGallery* p) {
+  p->feats = in.gallery.to(torch::kFloat32).contiguous();
+  const int64_t d = p->feats.size(1);
+  std::vector<float> norm(p->g, 1.0f), sq(p->g);
   constexpr int64_t kRows = 256;
-  at::parallel_for(0, (rows + kRows - 1) / kRows, 1, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, (p->g + kRows - 1) / kRows, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> row(d);
     for (int64_t b = lo; b < hi; ++b) {
-      const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
-      const int64_t real = std::clamp<int64_t>(n - r0, 0, r1 - r0);
-      torch::Tensor part = out.slice(0, r0, r1);
-      if (real < r1 - r0) part.slice(0, real).zero_();
-      if (real > 0) {
-        torch::Tensor dst = part.slice(0, 0, real);
-        const torch::Tensor rows_in = src.index_select(0, index.slice(0, r0, r0 + real));
-        if (normalize) {
-          NormalizeRowsInto(rows_in, dst);
-        } else {
-          dst.copy_(rows_in);
-        }
+      const int64_t r0 = b * kRows, r1 = std::min(p->g, r0 + kRows);
+      const float* f = p->feats.data_ptr<float>() + r0 * d;
+      if (in.feat_norm) {  // F.normalize(dim=1): x / max(|x|, 1e-12)
+        const torch::Tensor n = p->feats.slice(0, r0, r1).norm(2, 1, true).clamp_min(1e-12);
+        std::copy(n.data_ptr<float>(), n.data_ptr<float>() + (r1 - r0), norm.begin() + r0);
       }
-      const float* f = part.data_ptr<float>();
-      for (int64_t r = 0; r < r1 - r0; ++r) (*sq)[r0 + r] = SquaredNorm(f + r * d, d);
+      for (int64_t j = r0; j < r1; ++j, f += d) {
+        for (int64_t k = 0; k < d; ++k) row[k] = in.feat_norm ? f[k] / norm[j] : f[k];
+        sq[j] = SquaredNorm(row.data(), d);
+      }
     }
   });
+  p->norm.resize(p->tiles * p->width, 1.0f);
+  p->sq.assign(p->tiles * p->width, 0.0f);
+  for (int64_t pos = 0; pos < p->g; ++pos) {
+    p->norm[pos] = norm[p->index[pos]];
+    p->sq[pos] = sq[p->index[pos]];
+  }
+}
+
+// Tile `tile` of the gallery in position order, (width, D), normalised as the rows are used
+// (a division, as NormalizeRowsInto's), zero past the last item.
+void GalleryTile(const RankingInput& in, const PidGallery& gal, int64_t tile, float* out) {
+  const int64_t d = gal.feats.size(1);
+  const float* f = gal.feats.data_ptr<float>();
+  for (int64_t r = 0; r < gal.width; ++r, out += d) {
+    const int64_t pos = tile * gal.width + r;
+    if (pos >= gal.g) {
+      std::fill(out, out + d, 0.0f);
+      continue;
+    }
+    const float* row = f + gal.index[pos] * d;
+    if (in.feat_norm) {
+      const float n = gal.norm[pos];
+      for (int64_t k = 0; k < d; ++k) out[k] = row[k] / n;
+    } else {
+      std::copy(row, row + d, out);
+    }
+  }
 }
 
 // A query of a block: its identity's positions, its matches (sorted by distance, then gallery
@@ -357,6 +379,7 @@ struct Block {
   std::vector<int64_t> m;  // match gallery indices
   int64_t counts = 0, row0 = 0, t_lo = 0, ns = 0, tasks_at = 0;
   std::once_flag ready;
+  torch::Tensor queries;             // (rows, D) its queries, normalised, zero padding
   torch::Tensor own_tiles;           // (ns * rows * w), from the pool
   std::vector<int64_t> counts_of;    // (threads, counts)
   std::atomic<int64_t> made{0}, left{0};
@@ -413,15 +436,7 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
   const int64_t n = static_cast<int64_t>(valid.size()), d = in.query.size(1), w = gal.width;
   const int64_t rows = EvenPart(n, std::clamp<int64_t>(in.chunk_rows, 1, kTileRows));
   const int64_t num_blocks = (n + rows - 1) / rows;
-  gal.feats = HugePageEmpty({std::max<int64_t>(gal.tiles * w, 1), d});
-  GatherRows(in.gallery, gal.index, in.feat_norm, gal.feats, &gal.sq);
-  torch::Tensor queries = HugePageEmpty({num_blocks * rows, d});  // sorted, padded
-  std::vector<float> q_sq;
-  {
-    std::vector<int64_t> order(n);
-    for (int64_t i = 0; i < n; ++i) order[i] = valid[i].query;
-    GatherRows(in.query, order, in.feat_norm, queries, &q_sq);
-  }
+  MeasureGallery(in, &gal);
   const int threads = std::max(1, at::get_num_threads());
   std::vector<std::unique_ptr<Block>> blocks;
   int64_t tasks = 0;
@@ -431,7 +446,6 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     blk->q.assign(valid.begin() + blk->row0, valid.begin() + std::min(n, blk->row0 + rows));
     for (int64_t r = 0; r < static_cast<int64_t>(blk->q.size()); ++r) {
       BlockQuery& bq = blk->q[r];
-      bq.qn = q_sq[blk->row0 + r];
       bq.first = static_cast<int64_t>(blk->t.size());
       bq.counts_at = blk->counts;
       blk->t.resize(bq.first + (bq.h + 3) / 4 * 4, std::numeric_limits<float>::quiet_NaN());
@@ -447,14 +461,28 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     blocks.push_back(std::move(blk));
   }
   ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that counts it
-  std::vector<torch::Tensor> own(threads);  // per thread: its tile
-  for (torch::Tensor& t : own) t = HugePageEmpty({rows, w});
+  std::vector<torch::Tensor> own(threads);       // per thread: its tile of distances
+  std::vector<torch::Tensor> operand(threads);   // per thread: its tile of the gallery
+  for (int t = 0; t < threads; ++t) {
+    own[t] = HugePageEmpty({rows, w});
+    operand[t] = HugePageEmpty({w, d});
+  }
   std::mutex pool_mutex;
-  std::vector<torch::Tensor> pool;  // buffers for blocks' own tiles, reused
+  std::vector<torch::Tensor> pool, query_pool;  // blocks' own tiles and queries, reused
   const float* gs = gal.sq.data();
-  const auto product = [&](const Block& blk, int64_t tile, torch::Tensor out) {
-    at::mm_out(out, queries.slice(0, blk.row0, blk.row0 + rows),
-               gal.feats.slice(0, tile * w, (tile + 1) * w).t());
+  const auto product = [&](const Block& blk, int64_t tile, int thread, torch::Tensor out) {
+    GalleryTile(in, gal, tile, operand[thread].data_ptr<float>());
+    at::mm_out(out, blk.queries, operand[thread].t());
+  };
+  const auto take = [&](std::vector<torch::Tensor>* from, int64_t need) {  // under pool_mutex
+    for (size_t i = 0; i < from->size(); ++i) {
+      if ((*from)[i].numel() >= need) {
+        torch::Tensor t = std::move((*from)[i]);
+        from->erase(from->begin() + static_cast<std::ptrdiff_t>(i));
+        return t;
+      }
+    }
+    return HugePageEmpty({need});
   };
   const auto own_tile = [&](const Block& blk, int64_t i) {
     return blk.own_tiles.narrow(0, i * rows * w, rows * w).view({rows, w});
@@ -506,6 +534,8 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     }
     std::lock_guard<std::mutex> lock(pool_mutex);
     pool.push_back(std::move(blk.own_tiles));
+    query_pool.push_back(blk.queries.view({-1}));
+    blk.queries = torch::Tensor();
     std::vector<int64_t>().swap(blk.counts_of);
   };
   ForEachDynamic(tasks, [&](int64_t task, int thread) {
@@ -514,32 +544,40 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
                                        return k < b->tasks_at;
                                      });
     Block& blk = **(it - 1);
-    std::call_once(blk.ready, [&] {
+    std::call_once(blk.ready, [&] {  // the block's first task: its buffers and queries
       blk.counts_of.assign(static_cast<size_t>(threads) * blk.counts, 0);
-      const int64_t need = blk.ns * rows * w;
-      std::lock_guard<std::mutex> lock(pool_mutex);
-      for (size_t i = 0; i < pool.size(); ++i) {
-        if (pool[i].numel() >= need) {
-          blk.own_tiles = std::move(pool[i]);
-          pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
-          return;
-        }
+      {
+        std::lock_guard<std::mutex> lock(pool_mutex);
+        blk.own_tiles = take(&pool, blk.ns * rows * w);
+        blk.queries = take(&query_pool, rows * d).narrow(0, 0, rows * d).view({rows, d});
       }
-      blk.own_tiles = HugePageEmpty({need});
+      const int64_t nb = static_cast<int64_t>(blk.q.size());
+      std::vector<int64_t> ids(nb);
+      for (int64_t r = 0; r < nb; ++r) ids[r] = blk.q[r].query;
+      torch::Tensor rows_in = blk.queries.slice(0, 0, nb);
+      const torch::Tensor src = in.query.index_select(0, torch::tensor(ids, torch::kInt64));
+      if (in.feat_norm) {
+        NormalizeRowsInto(src, rows_in);
+      } else {
+        rows_in.copy_(src);
+      }
+      blk.queries.slice(0, nb).zero_();
+      const float* qf = blk.queries.data_ptr<float>();
+      for (int64_t r = 0; r < nb; ++r) blk.q[r].qn = SquaredNorm(qf + r * d, d);
     });
     const auto wait_for_matches = [&] {
       while (!blk.known.load(std::memory_order_acquire)) std::this_thread::yield();
     };
     const int64_t i = task - blk.tasks_at, others = gal.tiles - blk.ns;
     if (i < blk.ns) {  // one of the block's own identities' tiles
-      product(blk, blk.t_lo + i, own_tile(blk, i));
+      product(blk, blk.t_lo + i, thread, own_tile(blk, i));
       if (blk.made.fetch_add(1) + 1 == blk.ns) {
         read_matches(blk);
         blk.known.store(true, std::memory_order_release);
       }
     } else if (i < blk.ns + others) {  // another tile
       const int64_t k = i - blk.ns, tile = k < blk.t_lo ? k : k + blk.ns;
-      product(blk, tile, own[thread]);
+      product(blk, tile, thread, own[thread]);
       wait_for_matches();
       count_tile(blk, tile, own[thread].data_ptr<float>(), thread);
     } else {  // count one of the block's own identities' tiles
