@@ -258,8 +258,11 @@ int main(int argc, char** argv) {
   at::set_num_threads(args.threads);
   const auto scaled = [&](Scale s) {
     for (int64_t* n : {&s.q, &s.g, &s.ids, &s.distractors}) {
-      *n = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(*n) * args.scale));
+      *n = static_cast<int64_t>(static_cast<double>(*n) * args.scale);
     }
+    s.q = std::max<int64_t>(s.q, 1);
+    s.ids = std::max<int64_t>(s.ids, 1);
+    s.g = std::max(s.g, s.distractors + 1);
     return s;
   };
   const Scale market = scaled({"Market-1501", 3368, 15913, 750, 6, 2793});
