@@ -268,8 +268,11 @@ int main(int argc, char** argv) {
   at::set_num_threads(args.threads);
   const auto scaled = [&](Scale s) {
     for (int64_t* n : {&s.q, &s.g, &s.ids, &s.distractors}) {
-      *n = std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(*n) * args.scale));
+      *n = static_cast<int64_t>(static_cast<double>(*n) * args.scale);
     }
+    s.q = std::max<int64_t>(s.q, 1);
+    s.ids = std::max<int64_t>(s.ids, 1);
+    s.g = std::max(s.g, s.distractors + 1);
     return s;
   };
   const Scale market = scaled({"Market-1501", 3368, 15913, 750, 6, 2793});
@@ -289,7 +292,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (!args.profile.empty()) {
-    const reid::trainer::RankingInput in = MakeInput(args.profile == "msmt17" ? msmt : market, 1280);
+    const Scale& scale = args.profile == "msmt17" ? msmt : market;
+    const reid::trainer::RankingInput in = MakeInput(scale, 1280);
     for (int i = 0; i < 3; ++i) {
       const double start = Now(), cpu = CpuNow();
       const double map = Evaluate(in, false).mAP;

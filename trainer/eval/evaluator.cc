@@ -27,6 +27,74 @@
 namespace reid::trainer {
 namespace {
 
+const float kInf = std::numeric_limits<float>::infinity();
+
+// The protocol's key of a distance: a NaN distance ranks last, as numpy's argsort puts it (ties
+// among them by index): compared as NaN it would be neither before nor after anything, every
+// match would count as ranked first, and AP would exceed 1.
+inline float Key(float d) { return std::isnan(d) ? kInf : d; }
+
+// A query's matches, sorted by (key, gallery index): keys t padded with NaN to a multiple of 4
+// (a NaN is neither below nor equal to anything), gallery indices m.
+struct Thresholds {
+  const float* t;
+  const int64_t* m;
+  int64_t h;
+};
+
+// How many of the matches rank before the item (key x, gallery index j).
+inline int64_t MatchesBefore(float x, int64_t j, const Thresholds& th) {
+  int64_t before = 0, equal = 0;
+#if defined(__SSE2__)
+  const __m128 x4 = _mm_set1_ps(x);
+  __m128i lt = _mm_setzero_si128(), eq = _mm_setzero_si128();
+  for (int64_t i = 0; i < th.h; i += 4) {
+    const __m128 t4 = _mm_loadu_ps(th.t + i);
+    lt = _mm_sub_epi32(lt, _mm_castps_si128(_mm_cmplt_ps(t4, x4)));
+    eq = _mm_sub_epi32(eq, _mm_castps_si128(_mm_cmpeq_ps(t4, x4)));
+  }
+  alignas(16) int32_t l[4], e[4];
+  _mm_store_si128(reinterpret_cast<__m128i*>(l), lt);
+  _mm_store_si128(reinterpret_cast<__m128i*>(e), eq);
+  before = (l[0] + l[1]) + (l[2] + l[3]);
+  equal = (e[0] + e[1]) + (e[2] + e[3]);
+#else
+  for (int64_t i = 0; i < th.h; ++i) {
+    before += th.t[i] < x;
+    equal += th.t[i] == x;
+  }
+#endif
+  // Exact ties with matches: those of smaller gallery index rank before it.
+  for (int64_t i = before, e = before + equal; i < e && th.m[i] < j; ++i) ++before;
+  return before;
+}
+
+// counts[c] += 1 for each item at position pos in [a, b) not ranked after the last match, c =
+// MatchesBefore; `dist(pos)` is its distance and `dist4(pos)` those of pos..pos + 3, `index(pos)`
+// its gallery index. Items after the last match are passed over four at a time.
+template <typename Dist, typename Dist4, typename Index>
+void CountSpan(int64_t a, int64_t b, const Dist& dist, const Dist4& dist4, const Index& index,
+               const Thresholds& th, int64_t* counts) {
+  const float tmax = th.t[th.h - 1];
+  const auto count = [&](int64_t pos) {
+    const float x = Key(dist(pos));
+    if (x <= tmax) ++counts[MatchesBefore(x, index(pos), th)];
+  };
+  int64_t pos = a;
+#if defined(__SSE2__)
+  const __m128 tmax4 = _mm_set1_ps(tmax);
+  for (; pos + 4 <= b; pos += 4) {  // not above tmax: NaN included (Key decides)
+    for (int mask = _mm_movemask_ps(_mm_cmpngt_ps(dist4(pos), tmax4)); mask != 0;
+         mask &= mask - 1) {
+      count(pos + __builtin_ctz(mask));
+    }
+  }
+#else
+  (void)dist4;
+#endif
+  for (; pos < b; ++pos) count(pos);
+}
+
 // A gallery item keyed for ranking: ascending distance, ties by gallery index.
 struct Keyed {
   float d;
@@ -34,74 +102,63 @@ struct Keyed {
   bool operator<(const Keyed& o) const { return d < o.d || (d == o.d && j < o.j); }
 };
 
+// Sorts a query's matches into t/m (t padded with NaN).
+Thresholds SortMatches(std::vector<Keyed>* matches, std::vector<float>* t,
+                       std::vector<int64_t>* m) {
+  std::sort(matches->begin(), matches->end());
+  const int64_t h = static_cast<int64_t>(matches->size());
+  t->assign((h + 3) / 4 * 4, std::numeric_limits<float>::quiet_NaN());
+  m->resize(h);
+  for (int64_t i = 0; i < h; ++i) {
+    (*t)[i] = (*matches)[i].d;
+    (*m)[i] = (*matches)[i].j;
+  }
+  return {t->data(), m->data(), h};
+}
+
 // Per-thread buffers of RankRow.
 struct Scratch {
   std::vector<Keyed> matches, junk;
-  std::vector<float> thresholds;
-  std::vector<float> row;  // the query's distances
-  std::vector<int64_t> before;
+  std::vector<float> t;
+  std::vector<int64_t> m, counts;
 };
 
-// The reference's eval_func for one query without sorting the gallery: only the positions of its
-// matches matter. A match's position among the kept items is the number of gallery items ranked
-// before it, less the junk ranked before it: per match, a vectorised count over the query's
-// distances (matches are few). `key(j)` is the query's distance to gallery item j.
-template <typename Key>
-QueryRanking RankRow(const Key& raw_key, int64_t g, const std::vector<int64_t>& same_pid,
+// The reference's eval_func for one query, given its distances to the whole gallery, without
+// sorting the gallery: only the positions of its matches matter. One pass counts, for each item
+// not ranked after the last match, how many matches rank before it (four items at a time for the
+// rest); a match's position among the kept items follows, less the query's junk.
+QueryRanking RankRow(const float* row, int64_t g, const std::vector<int64_t>& same_pid,
                      const std::vector<int64_t>& g_cams, int64_t cam, Scratch* s) {
-  // A NaN distance ranks last, as numpy's argsort puts it (ties among them by index): compared
-  // as NaN it would be neither before nor after anything, every match would count as ranked
-  // first, and AP would exceed 1.
-  const auto key = [&raw_key](int64_t j) {
-    const float d = raw_key(j);
-    return std::isnan(d) ? std::numeric_limits<float>::infinity() : d;
-  };
   QueryRanking r;
   s->matches.clear();
   s->junk.clear();
-  for (int64_t j : same_pid) (g_cams[j] == cam ? s->junk : s->matches).push_back({key(j), j});
+  for (int64_t j : same_pid) (g_cams[j] == cam ? s->junk : s->matches).push_back({Key(row[j]), j});
   const int64_t h = static_cast<int64_t>(s->matches.size());
   if (h == 0) return r;  // no remaining match: skipped, as the reference does
-  std::sort(s->matches.begin(), s->matches.end());
-  s->thresholds.resize(h);
-  for (int64_t i = 0; i < h; ++i) s->thresholds[i] = s->matches[i].d;
-  const float* t = s->thresholds.data();
-  // The query's distances once, then per distinct match distance a branch-free (vectorised)
-  // count of the items below it and of those equal to it.
-  s->row.resize(g);
-  float* x = s->row.data();
-  for (int64_t j = 0; j < g; ++j) x[j] = key(j);
-  s->before.assign(h, 0);
-  bool other_ties = false;
-  for (int64_t i = 0; i < h; ++i) {
-    if (i > 0 && t[i] == t[i - 1]) {  // equal distances: the earlier match precedes by index
-      s->before[i] = s->before[i - 1] + 1;
-      continue;
-    }
-    const float ti = t[i];
-    int32_t less = 0, equal = 0;
-    for (int64_t j = 0; j < g; ++j) {
-      less += x[j] < ti;
-      equal += x[j] == ti;
-    }
-    int64_t same = 1;  // matches at this distance
-    while (i + same < h && t[i + same] == ti) ++same;
-    other_ties |= equal != same;
-    s->before[i] = less;
+  const Thresholds th = SortMatches(&s->matches, &s->t, &s->m);
+  s->counts.assign(h + 1, 0);
+  int64_t* counts = s->counts.data();
+  CountSpan(
+      0, g, [row](int64_t j) { return row[j]; },
+      [row](int64_t j) {
+#if defined(__SSE2__)
+        return _mm_loadu_ps(row + j);
+#else
+        return j;
+#endif
+      },
+      [](int64_t j) { return j; }, th, counts);
+  // Every item was counted, the query's own among them: match i at counts[i], each junk item at
+  // its own place; only other identities' items are to be counted.
+  for (int64_t i = 0; i < h; ++i) --counts[i];
+  for (const Keyed& k : s->junk) {
+    if (k.d <= th.t[h - 1]) --counts[MatchesBefore(k.d, k.j, th)];
   }
-  if (other_ties) {  // rare exact ties with other items: count each match's predecessors directly
-    for (int64_t i = 0; i < h; ++i) {
-      const Keyed m = s->matches[i];
-      int64_t n = 0;
-      for (int64_t j = 0; j < g; ++j) n += Keyed{x[j], j} < m;
-      s->before[i] = n;
-    }
-  }
+  int64_t others = 0;
   double precision_sum = 0;
   for (int64_t i = 0; i < h; ++i) {
-    int64_t junk_before = 0;
-    for (const Keyed& k : s->junk) junk_before += k < s->matches[i];
-    const int64_t position = s->before[i] - junk_before;  // among the kept items, from 0
+    others += counts[i];
+    const int64_t position = i + others;  // among the kept items, from 0
     if (i == 0) r.first_hit = position;
     precision_sum += static_cast<double>(i + 1) / static_cast<double>(position + 1);
   }
@@ -217,11 +274,6 @@ float SquaredNorm(const float* row, int64_t d) {
 
 namespace {
 
-const float kInf = std::numeric_limits<float>::infinity();
-
-// The protocol's key of a distance: NaN ranks last (see RankRow).
-inline float Key(float d) { return std::isnan(d) ? kInf : d; }
-
 // The size of near-equal parts of at most `max` that cover n.
 int64_t EvenPart(int64_t n, int64_t max) {
   const int64_t parts = std::max<int64_t>(1, (n + max - 1) / max);
@@ -234,8 +286,9 @@ struct PidGallery {
   int64_t g = 0, width = 0, tiles = 0;  // items; columns per tile; tiles
   std::vector<int64_t> index, cam;      // per position: gallery index, camera
   std::unordered_map<int64_t, std::pair<int64_t, int64_t>> range;  // pid -> positions [lo, hi)
-  torch::Tensor feats;    // (tiles * width, D) float32 in position order, normalised; zero padding
-  std::vector<float> sq;  // (tiles * width) squared norms of feats' rows
+  torch::Tensor feats;       // (G, D) the caller's features as float32, contiguous
+  std::vector<float> norm;   // per position: the row's divisor (its L2 norm, at least 1e-12)
+  std::vector<float> sq;     // per position: squared norm of the row as used (normalised or not)
 };
 
 PidGallery OrderGallery(const RankingInput& in) {
@@ -257,34 +310,55 @@ PidGallery OrderGallery(const RankingInput& in) {
   return p;
 }
 
-// out (rows, D) float32: the rows `order` of src (the rest zero), L2-normalised when asked, and
-// their squared norms in sq (rows), 256 rows at a time on the intra-op threads (one pass).
-void GatherRows(const torch::Tensor& src, const std::vector<int64_t>& order, bool normalize,
-                torch::Tensor& out, std::vector<float>* sq) {
-  const int64_t rows = out.size(0), d = out.size(1), n = static_cast<int64_t>(order.size());
-  sq->assign(rows, 0.0f);
-  const torch::Tensor index =
-      torch::from_blob(const_cast<int64_t*>(order.data()), {n}, torch::kInt64);
+// The gallery rows' divisors and squared norms (one pass, no copy of the features): the norms
+// from ATen as NormalizeRowsInto takes them, the squared norms of the rows divided by them.
+void MeasureGallery(const RankingInput& in, PidGallery* p) {
+  p->feats = in.gallery.to(torch::kFloat32).contiguous();
+  const int64_t d = p->feats.size(1);
+  std::vector<float> norm(p->g, 1.0f), sq(p->g);
   constexpr int64_t kRows = 256;
-  at::parallel_for(0, (rows + kRows - 1) / kRows, 1, [&](int64_t lo, int64_t hi) {
+  at::parallel_for(0, (p->g + kRows - 1) / kRows, 1, [&](int64_t lo, int64_t hi) {
+    std::vector<float> row(d);
     for (int64_t b = lo; b < hi; ++b) {
-      const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
-      const int64_t real = std::clamp<int64_t>(n - r0, 0, r1 - r0);
-      torch::Tensor part = out.slice(0, r0, r1);
-      if (real < r1 - r0) part.slice(0, real).zero_();
-      if (real > 0) {
-        torch::Tensor dst = part.slice(0, 0, real);
-        const torch::Tensor rows_in = src.index_select(0, index.slice(0, r0, r0 + real));
-        if (normalize) {
-          NormalizeRowsInto(rows_in, dst);
-        } else {
-          dst.copy_(rows_in);
-        }
+      const int64_t r0 = b * kRows, r1 = std::min(p->g, r0 + kRows);
+      const float* f = p->feats.data_ptr<float>() + r0 * d;
+      if (in.feat_norm) {  // F.normalize(dim=1): x / max(|x|, 1e-12)
+        const torch::Tensor n = p->feats.slice(0, r0, r1).norm(2, 1, true).clamp_min(1e-12);
+        std::copy(n.data_ptr<float>(), n.data_ptr<float>() + (r1 - r0), norm.begin() + r0);
       }
-      const float* f = part.data_ptr<float>();
-      for (int64_t r = 0; r < r1 - r0; ++r) (*sq)[r0 + r] = SquaredNorm(f + r * d, d);
+      for (int64_t j = r0; j < r1; ++j, f += d) {
+        for (int64_t k = 0; k < d; ++k) row[k] = in.feat_norm ? f[k] / norm[j] : f[k];
+        sq[j] = SquaredNorm(row.data(), d);
+      }
     }
   });
+  p->norm.resize(p->tiles * p->width, 1.0f);
+  p->sq.assign(p->tiles * p->width, 0.0f);
+  for (int64_t pos = 0; pos < p->g; ++pos) {
+    p->norm[pos] = norm[p->index[pos]];
+    p->sq[pos] = sq[p->index[pos]];
+  }
+}
+
+// Tile `tile` of the gallery in position order, (width, D), normalised as the rows are used
+// (a division, as NormalizeRowsInto's), zero past the last item.
+void GalleryTile(const RankingInput& in, const PidGallery& gal, int64_t tile, float* out) {
+  const int64_t d = gal.feats.size(1);
+  const float* f = gal.feats.data_ptr<float>();
+  for (int64_t r = 0; r < gal.width; ++r, out += d) {
+    const int64_t pos = tile * gal.width + r;
+    if (pos >= gal.g) {
+      std::fill(out, out + d, 0.0f);
+      continue;
+    }
+    const float* row = f + gal.index[pos] * d;
+    if (in.feat_norm) {
+      const float n = gal.norm[pos];
+      for (int64_t k = 0; k < d; ++k) out[k] = row[k] / n;
+    } else {
+      std::copy(row, row + d, out);
+    }
+  }
 }
 
 // A query of a block: its identity's positions, its matches (sorted by distance, then gallery
@@ -294,7 +368,7 @@ struct BlockQuery {
   int64_t lo = 0, hi = 0;            // its pid's gallery positions
   int64_t h = 0;                     // matches (other cameras)
   int64_t first = 0, counts_at = 0;  // its matches in Block::t/m (padded to 4); its h + 1 counts
-  float qn = 0, tmax = 0;            // squared norm; the distance of its last match
+  float qn = 0;                      // squared norm
 };
 
 // A block of queries (rows [row0, row0 + rows) of the sorted queries) and its tasks: make the
@@ -306,67 +380,33 @@ struct Block {
   std::vector<int64_t> m;  // match gallery indices
   int64_t counts = 0, row0 = 0, t_lo = 0, ns = 0, tasks_at = 0;
   std::once_flag ready;
+  torch::Tensor queries;             // (rows, D) its queries, normalised, zero padding
   torch::Tensor own_tiles;           // (ns * rows * w), from the pool
   std::vector<int64_t> counts_of;    // (threads, counts)
   std::atomic<int64_t> made{0}, left{0};
-  std::atomic<bool> known{false};    // t, m and tmax are set
+  std::atomic<bool> known{false};    // t and m are set
 };
 
-// One query's row of a tile (positions [c0, c1), `dots` at c0), items of its own identity
-// skipped: each item adds 1 to counts[c], c = the number of matches ranked before it. Items after
-// the last match are passed over four at a time.
-void CountRow(const float* dots, int64_t c0, int64_t c1, const BlockQuery& bq, const float* t,
-              const int64_t* m, const PidGallery& gal, int64_t* counts) {
+// One query's row of a tile (positions [c0, c1), `dots` at c0) into its counts (CountSpan), the
+// items of its own identity skipped.
+void CountRow(const float* dots, int64_t c0, int64_t c1, const BlockQuery& bq,
+              const Thresholds& th, const PidGallery& gal, int64_t* counts) {
   const float* row = dots - c0;  // row[pos]
   const float* gs = gal.sq.data();
-  const float qn = bq.qn, tmax = bq.tmax;
-  const int64_t h = bq.h;
-  const auto count = [&](int64_t pos) {
-    const float x = Key((qn + gs[pos]) - 2.0f * row[pos]);
-    if (x > tmax) return;
-    int64_t before = 0, equal = 0;
+  const float qn = bq.qn;
+  const auto dist = [&](int64_t pos) { return (qn + gs[pos]) - 2.0f * row[pos]; };
 #if defined(__SSE2__)
-    const __m128 x4 = _mm_set1_ps(x);
-    __m128i lt = _mm_setzero_si128(), eq = _mm_setzero_si128();
-    for (int64_t i = 0; i < h; i += 4) {  // the padding is NaN: neither below nor equal
-      const __m128 t4 = _mm_loadu_ps(t + i);
-      lt = _mm_sub_epi32(lt, _mm_castps_si128(_mm_cmplt_ps(t4, x4)));
-      eq = _mm_sub_epi32(eq, _mm_castps_si128(_mm_cmpeq_ps(t4, x4)));
-    }
-    alignas(16) int32_t l[4], e[4];
-    _mm_store_si128(reinterpret_cast<__m128i*>(l), lt);
-    _mm_store_si128(reinterpret_cast<__m128i*>(e), eq);
-    before = (l[0] + l[1]) + (l[2] + l[3]);
-    equal = (e[0] + e[1]) + (e[2] + e[3]);
+  const __m128 qn4 = _mm_set1_ps(qn);
+  const auto dist4 = [&](int64_t pos) {
+    const __m128 dot = _mm_loadu_ps(row + pos);
+    return _mm_sub_ps(_mm_add_ps(qn4, _mm_loadu_ps(gs + pos)), _mm_add_ps(dot, dot));
+  };
 #else
-    for (int64_t i = 0; i < h; ++i) {
-      before += t[i] < x;
-      equal += t[i] == x;
-    }
+  const auto dist4 = [](int64_t pos) { return pos; };
 #endif
-    if (equal > 0) {  // exact ties with matches: those of larger gallery index rank after it
-      const int64_t j = gal.index[pos];
-      for (int64_t i = before, e = before + equal; i < e && m[i] < j; ++i) ++before;
-    }
-    ++counts[before];
-  };
-  const auto span = [&](int64_t a, int64_t b) {
-    int64_t pos = a;
-#if defined(__SSE2__)
-    // Four at a time: the items not above tmax (NaN included; Key decides) as a bit mask.
-    const __m128 qn4 = _mm_set1_ps(qn), tmax4 = _mm_set1_ps(tmax);
-    for (; pos + 4 <= b; pos += 4) {
-      const __m128 dot = _mm_loadu_ps(row + pos);
-      const __m128 d = _mm_sub_ps(_mm_add_ps(qn4, _mm_loadu_ps(gs + pos)), _mm_add_ps(dot, dot));
-      for (int mask = _mm_movemask_ps(_mm_cmpngt_ps(d, tmax4)); mask != 0; mask &= mask - 1) {
-        count(pos + __builtin_ctz(mask));
-      }
-    }
-#endif
-    for (; pos < b; ++pos) count(pos);
-  };
-  span(c0, std::max(c0, std::min(c1, bq.lo)));
-  span(std::min(c1, std::max(c0, bq.hi)), c1);
+  const auto index = [&](int64_t pos) { return gal.index[pos]; };
+  CountSpan(c0, std::max(c0, std::min(c1, bq.lo)), dist, dist4, index, th, counts);
+  CountSpan(std::min(c1, std::max(c0, bq.hi)), c1, dist, dist4, index, th, counts);
 }
 
 // Queries [begin, end) with a match, sorted by (pid, index), ranked in blocks of at most
@@ -397,15 +437,7 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
   const int64_t n = static_cast<int64_t>(valid.size()), d = in.query.size(1), w = gal.width;
   const int64_t rows = EvenPart(n, std::clamp<int64_t>(in.chunk_rows, 1, kTileRows));
   const int64_t num_blocks = (n + rows - 1) / rows;
-  gal.feats = HugePageEmpty({std::max<int64_t>(gal.tiles * w, 1), d});
-  GatherRows(in.gallery, gal.index, in.feat_norm, gal.feats, &gal.sq);
-  torch::Tensor queries = HugePageEmpty({num_blocks * rows, d});  // sorted, padded
-  std::vector<float> q_sq;
-  {
-    std::vector<int64_t> order(n);
-    for (int64_t i = 0; i < n; ++i) order[i] = valid[i].query;
-    GatherRows(in.query, order, in.feat_norm, queries, &q_sq);
-  }
+  MeasureGallery(in, &gal);
   const int threads = std::max(1, at::get_num_threads());
   std::vector<std::unique_ptr<Block>> blocks;
   int64_t tasks = 0;
@@ -415,7 +447,6 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     blk->q.assign(valid.begin() + blk->row0, valid.begin() + std::min(n, blk->row0 + rows));
     for (int64_t r = 0; r < static_cast<int64_t>(blk->q.size()); ++r) {
       BlockQuery& bq = blk->q[r];
-      bq.qn = q_sq[blk->row0 + r];
       bq.first = static_cast<int64_t>(blk->t.size());
       bq.counts_at = blk->counts;
       blk->t.resize(bq.first + (bq.h + 3) / 4 * 4, std::numeric_limits<float>::quiet_NaN());
@@ -431,14 +462,28 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     blocks.push_back(std::move(blk));
   }
   ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that counts it
-  std::vector<torch::Tensor> own(threads);  // per thread: its tile
-  for (torch::Tensor& t : own) t = HugePageEmpty({rows, w});
+  std::vector<torch::Tensor> own(threads);       // per thread: its tile of distances
+  std::vector<torch::Tensor> operand(threads);   // per thread: its tile of the gallery
+  for (int t = 0; t < threads; ++t) {
+    own[t] = HugePageEmpty({rows, w});
+    operand[t] = HugePageEmpty({w, d});
+  }
   std::mutex pool_mutex;
-  std::vector<torch::Tensor> pool;  // buffers for blocks' own tiles, reused
+  std::vector<torch::Tensor> pool, query_pool;  // blocks' own tiles and queries, reused
   const float* gs = gal.sq.data();
-  const auto product = [&](const Block& blk, int64_t tile, torch::Tensor out) {
-    at::mm_out(out, queries.slice(0, blk.row0, blk.row0 + rows),
-               gal.feats.slice(0, tile * w, (tile + 1) * w).t());
+  const auto product = [&](const Block& blk, int64_t tile, int thread, torch::Tensor out) {
+    GalleryTile(in, gal, tile, operand[thread].data_ptr<float>());
+    at::mm_out(out, blk.queries, operand[thread].t());
+  };
+  const auto take = [&](std::vector<torch::Tensor>* from, int64_t need) {  // under pool_mutex
+    for (size_t i = 0; i < from->size(); ++i) {
+      if ((*from)[i].numel() >= need) {
+        torch::Tensor t = std::move((*from)[i]);
+        from->erase(from->begin() + static_cast<std::ptrdiff_t>(i));
+        return t;
+      }
+    }
+    return HugePageEmpty({need});
   };
   const auto own_tile = [&](const Block& blk, int64_t i) {
     return blk.own_tiles.narrow(0, i * rows * w, rows * w).view({rows, w});
@@ -460,7 +505,6 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
         blk.t[bq.first + i] = matches[i].d;
         blk.m[bq.first + i] = matches[i].j;
       }
-      bq.tmax = matches.back().d;
     }
   };
   const auto count_tile = [&](Block& blk, int64_t tile, const float* dots, int thread) {
@@ -468,8 +512,8 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     int64_t* cnt = blk.counts_of.data() + thread * blk.counts;
     for (int64_t r = 0; r < static_cast<int64_t>(blk.q.size()); ++r) {
       const BlockQuery& bq = blk.q[r];
-      CountRow(dots + r * w, c0, c1, bq, blk.t.data() + bq.first, blk.m.data() + bq.first, gal,
-               cnt + bq.counts_at);
+      CountRow(dots + r * w, c0, c1, bq, {blk.t.data() + bq.first, blk.m.data() + bq.first, bq.h},
+               gal, cnt + bq.counts_at);
     }
   };
   const auto finish = [&](Block& blk) {
@@ -480,7 +524,9 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
       double precision_sum = 0;
       QueryRanking& out = results[bq.query - begin];
       for (int64_t i = 0; i < bq.h; ++i) {
-        for (int th = 0; th < threads; ++th) others += blk.counts_of[th * blk.counts + bq.counts_at + i];
+        for (int th = 0; th < threads; ++th) {
+          others += blk.counts_of[th * blk.counts + bq.counts_at + i];
+        }
         const int64_t position = i + others;
         if (i == 0) out.first_hit = position;
         precision_sum += static_cast<double>(i + 1) / static_cast<double>(position + 1);
@@ -489,6 +535,8 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
     }
     std::lock_guard<std::mutex> lock(pool_mutex);
     pool.push_back(std::move(blk.own_tiles));
+    query_pool.push_back(blk.queries.view({-1}));
+    blk.queries = torch::Tensor();
     std::vector<int64_t>().swap(blk.counts_of);
   };
   ForEachDynamic(tasks, [&](int64_t task, int thread) {
@@ -497,32 +545,40 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
                                        return k < b->tasks_at;
                                      });
     Block& blk = **(it - 1);
-    std::call_once(blk.ready, [&] {
+    std::call_once(blk.ready, [&] {  // the block's first task: its buffers and queries
       blk.counts_of.assign(static_cast<size_t>(threads) * blk.counts, 0);
-      const int64_t need = blk.ns * rows * w;
-      std::lock_guard<std::mutex> lock(pool_mutex);
-      for (size_t i = 0; i < pool.size(); ++i) {
-        if (pool[i].numel() >= need) {
-          blk.own_tiles = std::move(pool[i]);
-          pool.erase(pool.begin() + static_cast<std::ptrdiff_t>(i));
-          return;
-        }
+      {
+        std::lock_guard<std::mutex> lock(pool_mutex);
+        blk.own_tiles = take(&pool, blk.ns * rows * w);
+        blk.queries = take(&query_pool, rows * d).narrow(0, 0, rows * d).view({rows, d});
       }
-      blk.own_tiles = HugePageEmpty({need});
+      const int64_t nb = static_cast<int64_t>(blk.q.size());
+      std::vector<int64_t> ids(nb);
+      for (int64_t r = 0; r < nb; ++r) ids[r] = blk.q[r].query;
+      torch::Tensor rows_in = blk.queries.slice(0, 0, nb);
+      const torch::Tensor src = in.query.index_select(0, torch::tensor(ids, torch::kInt64));
+      if (in.feat_norm) {
+        NormalizeRowsInto(src, rows_in);
+      } else {
+        rows_in.copy_(src);
+      }
+      blk.queries.slice(0, nb).zero_();
+      const float* qf = blk.queries.data_ptr<float>();
+      for (int64_t r = 0; r < nb; ++r) blk.q[r].qn = SquaredNorm(qf + r * d, d);
     });
     const auto wait_for_matches = [&] {
       while (!blk.known.load(std::memory_order_acquire)) std::this_thread::yield();
     };
     const int64_t i = task - blk.tasks_at, others = gal.tiles - blk.ns;
     if (i < blk.ns) {  // one of the block's own identities' tiles
-      product(blk, blk.t_lo + i, own_tile(blk, i));
+      product(blk, blk.t_lo + i, thread, own_tile(blk, i));
       if (blk.made.fetch_add(1) + 1 == blk.ns) {
         read_matches(blk);
         blk.known.store(true, std::memory_order_release);
       }
     } else if (i < blk.ns + others) {  // another tile
       const int64_t k = i - blk.ns, tile = k < blk.t_lo ? k : k + blk.ns;
-      product(blk, tile, own[thread]);
+      product(blk, tile, thread, own[thread]);
       wait_for_matches();
       count_tile(blk, tile, own[thread].data_ptr<float>(), thread);
     } else {  // count one of the block's own identities' tiles
@@ -555,8 +611,7 @@ std::vector<QueryRanking> RankDistanceRows(const RankingInput& in, int64_t begin
         const auto it = by_pid.find(in.q_pids[q]);
         const std::vector<int64_t>& same = it == by_pid.end() ? none : it->second;
         const float* row = base + r * g;
-        results[q - begin] = RankRow([row](int64_t j) { return row[j]; }, g, same, in.g_cams,
-                                     in.q_cams[q], &scratch);
+        results[q - begin] = RankRow(row, g, same, in.g_cams, in.q_cams[q], &scratch);
       }
     });
   }

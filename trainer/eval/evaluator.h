@@ -49,7 +49,7 @@ struct RankingSums {
   std::vector<int64_t> cmc_hits;  // per rank position: queries whose first match is at or before
 };
 
-// The evaluation's tiles of squared Euclidean distances (docs/performance.md#evaluation-bench_eval):
+// The evaluation's tiles of squared Euclidean distances (docs/evaluation.md, docs/performance.md):
 // a block of up to kTileRows queries times kTileCols gallery items, D deep, is one single-threaded
 // product on one thread, ranked by that thread as soon as it is made: 1024 x 2048 x 4 B = 8 MiB of
 // distances per thread, two threads' tiles in this machine's 32 MiB L3, while the product's packed

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <queue>
 #include <sstream>
@@ -62,6 +63,20 @@ struct Keyed {
 // their index order, as every other tie does.
 inline float Scaled(float d, float row_max) { return row_max > 0 ? d / row_max : 0.0f; }
 
+// "No Jaccard term here": a NaN whose payload no arithmetic makes (an invalid operation gives the
+// default NaN, a NaN operand passes on its own payload), compared by its bits.
+constexpr uint32_t kNoTermBits = 0x7fc0deadu;
+inline float NoTerm() {
+  float f;
+  std::memcpy(&f, &kNoTermBits, sizeof(f));
+  return f;
+}
+inline bool IsNoTerm(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return bits == kNoTermBits;
+}
+
 }  // namespace
 
 int64_t RerankMemoryBytes(int64_t q, int64_t g, int64_t d, const RerankOptions& o) {
@@ -71,11 +86,15 @@ int64_t RerankMemoryBytes(int64_t q, int64_t g, int64_t d, const RerankOptions& 
   const int64_t qe_row = o.k2 > 1 ? std::min<int64_t>(n, o.k2 * v_row) : v_row;
   const int64_t entry = sizeof(int32_t) + sizeof(Half);
   const int64_t threads = at::get_num_threads();
-  int64_t bytes = 2 * n * d * 4;                            // the caller's features and ours
-  bytes += n * (8 + k * 4);                                 // norms, row maxima, neighbours
-  bytes += std::min<int64_t>(o.chunk_rows, n) * n * 4 * 2;  // search block; ranking block
-  bytes += n * v_row * entry + 2 * n * qe_row * entry;      // V, V_qe, inverted V_qe
-  bytes += threads * n * 8;                                 // per-thread dense rows
+  const int64_t tile = std::min<int64_t>(n, o.search_tile > 0 ? o.search_tile : kSearchTile);
+  const int64_t rows = std::min<int64_t>(o.chunk_rows, q);
+  int64_t bytes = 2 * (n + tile) * d * 4;                 // the caller's features and ours
+  bytes += n * (12 + k * 4);                               // norms, row maxima, neighbours
+  bytes += threads * (n * (k * 8 + 12) + tile * tile * 4);  // the search's lists and tiles
+  bytes += 2 * n * (k * 8 + 4);                            // the lists merged (and gathered)
+  bytes += n * v_row * entry + 2 * n * qe_row * entry;     // V, V_qe, inverted V_qe
+  bytes += rows * g * 4 * 2;                               // a block of distance rows; ranking's
+  bytes += threads * (rows * kDistanceTile * 4 + g * 9);   // per thread: products, dense rows
   return bytes;
 }
 
@@ -141,7 +160,8 @@ struct TopK {
   std::vector<float> worst;   // (N) the heap's largest distance once full; +inf before
   std::vector<float> max;     // (N) largest distance seen (NaN ignored)
 
-  TopK(int64_t n, int64_t k_) : k(k_), heap(n * k_), size(n, 0), worst(n, INFINITY), max(n, -INFINITY) {}
+  TopK(int64_t n, int64_t k_)
+      : k(k_), heap(n * k_), size(n, 0), worst(n, INFINITY), max(n, -INFINITY) {}
 
   void Offer(int64_t i, float d, int32_t j) {
     const Keyed x{std::isnan(d) ? INFINITY : d, j};  // NaN ranks last
@@ -245,7 +265,8 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
   }
   // This rank's lists: per item its threads' candidates, best k, as (distance, index) pairs.
   torch::Tensor dist_part = torch::full({n, k}, INFINITY, torch::kFloat32);
-  torch::Tensor index_part = torch::full({n, k}, std::numeric_limits<int32_t>::max(), torch::kInt32);
+  torch::Tensor index_part =
+      torch::full({n, k}, std::numeric_limits<int32_t>::max(), torch::kInt32);
   torch::Tensor max_part = torch::full({n}, -INFINITY, torch::kFloat32);
   const auto merge = [k](std::vector<Keyed>* all, float* d_out, int32_t* j_out) {
     const int64_t keep = std::min<int64_t>(k, static_cast<int64_t>(all->size()));
@@ -265,7 +286,8 @@ void Reranker::SearchNeighbours(dist::Communicator* comm) {
         all.clear();
         for (const auto& top : best) {
           if (!top) continue;
-          all.insert(all.end(), top->heap.begin() + i * k, top->heap.begin() + i * k + top->size[i]);
+          const auto row = top->heap.begin() + i * k;
+          all.insert(all.end(), row, row + top->size[i]);
           m_out[i] = std::max(m_out[i], top->max[i]);
         }
         merge(&all, d_out + i * k, j_out + i * k);
@@ -441,23 +463,26 @@ void Reranker::InvertGallery() {
   }
 }
 
+// Rows [begin, end) of the final distance: per row, the Jaccard terms of the items sharing a
+// neighbour with it (sparse, from V_qe and its inverted index) written into the row, then the
+// gallery a tile of kDistanceTile items at a time on each thread: the tile's products with the
+// rows (single-threaded product) give the original distance, added to the rows while in cache.
 torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
-  const int64_t q = num_query_, g = num_all_ - num_query_;
+  const int64_t q = num_query_, g = num_all_ - num_query_, rows = end - begin;
   CHECK(begin >= 0 && begin <= end && end <= q);
-  if (!dots_block_.defined() || dots_block_.size(0) < end - begin) {
-    dots_block_ = HugePageEmpty({end - begin, g});
-    out_block_ = HugePageEmpty({end - begin, g});
-  }
-  torch::Tensor dots = dots_block_.slice(0, 0, end - begin);
-  at::mm_out(dots, all_.slice(0, begin, end), all_.slice(0, q, num_all_).t());
-  torch::Tensor out = out_block_.slice(0, 0, end - begin);
-  const float* dot = dots.data_ptr<float>();
-  float* o = out.data_ptr<float>();
+  if (!out_block_.defined() || out_block_.size(0) < rows) out_block_ = HugePageEmpty({rows, g});
+  torch::Tensor out = out_block_.slice(0, 0, rows);
+  if (rows == 0 || g == 0) return out;
   const float lambda = options_.lambda;
   // numpy: jaccard_dist (fp16) * (1 - lambda) stays fp16, the scalar rounded to fp16 first.
   const float jaccard_weight = H(static_cast<float>(1.0 - static_cast<double>(lambda)));
   const float untouched = H(1.0f * jaccard_weight);  // no shared neighbour: jaccard 1
-  at::parallel_for(0, end - begin, 1, [&](int64_t lo, int64_t hi) {
+  // Per row, into the row itself: each gallery item's fp16 Jaccard term where it shares a
+  // neighbour with the row's item, kNoTerm elsewhere (a term may be any float: fp16 sums of the
+  // overlap can pass 1 and make it negative).
+  float* o = out.data_ptr<float>();
+  const float no_term = NoTerm();
+  at::parallel_for(0, rows, 1, [&](int64_t lo, int64_t hi) {
     std::vector<float> min_sum(g, 0.0f);  // the reference's temp_min, fp16 values
     std::vector<char> seen(g, 0);
     std::vector<int32_t> touched;
@@ -477,19 +502,39 @@ torch::Tensor Reranker::DistanceRows(int64_t begin, int64_t end) const {
         }
       }
       float* row = o + r * g;
-      const float* d = dot + r * g;
-      const float si = sq_[i], m = row_max_[i];
-      for (int64_t j = 0; j < g; ++j) {
-        const float original = Scaled((si + sq_[q + j]) - 2.0f * d[j], m);
-        row[j] = untouched + original * lambda;
-      }
+      std::fill(row, row + g, no_term);
       for (int32_t j : touched) {
         const float t = min_sum[j];
-        const float jaccard = H(1.0f - H(t / H(2.0f - t)));
-        const float original = Scaled((si + sq_[q + j]) - 2.0f * d[j], m);
-        row[j] = H(jaccard * jaccard_weight) + original * lambda;
+        row[j] = H(H(1.0f - H(t / H(2.0f - t))) * jaccard_weight);
         min_sum[j] = 0.0f;
         seen[j] = 0;
+      }
+    }
+  });
+  const int64_t parts = std::max<int64_t>(1, (g + kDistanceTile - 1) / kDistanceTile);
+  const int64_t w = (g + parts - 1) / parts, tiles = (g + w - 1) / w;
+  const int threads = std::max(1, at::get_num_threads());
+  std::vector<torch::Tensor>& own = dot_tiles_;  // per thread, reused
+  if (static_cast<int>(own.size()) < threads) own.resize(threads);
+  const torch::Tensor query_rows = all_.slice(0, begin, end);
+  ScopedBlasThreads one_blas_thread(1);  // each tile's product on the thread that reads it
+  ForEachDynamic(tiles, [&](int64_t tile, int thread) {
+    const int64_t c0 = tile * w, c1 = std::min(g, c0 + w), cols = c1 - c0;
+    if (!own[thread].defined() || own[thread].numel() < rows * w) {
+      own[thread] = HugePageEmpty({rows, w});
+    }
+    torch::Tensor dots = own[thread].view({-1}).narrow(0, 0, rows * cols).view({rows, cols});
+    at::mm_out(dots, query_rows, all_.slice(0, q + c0, q + c1).t());
+    const float* dot = dots.data_ptr<float>();
+    const float* sg = sq_.data() + q + c0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = begin + r;
+      const float si = sq_[i], m = row_max_[i];
+      const float* d = dot + r * cols;
+      float* row = o + r * g + c0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const float original = Scaled((si + sg[c]) - 2.0f * d[c], m);
+        row[c] = (IsNoTerm(row[c]) ? untouched : row[c]) + original * lambda;
       }
     }
   });

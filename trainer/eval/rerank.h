@@ -21,6 +21,9 @@ namespace reid::trainer {
 // The neighbour search's square tiles: 1024 x 1024 x 4 B = 4 MiB of distances per thread (two
 // threads' in this machine's 32 MiB L3), offered to both items' lists while there.
 constexpr int64_t kSearchTile = 1024;
+// The final distance's tiles: its rows (up to chunk_rows, 1024) x 2048 gallery items, 8 MiB of
+// products per thread, read at once into the rows.
+constexpr int64_t kDistanceTile = 2048;
 
 // Built by RerankOptionsFromConfig (eval_run.h) from eval.rerank_k1, rerank_k2, rerank_lambda,
 // chunk_rows and rerank_max_memory_mb, which hold the defaults (the reference's k1 20, k2 6,
@@ -79,8 +82,9 @@ class Reranker {
   std::vector<int32_t> knn_;    // (N, k_) nearest first (the reference's initial_rank)
   Sparse v_;                    // (N, N) V, then V_qe
   Sparse inv_;                  // (N, G) per column of V_qe: gallery rows that have it
-  // DistanceRows' reused blocks (fresh pages cost a fault each): dot products, the result.
-  mutable torch::Tensor dots_block_, out_block_;
+  // DistanceRows' reused blocks (fresh pages cost a fault each): the rows, per-thread tiles.
+  mutable torch::Tensor out_block_;
+  mutable std::vector<torch::Tensor> dot_tiles_;
 };
 
 }  // namespace reid::trainer
