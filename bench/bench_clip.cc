@@ -302,6 +302,7 @@ double RunReference(const Args& args) {
 
 int main(int argc, char** argv) {
   reid::base::ReexecWithPassiveOpenMP(argv);  // as `reid train` does
+  reid::base::KeepFreedMemory();
   Args args;
   if (!ParseArgs(argc, argv, &args)) return 2;
   if (args.profile) return Profile(args);

@@ -12,6 +12,7 @@
 // /usr/bin/python3, or $REID_PYTHON where set (a GPU machine's venv).
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -78,7 +79,7 @@ struct Case {
   reid::proto::ReidConfig cfg;
   int64_t classes = 0, batch = 0;
   int iters = 0;
-  double ours_s = 0, ref_s = 0;
+  double ours_s = 0, ref_s = 0, faults_per_step = 0;
 };
 
 bool MakeCase(const std::string& name, const std::string& file,
@@ -110,8 +111,15 @@ std::vector<std::pair<std::string, torch::Tensor>> Stage2Trainable(reid::model::
   return out;
 }
 
-// Best seconds per step of ours (after one warm-up step).
-double RunOurs(const Case& c, const torch::Device& device) {
+long MinorFaults() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+// Best seconds per step of ours (after one warm-up step); *faults_per_step: the minor page
+// faults (fresh memory mapped by the kernel) per timed step.
+double RunOurs(const Case& c, const torch::Device& device, double* faults_per_step) {
   torch::manual_seed(0);
   reid::StatusOr<reid::model::ReidModel> built = reid::model::BuildReidModel(c.cfg, c.classes, 0);
   CHECK(built.ok()) << built.status().message();
@@ -142,12 +150,14 @@ double RunOurs(const Case& c, const torch::Device& device) {
   };
   step();
   double best = 1e30;
+  const long faults = MinorFaults();
   for (int i = 0; i < c.iters; ++i) {
     const auto start = std::chrono::steady_clock::now();
     step();
     best = std::min(
         best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
+  *faults_per_step = static_cast<double>(MinorFaults() - faults) / c.iters;
   return best;
 }
 
@@ -177,6 +187,7 @@ double RunReference(const Case& c, const Args& args) {
 
 int main(int argc, char** argv) {
   reid::base::ReexecWithPassiveOpenMP(argv);  // as `reid train` does
+  reid::base::KeepFreedMemory();
   Args args;
   if (!ParseArgs(argc, argv, &args)) return 2;
   at::set_num_threads(args.threads);
@@ -208,7 +219,9 @@ int main(int argc, char** argv) {
   // Rounds alternate ours and the reference (a shared machine's load only ever adds time).
   for (int r = 0; r < args.rounds; ++r) {
     for (Case& c : cases) {
-      const double ours = RunOurs(c, device), ref = RunReference(c, args);
+      double faults = 0;
+      const double ours = RunOurs(c, device, &faults), ref = RunReference(c, args);
+      c.faults_per_step = r == 0 ? faults : std::min(c.faults_per_step, faults);
       if (ref <= 0) {
         std::cerr << "error: the Python reference failed (run from the project root with "
                      "Debian's python3-torch)\n";
@@ -229,9 +242,10 @@ int main(int argc, char** argv) {
       const Case& c = cases[i];
       std::printf(
           "%s{\"model\":\"%s\",\"batch\":%lld,\"image\":\"%s\",\"iters\":%d,"
-          "\"ours_images_per_s\":%.2f,\"reference_images_per_s\":%.2f,\"ratio\":%.3f}",
+          "\"ours_images_per_s\":%.2f,\"reference_images_per_s\":%.2f,\"ratio\":%.3f,"
+          "\"page_faults_per_step\":%.0f}",
           i ? "," : "", c.name.c_str(), static_cast<long long>(c.batch), c.image.c_str(), c.iters,
-          c.batch / c.ours_s, c.batch / c.ref_s, c.ref_s / c.ours_s);
+          c.batch / c.ours_s, c.batch / c.ref_s, c.ref_s / c.ours_s, c.faults_per_step);
     }
     const char* policy = std::getenv("OMP_WAIT_POLICY");
     std::printf(
