@@ -6,13 +6,14 @@
 // (batch 8 on CPU, 64 on GPU). Prints images/s of each and ratio = ours / reference (> 1: ours
 // faster). Usage (from the project root):
 //   bench_train_step [--json] [--threads=N] [--iters=N] [--rounds=N] [--device=cpu|cuda]
-//                    [--models=tiny,vit_b16]
+//                    [--models=tiny,vit_b16] [--profile]
+// --profile: ours only, one step of each model under LibTorch's profiler (time per operator).
 // --iters: timed steps of ViT-B/16 per round (best of; default 3); the tiny model gets 10x as
 // many; --rounds: ours then the reference, repeated (default 2). The reference runs with
 // /usr/bin/python3, or $REID_PYTHON where set (a GPU machine's venv).
 #include <ATen/Parallel.h>
-#include <torch/cuda.h>
 #include <sys/resource.h>
+#include <torch/cuda.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "base/init.h"
+#include "bench/bench_profile.h"
 #include "proto/config.h"
 #include "trainer/losses.h"
 #include "trainer/model/reid_model.h"
@@ -34,6 +36,7 @@ namespace {
 
 struct Args {
   bool json = false;
+  bool profile = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int iters = 3;
   int rounds = 2;
@@ -46,6 +49,8 @@ bool ParseArgs(int argc, char** argv, Args* a) {
     const std::string s = argv[i];
     if (s == "--json") {
       a->json = true;
+    } else if (s == "--profile") {
+      a->profile = true;
     } else if (s.rfind("--threads=", 0) == 0) {
       a->threads = std::atoi(s.c_str() + 10);
     } else if (s.rfind("--iters=", 0) == 0) {
@@ -58,7 +63,7 @@ bool ParseArgs(int argc, char** argv, Args* a) {
       a->models = s.substr(9);
     } else {
       std::cerr << "usage: bench_train_step [--json] [--threads=N] [--iters=N] "
-                   "[--device=cpu|cuda] [--models=tiny,vit_b16] [--rounds=2]\n";
+                   "[--device=cpu|cuda] [--models=tiny,vit_b16] [--rounds=2] [--profile]\n";
       return false;
     }
   }
@@ -118,8 +123,10 @@ long MinorFaults() {
 }
 
 // Best seconds per step of ours (after one warm-up step); *faults_per_step: the minor page
-// faults (fresh memory mapped by the kernel) per timed step.
-double RunOurs(const Case& c, const torch::Device& device, double* faults_per_step) {
+// faults (fresh memory mapped by the kernel) per timed step. profile: one step after two, under
+// LibTorch's profiler, printed (bench_profile.h).
+double RunOurs(const Case& c, const torch::Device& device, double* faults_per_step,
+               bool profile = false) {
   torch::manual_seed(0);
   reid::StatusOr<reid::model::ReidModel> built = reid::model::BuildReidModel(c.cfg, c.classes, 0);
   CHECK(built.ok()) << built.status().message();
@@ -149,6 +156,17 @@ double RunOurs(const Case& c, const torch::Device& device, double* faults_per_st
     if (device.is_cuda()) torch::cuda::synchronize();
   };
   step();
+  if (profile) {
+    step();
+    reid::bench::StartProfile();
+    const auto start = std::chrono::steady_clock::now();
+    step();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s:\n", c.name.c_str());
+    reid::bench::PrintProfile(secs);
+    return secs;
+  }
   double best = 1e30;
   const long faults = MinorFaults();
   for (int i = 0; i < c.iters; ++i) {
@@ -216,6 +234,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   cases = chosen;
+  if (args.profile) {
+    double faults = 0;
+    for (const Case& c : cases) RunOurs(c, device, &faults, /*profile=*/true);
+    return 0;
+  }
   // Rounds alternate ours and the reference (a shared machine's load only ever adds time).
   for (int r = 0; r < args.rounds; ++r) {
     for (Case& c : cases) {
