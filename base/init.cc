@@ -3,7 +3,11 @@
 
 #include <glog/logging.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
+#include <climits>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -44,9 +48,20 @@ void InstallTerminateHandler(const char* program) {
 
 void ReexecWithPassiveOpenMP(char** argv) {
   if (std::getenv("OMP_WAIT_POLICY") != nullptr || std::getenv("GOMP_SPINCOUNT") != nullptr) return;
-  if (setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1) != 0) return;
-  execv("/proc/self/exe", argv);
+  char path[4096];
+  const ssize_t n = readlink("/proc/self/exe", path, sizeof path - 1);  // the binary's own name
+  if (n <= 0 || setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/1) != 0) return;
+  path[n] = '\0';
+  execv(path, argv);
   unsetenv("OMP_WAIT_POLICY");  // exec failed: carry on as started
+}
+
+void KeepFreedMemory() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);  // glibc's largest (HEAP_MAX_SIZE / 2 on 64-bit)
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);   // never give the heap's top back
+  mallopt(M_TOP_PAD, 64 << 20);         // and grow it in 64 MB steps
+#endif
 }
 
 void GlobalInit(const char* argv0) {

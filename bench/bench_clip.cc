@@ -10,7 +10,6 @@
 // The reference runs with /usr/bin/python3, or $REID_PYTHON where set (a GPU machine's venv).
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
-#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
@@ -26,6 +25,7 @@
 
 #include "base/init.h"
 #include "bench/bench_flags.h"
+#include "bench/bench_profile.h"
 #include "trainer/model/clip.h"
 #include "trainer/model/cpu_kernels.h"
 
@@ -183,8 +183,9 @@ long MinorFaults() {
 }
 
 // Best step with the fused CPU kernels (cpu_kernels.h) and without, and the best GEMM, timed in
-// turn (GEMM, fused step, unfused step) so that all three see the same load; one warm-up step of
-// each first. The profile runs one fused step.
+// turn (GEMM, fused step, unfused step, the linear products alone) so that all see the same load;
+// two warm-up steps of each first (the heap reaches its steady size: see page_faults_per_step).
+// The profile runs one fused step after two.
 Ours RunOurs(const Args& args, bool profile) {
   torch::manual_seed(0);
   const reid::model::VisionShape shape = BenchShape();
@@ -207,16 +208,15 @@ Ours RunOurs(const Args& args, bool profile) {
   r.gemm_flops = gemm.flops;
   r.products_flops = products.flops;
   step(true);
+  step(true);
   if (profile) {
-    namespace prof = torch::autograd::profiler;
-    prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(
-        torch::profiler::impl::ProfilerState::CPU, /*report_input_shapes=*/false,
-        /*profile_memory=*/false));
+    reid::bench::StartProfile();
     const long faults = MinorFaults();
     r.step_s = step(true);
     r.faults_per_step = static_cast<double>(MinorFaults() - faults);
     return r;
   }
+  step(false);
   step(false);
   for (int i = 0; i < args.iters; ++i) {
     r.gemm_s = std::min(r.gemm_s, gemm.Best(5, device));
@@ -231,50 +231,10 @@ Ours RunOurs(const Args& args, bool profile) {
   return r;
 }
 
-// Self time (own time less its children's) per operator name over all recorded threads.
-void PrintProfile(const torch::autograd::profiler::thread_event_lists& lists, double step_s) {
-  using torch::autograd::profiler::EventKind;
-  std::map<std::string, std::pair<double, int>> self;  // name -> (us, calls)
-  for (const auto& list : lists) {
-    struct Open {
-      const torch::autograd::profiler::LegacyEvent* e;
-      double children_us;
-    };
-    std::vector<Open> stack;
-    for (const auto& e : list) {
-      if (e.kind() == EventKind::PushRange) {
-        stack.push_back({&e, 0});
-      } else if (e.kind() == EventKind::PopRange && !stack.empty()) {
-        const Open o = stack.back();
-        stack.pop_back();
-        const double us = o.e->cpuElapsedUs(e);
-        auto& entry = self[o.e->name()];
-        entry.first += us - o.children_us;
-        entry.second += 1;
-        if (!stack.empty()) stack.back().children_us += us;
-      }
-    }
-  }
-  std::vector<std::pair<double, std::string>> rows;
-  double total_us = 0;
-  for (const auto& [name, v] : self) {
-    rows.emplace_back(v.first, name);
-    total_us += v.first;
-  }
-  std::sort(rows.rbegin(), rows.rend());
-  std::printf("step %.3f s; operators' self time %.3f s (the rest: outside any operator)\n", step_s,
-              total_us / 1e6);
-  std::printf("%-48s %9s %6s %6s\n", "operator", "self ms", "share", "calls");
-  for (size_t i = 0; i < rows.size() && i < 30; ++i) {
-    std::printf("%-48s %9.1f %5.1f%% %6d\n", rows[i].second.c_str(), rows[i].first / 1e3,
-                100 * rows[i].first / (step_s * 1e6), self[rows[i].second].second);
-  }
-}
-
 int Profile(const Args& args) {
   at::set_num_threads(args.threads);
   const Ours r = RunOurs(args, /*profile=*/true);
-  PrintProfile(torch::autograd::profiler::disableProfilerLegacy(), r.step_s);
+  reid::bench::PrintProfile(r.step_s);
   std::printf("minor page faults in the step: %.0f\n", r.faults_per_step);
   return 0;
 }
@@ -305,6 +265,7 @@ double RunReference(const Args& args) {
 
 int main(int argc, char** argv) {
   reid::base::ReexecWithPassiveOpenMP(argv);  // as `reid train` does
+  reid::base::KeepFreedMemory();
   Args args;
   if (!ParseArgs(argc, argv, &args)) return 2;
   if (args.profile) return Profile(args);

@@ -6,11 +6,13 @@
 // (batch 8 on CPU, 64 on GPU). Prints images/s of each and ratio = ours / reference (> 1: ours
 // faster). Usage (from the project root):
 //   bench_train_step [--json] [--threads=N] [--iters=N] [--rounds=N] [--device=cpu|cuda]
-//                    [--models=tiny,vit_b16]
+//                    [--models=tiny,vit_b16] [--profile]
+// --profile: ours only, one step of each model under LibTorch's profiler (time per operator).
 // --iters: timed steps of ViT-B/16 per round (best of; default 3); the tiny model gets 10x as
 // many; --rounds: ours then the reference, repeated (default 2). The reference runs with
 // /usr/bin/python3, or $REID_PYTHON where set (a GPU machine's venv).
 #include <ATen/Parallel.h>
+#include <sys/resource.h>
 #include <torch/cuda.h>
 #include <unistd.h>
 
@@ -25,12 +27,14 @@
 
 #include "base/init.h"
 #include "bench/bench_flags.h"
+#include "bench/bench_profile.h"
 #include "proto/config.h"
 #include "trainer/losses.h"
 #include "trainer/model/reid_model.h"
 #include "trainer/schedule.h"
 
 DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
+DEFINE_bool(profile, false, "print a per-operator profile of one step of each model");
 DEFINE_int32(threads, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
              "intra-op threads (default: the machine's cores)");
 DEFINE_int32(iters, 3, "timed steps of ViT-B/16 per round (best of); the tiny model gets 10x");
@@ -42,6 +46,7 @@ namespace {
 
 struct Args {
   bool json = false;
+  bool profile = false;
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int iters = 3;
   int rounds = 2;
@@ -52,9 +57,10 @@ struct Args {
 bool ParseArgs(int argc, char** argv, Args* a) {
   reid::bench::ParseBenchFlags(
       "usage: bench_train_step [--json] [--threads=N] [--iters=N] [--device=cpu|cuda] "
-      "[--models=tiny,vit_b16] [--rounds=2]",
+      "[--models=tiny,vit_b16] [--rounds=2] [--profile]",
       &argc, &argv);
   a->json = FLAGS_json;
+  a->profile = FLAGS_profile;
   a->threads = FLAGS_threads;
   a->iters = FLAGS_iters;
   a->rounds = FLAGS_rounds;
@@ -81,7 +87,7 @@ struct Case {
   reid::proto::ReidConfig cfg;
   int64_t classes = 0, batch = 0;
   int iters = 0;
-  double ours_s = 0, ref_s = 0;
+  double ours_s = 0, ref_s = 0, faults_per_step = 0;
 };
 
 bool MakeCase(const std::string& name, const std::string& file,
@@ -113,8 +119,17 @@ std::vector<std::pair<std::string, torch::Tensor>> Stage2Trainable(reid::model::
   return out;
 }
 
-// Best seconds per step of ours (after one warm-up step).
-double RunOurs(const Case& c, const torch::Device& device) {
+long MinorFaults() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_minflt;
+}
+
+// Best seconds per step of ours (after one warm-up step); *faults_per_step: the minor page
+// faults (fresh memory mapped by the kernel) per timed step. profile: one step after two, under
+// LibTorch's profiler, printed (bench_profile.h).
+double RunOurs(const Case& c, const torch::Device& device, double* faults_per_step,
+               bool profile = false) {
   torch::manual_seed(0);
   reid::StatusOr<reid::model::ReidModel> built = reid::model::BuildReidModel(c.cfg, c.classes, 0);
   CHECK(built.ok()) << built.status().message();
@@ -144,13 +159,26 @@ double RunOurs(const Case& c, const torch::Device& device) {
     if (device.is_cuda()) torch::cuda::synchronize();
   };
   step();
+  if (profile) {
+    step();
+    reid::bench::StartProfile();
+    const auto start = std::chrono::steady_clock::now();
+    step();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::printf("%s:\n", c.name.c_str());
+    reid::bench::PrintProfile(secs);
+    return secs;
+  }
   double best = 1e30;
+  const long faults = MinorFaults();
   for (int i = 0; i < c.iters; ++i) {
     const auto start = std::chrono::steady_clock::now();
     step();
     best = std::min(
         best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   }
+  *faults_per_step = static_cast<double>(MinorFaults() - faults) / c.iters;
   return best;
 }
 
@@ -180,6 +208,7 @@ double RunReference(const Case& c, const Args& args) {
 
 int main(int argc, char** argv) {
   reid::base::ReexecWithPassiveOpenMP(argv);  // as `reid train` does
+  reid::base::KeepFreedMemory();
   Args args;
   if (!ParseArgs(argc, argv, &args)) return 2;
   at::set_num_threads(args.threads);
@@ -208,10 +237,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   cases = chosen;
+  if (args.profile) {
+    double faults = 0;
+    for (const Case& c : cases) RunOurs(c, device, &faults, /*profile=*/true);
+    return 0;
+  }
   // Rounds alternate ours and the reference (a shared machine's load only ever adds time).
   for (int r = 0; r < args.rounds; ++r) {
     for (Case& c : cases) {
-      const double ours = RunOurs(c, device), ref = RunReference(c, args);
+      double faults = 0;
+      const double ours = RunOurs(c, device, &faults), ref = RunReference(c, args);
+      c.faults_per_step = r == 0 ? faults : std::min(c.faults_per_step, faults);
       if (ref <= 0) {
         std::cerr << "error: the Python reference failed (run from the project root with "
                      "Debian's python3-torch)\n";
@@ -232,9 +268,10 @@ int main(int argc, char** argv) {
       const Case& c = cases[i];
       std::printf(
           "%s{\"model\":\"%s\",\"batch\":%lld,\"image\":\"%s\",\"iters\":%d,"
-          "\"ours_images_per_s\":%.2f,\"reference_images_per_s\":%.2f,\"ratio\":%.3f}",
+          "\"ours_images_per_s\":%.2f,\"reference_images_per_s\":%.2f,\"ratio\":%.3f,"
+          "\"page_faults_per_step\":%.0f}",
           i ? "," : "", c.name.c_str(), static_cast<long long>(c.batch), c.image.c_str(), c.iters,
-          c.batch / c.ours_s, c.batch / c.ref_s, c.ref_s / c.ours_s);
+          c.batch / c.ours_s, c.batch / c.ref_s, c.ref_s / c.ours_s, c.faults_per_step);
     }
     const char* policy = std::getenv("OMP_WAIT_POLICY");
     std::printf(

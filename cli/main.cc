@@ -311,7 +311,11 @@ std::string Describe(const std::exception_ptr& error) {
 int main(int argc, char** argv) {
   // Training's matrix products run in OpenBLAS's threads beside LibTorch's OpenMP ones: idle
   // OpenMP workers must sleep rather than spin (base/init.h).
-  if (argc > 1 && std::string(argv[1]) == "train") reid::base::ReexecWithPassiveOpenMP(argv);
+  // Its steps free and allocate the same memory each time: keep it (base/init.h).
+  if (argc > 1 && std::string(argv[1]) == "train") {
+    reid::base::ReexecWithPassiveOpenMP(argv);
+    reid::base::KeepFreedMemory();
+  }
   // Exceptions that escape another thread (or a noexcept function): exit 1 with one line, as
   // those that reach the catch below, never SIGABRT.
   static const std::string program = std::string("reid ") + (argc > 1 ? argv[1] : "");

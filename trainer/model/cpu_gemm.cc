@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "trainer/model/cpu_kernels_internal.h"
+
 namespace reid::model {
 namespace {
 
@@ -68,13 +70,6 @@ __attribute__((target("avx2,fma"))) void GemmAvx2Fma(const StridedMatrix& a, int
                                                      float* c, int64_t ldc) {
   Gemm(a, m, k, b, ldb, n, c, ldc);
 }
-bool HasAvx2Fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
 #endif
 
 void GemmBaseline(const StridedMatrix& a, int64_t m, int64_t k, const float* b, int64_t ldb,
@@ -87,7 +82,7 @@ void GemmBaseline(const StridedMatrix& a, int64_t m, int64_t k, const float* b, 
 void SmallGemm(const StridedMatrix& a, int64_t m, int64_t k, const float* b, int64_t ldb, int64_t n,
                float* c, int64_t ldc) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (HasAvx2Fma()) return GemmAvx2Fma(a, m, k, b, ldb, n, c, ldc);
+  if (internal::CpuHasAvx2Fma()) return GemmAvx2Fma(a, m, k, b, ldb, n, c, ldc);
 #endif
   GemmBaseline(a, m, k, b, ldb, n, c, ldc);
 }

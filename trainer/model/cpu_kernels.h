@@ -26,8 +26,8 @@ torch::Tensor QuickGeluUnfused(const torch::Tensor& x);
 // per head, heads side by side: (B, L, W); mask (L, L) additive or undefined. Fused: per (batch,
 // head) the two products, the softmax and the scatter into (B, L, W) in one task, reading q, k, v
 // in place (saving qkv and the probabilities; the backward likewise writes the gradient of qkv
-// directly); unfused: nn.MultiheadAttention's ops (scaled q, matmul, mask, softmax, matmul,
-// transpose, reshape).
+// directly), for up to 256 tokens and head widths up to 256; unfused (longer, or not CPU float32):
+// nn.MultiheadAttention's ops (scaled q, matmul, mask, softmax, matmul, transpose, reshape).
 torch::Tensor Attention(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask);
 torch::Tensor AttentionUnfused(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask);
 

@@ -10,6 +10,9 @@ namespace reid::model::internal {
 
 constexpr int64_t kGrain = 32768;  // elements per task, as ATen's elementwise kernels
 
+// Whether this CPU has AVX2 and FMA (checked once): the kernels' vectorised builds.
+bool CpuHasAvx2Fma();
+
 // A CPU float32 strided tensor, while the fused kernels are on (SetFusedCpuKernels).
 bool TakesFusedPath(const torch::Tensor& x);
 

@@ -44,6 +44,12 @@ class FusedKernels : public ::testing::Test {
 // including the region where the derivative crosses zero.
 torch::Tensor GeluInput() { return torch::randn({3, 40009}) * 3; }
 
+// The autograd node that produced y: the fused kernels' own (CppNode<...Function>) or LibTorch's.
+std::string Node(const torch::Tensor& x,
+                 const std::function<torch::Tensor(const torch::Tensor&)>& f) {
+  return f(x.clone().requires_grad_(true)).grad_fn()->name();
+}
+
 // Forward values and the gradient of sum(f(x) * g) for a random g (an upstream gradient that is
 // not all ones, so a wrong term cannot hide).
 std::pair<torch::Tensor, torch::Tensor> ValueAndGrad(
@@ -60,6 +66,7 @@ TEST_F(FusedKernels, QuickGeluMatchesUnfused) {
   const auto g = torch::randn_like(x);
   auto [y, gx] = ValueAndGrad(QuickGelu, x, g);
   auto [y_ref, gx_ref] = ValueAndGrad(QuickGeluUnfused, x, g);
+  EXPECT_NE(Node(x, QuickGelu).find("QuickGeluFunction"), std::string::npos);  // fused ran
   EXPECT_LT(RelativeError(y, y_ref), kBound);
   EXPECT_LT(ElementwiseRelativeError(y, y_ref), kBound);
   EXPECT_LT(RelativeError(gx, gx_ref), kBound);
@@ -145,6 +152,8 @@ void CheckAttention(int64_t l, int64_t heads, int64_t hd, bool causal) {
   auto [o_ref, gx_ref] = ValueAndGrad(unfused, qkv, g);
   const std::string what = "L " + std::to_string(l) + " heads " + std::to_string(heads) + " hd " +
                            std::to_string(hd) + (causal ? " causal" : "");
+  const bool fused_path = Node(qkv, fused).find("AttentionFunction") != std::string::npos;
+  EXPECT_EQ(fused_path, l <= 256) << what;
   EXPECT_LT(RelativeError(o, o_ref), kBound) << what;
   for (int part = 0; part < 3; ++part) {  // q, k, v separately: each must be right
     const int64_t w = heads * hd;
@@ -162,6 +171,8 @@ TEST_F(FusedKernels, AttentionMatchesUnfused) {
   CheckAttention(77, 8, 64, true);
   CheckAttention(19, 2, 24, false);
   CheckAttention(5, 3, 24, true);
+  CheckAttention(256, 2, 64, false);  // the longest fused
+  CheckAttention(300, 2, 16, false);  // unfused beyond
 }
 
 TEST_F(FusedKernels, BoundCatchesASlightlyWrongAttention) {
