@@ -5,8 +5,6 @@
 #include <cmath>
 #include <map>
 
-#include "trainer/fused_adam.h"
-
 namespace reid::trainer {
 
 double Stage1LearningRate(const proto::Stage1Config& cfg, int epoch) {
@@ -88,9 +86,8 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(proto::OptimizerType type
       return Build<SGD>(groups, [momentum](double lr, double wd) {
         return SGDOptions(lr).momentum(momentum).weight_decay(wd);
       });
-    default:  // ADAM: torch.optim.Adam, L2 weight decay coupled into the gradient (one pass per
-              // CPU float32 parameter: fused_adam.h)
-      return Build<FusedAdam>(groups,
+    default:  // ADAM: torch.optim.Adam, L2 weight decay coupled into the gradient
+      return Build<Adam>(groups,
                          [](double lr, double wd) { return AdamOptions(lr).weight_decay(wd); });
   }
 }
