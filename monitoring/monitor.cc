@@ -143,9 +143,11 @@ void Monitor::Finish(ExitReason reason, int exit_status) {
   finished_ = true;
   metrics_.SetResidentMemory(ResidentMemoryBytes());
   if (options_.rank == 0) RecordAndPushOutcome(reason, exit_status);
-  // The last values (the final step's progress, the outcome) for the scraper.
+  // The last values (the final step's progress, the outcome) for the scraper; only after a run
+  // that finished: a stopped one must exit within the scheduler's grace time (SLURM's KillWait,
+  // 30 s by default) with its exit status, and a failed one says why in its log.
   const double wait_s = options_.config.final_scrape_wait_s();
-  if (exporter_ && wait_s > 0 &&
+  if (reason == ExitReason::kFinished && exporter_ && wait_s > 0 &&
       exporter_->AwaitNextScrape(std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000)))) {
     LOG(INFO) << "monitoring: the final values were scraped from " << exporter_address_;
   }

@@ -58,9 +58,9 @@ class Monitor {
   // The start of a stage's loop (progress: done and planned steps).
   void StartStage(const StageProgress& p) { metrics_.StartStage(p); }
   // The end of the run: rank 0 records the outcome (reid_run_*, with the process's
-  // `exit_status`) and pushes it, and only it (waiting at most final_push_timeout). Then each
-  // rank's exporter, when it has been scraped, waits for one more scrape
-  // (monitoring.final_scrape_wait_s), and serves until destruction. Once.
+  // `exit_status`) and pushes it, and only it (waiting at most final_push_timeout). Then, when
+  // the run finished, each rank's exporter that has been scraped waits for one more scrape
+  // (monitoring.final_scrape_wait_s). The exporter serves until destruction. Once.
   void Finish(ExitReason reason, int exit_status);
 
   const Metrics& metrics() const { return metrics_; }

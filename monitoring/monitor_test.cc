@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "monitoring/test_http.h"
 
@@ -65,6 +68,32 @@ TEST(MonitorTest, ExporterPortIsBasePlusLocalRank) {
   EXPECT_NE(body.find("reid_process_resident_memory_bytes{run=\"run-a\",rank=\"1\"}"),
             std::string::npos);
   EXPECT_TRUE(m.warnings().empty());
+}
+
+// A finished run's exporter, scraped before, waits for one more scrape so that its last values
+// are seen; a run stopped by a signal does not wait (it must exit within the grace time).
+TEST(MonitorTest, OnlyAFinishedRunWaitsForTheFinalScrape) {
+  for (const ExitReason reason : {ExitReason::kFinished, ExitReason::kPreempted}) {
+    const int port = testing::FreePort();
+    Monitor m(Options(1, port - 1));  // rank 1: base + 1
+    ASSERT_EQ(m.exporter_address(), "127.0.0.1:" + std::to_string(port));
+    testing::HttpGet(port, "/metrics");
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));  // a 0.6 s scrape interval
+    testing::HttpGet(port, "/metrics");
+    std::atomic<bool> asked{false};
+    // Finished: the wait (up to 2 x 0.6 + 1 s) ends with this scrape, so it has been asked for
+    // when Finish returns. Preempted: Finish returns at once, long before it is asked for (a wait
+    // would last until then).
+    const int delay_ms = reason == ExitReason::kFinished ? 300 : 1000;
+    std::thread scraper([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      asked = true;
+      testing::HttpGet(port, "/metrics");
+    });
+    m.Finish(reason, reason == ExitReason::kFinished ? 0 : 75);
+    EXPECT_EQ(asked.load(), reason == ExitReason::kFinished) << ExitReasonName(reason);
+    scraper.join();
+  }
 }
 
 TEST(MonitorTest, TakenPortIsAWarningAndTheRunGoesOn) {
