@@ -287,7 +287,8 @@ TEST(EvaluatorTest, RerankedCopiesStayClose) {
   torch::manual_seed(4);
   const torch::Tensor g = torch::randn({400, 24});
   const torch::Tensor q = g.slice(0, 0, 200);
-  const auto reranker = Reranker::Build(q, g, true, RerankOptions(), nullptr);
+  const auto reranker =
+      Reranker::Build(q, g, true, RerankOptionsFromConfig(proto::EvalConfig()), nullptr);
   const torch::Tensor d = reranker->DistanceRows(0, 200);
   EXPECT_LT(d.diagonal().abs().max().item<float>(), 0.01f);
 }
