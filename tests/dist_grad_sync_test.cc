@@ -120,7 +120,8 @@ TEST(GradSyncMpiTest, ModelMismatchIsAClearErrorOnEveryRank) {
   EXPECT_NE(s.message().find("[5]"), std::string::npos) << s.message();
   a.requires_grad_(true);
   b.requires_grad_(true);
-  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, {}, GradSyncOptions::FromConfig(reid::proto::DistConfig()));
+  StatusOr<std::unique_ptr<GradSync>> sync =
+      GradSync::Create(comm, params, {}, GradSyncOptions::FromConfig(reid::proto::DistConfig()));
   ASSERT_FALSE(sync.ok()) << "GradSync::Create on rank " << comm.rank();
   EXPECT_EQ(sync.status().message(), s.message());
   NamedTensors same = {{"fc.weight", a}};

@@ -67,7 +67,8 @@ TEST(GradSyncTest, FrozenParametersAreLeftOut) {
   b->weight.requires_grad_(false);
   Communicator comm(MakeLocalComm());
   NamedTensors params = {{"a.weight", a->weight}, {"a.bias", a->bias}, {"b.weight", b->weight}};
-  StatusOr<std::unique_ptr<GradSync>> sync = GradSync::Create(comm, params, {}, GradSyncOptions::FromConfig(proto::DistConfig()));
+  StatusOr<std::unique_ptr<GradSync>> sync =
+      GradSync::Create(comm, params, {}, GradSyncOptions::FromConfig(proto::DistConfig()));
   ASSERT_OK(sync);
   EXPECT_EQ((*sync)->names(), (std::vector<std::string>{"a.weight", "a.bias"}));
 }
