@@ -9,6 +9,18 @@
 namespace reid::model {
 namespace F = torch::nn::functional;
 
+namespace {
+
+// Whether the encoders make only the rows of their last block that are read (the CLS token, the
+// end token): while gradients are recorded, i.e. in training, where it saves all of the last
+// block's products but its keys' and values' (about 7% of an encoder step). Without gradients
+// (features for evaluation, `embed`, `extract`) every token is made as in CLIP: there each
+// product then has B x L rows, so OpenBLAS takes the same kernel whatever the batch's size and a
+// crop's features have the same bits in any batch; products of B rows (B small) would not.
+bool RowsOnlyLastBlock() { return torch::GradMode::is_enabled(); }
+
+}  // namespace
+
 torch::Tensor LayerNormFp32(torch::nn::LayerNorm& ln, const torch::Tensor& x) {
   if (x.scalar_type() == torch::kFloat) return ln(x);
   return ln(x.to(torch::kFloat)).to(x.scalar_type());
@@ -30,6 +42,19 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torc
   return out_proj(Attention(qkv, heads_, mask));
 }
 
+torch::Tensor MultiheadAttentionImpl::ForwardQuery(const torch::Tensor& x, const torch::Tensor& xq,
+                                                  const torch::Tensor& mask_rows) {
+  const int64_t b = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads_;
+  auto q = F::linear(xq, in_proj_weight.slice(0, 0, w), in_proj_bias.slice(0, 0, w));  // (B, W)
+  auto kv = F::linear(x, in_proj_weight.slice(0, w), in_proj_bias.slice(0, w));  // (B, L, 2W)
+  auto parts = kv.view({b, l, 2, heads_, hd}).permute({2, 0, 3, 1, 4});  // 2 x (B, heads, L, hd)
+  q = q.view({b, heads_, 1, hd}) * (1.0 / std::sqrt(static_cast<double>(hd)));
+  auto scores = torch::matmul(q, parts[0].transpose(-2, -1));  // (B, heads, 1, L)
+  if (mask_rows.defined()) scores = scores + mask_rows.to(scores.scalar_type()).view({b, 1, 1, l});
+  auto out = torch::matmul(torch::softmax(scores, -1), parts[1]);  // (B, heads, 1, hd)
+  return out_proj(out.reshape({b, w}));
+}
+
 MlpImpl::MlpImpl(int64_t width) {
   c_fc = register_module("c_fc", torch::nn::Linear(width, 4 * width));
   c_proj = register_module("c_proj", torch::nn::Linear(4 * width, width));
@@ -49,6 +74,26 @@ ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t he
 torch::Tensor ResidualAttentionBlockImpl::forward(const torch::Tensor& x,
                                                   const torch::Tensor& mask) {
   auto y = x + attn(LayerNormFp32(ln_1, x), mask);
+  return y + mlp(LayerNormFp32(ln_2, y));
+}
+
+torch::Tensor ResidualAttentionBlockImpl::ForwardRows(const torch::Tensor& x,
+                                                      const torch::Tensor& rows,
+                                                      const torch::Tensor& mask) {
+  const int64_t b = x.size(0), l = x.size(1), w = x.size(2);
+  CHECK(rows.dim() == 1 && rows.size(0) == b) << "rows " << rows.sizes() << " for batch " << b;
+  const auto index = rows.to(x.device(), torch::kLong);
+  auto pick = [&](const torch::Tensor& t) {  // (B, L, W) -> (B, W) at rows
+    return t.gather(1, index.view({b, 1, 1}).expand({b, 1, w})).squeeze(1);
+  };
+  torch::Tensor mask_rows;
+  if (mask.defined()) {
+    CHECK(mask.dim() == 2 && mask.size(0) == l && mask.size(1) == l)
+        << "attention mask " << mask.sizes() << " for " << l << " tokens";
+    mask_rows = mask.to(x.device()).index_select(0, index);  // (B, L)
+  }
+  auto h = LayerNormFp32(ln_1, x);
+  auto y = pick(x) + attn->ForwardQuery(h, pick(h), mask_rows);
   return y + mlp(LayerNormFp32(ln_2, y));
 }
 
@@ -75,6 +120,12 @@ torch::Tensor TransformerImpl::Run(torch::Tensor x, const torch::Tensor& mask, i
     x = resblocks->ptr<ResidualAttentionBlockImpl>(i)->forward(x, mask);
   }
   return x;
+}
+
+torch::Tensor TransformerImpl::RunLastAt(const torch::Tensor& x, const torch::Tensor& mask,
+                                         const torch::Tensor& rows) {
+  CHECK_GT(layers(), 0) << "a transformer without blocks";
+  return resblocks->ptr<ResidualAttentionBlockImpl>(layers() - 1)->ForwardRows(x, rows, mask);
 }
 
 torch::Tensor TransformerImpl::forward(torch::Tensor x, const torch::Tensor& mask) {
@@ -142,10 +193,13 @@ VisionOutputs VisionTransformerImpl::forward(const torch::Tensor& x, const torch
   t = LayerNormFp32(ln_pre, t);
   const int64_t n = transformer->layers();
   auto last = transformer->Run(t, {}, 0, n - 1);
-  auto out = transformer->Run(last, {}, n - 1, n);
   VisionOutputs o;
   o.cls_last = last.select(1, 0);
-  o.cls = LayerNormFp32(ln_post, out.select(1, 0));
+  if (RowsOnlyLastBlock()) {
+    o.cls = LayerNormFp32(ln_post, transformer->RunLastAt(last, {}, torch::zeros({b}, torch::kLong)));
+  } else {
+    o.cls = LayerNormFp32(ln_post, transformer->Run(last, {}, n - 1, n).select(1, 0));
+  }
   o.cls_proj = torch::matmul(o.cls, proj);
   return o;
 }
@@ -162,10 +216,16 @@ torch::Tensor TextForward(Transformer& transformer, torch::nn::LayerNorm& ln_fin
                           const torch::Tensor& mask, const torch::Tensor& x,
                           const torch::Tensor& eot) {
   CHECK_EQ(x.size(1), pos.size(0)) << "text length vs context_length";
-  auto h = transformer(x + pos.to(x.scalar_type()), mask.to(x.options()));
-  h = LayerNormFp32(ln_final, h);
-  auto rows = torch::arange(h.size(0), eot.options().dtype(torch::kLong));
-  return torch::matmul(h.index({rows, eot.to(torch::kLong)}), projection);  // (B, D)
+  const auto m = mask.to(x.options());
+  const int64_t n = transformer->layers();
+  auto h = transformer->Run(x + pos.to(x.scalar_type()), m, 0, n - 1);
+  if (RowsOnlyLastBlock()) {
+    h = transformer->RunLastAt(h, m, eot);  // (B, W)
+  } else {
+    auto rows = torch::arange(h.size(0), eot.options().dtype(torch::kLong));
+    h = transformer->Run(h, m, n - 1, n).index({rows, eot.to(torch::kLong)});
+  }
+  return torch::matmul(LayerNormFp32(ln_final, h), projection);  // (B, D)
 }
 
 }  // namespace

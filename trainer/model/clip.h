@@ -27,6 +27,11 @@ class MultiheadAttentionImpl : public torch::nn::Module {
  public:
   MultiheadAttentionImpl(int64_t width, int64_t heads);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});  // (B, L, W)
+  // The same attention for one query token per batch row: x (B, L, W) all tokens (keys and
+  // values), xq (B, W) the query token's input, mask_rows (B, L) that token's mask row or
+  // undefined -> (B, W). Only the query's projections are made for one token.
+  torch::Tensor ForwardQuery(const torch::Tensor& x, const torch::Tensor& xq,
+                             const torch::Tensor& mask_rows);
 
   torch::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
@@ -50,6 +55,11 @@ class ResidualAttentionBlockImpl : public torch::nn::Module {
  public:
   ResidualAttentionBlockImpl(int64_t width, int64_t heads);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask = {});
+  // The block's output at one token per batch row, rows (B) int64 -> (B, W): what forward(x,
+  // mask) gives there, with the other tokens serving only as keys and values. For a last block
+  // whose other outputs nobody reads, it saves all but the key/value products of the block.
+  torch::Tensor ForwardRows(const torch::Tensor& x, const torch::Tensor& rows,
+                            const torch::Tensor& mask = {});
   MultiheadAttention attn{nullptr};
   torch::nn::LayerNorm ln_1{nullptr}, ln_2{nullptr};
   Mlp mlp{nullptr};
@@ -62,6 +72,10 @@ class TransformerImpl : public torch::nn::Module {
   TransformerImpl(int64_t width, int64_t layers, int64_t heads);
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& mask = {});
   torch::Tensor Run(torch::Tensor x, const torch::Tensor& mask, int64_t first, int64_t last);
+  // The last block's output at token rows[b] of each batch row b: (B, W), given x, the input of
+  // the last block (the output of Run(..., 0, layers() - 1)).
+  torch::Tensor RunLastAt(const torch::Tensor& x, const torch::Tensor& mask,
+                          const torch::Tensor& rows);
   int64_t layers() const { return static_cast<int64_t>(resblocks->size()); }
   torch::nn::ModuleList resblocks{nullptr};
 };
