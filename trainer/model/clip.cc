@@ -38,21 +38,21 @@ MultiheadAttentionImpl::MultiheadAttentionImpl(int64_t width, int64_t heads) : h
 }
 
 torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& mask) {
-  auto qkv = F::linear(x, in_proj_weight, in_proj_bias);  // (B, L, 3W)
-  return out_proj(Attention(qkv, heads_, mask));
+  auto qkv = Linear(x, in_proj_weight, in_proj_bias);  // (B, L, 3W)
+  return Linear(Attention(qkv, heads_, mask), out_proj->weight, out_proj->bias);
 }
 
 torch::Tensor MultiheadAttentionImpl::ForwardQuery(const torch::Tensor& x, const torch::Tensor& xq,
                                                   const torch::Tensor& mask_rows) {
   const int64_t b = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads_;
-  auto q = F::linear(xq, in_proj_weight.slice(0, 0, w), in_proj_bias.slice(0, 0, w));  // (B, W)
-  auto kv = F::linear(x, in_proj_weight.slice(0, w), in_proj_bias.slice(0, w));  // (B, L, 2W)
+  auto q = Linear(xq, in_proj_weight.slice(0, 0, w), in_proj_bias.slice(0, 0, w));  // (B, W)
+  auto kv = Linear(x, in_proj_weight.slice(0, w), in_proj_bias.slice(0, w));  // (B, L, 2W)
   auto parts = kv.view({b, l, 2, heads_, hd}).permute({2, 0, 3, 1, 4});  // 2 x (B, heads, L, hd)
   q = q.view({b, heads_, 1, hd}) * (1.0 / std::sqrt(static_cast<double>(hd)));
   auto scores = torch::matmul(q, parts[0].transpose(-2, -1));  // (B, heads, 1, L)
   if (mask_rows.defined()) scores = scores + mask_rows.to(scores.scalar_type()).view({b, 1, 1, l});
   auto out = torch::matmul(torch::softmax(scores, -1), parts[1]);  // (B, heads, 1, hd)
-  return out_proj(out.reshape({b, w}));
+  return Linear(out.reshape({b, w}), out_proj->weight, out_proj->bias);
 }
 
 MlpImpl::MlpImpl(int64_t width) {
@@ -61,7 +61,7 @@ MlpImpl::MlpImpl(int64_t width) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return c_proj(QuickGelu(c_fc(x)));
+  return Linear(QuickGelu(Linear(x, c_fc->weight, c_fc->bias)), c_proj->weight, c_proj->bias);
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(int64_t width, int64_t heads) {

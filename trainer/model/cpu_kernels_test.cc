@@ -216,5 +216,83 @@ TEST_F(FusedKernels, ResidualBlockMatchesUnfused) {
   }
 }
 
+// The linear layer (backward in oneDNN where built with it) against LibTorch's: output bit for bit,
+// the gradients of input, weight and bias to 1e-6, for a 3-d input and a 2-d one without bias.
+TEST_F(FusedKernels, LinearMatchesUnfused) {
+  if (!LinearRunsOneDnn()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev): nothing to compare";
+  for (const bool bias : {true, false}) {
+    const auto x0 = bias ? torch::randn({3, 129, 192}) : torch::randn({37, 300});
+    const int64_t n = bias ? 576 : 130, k = x0.size(-1);
+    const auto w0 = torch::randn({n, k}) / std::sqrt(static_cast<double>(k));
+    const auto b0 = bias ? torch::randn({n}) : torch::Tensor();
+    auto out_sizes = x0.sizes().vec();
+    out_sizes.back() = n;
+    const auto g = torch::randn(out_sizes);
+    torch::Tensor outs[2], gx[2], gw[2], gb[2];
+    for (const bool fused : {true, false}) {
+      auto x = x0.clone().requires_grad_(true), w = w0.clone().requires_grad_(true);
+      auto b = bias ? b0.clone().requires_grad_(true) : b0;
+      auto y = fused ? Linear(x, w, b) : LinearUnfused(x, w, b);
+      if (fused) {  // oneDNN's backward, not LibTorch's AddmmBackward0/MmBackward0
+        EXPECT_NE(y.grad_fn()->name().find("Linear"), std::string::npos) << y.grad_fn()->name();
+      }
+      (y * g).sum().backward();
+      outs[fused] = y.detach();
+      gx[fused] = x.grad();
+      gw[fused] = w.grad();
+      if (bias) gb[fused] = b.grad();
+    }
+    EXPECT_TRUE(torch::equal(outs[1], outs[0])) << "the forward is LibTorch's";
+    EXPECT_LT(RelativeError(gx[1], gx[0]), kBound) << "input gradient, bias " << bias;
+    EXPECT_LT(RelativeError(gw[1], gw[0]), kBound) << "weight gradient, bias " << bias;
+    if (bias) EXPECT_LT(RelativeError(gb[1], gb[0]), kBound) << "bias gradient";
+  }
+  // Without gradients, and for other dtypes, it is LibTorch's linear.
+  torch::NoGradGuard no_grad;
+  const auto xd = torch::randn({4, 8}, torch::kDouble), wd = torch::randn({3, 8}, torch::kDouble);
+  EXPECT_TRUE(torch::equal(Linear(xd, wd, {}), LinearUnfused(xd, wd, {})));
+}
+
+// A block's output at one token per batch row (training's last block) against the whole block's
+// output at those rows: values and every gradient (parameters and input) to 1e-6, with and
+// without the causal mask, with the fused kernels on and off.
+TEST_F(FusedKernels, BlockRowsMatchTheWholeBlock) {
+  for (const bool fused : {true, false}) {
+    SetFusedCpuKernels(fused);
+    for (const bool causal : {false, true}) {
+      ResidualAttentionBlock block(64, 4);
+      const int64_t b = 5, l = causal ? 77 : 129;
+      const auto x0 = torch::randn({b, l, 64});
+      const auto rows = causal ? torch::randint(0, l, {b}, torch::kLong) : torch::zeros({b}, torch::kLong);
+      const auto g = torch::randn({b, 64});
+      torch::Tensor mask;
+      if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
+      torch::Tensor outs[2], gx[2];
+      std::vector<torch::Tensor> grads[2];
+      for (const bool only_rows : {true, false}) {
+        block->zero_grad();
+        auto x = x0.clone().requires_grad_(true);
+        torch::Tensor y;
+        if (only_rows) {
+          y = block->ForwardRows(x, rows, mask);
+        } else {
+          auto all = block(x, mask);
+          y = all.index({torch::arange(b), rows});
+        }
+        (y * g).sum().backward();
+        outs[only_rows] = y.detach();
+        gx[only_rows] = x.grad();
+        for (const auto& p : block->parameters()) grads[only_rows].push_back(p.grad().clone());
+      }
+      const std::string what = std::string(fused ? "fused" : "unfused") + (causal ? ", causal" : "");
+      EXPECT_LT(RelativeError(outs[1], outs[0]), kBound) << what;
+      EXPECT_LT(RelativeError(gx[1], gx[0]), kBound) << what;
+      for (size_t i = 0; i < grads[0].size(); ++i) {
+        EXPECT_LT(RelativeError(grads[1][i], grads[0][i]), kBound) << what << ", parameter " << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace reid::model
