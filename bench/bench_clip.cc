@@ -93,13 +93,18 @@ reid::model::VisionShape BenchShape() {
 // out_proj (B*L x W x W) and the MLP's two (B*L x W x 4W); the patch embedding (B*N x 3*p*p x W)
 // and the CLS projection (B x W x D). The backward pass computes two products per forward product
 // (gradient of each operand), except the patch embedding, whose input (the image) needs none.
-// Elementwise work (softmax, LayerNorm, QuickGELU, adds) is not counted.
+// The last block counts what a training step makes of it (clip.cc makes only the CLS token's
+// row there): keys and values over all L tokens, the query, scores, out_proj and MLP for one
+// token per image. Elementwise work (softmax, LayerNorm, QuickGELU, adds) is not counted.
 double StepFlops(const reid::model::VisionShape& s, int64_t b) {
   const double n = static_cast<double>(s.grid_h * s.grid_w), l = n + 1, w = s.width;
   const double block = 2 * b * l * w * (3 * w) + 2 * (2 * b * l * l * w) + 2 * b * l * w * w +
                        2 * (2 * b * l * w * (4 * w));
+  const double last_block = 2 * b * l * w * (2 * w) + 2 * b * w * w + 2 * (2 * b * l * w) +
+                            2 * b * w * w + 2 * (2 * b * w * (4 * w));
   const double embed = 2 * b * n * (3.0 * s.patch * s.patch) * w;
-  const double forward = s.layers * block + embed + 2 * b * w * s.output_dim;
+  const double forward =
+      (s.layers - 1) * block + last_block + embed + 2 * b * w * s.output_dim;
   return 3 * forward - embed;
 }
 
