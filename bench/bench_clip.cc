@@ -103,8 +103,7 @@ double StepFlops(const reid::model::VisionShape& s, int64_t b) {
   const double last_block = 2 * b * l * w * (2 * w) + 2 * b * w * w + 2 * (2 * b * l * w) +
                             2 * b * w * w + 2 * (2 * b * w * (4 * w));
   const double embed = 2 * b * n * (3.0 * s.patch * s.patch) * w;
-  const double forward =
-      (s.layers - 1) * block + last_block + embed + 2 * b * w * s.output_dim;
+  const double forward = (s.layers - 1) * block + last_block + embed + 2 * b * w * s.output_dim;
   return 3 * forward - embed;
 }
 

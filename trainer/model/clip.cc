@@ -43,10 +43,10 @@ torch::Tensor MultiheadAttentionImpl::forward(const torch::Tensor& x, const torc
 }
 
 torch::Tensor MultiheadAttentionImpl::ForwardQuery(const torch::Tensor& x, const torch::Tensor& xq,
-                                                  const torch::Tensor& mask_rows) {
+                                                   const torch::Tensor& mask_rows) {
   const int64_t b = x.size(0), l = x.size(1), w = x.size(2), hd = w / heads_;
   auto q = Linear(xq, in_proj_weight.slice(0, 0, w), in_proj_bias.slice(0, 0, w));  // (B, W)
-  auto kv = Linear(x, in_proj_weight.slice(0, w), in_proj_bias.slice(0, w));  // (B, L, 2W)
+  auto kv = Linear(x, in_proj_weight.slice(0, w), in_proj_bias.slice(0, w));        // (B, L, 2W)
   auto parts = kv.view({b, l, 2, heads_, hd}).permute({2, 0, 3, 1, 4});  // 2 x (B, heads, L, hd)
   q = q.view({b, heads_, 1, hd}) * (1.0 / std::sqrt(static_cast<double>(hd)));
   auto scores = torch::matmul(q, parts[0].transpose(-2, -1));  // (B, heads, 1, L)
@@ -196,7 +196,8 @@ VisionOutputs VisionTransformerImpl::forward(const torch::Tensor& x, const torch
   VisionOutputs o;
   o.cls_last = last.select(1, 0);
   if (RowsOnlyLastBlock()) {
-    o.cls = LayerNormFp32(ln_post, transformer->RunLastAt(last, {}, torch::zeros({b}, torch::kLong)));
+    o.cls =
+        LayerNormFp32(ln_post, transformer->RunLastAt(last, {}, torch::zeros({b}, torch::kLong)));
   } else {
     o.cls = LayerNormFp32(ln_post, transformer->Run(last, {}, n - 1, n).select(1, 0));
   }

@@ -263,7 +263,8 @@ TEST_F(FusedKernels, BlockRowsMatchTheWholeBlock) {
       ResidualAttentionBlock block(64, 4);
       const int64_t b = 5, l = causal ? 77 : 129;
       const auto x0 = torch::randn({b, l, 64});
-      const auto rows = causal ? torch::randint(0, l, {b}, torch::kLong) : torch::zeros({b}, torch::kLong);
+      const auto rows =
+          causal ? torch::randint(0, l, {b}, torch::kLong) : torch::zeros({b}, torch::kLong);
       const auto g = torch::randn({b, 64});
       torch::Tensor mask;
       if (causal) mask = torch::full({l, l}, -std::numeric_limits<float>::infinity()).triu(1);
@@ -284,7 +285,8 @@ TEST_F(FusedKernels, BlockRowsMatchTheWholeBlock) {
         gx[only_rows] = x.grad();
         for (const auto& p : block->parameters()) grads[only_rows].push_back(p.grad().clone());
       }
-      const std::string what = std::string(fused ? "fused" : "unfused") + (causal ? ", causal" : "");
+      const std::string what =
+          std::string(fused ? "fused" : "unfused") + (causal ? ", causal" : "");
       EXPECT_LT(RelativeError(outs[1], outs[0]), kBound) << what;
       EXPECT_LT(RelativeError(gx[1], gx[0]), kBound) << what;
       for (size_t i = 0; i < grads[0].size(); ++i) {

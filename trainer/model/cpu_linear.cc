@@ -1,6 +1,6 @@
 // The linear layer whose backward products run in oneDNN's sgemm where LibTorch was built against
 // the same oneDNN library (Debian's is): on this project's Zen 4 machine it makes the two products
-// of a linear layer's backward (the input's and the weight's gradient) 5-27% faster than OpenBLAS
+// of a linear layer's backward (the input's and the weight's gradient) 4-27% faster than OpenBLAS
 // at the ViT's shapes. The forward stays LibTorch's addmm, bit for bit.
 #include <ATen/Parallel.h>
 
@@ -10,8 +10,8 @@
 #include "trainer/model/cpu_kernels_internal.h"
 
 #ifdef REID_HAVE_DNNL
-#include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
 #endif
 
 namespace reid::model {
@@ -43,14 +43,12 @@ torch::autograd::variable_list LinearBackward(const torch::Tensor& x, const torc
   torch::Tensor gx, gw, gb;
   if (want_x) {
     gx = torch::empty(x.sizes(), x.options());  // (M, K) = g (M, N) w (N, K)
-    Sgemm('N', 'N', m, k, n, g.data_ptr<float>(), n, w.data_ptr<float>(), k,
-          gx.data_ptr<float>());
+    Sgemm('N', 'N', m, k, n, g.data_ptr<float>(), n, w.data_ptr<float>(), k, gx.data_ptr<float>());
   }
   if (want_w) {
     const torch::Tensor xc = x.contiguous();
     gw = torch::empty({n, k}, w.options());  // (N, K) = g^T (N, M) x (M, K)
-    Sgemm('T', 'N', n, k, m, g.data_ptr<float>(), n, xc.data_ptr<float>(), k,
-          gw.data_ptr<float>());
+    Sgemm('T', 'N', n, k, m, g.data_ptr<float>(), n, xc.data_ptr<float>(), k, gw.data_ptr<float>());
   }
   if (want_b) gb = g.view({m, n}).sum(0);
   return {gx, gw, gb};
@@ -100,7 +98,8 @@ bool LinearRunsOneDnn() {
 #endif
 }
 
-torch::Tensor LinearUnfused(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b) {
+torch::Tensor LinearUnfused(const torch::Tensor& x, const torch::Tensor& w,
+                            const torch::Tensor& b) {
   return torch::nn::functional::linear(x, w, b);
 }
 
