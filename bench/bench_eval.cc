@@ -4,13 +4,13 @@
 // bench/ref_eval.py in the same run; at MSMT17 scale on the first --ref_queries queries against
 // the whole gallery, scaled linearly, as its cost is linear in the queries) and against the floor:
 // the bare query x gallery matrix product at the same threads (chunked like ours, into one reused
-// block). Re-ranking: ours vs the reference's re_ranking at Market scale, ours alone at MSMT17
-// scale (the reference's (Q+G)^2 matrices do not fit). Usage (from the project root):
+// block); ours and the floor best of 3 (MSMT17: 2) runs in turn, ours' first run also reported
+// (`*_first_s`). Re-ranking: ours vs the reference's re_ranking at Market scale, ours alone at
+// MSMT17 scale (the reference's (Q+G)^2 matrices do not fit). Usage (from the project root):
 //   bench_eval [--json] [--threads=N] [--ref_queries=1000] [--no_rerank] [--market_only]
 //              [--rerank_only] [--scale=1] [--profile=market|msmt17]
 // --profile needs its value (--profile=market or --profile=msmt17): a bare --profile is an error.
 #include <ATen/Parallel.h>
-
 #include <time.h>
 
 #include <chrono>
@@ -22,8 +22,8 @@
 #include <thread>
 
 #include "bench/bench_flags.h"
-#include "trainer/eval/eval_run.h"
 #include "formats/npy.h"
+#include "trainer/eval/eval_run.h"
 
 DEFINE_bool(json, false, "print one JSON object (with a `ratio` field)");
 DEFINE_bool(no_rerank, false, "skip re-ranking");
@@ -54,6 +54,7 @@ struct Scale {
 
 struct Timing {
   double product_s = 0, ours_s = 0, ref_s = 0, ref_distance_s = 0, ref_ranking_s = 0;
+  double ours_first_s = 0;  // the first of the evaluations (ours_s is their best)
   double ours_map = 0, ref_map = 0, peak_mb = 0, ref_peak_mb = 0;
   double rerank_s = 0, ref_rerank_s = 0, rerank_map = 0, ref_rerank_map = 0, rerank_peak_mb = 0;
   double rerank_product_s = 0;
@@ -202,12 +203,24 @@ EvalResult Evaluate(const reid::trainer::RankingInput& in, bool rerank) {
 bool RunScale(const Scale& s, bool msmt, const Args& args, const std::string& dir, Timing* t) {
   reid::trainer::RankingInput in = MakeInput(s, 1280);
   if (!WriteInputs(in, dir)) return false;
-  t->product_s = TimeProduct(in);
-  ResetPeak();
-  double start = Now();
-  t->ours_map = Evaluate(in, false).mAP;
-  t->ours_s = Now() - start;
-  t->peak_mb = PeakMb();
+  // Best of `reps` for the floor and for ours, in turn so that both see the same load, as the
+  // other benchmarks take the best step: the first evaluation in a process also pays for fresh
+  // memory (page faults, a few microseconds each on the development VM), reported as first_s.
+  const int reps = msmt ? 2 : 3;
+  t->product_s = 1e30;
+  t->ours_s = 1e30;
+  for (int rep = 0; rep < reps; ++rep) {
+    t->product_s = std::min(t->product_s, TimeProduct(in));
+    if (rep == 0) ResetPeak();
+    const double start = Now();
+    t->ours_map = Evaluate(in, false).mAP;
+    const double took = Now() - start;
+    if (rep == 0) {
+      t->peak_mb = PeakMb();
+      t->ours_first_s = took;
+    }
+    t->ours_s = std::min(t->ours_s, took);
+  }
   t->ref_queries = msmt ? std::min(args.ref_queries, s.q) : s.q;
   double ref[5];
   if (!RunReference(dir, args.threads, "eval", msmt ? t->ref_queries : 0, ref)) return false;
@@ -220,7 +233,7 @@ bool RunScale(const Scale& s, bool msmt, const Args& args, const std::string& di
   if (!args.rerank) return true;
   if (msmt) t->rerank_product_s = TimeRerankProduct(in);
   ResetPeak();
-  start = Now();
+  const double start = Now();
   t->rerank_map = Evaluate(in, true).mAP;
   t->rerank_s = Now() - start;
   t->rerank_peak_mb = PeakMb();
@@ -238,6 +251,8 @@ void PrintText(const Scale& s, bool msmt, const Timing& t) {
   std::printf("  bare product (floor)   %8.3f s\n", t.product_s);
   std::printf("  ours                   %8.3f s  (%.2fx the floor, peak RSS %.0f MiB, mAP %.6f)\n",
               t.ours_s, t.ours_s / t.product_s, t.peak_mb, t.ours_map);
+  std::printf("  ours, first call       %8.3f s  (%.2fx the floor)\n", t.ours_first_s,
+              t.ours_first_s / t.product_s);
   std::printf(
       "  reference              %8.3f s  (distance %.3f + eval_func %.3f%s, peak RSS %.0f "
       "MiB, mAP %.6f%s)\n",
@@ -326,14 +341,15 @@ int main(int argc, char** argv) {
         "\"market_ratio\":%.3f,\"msmt17_ratio\":%.3f,\"msmt17_peak_mb\":%.0f,"
         "\"market_s\":%.4f,\"market_product_s\":%.4f,\"market_reference_s\":%.4f,"
         "\"msmt17_s\":%.4f,\"msmt17_product_s\":%.4f,\"msmt17_reference_s\":%.4f,"
+        "\"market_first_s\":%.4f,\"msmt17_first_s\":%.4f,"
         "\"msmt17_reference_queries\":%lld,\"market_rerank_s\":%.3f,"
         "\"market_reference_rerank_s\":%.3f,\"msmt17_rerank_s\":%.3f,\"msmt17_rerank_peak_mb\":"
         "%.0f,\"msmt17_rerank_product_s\":%.3f,\"rerank_floor_ratio\":%.3f,"
         "\"reference\":\"bench/ref_eval.py\"}\n",
         args.threads, std::min(market_ratio, msmt_ratio), floor_ratio, market_ratio, msmt_ratio,
         ts.peak_mb, tm.ours_s, tm.product_s, tm.ref_s, ts.ours_s, ts.product_s, ts.ref_s,
-        static_cast<long long>(ts.ref_queries), tm.rerank_s, tm.ref_rerank_s, ts.rerank_s,
-        ts.rerank_peak_mb, ts.rerank_product_s,
+        tm.ours_first_s, ts.ours_first_s, static_cast<long long>(ts.ref_queries), tm.rerank_s,
+        tm.ref_rerank_s, ts.rerank_s, ts.rerank_peak_mb, ts.rerank_product_s,
         ts.rerank_product_s > 0 ? ts.rerank_s / ts.rerank_product_s : 0.0);
   } else {
     std::printf("evaluation, %d threads\n", args.threads);
