@@ -3,14 +3,16 @@
 
 #include <ATen/Parallel.h>
 #include <gflags/gflags.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <iostream>
 
-#include "data/dataset.h"
-#include "proto/config.h"
 #include "cli/commands.h"
 #include "cli/config_flags.h"
+#include "data/dataset.h"
+#include "proto/config.h"
+#include "trainer/distributed/stop_signal.h"
 
 DECLARE_string(checkpoint);
 DECLARE_string(data_root);
@@ -20,8 +22,19 @@ DECLARE_string(device);
 namespace reid::trainer {
 
 Job::Job(const proto::ReidConfig& cfg) : ranks(dist::InitRanks()) {
-  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks));
+  SetIntraOpThreads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks));
   comm = dist::MakeCommunicator(ranks, cfg.dist(), -1);
+}
+
+void SetIntraOpThreads(int threads) {
+  at::set_num_threads(threads);
+  // Each thread of the team runs one index (ATen's OpenMP parallel_for with grain 1); the calling
+  // thread keeps its mask (blocked already where handlers are installed; where none are, the
+  // default action must still reach the process).
+  const pthread_t caller = pthread_self();
+  at::parallel_for(0, threads, 1, [caller](int64_t, int64_t) {
+    if (!pthread_equal(pthread_self(), caller)) dist::BlockStopSignalsInThisThread();
+  });
 }
 
 Job::~Job() {

@@ -23,6 +23,10 @@ struct Job {
   std::unique_ptr<dist::Communicator> comm;
 };
 
+// at::set_num_threads(threads), and the stop signals blocked in those intra-op threads for good
+// (dist::BlockStopSignalsInThisThread): their handlers run on a thread of their own.
+void SetIntraOpThreads(int threads);
+
 // --device: cpu, cuda, or empty = CUDA device <local rank> when there is one.
 StatusOr<torch::Device> DeviceFromFlag(const dist::Ranks& ranks);
 

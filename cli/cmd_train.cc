@@ -14,18 +14,18 @@
 
 #include "base/file_util.h"
 #include "base/init.h"
-#include "monitoring/run_identity.h"
-#include "trainer/checkpoint.h"
 #include "cli/cmd_common.h"
 #include "cli/commands.h"
 #include "cli/config_flags.h"
+#include "monitoring/report/report.h"
+#include "monitoring/run_identity.h"
+#include "trainer/checkpoint.h"
 #include "trainer/distributed/communicator.h"
 #include "trainer/distributed/ranks.h"
 #include "trainer/distributed/stop_signal.h"
 #include "trainer/memory_estimate.h"
 #include "trainer/model/reid_model.h"
 #include "trainer/output_lock.h"
-#include "monitoring/report/report.h"
 #include "trainer/trainer.h"
 
 DECLARE_string(bpe_vocab);
@@ -83,8 +83,8 @@ Status CheckModelSource(const proto::ModelConfig& m) {
         "pretrained/), or set model { random_init: true } to train from random init on purpose");
   }
   if (!m.weights().empty() && m.random_init()) {
-    return Status::InvalidArgument("model.random_init is true but model.weights = '" +
-                                   m.weights() + "' names weights: clear one of them");
+    return Status::InvalidArgument("model.random_init is true but model.weights = '" + m.weights() +
+                                   "' names weights: clear one of them");
   }
   auto exists = [](const std::string& field, const std::string& path) {
     if (path.empty()) return Status::Ok();
@@ -205,9 +205,9 @@ int RunTrain(int /*argc*/, char** /*argv*/, const std::vector<std::string>& set_
       locked = l.status();
     }
   }
-  at::set_num_threads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks));
   dist::InstallStopSignalHandlers();
   dist::InstallInterruptHandlers();  // Ctrl-C and a closed terminal checkpoint too
+  SetIntraOpThreads(dist::IntraOpThreads(cfg.dist().intra_op_threads(), ranks));
   std::unique_ptr<dist::Communicator> comm =
       dist::MakeCommunicator(ranks, cfg.dist(), device.is_cuda() ? device.index() : -1);
   s = AgreeWithRank0(locked, *comm);  // every rank exits 2 together when rank 0 could not lock

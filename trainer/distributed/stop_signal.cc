@@ -2,12 +2,15 @@
 // ranks (see stop_signal.h).
 #include "trainer/distributed/stop_signal.h"
 
+#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 namespace reid::dist {
 namespace {
@@ -51,15 +54,46 @@ void OnHangup(int) {
   g_stop = 1;
 }
 
+// The signals these handlers take.
+sigset_t HandledSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int sig : {SIGTERM, SIGUSR1, SIGINT, SIGHUP}) sigaddset(&set, sig);
+  return set;
+}
+
+// Routes the handled signals to a thread of their own: the calling thread blocks them, and so
+// does every thread it starts from now on (a new thread inherits its creator's mask); the signal
+// thread unblocks them and only waits. A handler never runs on a thread that computes, whose
+// stack pointer oneDNN's JIT kernels (LibTorch's CPU convolution, its sgemm) point into the heap
+// while they run (oneDNN issue #4845): the handler's frame would be written there.
+void StartSignalThread() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const sigset_t set = HandledSignals();
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([set] {
+      pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+      for (;;) pause();  // handlers run here; the process ends without joining
+    }).detach();
+  });
+}
+
 void Install(int sig, void (*handler)(int)) {
   struct sigaction action = {};
   action.sa_handler = handler;
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   sigaction(sig, &action, nullptr);
+  StartSignalThread();
 }
 
 }  // namespace
+
+void BlockStopSignalsInThisThread() {
+  const sigset_t set = HandledSignals();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
 
 void InstallStopSignalHandlers() {
   Install(SIGTERM, OnStopSignal);

@@ -8,7 +8,15 @@
 namespace reid::dist {
 
 // Installs handlers for SIGTERM and SIGUSR1 that only set the flag (async-signal-safe).
+// The handlers run on a thread of their own: the first install blocks the handled signals in
+// the calling thread, and so in every thread it starts afterwards, and starts a thread that takes
+// them. Threads started earlier may still take them: call BlockStopSignalsInThisThread there when
+// they run LibTorch's CPU kernels (e.g. its intra-op threads), as oneDNN's JIT kernels point the
+// stack pointer into heap memory while they run, where a handler's frame would land.
 void InstallStopSignalHandlers();
+
+// Blocks the signals these handlers take in the calling thread, for good.
+void BlockStopSignalsInThisThread();
 
 // How long after a SIGINT a second one ends the process at once (status 130).
 inline constexpr int kInterruptWindowSeconds = 5;

@@ -12,6 +12,8 @@
 #ifdef REID_HAVE_DNNL
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.h>
+#include <pthread.h>
+#include <signal.h>
 #endif
 
 namespace reid::model {
@@ -21,14 +23,44 @@ using internal::TakesFusedPath;
 
 #ifdef REID_HAVE_DNNL
 
+// The signals whose handlers may run at any time (all but those a fault raises in its own thread).
+sigset_t AsynchronousSignals() {
+  sigset_t set;
+  sigfillset(&set);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS}) sigdelset(&set, sig);
+  return set;
+}
+
 // C (m x n, row-major, ldc = n) = op(A) op(B), as BLAS's sgemm on row-major operands.
+//
+// oneDNN 2.6's JIT sgemm points the stack register into heap memory while it runs (oneDNN issue
+// #4845, fixed in 3.11.2): a signal handler run on one of its threads then writes its frame into
+// the heap, which glibc later finds corrupted. Training installs handlers (SIGINT, SIGTERM, SIGHUP,
+// SIGUSR1) whose signals come at any time, so no thread of the call may run one: the calling thread
+// blocks asynchronous signals for the call's duration, and the other threads of its OpenMP team
+// (which run the JIT code too) block them for good. A signal sent meanwhile goes to another thread
+// or waits for the end of the call (milliseconds). FusedKernels.LinearBackwardSurvivesSignals.
 void Sgemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
            const float* b, int64_t ldb, float* c) {
+  static const sigset_t kAsynchronous = AsynchronousSignals();
   // oneDNN runs on OpenMP's team of the calling thread; LibTorch passes its own thread count to
   // each parallel region instead, so the calling thread's may differ (e.g. autograd's threads).
   const int threads = at::get_num_threads();
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
+  sigset_t saved;
+  pthread_sigmask(SIG_BLOCK, &kAsynchronous, &saved);
+  if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+    {
+      thread_local bool blocked = false;
+      if (omp_get_thread_num() != 0 && !blocked) {
+        pthread_sigmask(SIG_BLOCK, &kAsynchronous, nullptr);
+        blocked = true;
+      }
+    }
+  }
   const dnnl_status_t status = dnnl_sgemm(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, n);
+  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   CHECK_EQ(status, dnnl_success) << "dnnl_sgemm " << ta << tb << " " << m << "x" << n << "x" << k;
 }
 
