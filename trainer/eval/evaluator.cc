@@ -556,11 +556,20 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
       std::vector<int64_t> ids(nb);
       for (int64_t r = 0; r < nb; ++r) ids[r] = blk.q[r].query;
       torch::Tensor rows_in = blk.queries.slice(0, 0, nb);
-      const torch::Tensor src = in.query.index_select(0, torch::tensor(ids, torch::kInt64));
-      if (in.feat_norm) {
-        NormalizeRowsInto(src, rows_in);
+      const torch::Tensor index = torch::tensor(ids, torch::kInt64);
+      if (in.query.scalar_type() == torch::kFloat32) {
+        // Gathered straight into the pooled buffer and normalised there (NormalizeRowsInto's
+        // arithmetic on the same values, so the same bits): no fresh (rows, D) temporary per
+        // block, whose page faults cost more than its copy.
+        at::index_select_out(rows_in, in.query, 0, index);
+        if (in.feat_norm) rows_in.div_(rows_in.norm(2, 1, true).clamp_min(1e-12));
       } else {
-        rows_in.copy_(src);
+        const torch::Tensor src = in.query.index_select(0, index);
+        if (in.feat_norm) {
+          NormalizeRowsInto(src, rows_in);
+        } else {
+          rows_in.copy_(src.to(torch::kFloat32));
+        }
       }
       blk.queries.slice(0, nb).zero_();
       const float* qf = blk.queries.data_ptr<float>();
