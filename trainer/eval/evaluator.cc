@@ -568,7 +568,7 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
         if (in.feat_norm) {
           NormalizeRowsInto(src, rows_in);
         } else {
-          rows_in.copy_(src.to(torch::kFloat32));
+          rows_in.copy_(src);
         }
       }
       blk.queries.slice(0, nb).zero_();
