@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <numeric>
@@ -186,6 +187,8 @@ namespace {
 struct BlasThreadControl {
   void (*set)(int) = nullptr;
   int (*get)() = nullptr;
+  // Ends OpenBLAS' worker threads; its next multi-threaded call starts them again.
+  int (*end_workers)() = nullptr;
 };
 
 const BlasThreadControl& BlasControl() {
@@ -193,6 +196,7 @@ const BlasThreadControl& BlasControl() {
     BlasThreadControl c;
     c.set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
     c.get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    c.end_workers = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"));
     if (c.set == nullptr || c.get == nullptr) c = BlasThreadControl();
     return c;
   }();
@@ -208,6 +212,11 @@ ScopedBlasThreads::ScopedBlasThreads(int threads) {
   if (now == threads) return;
   saved_ = now;
   c.set(threads);
+  // After its last call, each OpenBLAS worker spins (sched_yield) for about 2^28 cycles before it
+  // sleeps: a tenth of a second of a core that our own threads, one per core, need. Measured
+  // after a 2-thread product on 2 cores: up to 0.6 s of kernel time and +0.05-0.4 s on a 0.7 s
+  // evaluation. Going to one thread, no worker is needed until the count is raised again.
+  if (threads == 1 && c.end_workers != nullptr) c.end_workers();
 }
 
 ScopedBlasThreads::~ScopedBlasThreads() {
@@ -224,18 +233,85 @@ void ForEachDynamic(int64_t n, const std::function<void(int64_t, int)>& fn) {
   });
 }
 
+namespace {
+
+// Freed HugePageEmpty blocks by size, at most kKeptHugePageBytes in all. Evaluation asks for the
+// same few sizes each time (tiles, operands, blocks' buffers), so training's periodic evaluations
+// and a benchmark's repeats touch memory that is already mapped.
+class KeptBlocks {
+ public:
+  static KeptBlocks& Get() {
+    static KeptBlocks* const kept = new KeptBlocks();  // never destroyed: freed tensors may outlive
+    return *kept;
+  }
+
+  // A kept block of at least `bytes` and at most twice that, or null.
+  void* Take(size_t bytes, size_t* size) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = blocks_.lower_bound(bytes);
+    if (it == blocks_.end() || it->first > 2 * bytes) return nullptr;
+    *size = it->first;
+    void* p = it->second;
+    kept_ -= it->first;
+    blocks_.erase(it);
+    return p;
+  }
+
+  void Give(void* p, size_t size) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (kept_ + size <= kKeptHugePageBytes) {
+        blocks_.emplace(size, p);
+        kept_ += size;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  size_t kept() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return kept_;
+  }
+
+  void Release() {
+    std::multimap<size_t, void*> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      blocks.swap(blocks_);
+      kept_ = 0;
+    }
+    for (const auto& [size, p] : blocks) std::free(p);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::multimap<size_t, void*> blocks_;
+  size_t kept_ = 0;
+};
+
+}  // namespace
+
 torch::Tensor HugePageEmpty(at::IntArrayRef sizes) {
   int64_t bytes = sizeof(float);
   for (int64_t s : sizes) bytes *= s;
   constexpr size_t kHuge = 2 << 20;
   const size_t rounded =
       (static_cast<size_t>(std::max<int64_t>(bytes, 1)) + kHuge - 1) / kHuge * kHuge;
-  void* p = nullptr;
-  CHECK_EQ(posix_memalign(&p, kHuge, rounded), 0) << "cannot allocate " << rounded << " bytes";
-  madvise(p, rounded, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
+  size_t size = rounded;
+  void* p = KeptBlocks::Get().Take(rounded, &size);
+  if (p == nullptr) {
+    CHECK_EQ(posix_memalign(&p, kHuge, rounded), 0) << "cannot allocate " << rounded << " bytes";
+    madvise(p, rounded, MADV_HUGEPAGE);  // advice only: 4 KiB pages where refused
+  }
   return torch::from_blob(
-      p, sizes, [](void* q) { std::free(q); }, torch::TensorOptions().dtype(torch::kFloat32));
+      p, sizes, [size](void* q) { KeptBlocks::Get().Give(q, size); },
+      torch::TensorOptions().dtype(torch::kFloat32));
 }
+
+size_t KeptHugePageBytes() { return KeptBlocks::Get().kept(); }
+
+void ReleaseKeptHugePages() { KeptBlocks::Get().Release(); }
 
 torch::Tensor NormalizeRows(const torch::Tensor& x) {
   torch::Tensor out = HugePageEmpty(x.sizes());

@@ -68,6 +68,9 @@ RankingSums RankQueries(const RankingInput& in, int64_t begin, int64_t end);
 
 // Sets the BLAS library's own thread count (OpenBLAS; a no-op elsewhere) for the scope, and
 // restores it: products made on each of our threads at once must not each start a thread pool.
+// Going to one thread also ends OpenBLAS' idle workers, which would otherwise spin on the cores
+// our threads need (it starts them again at its next multi-threaded call). The count is the
+// process's: no other thread may run BLAS products while a scope that changes it is open.
 class ScopedBlasThreads {
  public:
   explicit ScopedBlasThreads(int threads);
@@ -84,8 +87,16 @@ class ScopedBlasThreads {
 void ForEachDynamic(int64_t n, const std::function<void(int64_t, int)>& fn);
 
 // An uninitialised float32 tensor in memory advised for transparent huge pages: first touches of
-// large blocks cost far less than with 4 KiB pages.
+// large blocks cost far less than with 4 KiB pages. When it is freed, its block is kept for the
+// next request of about its size (at most kKeptHugePageBytes kept in all, process-wide): memory
+// handed back to the kernel comes back as fresh pages, whose first touch costs far more than the
+// arithmetic on them where the host reclaims freed guest memory (a VM's free page reporting).
 torch::Tensor HugePageEmpty(at::IntArrayRef sizes);
+constexpr size_t kKeptHugePageBytes = size_t{128} << 20;
+// Bytes of freed blocks HugePageEmpty keeps now.
+size_t KeptHugePageBytes();
+// Frees the kept blocks.
+void ReleaseKeptHugePages();
 // Rows scaled to unit L2 norm, float32 (the reference's F.normalize(dim=1)).
 torch::Tensor NormalizeRows(const torch::Tensor& x);
 // The same into `out` (same shape).

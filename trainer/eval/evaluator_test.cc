@@ -5,6 +5,9 @@
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+#include <dirent.h>
+
 #include <cmath>
 #include <memory>
 
@@ -307,6 +310,71 @@ TEST(EvaluatorTest, SmallGalleryShortensCmcAndJsonHasTheKeys) {
   const std::string json = EvalResultJson(r, "\"stage\":2");
   for (const char* key : {"\"mAP\":1", "\"cmc\":[1,1]", "\"num_valid_queries\":2", "\"stage\":2"}) {
     EXPECT_NE(json.find(key), std::string::npos) << json;
+  }
+}
+
+TEST(EvaluatorTest, HugePageBlocksAreKeptForTheNextRequest) {
+  ReleaseKeptHugePages();  // what earlier tests left
+  const size_t before = KeptHugePageBytes();
+  ASSERT_EQ(before, 0u);
+  constexpr size_t kMiB = size_t{1} << 20;
+  void* first = nullptr;
+  {
+    const torch::Tensor t = HugePageEmpty({5 << 18});  // 5 MiB: a 6 MiB block
+    first = t.data_ptr();
+    t.fill_(1.0f);
+  }
+  EXPECT_EQ(KeptHugePageBytes(), before + 6 * kMiB);
+  {
+    const torch::Tensor small = HugePageEmpty({1 << 18});  // 1 MiB: 6 MiB is over twice 2 MiB
+    EXPECT_NE(small.data_ptr(), first);
+    const torch::Tensor same = HugePageEmpty({11 << 17});  // 5.5 MiB: takes it
+    EXPECT_EQ(same.data_ptr(), first);
+    EXPECT_EQ(same.numel(), 11 << 17);
+    EXPECT_EQ(KeptHugePageBytes(), before);
+  }
+  EXPECT_EQ(KeptHugePageBytes(), before + 8 * kMiB);  // and the small one's fresh 2 MiB block
+  // A block larger than what is kept in all goes back to the system.
+  { const torch::Tensor big = HugePageEmpty({static_cast<int64_t>(kKeptHugePageBytes / 4 + 1)}); }
+  EXPECT_EQ(KeptHugePageBytes(), before + 8 * kMiB);
+  ReleaseKeptHugePages();
+  EXPECT_EQ(KeptHugePageBytes(), 0u);
+}
+
+int ThreadsOfThisProcess() {
+  DIR* dir = opendir("/proc/self/task");
+  if (dir == nullptr) return -1;
+  int n = 0;
+  while (const dirent* e = readdir(dir)) n += e->d_name[0] != '.';
+  closedir(dir);
+  return n;
+}
+
+TEST(EvaluatorTest, OneBlasThreadEndsOpenBlasWorkersAndTheyComeBack) {
+  if (dlsym(RTLD_DEFAULT, "blas_thread_shutdown_") == nullptr ||
+      dlsym(RTLD_DEFAULT, "openblas_set_num_threads") == nullptr) {
+    GTEST_SKIP() << "the BLAS behind LibTorch is not OpenBLAS (pthreads)";
+  }
+  at::parallel_for(0, 2, 1, [](int64_t, int64_t) {});  // the intra-op threads exist before counting
+  torch::manual_seed(3);
+  const torch::Tensor a = torch::randn({384, 256}), b = torch::randn({256, 320});
+  torch::Tensor expected;
+  {
+    const ScopedBlasThreads one(1);
+    expected = torch::mm(a, b);
+  }
+  int with_workers = 0;
+  {
+    const ScopedBlasThreads two(2);
+    EXPECT_TRUE(torch::equal(torch::mm(a, b), expected));  // OpenBLAS splits rows, not depth
+    with_workers = ThreadsOfThisProcess();
+    {
+      const ScopedBlasThreads one(1);
+      EXPECT_LT(ThreadsOfThisProcess(), with_workers);  // the workers ended
+      EXPECT_TRUE(torch::equal(torch::mm(a, b), expected));
+    }
+    EXPECT_TRUE(torch::equal(torch::mm(a, b), expected));  // started again
+    EXPECT_EQ(ThreadsOfThisProcess(), with_workers);
   }
 }
 
