@@ -5,6 +5,8 @@
 #include <cmath>
 #include <map>
 
+#include "trainer/fused_adam.h"
+
 namespace reid::trainer {
 
 double Stage1LearningRate(const proto::Stage1Config& cfg, int epoch) {
@@ -87,8 +89,8 @@ std::unique_ptr<torch::optim::Optimizer> MakeOptimizer(proto::OptimizerType type
         return SGDOptions(lr).momentum(momentum).weight_decay(wd);
       });
     default:  // ADAM: torch.optim.Adam, L2 weight decay coupled into the gradient
-      return Build<Adam>(groups,
-                         [](double lr, double wd) { return AdamOptions(lr).weight_decay(wd); });
+      return Build<FusedAdam>(
+          groups, [](double lr, double wd) { return AdamOptions(lr).weight_decay(wd); });
   }
 }
 

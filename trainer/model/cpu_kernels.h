@@ -29,9 +29,10 @@ torch::Tensor QuickGeluUnfused(const torch::Tensor& x);
 torch::Tensor Attention(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask);
 torch::Tensor AttentionUnfused(const torch::Tensor& qkv, int64_t heads, const torch::Tensor& mask);
 
-// A linear layer, x (..., K) w^T (N, K) + b (N) -> (..., N), b optional. The forward is LibTorch's;
-// fused (recording gradients, built with oneDNN: REID_HAVE_DNNL), its backward makes the input's
-// and the weight's gradients in oneDNN's sgemm instead of LibTorch's BLAS (OpenBLAS on Debian).
+// A linear layer, x (..., K) w^T (N, K) + b (N) -> (..., N), b optional. Fused (recording
+// gradients, built with oneDNN: REID_HAVE_DNNL), its forward product and its backward's (the
+// input's and the weight's gradients) run in oneDNN's sgemm, split by output columns over the
+// intra-op threads, instead of LibTorch's BLAS (OpenBLAS on Debian); otherwise LibTorch's linear.
 torch::Tensor Linear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 torch::Tensor LinearUnfused(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& b);
 // Whether Linear's fused backward exists in this build (oneDNN found at build time).

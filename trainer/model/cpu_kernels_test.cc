@@ -223,8 +223,9 @@ TEST_F(FusedKernels, ResidualBlockMatchesUnfused) {
   }
 }
 
-// The linear layer (backward in oneDNN where built with it) against LibTorch's: output bit for bit,
-// the gradients of input, weight and bias to 1e-6, for a 3-d input and a 2-d one without bias.
+// The linear layer (in oneDNN where built with it) against LibTorch's: output and the gradients of
+// input, weight and bias to 1e-6, for a 3-d input and a 2-d one without bias (130 outputs: parts
+// of 16 columns and a shorter last one).
 TEST_F(FusedKernels, LinearMatchesUnfused) {
   if (!LinearRunsOneDnn()) GTEST_SKIP() << "built without oneDNN (libdnnl-dev): nothing to compare";
   for (const bool bias : {true, false}) {
@@ -249,7 +250,7 @@ TEST_F(FusedKernels, LinearMatchesUnfused) {
       gw[fused] = w.grad();
       if (bias) gb[fused] = b.grad();
     }
-    EXPECT_TRUE(torch::equal(outs[1], outs[0])) << "the forward is LibTorch's";
+    EXPECT_LT(RelativeError(outs[1], outs[0]), kBound) << "output, bias " << bias;
     EXPECT_LT(RelativeError(gx[1], gx[0]), kBound) << "input gradient, bias " << bias;
     EXPECT_LT(RelativeError(gw[1], gw[0]), kBound) << "weight gradient, bias " << bias;
     if (bias) EXPECT_LT(RelativeError(gb[1], gb[0]), kBound) << "bias gradient";
