@@ -92,7 +92,7 @@ void ForEachDynamic(int64_t n, const std::function<void(int64_t, int)>& fn);
 // handed back to the kernel comes back as fresh pages, whose first touch costs far more than the
 // arithmetic on them where the host reclaims freed guest memory (a VM's free page reporting).
 torch::Tensor HugePageEmpty(at::IntArrayRef sizes);
-constexpr size_t kKeptHugePageBytes = size_t{128} << 20;
+constexpr size_t kKeptHugePageBytes = size_t{192} << 20;
 // Bytes of freed blocks HugePageEmpty keeps now.
 size_t KeptHugePageBytes();
 // Frees the kept blocks.
