@@ -521,8 +521,10 @@ std::vector<QueryRanking> RankTiled(const RankingInput& in, int64_t begin, int64
   // HugePageEmpty keeps (a Market-1501-size gallery: 82 MB at D 1280; MSMT17's, 420 MB, is made a
   // tile at a time for each block).
   torch::Tensor ordered;
-  if (gal.tiles * w * d * static_cast<int64_t>(sizeof(float)) <=
-      static_cast<int64_t>(kKeptHugePageBytes / 2)) {
+  const int64_t ordered_max = in.ordered_gallery_max_bytes >= 0
+                                  ? in.ordered_gallery_max_bytes
+                                  : static_cast<int64_t>(kKeptHugePageBytes / 2);
+  if (gal.tiles * w * d * static_cast<int64_t>(sizeof(float)) <= ordered_max) {
     ordered = HugePageEmpty({gal.tiles * w, d});
   }
   MeasureGallery(in, &gal, ordered.defined() ? ordered.data_ptr<float>() : nullptr);

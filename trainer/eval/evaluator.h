@@ -30,6 +30,9 @@ struct RankingInput {
   bool feat_norm = false;
   int64_t chunk_rows = 0;     // query rows per distance block (at most kTileRows when tiled)
   int64_t tile_cols = 0;      // gallery columns per tile; 0 = kTileCols (tests set small ones)
+  // The largest gallery (bytes, padded to whole tiles) put in pid order once; a larger one is made
+  // a tile at a time for each block of queries. -1 = kKeptHugePageBytes / 2 (tests set 0).
+  int64_t ordered_gallery_max_bytes = -1;
   // When set, gives rows [begin, end) of the (Q, G) distance matrix instead of the squared
   // Euclidean distance of the features (re-ranking); `query` and `gallery` are then unused.
   std::function<torch::Tensor(int64_t begin, int64_t end)> distance_rows;

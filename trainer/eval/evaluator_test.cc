@@ -3,10 +3,9 @@
 #include "trainer/eval/evaluator.h"
 
 #include <ATen/Parallel.h>
-#include <gtest/gtest.h>
-
-#include <dlfcn.h>
 #include <dirent.h>
+#include <dlfcn.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <memory>
@@ -104,18 +103,28 @@ TEST(EvaluatorTest, MatchesBruteForceAndIgnoresChunking) {
   in.max_rank = 20;
   const EvalResult want = BruteForce(in);
   // Blocks of 1, 5 or all queries; tiles of 7, 16 or all gallery items (each identity's items
-  // then spread over several tiles).
-  for (int64_t chunk : {1, 5, 1024}) {
-    for (int64_t tile : {7, 16, 0}) {
-      in.chunk_rows = chunk;
-      in.tile_cols = tile;
-      const EvalResult got = EvaluateRanking(in, nullptr);
-      EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
-      EXPECT_NEAR(got.mAP, want.mAP, 1e-12) << chunk << " " << tile;
-      ASSERT_EQ(got.cmc.size(), want.cmc.size());
-      for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+  // then spread over several tiles); the gallery put in order once or a tile at a time (the same
+  // bits either way).
+  for (int64_t ordered_max : {int64_t{-1}, int64_t{0}}) {
+    in.ordered_gallery_max_bytes = ordered_max;
+    for (int64_t chunk : {1, 5, 1024}) {
+      for (int64_t tile : {7, 16, 0}) {
+        in.chunk_rows = chunk;
+        in.tile_cols = tile;
+        const EvalResult got = EvaluateRanking(in, nullptr);
+        EXPECT_EQ(got.num_valid_queries, want.num_valid_queries);
+        EXPECT_NEAR(got.mAP, want.mAP, 1e-12) << chunk << " " << tile << " " << ordered_max;
+        ASSERT_EQ(got.cmc.size(), want.cmc.size());
+        for (size_t k = 0; k < got.cmc.size(); ++k) EXPECT_NEAR(got.cmc[k], want.cmc[k], 1e-12);
+        in.ordered_gallery_max_bytes = 0;
+        const EvalResult tiled = EvaluateRanking(in, nullptr);
+        in.ordered_gallery_max_bytes = ordered_max;
+        EXPECT_EQ(tiled.mAP, got.mAP);
+        EXPECT_EQ(tiled.cmc, got.cmc);
+      }
     }
   }
+  in.ordered_gallery_max_bytes = -1;
   // The same bits on 1 and 3 threads (tiles taken in any order).
   in.chunk_rows = 5;
   in.tile_cols = 7;

@@ -52,6 +52,7 @@ void OnTeam(const Fn& fn) {
   // LibTorch passes its own thread count to each parallel region; the calling thread's OpenMP
   // count may differ (e.g. autograd's threads).
   const int threads = at::get_num_threads();
+  if (omp_get_max_threads() != threads) omp_set_num_threads(threads);  // for a team of one too
   sigset_t saved;
   pthread_sigmask(SIG_BLOCK, &kAsynchronous, &saved);
   if (threads == 1) {
