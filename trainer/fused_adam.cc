@@ -1,11 +1,15 @@
 #include "trainer/fused_adam.h"
 
 #include <ATen/Parallel.h>
+#if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#endif
 
 #include <cmath>
 #include <memory>
 #include <string>
+
+#include "trainer/model/cpu_kernels.h"
 
 namespace reid::trainer {
 namespace {
@@ -48,6 +52,7 @@ void UpdateLoop(const Coefficients& c, float* p, const float* grad, float* m, fl
   for (int64_t i = lo; i < hi; ++i) UpdateOne<false>(c, p, grad, m, v, i);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target("avx2,fma"))) void UpdateAvx2(const Coefficients& c, float* p,
                                                     const float* grad, float* m, float* v,
                                                     int64_t lo, int64_t hi) {
@@ -71,23 +76,19 @@ __attribute__((target("avx2,fma"))) void UpdateAvx2(const Coefficients& c, float
   }
   for (; i < hi; ++i) UpdateOne<true>(c, p, grad, m, v, i);
 }
-
-bool CpuHasAvx2Fma() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-}
+#endif
 
 void Update(const Coefficients& c, float* p, const float* grad, float* m, float* v, int64_t n) {
-  const bool avx2 = CpuHasAvx2Fma();
+  const bool avx2 = model::CpuHasAvx2Fma();  // false off x86-64
   at::parallel_for(0, n, 1 << 14, [&](int64_t lo, int64_t hi) {
+#if defined(__x86_64__) && defined(__GNUC__)
     if (avx2) {
       UpdateAvx2(c, p, grad, m, v, lo, hi);
-    } else {
-      UpdateLoop(c, p, grad, m, v, lo, hi);
+      return;
     }
+#endif
+    (void)avx2;
+    UpdateLoop(c, p, grad, m, v, lo, hi);
   });
 }
 
@@ -123,10 +124,12 @@ torch::Tensor FusedAdam::step(LossClosure closure) {
       auto& state = static_cast<torch::optim::AdamParamState&>(*it->second);
       torch::Tensor& exp_avg = state.exp_avg();
       torch::Tensor& exp_avg_sq = state.exp_avg_sq();
-      if (!exp_avg.is_contiguous() || !exp_avg_sq.is_contiguous() ||
-          exp_avg.scalar_type() != torch::kFloat32 || exp_avg_sq.scalar_type() != torch::kFloat32) {
-        exp_avg = exp_avg.to(torch::kFloat32).contiguous();  // a restored state of another layout
-        exp_avg_sq = exp_avg_sq.to(torch::kFloat32).contiguous();
+      // Made above, or restored by optimizer_state.cc, which checks shape and type against p.
+      for (const torch::Tensor* t : {&exp_avg, &exp_avg_sq}) {
+        CHECK(t->is_contiguous() && t->sizes() == p.sizes() &&
+              t->scalar_type() == torch::kFloat32 && t->device().is_cpu())
+            << "Adam state of a parameter " << p.sizes() << ": " << t->sizes() << " "
+            << t->scalar_type();
       }
       state.step(state.step() + 1);
       const double beta1 = std::get<0>(options.betas()), beta2 = std::get<1>(options.betas());

@@ -211,8 +211,6 @@ void QuickGeluBackwardRange(const float* g, const float* x, float* gx, int64_t n
 
 }  // namespace
 
-namespace internal {
-
 bool CpuHasAvx2Fma() {
 #if defined(__x86_64__) && defined(__GNUC__)
   static const bool has = [] {
@@ -224,6 +222,8 @@ bool CpuHasAvx2Fma() {
   return false;
 #endif
 }
+
+namespace internal {
 
 void SoftmaxRow(const float* s, const float* mask, float* out, int64_t n) {
   REID_DISPATCH(SoftmaxRowAvx2(s, mask, out, n), SoftmaxRowLoop<false>(s, mask, out, n));

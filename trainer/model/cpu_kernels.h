@@ -10,6 +10,10 @@
 
 namespace reid::model {
 
+// Whether this CPU has AVX2 and FMA (checked once): the vectorised builds of the fused kernels
+// and of FusedAdam (trainer/fused_adam.h).
+bool CpuHasAvx2Fma();
+
 // Process-wide switch for the fused paths (default on); off, every entry point runs its unfused
 // ops. For benchmarks and tests that compare the two.
 void SetFusedCpuKernels(bool on);

@@ -5,13 +5,13 @@
 #include <cstdint>
 
 #include "base/torch_glog.h"
+#include "trainer/model/cpu_kernels.h"
 
 namespace reid::model::internal {
 
 constexpr int64_t kGrain = 32768;  // elements per task, as ATen's elementwise kernels
 
-// Whether this CPU has AVX2 and FMA (checked once): the kernels' vectorised builds.
-bool CpuHasAvx2Fma();
+using ::reid::model::CpuHasAvx2Fma;  // declared in cpu_kernels.h
 
 // A CPU float32 strided tensor, while the fused kernels are on (SetFusedCpuKernels).
 bool TakesFusedPath(const torch::Tensor& x);
